@@ -1,0 +1,1 @@
+"""Frontend: the Gradio app (mounted at /ui); it talks to the backend over HTTP only."""
