@@ -1,0 +1,82 @@
+"""Writing trees and galleries to a folder: small PNGs plus JSON that points at them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from treegrpo.tree_record import TreeRecord
+
+if TYPE_CHECKING:
+    from treegrpo.callbacks import SampleBatch
+
+THUMBNAIL_MIN = 64  # small images are upscaled (nearest) so a 16x16 digit is visible
+THUMBNAIL_MAX = 128  # large ones are downscaled to keep trees of hundreds of nodes light
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """(C, H, W) float in [0, 1] -> an 8-bit PIL image (L for one channel, RGB for three)."""
+    array = (image.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    if array.shape[0] == 1:
+        return Image.fromarray(array[0], mode="L")
+    return Image.fromarray(array[:3].transpose(1, 2, 0), mode="RGB")
+
+
+def thumbnail(image: Tensor) -> Image.Image:
+    pil = to_pil(image)
+    side = max(pil.size)
+    if side < THUMBNAIL_MIN:
+        scale = -(-THUMBNAIL_MIN // side)
+        return pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+    if side > THUMBNAIL_MAX:
+        pil.thumbnail((THUMBNAIL_MAX, THUMBNAIL_MAX))
+    return pil
+
+
+def write_tree(record: TreeRecord, out_dir: Path) -> dict[str, Any]:
+    """out_dir/tree.json and out_dir/images/node-XXXXX.png; image paths are relative."""
+    image_dir = out_dir / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    nodes = []
+    for node in record.nodes:
+        rel: str | None = None
+        if node.image is not None:
+            rel = f"images/node-{node.id:05d}.png"
+            thumbnail(node.image).save(out_dir / rel)
+        nodes.append(node.to_json(rel))
+    document = {
+        "prompt": record.prompt,
+        **record.meta,
+        "k": record.k,
+        "depth": record.depth,
+        "steps": record.steps,
+        "window_start": record.window_start,
+        "backup": record.backup,
+        "nodes": nodes,
+    }
+    (out_dir / "tree.json").write_text(json.dumps(document, indent=1))
+    return document
+
+
+def write_samples(batch: SampleBatch, out_dir: Path) -> None:
+    """out_dir/sample-XXX.png and out_dir/samples.json with prompts and rewards."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i, prompt in enumerate(batch.prompts):
+        rel = f"sample-{i:03d}.png"
+        thumbnail(batch.images[i]).save(out_dir / rel)
+        items.append(
+            {
+                "prompt": prompt,
+                "image": rel,
+                "rewards": {name: float(r[i]) for name, r in batch.rewards.items()},
+            }
+        )
+    (out_dir / "samples.json").write_text(
+        json.dumps({"epoch": batch.epoch, "samples": items}, indent=1)
+    )

@@ -1,0 +1,295 @@
+"""The `treegrpo` command. The core owns `train` and `sample-tree`; backend, workers and frontend
+add their subcommands through the `treegrpo.commands` entry-point group, found at run time, so
+the core never imports them. An entry point names a function `register(subparsers) -> None`.
+
+    treegrpo train --preset tiny-treegrpo --out runs/demo
+    treegrpo train --resume runs/demo --set epochs=20
+    treegrpo sample-tree --model tiny-random --prompt "a bright square" --reward brightness \
+        --k 3 --depth 3 --steps 10 --window-start 0 --seed 0 --backup mean --out tree_out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from treegrpo.config import ConfigError, RunConfig, deep_merge, expand_dotted, resolve_config
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+}
+
+
+class CommandError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CommandError(f"cannot read config file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise CommandError(f"{path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CommandError(f"{path} must hold a mapping of settings, not {type(data).__name__}")
+    preset = data.pop("preset", None)
+    if preset is not None:
+        from treegrpo.presets import preset_dict
+
+        return deep_merge(preset_dict(str(preset)), expand_dotted(data))
+    return data
+
+
+class _InterruptStop:
+    """Ctrl-C asks the trainer to stop after the current step and checkpoint; twice aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: list[Any] = []
+
+    def __enter__(self) -> _InterruptStop:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous.append((signum, signal.signal(signum, self._handle)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous:
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstop requested: finishing the current step and checkpointing", file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from treegrpo.callbacks import (
+        ArtifactWriter,
+        Callback,
+        JsonlMetrics,
+        StopFile,
+        truncate_metrics,
+    )
+    from treegrpo.checkpoint import latest_checkpoint
+    from treegrpo.models.registry import load_model
+    from treegrpo.progress import ProgressBar
+    from treegrpo.rewards.registry import load_rewards
+    from treegrpo.trainer import Trainer
+
+    if args.resume:
+        out = Path(args.resume)
+        config_path = out / "config.json"
+        if not config_path.exists():
+            raise CommandError(f"{out} holds no run to resume (no config.json)")
+        data = json.loads(config_path.read_text())
+        changes = [a.partition("=")[0].strip() for a in args.set]
+        if any(name != "epochs" for name in changes):
+            raise CommandError("only epochs can change on --resume (e.g. --set epochs=20)")
+        config = resolve_config(overrides=data, assignments=args.set)
+        checkpoint = latest_checkpoint(out / "checkpoints")
+        if checkpoint is None:
+            raise CommandError(f"{out} has no checkpoint yet; start it again without --resume")
+    else:
+        if not args.out:
+            raise CommandError("--out DIR is required (or --resume DIR)")
+        if args.config and args.preset:
+            raise CommandError("give --config or --preset, not both")
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            raise CommandError(
+                f"{out} already holds files; continue it with --resume {out} or pick another --out"
+            )
+        base = _load_config_file(Path(args.config)) if args.config else None
+        config = resolve_config(preset=args.preset, overrides=base, assignments=args.set)
+        checkpoint = None
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    metrics_path = out / "metrics.jsonl"
+    (out / "STOP").unlink(missing_ok=True)
+
+    class _Log(Callback):
+        def on_log(self, message: str) -> None:
+            with (out / "train.log").open("a") as handle:
+                handle.write(message + "\n")
+
+    interrupt = _InterruptStop()
+
+    class _Interrupt(Callback):
+        def should_stop(self) -> bool:
+            return interrupt.requested
+
+    adapter = load_model(config.model, config.device, config.dtype)
+    rewards = load_rewards(config.reward_weights, adapter.device)
+    progress = ProgressBar(disable=args.quiet)
+    trainer = Trainer(
+        config,
+        adapter,
+        rewards,
+        callbacks=[
+            JsonlMetrics(metrics_path),
+            ArtifactWriter(out / "artifacts"),
+            StopFile(out / "STOP"),
+            _Interrupt(),
+            _Log(),
+            progress,
+        ],
+        checkpoint_root=out / "checkpoints",
+    )
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        truncate_metrics(metrics_path, trainer.state.epoch)
+    with interrupt:
+        status = trainer.run()
+    progress.close()
+    print(f"{status} at epoch {trainer.state.epoch}/{config.epochs}; run folder: {out}")
+    return 0 if status == "completed" else 3
+
+
+# ---------------------------------------------------------------------------------------------
+# sample-tree
+
+
+def cmd_sample_tree(args: argparse.Namespace) -> int:
+    from treegrpo.artifacts import write_tree
+    from treegrpo.models.registry import load_model
+    from treegrpo.rewards.registry import load_rewards
+    from treegrpo.sample_tree import grow_tree
+
+    settings: dict[str, Any] = {
+        "model": args.model,
+        "reward": args.reward,
+        "seed": args.seed,
+        "device": args.device,
+        "tree.k": args.k,
+        "tree.depth": args.depth,
+        "tree.window": "fixed",
+        "tree.window_start": args.window_start,
+        "tree.backup": args.backup,
+        "sampling.steps": args.steps,
+    }
+    if args.cfg_scale is not None:
+        settings["sampling.cfg_scale"] = args.cfg_scale
+    if args.eta is not None:
+        settings["sampling.eta"] = args.eta
+    config = RunConfig.from_dict(settings)
+    adapter = load_model(config.model, config.device, config.dtype)
+    if args.eta is None and adapter.family == "epsilon":
+        config = RunConfig.from_dict({**settings, "sampling.eta": 1.0})
+    record = grow_tree(
+        adapter,
+        args.prompt,
+        config,
+        load_rewards(config.reward_weights, adapter.device),
+        args.window_start,
+    )
+    out = Path(args.out)
+    document = write_tree(record, out)
+    leaves = [n for n in record.nodes if n.is_leaf]
+    rewards = [n.reward for n in leaves if n.reward is not None]
+    print(
+        f"{len(document['nodes'])} nodes, {len(leaves)} leaves; reward "
+        f"min {min(rewards):.4f} mean {sum(rewards) / len(rewards):.4f} max {max(rewards):.4f}; "
+        f"wrote {out / 'tree.json'}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from treegrpo.config import field_help
+
+    parser = argparse.ArgumentParser(
+        prog="treegrpo",
+        description="TreeGRPO studio: tree-advantage GRPO for diffusion and flow models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    settings = "\n".join(f"  {name:28s} {text}" for name, text in field_help().items())
+    train = sub.add_parser(
+        "train",
+        help="train a model with TreeGRPO or a baseline",
+        description="Train with TreeGRPO or a baseline. Writes metrics.jsonl, checkpoints/, "
+        "artifacts/ (trees, galleries) and train.log to --out. Ctrl-C or `touch OUT/STOP` "
+        "stops cleanly with a checkpoint.",
+        epilog="settings for --set (TREEGRPO.md section 9):\n" + settings,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("--config", help="YAML file of settings (may name a `preset:`)")
+    train.add_argument("--preset", help="start from a named preset, e.g. tiny-treegrpo")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
+    train.add_argument("--out", help="run folder to create")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    tree = sub.add_parser(
+        "sample-tree",
+        help="grow one tree for a prompt, score it, write tree.json",
+        description="Grow one TreeGRPO tree, score its leaves and back the advantages up. "
+        "Writes OUT/tree.json and OUT/images/ (each state's predicted clean image).",
+    )
+    tree.add_argument("--model", default="tiny-random")
+    tree.add_argument("--prompt", required=True)
+    tree.add_argument("--k", type=int, default=3, help="branching factor")
+    tree.add_argument("--depth", type=int, default=3, help="SDE window width d")
+    tree.add_argument("--steps", type=int, default=10, help="denoising steps T")
+    tree.add_argument("--window-start", type=int, default=0, help="first SDE step s")
+    tree.add_argument("--seed", type=int, default=0)
+    tree.add_argument("--reward", default="brightness")
+    tree.add_argument("--backup", default="mean", help="mean | logprob_softmax | depth_norm")
+    tree.add_argument("--cfg-scale", type=float, default=None, help="default 4.5")
+    tree.add_argument("--eta", type=float, default=None, help="default 0.7 (flow), 1.0 (DDIM)")
+    tree.add_argument("--device", default="auto")
+    tree.add_argument("--out", required=True)
+    tree.set_defaults(func=cmd_sample_tree)
+
+    for entry in entry_points(group="treegrpo.commands"):
+        entry.load()(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"treegrpo: invalid setting {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        print(f"treegrpo: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,535 @@
+"""Typed, frozen, validated run configuration. Torch-free on purpose.
+
+The API validates job configs with these classes, so this module must import nothing heavy: no
+torch, no numpy. One vocabulary serves presets, `--set key=value`, the REST API and the docs
+(TREEGRPO.md section 9). Every field's `help` metadata is its documentation; unknown names and
+impossible values raise `ConfigError`, which names the dotted field and says what is wrong.
+
+    cfg = resolve_config(preset="tiny-treegrpo", overrides={"tree.k": 4})
+    cfg.to_dict()  # plain JSON, round-trips through RunConfig.from_dict
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
+
+ALGORITHMS = ("treegrpo", "dancegrpo", "flowgrpo", "mixgrpo")
+BACKUPS = ("mean", "logprob_softmax", "depth_norm")
+WINDOW_SCHEDULES = ("random", "shift", "fixed")
+LOSS_AGGREGATIONS = ("sum", "mean")
+DTYPES = ("float32", "bfloat16", "float16")
+BUILTIN_MODELS = ("digits", "digits-ddim", "tiny-random", "tiny-random-ddim")
+
+MAX_NAME_CHARS = 200
+MAX_PROMPT_CHARS = 500
+MAX_PROMPTS = 4096
+MAX_LEAVES_PER_TREE = 4096
+
+Algorithm = Literal["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
+Backup = Literal["mean", "logprob_softmax", "depth_norm"]
+WindowSchedule = Literal["random", "shift", "fixed"]
+LossAggregation = Literal["sum", "mean"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class ConfigError(ValueError):
+    """An impossible or unknown setting. `field` is the dotted name, `reason` says what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks shared by the sections. Each raises ConfigError naming the field.
+
+
+def _int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"expected an integer, got {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(name, f"must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(name, f"must be <= {hi}, got {value}")
+    return value
+
+
+def _float(
+    name: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(name, f"expected a number, got {value!r}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"must be finite, got {value}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ConfigError(name, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ConfigError(name, f"must be <= {hi}, got {value}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    options = tuple(choices)
+    if value not in options:
+        raise ConfigError(name, f"must be one of {', '.join(options)}; got {value!r}")
+    return str(value)
+
+
+def _text(name: str, value: Any, max_chars: int = MAX_NAME_CHARS) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(name, f"expected a string, got {value!r}")
+    if not value.strip():
+        raise ConfigError(name, "must not be empty")
+    if len(value) > max_chars:
+        raise ConfigError(name, f"must be at most {max_chars} characters, got {len(value)}")
+    return value
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"expected true or false, got {value!r}")
+    return value
+
+
+def _prompts(name: str, value: Any) -> str | tuple[str, ...]:
+    """A prompt-set name or a non-empty list of prompts."""
+    if isinstance(value, str):
+        from treegrpo.prompts import PROMPT_SETS
+
+        return _choice(name, value, PROMPT_SETS)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ConfigError(name, "must not be an empty list")
+        if len(value) > MAX_PROMPTS:
+            raise ConfigError(name, f"at most {MAX_PROMPTS} prompts, got {len(value)}")
+        return tuple(_text(f"{name}[{i}]", p, MAX_PROMPT_CHARS) for i, p in enumerate(value))
+    raise ConfigError(name, f"expected a prompt-set name or a list of prompts, got {value!r}")
+
+
+def _reward(name: str, value: Any) -> str | tuple[tuple[str, float], ...]:
+    """One reward name, or {name: weight} with positive weights (kept as sorted pairs)."""
+    from treegrpo.rewards.names import REWARD_NAMES
+
+    if isinstance(value, str):
+        return _choice(name, value, REWARD_NAMES)
+    if isinstance(value, Mapping):
+        if not value:
+            raise ConfigError(name, "must name at least one reward")
+        pairs = []
+        for key, weight in value.items():
+            _choice(f"{name}.{key}", key, REWARD_NAMES)
+            pairs.append((str(key), _float(f"{name}.{key}", weight, lo=0.0, lo_open=True)))
+        return tuple(sorted(pairs))
+    if isinstance(value, list | tuple) and all(
+        isinstance(p, list | tuple) and len(p) == 2 for p in value
+    ):
+        return _reward(name, dict(value))
+    raise ConfigError(name, f"expected a reward name or {{name: weight}}, got {value!r}")
+
+
+def _model(name: str, value: Any) -> str:
+    """A built-in model name or a local folder (checked for existence where the model loads)."""
+    text = _text(name, value, max_chars=1024)
+    looks_like_path = "/" in text or text.startswith(".")
+    if text not in BUILTIN_MODELS and not looks_like_path:
+        raise ConfigError(
+            name,
+            f"unknown model {text!r}: use one of {', '.join(BUILTIN_MODELS)} "
+            "or a path to a local model folder",
+        )
+    return text
+
+
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def _device(name: str, value: Any) -> str:
+    text = _text(name, value)
+    if not _DEVICE_PATTERN.match(text):
+        raise ConfigError(name, f"must be auto, cpu, cuda or cuda:N; got {text!r}")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    steps: int = field(default=10, metadata=_help("T: denoising steps (NFE) per image."))
+    cfg_scale: float = field(
+        default=4.5, metadata=_help("Classifier-free guidance scale; 1 turns guidance off.")
+    )
+    eta: float = field(
+        default=0.7,
+        metadata=_help("SDE noise level (flow: sigma_t scale, 0.7 official; DDIM: eta, 1.0)."),
+    )
+    max_batch: int = field(
+        default=0,
+        metadata=_help("Most states per model call in rollouts, CFG halves included; 0 = no cap."),
+    )
+
+    def __post_init__(self) -> None:
+        _int("sampling.steps", self.steps, 1, 1000)
+        object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
+        object.__setattr__(self, "eta", _float("sampling.eta", self.eta, 0.0, 10.0, lo_open=True))
+        _int("sampling.max_batch", self.max_batch, 0)
+        if self.max_batch == 1 and self.cfg_scale != 1.0:
+            raise ConfigError(
+                "sampling.max_batch", "must be >= 2 with CFG (cond and uncond share a call)"
+            )
+
+
+@dataclass(frozen=True)
+class TreeConfig:
+    k: int = field(default=3, metadata=_help("Branching factor: children per SDE node."))
+    depth: int = field(default=3, metadata=_help("d: width of the SDE window in steps."))
+    window: WindowSchedule = field(
+        default="random",
+        metadata=_help("Window placement: random (paper), shift (official code) or fixed."),
+    )
+    window_ratio: float = field(
+        default=0.5, metadata=_help("r of the truncated geometric P[s] ~ (1 - r) r^s.")
+    )
+    window_start: int = field(
+        default=0, metadata=_help("s for the fixed schedule; first s for shift.")
+    )
+    shift_every: int = field(default=1, metadata=_help("Shift schedule: epochs per move."))
+    shift_by: int = field(default=1, metadata=_help("Shift schedule: steps per move."))
+    backup: Backup = field(
+        default="mean",
+        metadata=_help(
+            "How leaf advantages reach internal edges: mean, logprob_softmax, depth_norm."
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        _int("tree.k", self.k, 2, 16)
+        _int("tree.depth", self.depth, 1, 1000)
+        if self.k**self.depth > MAX_LEAVES_PER_TREE:
+            raise ConfigError(
+                "tree.depth",
+                f"k^depth = {self.k}^{self.depth} leaves per tree exceeds {MAX_LEAVES_PER_TREE}",
+            )
+        _choice("tree.window", self.window, WINDOW_SCHEDULES)
+        object.__setattr__(
+            self, "window_ratio", _float("tree.window_ratio", self.window_ratio, 0.0, 1.0, True)
+        )
+        if self.window_ratio >= 1.0:
+            raise ConfigError("tree.window_ratio", "must be < 1")
+        _int("tree.window_start", self.window_start, 0)
+        _int("tree.shift_every", self.shift_every, 1)
+        _int("tree.shift_by", self.shift_by, 0)
+        _choice("tree.backup", self.backup, BACKUPS)
+
+
+@dataclass(frozen=True)
+class FlatConfig:
+    group_size: int = field(
+        default=27, metadata=_help("G: independent trajectories per prompt (flat baselines).")
+    )
+    timestep_fraction: float = field(
+        default=0.6, metadata=_help("DanceGRPO: fraction of steps trained per epoch.")
+    )
+    window: int = field(
+        default=3, metadata=_help("MixGRPO: SDE window width; placed like tree.window.")
+    )
+
+    def __post_init__(self) -> None:
+        _int("flat.group_size", self.group_size, 2, MAX_LEAVES_PER_TREE)
+        object.__setattr__(
+            self,
+            "timestep_fraction",
+            _float("flat.timestep_fraction", self.timestep_fraction, 0.0, 1.0, lo_open=True),
+        )
+        _int("flat.window", self.window, 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    lr: float = field(default=1e-5, metadata=_help("AdamW learning rate."))
+    weight_decay: float = field(default=1e-4, metadata=_help("AdamW weight decay."))
+    clip_range: float = field(default=1e-4, metadata=_help("PPO ratio clip epsilon."))
+    adv_clip: float = field(default=5.0, metadata=_help("Advantages are clamped to +-adv_clip."))
+    kl_beta: float = field(
+        default=0.0, metadata=_help("Weight of the KL to the reference policy; 0 = none (paper).")
+    )
+    loss_agg: LossAggregation = field(
+        default="sum", metadata=_help("Over the k children of a node: sum (official) or mean.")
+    )
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient-norm clip."))
+    minibatches: int = field(
+        default=1, metadata=_help("Optimizer steps per epoch; the edges are split evenly.")
+    )
+    micro_batch: int = field(
+        default=0, metadata=_help("Most parent states per forward in the update; 0 = all.")
+    )
+    lora_rank: int = field(default=0, metadata=_help("LoRA rank; 0 = full fine-tune."))
+    grad_checkpointing: bool = field(
+        default=False, metadata=_help("Gradient checkpointing in the denoiser (GPU models).")
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr", _float("train.lr", self.lr, 0.0, 1.0, lo_open=True))
+        object.__setattr__(
+            self, "weight_decay", _float("train.weight_decay", self.weight_decay, 0.0, 10.0)
+        )
+        object.__setattr__(
+            self, "clip_range", _float("train.clip_range", self.clip_range, 0.0, 10.0, True)
+        )
+        object.__setattr__(
+            self, "adv_clip", _float("train.adv_clip", self.adv_clip, 0.0, 1e6, lo_open=True)
+        )
+        object.__setattr__(self, "kl_beta", _float("train.kl_beta", self.kl_beta, 0.0, 1e6))
+        _choice("train.loss_agg", self.loss_agg, LOSS_AGGREGATIONS)
+        object.__setattr__(
+            self,
+            "max_grad_norm",
+            _float("train.max_grad_norm", self.max_grad_norm, 0.0, 1e6, lo_open=True),
+        )
+        _int("train.minibatches", self.minibatches, 1, 1024)
+        _int("train.micro_batch", self.micro_batch, 0)
+        _int("train.lora_rank", self.lora_rank, 0, 1024)
+        _bool("train.grad_checkpointing", self.grad_checkpointing)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    algorithm: Algorithm = field(
+        default="treegrpo", metadata=_help("treegrpo, dancegrpo, flowgrpo or mixgrpo.")
+    )
+    model: str = field(
+        default="tiny-random",
+        metadata=_help("digits, digits-ddim, tiny-random, tiny-random-ddim or a local folder."),
+    )
+    reward: str | tuple[tuple[str, float], ...] = field(
+        default="brightness", metadata=_help("A reward name, or {name: weight, ...}.")
+    )
+    prompts: str | tuple[str, ...] = field(
+        default="tiny", metadata=_help("A prompt-set name or a list of prompts.")
+    )
+    prompts_per_epoch: int = field(default=4, metadata=_help("Prompts (trees) per epoch."))
+    eval_prompts: str | tuple[str, ...] | None = field(
+        default=None, metadata=_help("Held-out prompts for galleries; null = the first prompts.")
+    )
+    epochs: int = field(default=10, metadata=_help("Training epochs (iterations)."))
+    seed: int = field(default=0, metadata=_help("Seeds every random choice of the run."))
+    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N."))
+    dtype: DType = field(
+        default="float32", metadata=_help("Model dtype; step math always runs in float32.")
+    )
+    checkpoint_every: int = field(
+        default=1, metadata=_help("Epochs between checkpoints; 0 = only at the end.")
+    )
+    log_tree_every: int = field(
+        default=0, metadata=_help("Epochs between logged trees (with images); 0 = never.")
+    )
+    sample_every: int = field(
+        default=0, metadata=_help("Epochs between sample galleries (epoch 0 too); 0 = never.")
+    )
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    tree: TreeConfig = field(default_factory=TreeConfig)
+    flat: FlatConfig = field(default_factory=FlatConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    SECTIONS: ClassVar[dict[str, type]] = {
+        "sampling": SamplingConfig,
+        "tree": TreeConfig,
+        "flat": FlatConfig,
+        "train": TrainConfig,
+    }
+
+    def __post_init__(self) -> None:
+        _choice("algorithm", self.algorithm, ALGORITHMS)
+        _model("model", self.model)
+        object.__setattr__(self, "reward", _reward("reward", self.reward))
+        object.__setattr__(self, "prompts", _prompts("prompts", self.prompts))
+        _int("prompts_per_epoch", self.prompts_per_epoch, 1, MAX_PROMPTS)
+        if self.eval_prompts is not None:
+            object.__setattr__(self, "eval_prompts", _prompts("eval_prompts", self.eval_prompts))
+        _int("epochs", self.epochs, 1, 10_000_000)
+        _int("seed", self.seed, 0, 2**31 - 1)
+        _device("device", self.device)
+        _choice("dtype", self.dtype, DTYPES)
+        _int("checkpoint_every", self.checkpoint_every, 0)
+        _int("log_tree_every", self.log_tree_every, 0)
+        _int("sample_every", self.sample_every, 0)
+        for name, cls in self.SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(name, f"expected a {name} section")
+        self._check_windows()
+
+    def _check_windows(self) -> None:
+        steps = self.sampling.steps
+        if self.algorithm == "treegrpo":
+            width, width_field = self.tree.depth, "tree.depth"
+        elif self.algorithm == "mixgrpo":
+            width, width_field = self.flat.window, "flat.window"
+        else:
+            return
+        if width > steps:
+            raise ConfigError(
+                width_field, f"window of {width} steps is longer than sampling.steps = {steps}"
+            )
+        if self.tree.window == "fixed" and self.tree.window_start + width > steps:
+            raise ConfigError(
+                "tree.window_start",
+                f"window [{self.tree.window_start}, {self.tree.window_start + width}) runs past "
+                f"the last step ({steps} steps)",
+            )
+        if self.tree.window == "shift" and self.tree.window_start > steps - width:
+            raise ConfigError(
+                "tree.window_start",
+                f"first window start {self.tree.window_start} is past the last valid start "
+                f"{steps - width}",
+            )
+
+    # -- conversion --------------------------------------------------------------------------
+
+    @property
+    def reward_weights(self) -> dict[str, float]:
+        """The reward as {name: weight}; a single name has weight 1."""
+        if isinstance(self.reward, str):
+            return {self.reward: 1.0}
+        return dict(self.reward)
+
+    @property
+    def window_width(self) -> int:
+        """SDE window width of the algorithm: tree depth, MixGRPO's window, or all steps."""
+        if self.algorithm == "treegrpo":
+            return self.tree.depth
+        if self.algorithm == "mixgrpo":
+            return self.flat.window
+        return self.sampling.steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able nested dict; `RunConfig.from_dict(cfg.to_dict()) == cfg`."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                out[f.name] = dataclasses.asdict(value)  # type: ignore[arg-type]
+            elif f.name == "reward" and not isinstance(value, str):
+                out[f.name] = dict(value)
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build from nested and/or dotted keys. Unknown keys raise ConfigError."""
+        nested = expand_dotted(data)
+        top_names = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in nested.items():
+            if key not in top_names:
+                raise ConfigError(key, _unknown_message(key, top_names))
+            section = cls.SECTIONS.get(key)
+            if section is None:
+                kwargs[key] = value
+                continue
+            if not isinstance(value, Mapping):
+                raise ConfigError(key, f"expected a mapping of {key}.* settings, got {value!r}")
+            names = {f.name for f in dataclasses.fields(section)}
+            for sub in value:
+                if sub not in names:
+                    raise ConfigError(f"{key}.{sub}", _unknown_message(sub, names))
+            kwargs[key] = section(**value)
+        return cls(**kwargs)
+
+
+def _unknown_message(key: str, known: Iterable[str]) -> str:
+    return f"unknown setting {key!r}; known: {', '.join(sorted(known))}"
+
+
+def expand_dotted(data: Mapping[str, Any]) -> dict[str, Any]:
+    """{"tree.k": 4, "train": {"lr": 1e-4}} -> {"tree": {"k": 4}, "train": {"lr": 1e-4}}."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(str(key), "setting names must be non-empty strings")
+        if isinstance(value, Mapping) and key in RunConfig.SECTIONS:
+            value = expand_dotted(value)
+        head, _, rest = key.partition(".")
+        if rest:
+            value = expand_dotted({rest: value})
+        if head in out and isinstance(out[head], dict) and isinstance(value, dict):
+            out[head] = deep_merge(out[head], value)
+        else:
+            out[head] = value
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dict merge; values of `update` win, mappings merge key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """`"tree.k=4"` -> ("tree.k", 4). Values are parsed as YAML scalars/lists/maps."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "expected key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(key.strip(), f"cannot parse value {raw!r}: {exc}") from exc
+    return key.strip(), value
+
+
+def resolve_config(
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    assignments: Iterable[str] = (),
+) -> RunConfig:
+    """Preset, then nested/dotted overrides, then `key=value` assignments; validated."""
+    from treegrpo.presets import preset_dict
+
+    data: dict[str, Any] = preset_dict(preset) if preset else {}
+    if overrides:
+        data = deep_merge(data, expand_dotted(overrides))
+    for text in assignments:
+        key, value = parse_assignment(text)
+        data = deep_merge(data, expand_dotted({key: value}))
+    return RunConfig.from_dict(data)
+
+
+def field_help() -> dict[str, str]:
+    """Dotted name -> help text, for CLI help and docs."""
+    out: dict[str, str] = {}
+    for f in dataclasses.fields(RunConfig):
+        section = RunConfig.SECTIONS.get(f.name)
+        if section is None:
+            out[f.name] = f.metadata.get("help", "")
+            continue
+        for sub in dataclasses.fields(section):
+            out[f"{f.name}.{sub.name}"] = sub.metadata.get("help", "")
+    return out
+
+
+assert set(get_args(Algorithm)) == set(ALGORITHMS)
+assert set(get_args(Backup)) == set(BACKUPS)

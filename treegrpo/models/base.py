@@ -1,0 +1,113 @@
+"""The model-adapter interface the rollout and trainer talk to.
+
+An adapter bundles a text encoder, a denoiser (the trained module), a step schedule and a decoder:
+
+    cond   = adapter.encode_prompts(["a photo of a cat"])   # Conditioning, batch-first
+    sched  = adapter.make_schedule(steps=10)                 # FlowMatchSchedule | DDIMSchedule
+    out    = adapter.predict(x, i, sched, cond, cfg_scale)   # CFG: cond and uncond in one call
+    images = adapter.decode(x0)                              # (B, C, H, W) in [0, 1]
+
+Flow adapters predict velocity, epsilon adapters predict noise; the schedule knows which.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from treegrpo.schedules import Family, Schedule
+
+
+@dataclass
+class Conditioning:
+    """Batch-first tensors that condition the denoiser (token states, pooled embeddings, ...)."""
+
+    tensors: dict[str, Tensor]
+
+    def __len__(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def select(self, index: Tensor) -> Conditioning:
+        """Rows `index` (LongTensor) of every tensor, e.g. to give each tree node its prompt."""
+        return Conditioning(
+            {k: v.index_select(0, index.to(v.device)) for k, v in self.tensors.items()}
+        )
+
+    def expand(self, n: int) -> Conditioning:
+        """A single-row conditioning repeated n times (used for the unconditional prompt)."""
+        return Conditioning({k: v.expand(n, *v.shape[1:]) for k, v in self.tensors.items()})
+
+    @staticmethod
+    def cat(parts: Sequence[Conditioning]) -> Conditioning:
+        keys = parts[0].tensors.keys()
+        return Conditioning({k: torch.cat([p.tensors[k] for p in parts]) for k in keys})
+
+
+class ModelAdapter(ABC):
+    """What TreeGRPO needs from a text-to-image model."""
+
+    family: Family
+    latent_shape: tuple[int, ...]  # (C, H, W) of one latent
+    denoiser: nn.Module  # the module the policy update trains
+    device: torch.device
+    dtype: torch.dtype  # of the denoiser's weights/activations; step math stays float32
+    name: str
+
+    @abstractmethod
+    def make_schedule(self, steps: int) -> Schedule:
+        """The step schedule this model samples with, for T = steps."""
+
+    @abstractmethod
+    def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
+        """Text -> conditioning, on self.device."""
+
+    @abstractmethod
+    def denoise(
+        self, x: Tensor, timesteps: Tensor, cond: Conditioning, denoiser: nn.Module | None = None
+    ) -> Tensor:
+        """One raw denoiser call (no guidance). `denoiser` overrides the policy (reference)."""
+
+    @abstractmethod
+    def decode(self, latents: Tensor) -> Tensor:
+        """Clean latents -> images (B, C, H, W), float32 in [0, 1]."""
+
+    def unconditional(self) -> Conditioning:
+        """Conditioning of the empty prompt, computed once."""
+        cached: Conditioning | None = getattr(self, "_uncond_cache", None)
+        if cached is None:
+            cached = self.encode_prompts([""])
+            self._uncond_cache = cached
+        return cached
+
+    def predict(
+        self,
+        x: Tensor,
+        step: int | Tensor,
+        schedule: Schedule,
+        cond: Conditioning,
+        cfg_scale: float,
+        denoiser: nn.Module | None = None,
+    ) -> Tensor:
+        """Guided model output at step(s) `step`, float32. Cond and uncond share one call."""
+        batch = x.shape[0]
+        timesteps = schedule.model_timesteps(step, batch).to(self.device)
+        x_in = x.to(device=self.device, dtype=self.dtype)
+        if cfg_scale == 1.0:
+            return self.denoise(x_in, timesteps, cond, denoiser).float()
+        both = Conditioning.cat([cond, self.unconditional().expand(batch)])
+        out = self.denoise(
+            torch.cat([x_in, x_in]), torch.cat([timesteps, timesteps]), both, denoiser
+        ).float()
+        out_cond, out_uncond = out.chunk(2)  # (B, C, H, W) each
+        return out_uncond + cfg_scale * (out_cond - out_uncond)
+
+    def initial_noise(self, n: int, generator: torch.Generator) -> Tensor:
+        """(n, C, H, W) standard Gaussian latents, drawn on the CPU so seeds match across devices."""
+        return torch.randn((n, *self.latent_shape), generator=generator).to(self.device)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.denoiser.parameters() if p.requires_grad]

@@ -1,0 +1,3 @@
+"""The reward names the config accepts. Torch-free; must match `registry.REWARDS`."""
+
+REWARD_NAMES: tuple[str, ...] = ("brightness", "contrast")

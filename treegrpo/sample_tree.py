@@ -1,0 +1,75 @@
+"""Grow, score and back up one tree for a prompt: what `treegrpo sample-tree` and the workers'
+sample jobs run. Every state is recorded with its predicted clean image."""
+
+from __future__ import annotations
+
+import torch
+
+from treegrpo.advantages import backup, combine_rewards
+from treegrpo.config import RunConfig
+from treegrpo.models.base import ModelAdapter
+from treegrpo.rewards.registry import RewardFn
+from treegrpo.rollout import draw_tree_noise, rollout_trees
+from treegrpo.tree import TreeShape
+from treegrpo.tree_record import TreeRecord, build_tree_records
+
+
+@torch.no_grad()
+def grow_tree(
+    adapter: ModelAdapter,
+    prompt: str,
+    config: RunConfig,
+    rewards: dict[str, RewardFn],
+    window_start: int,
+) -> TreeRecord:
+    """One tree with config.tree.k / depth / backup and config.sampling, seeded by config.seed."""
+    shape = TreeShape(config.tree.k, config.tree.depth, config.sampling.steps, window_start)
+    schedule = adapter.make_schedule(shape.steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    noise = draw_tree_noise(1, shape, adapter.latent_shape, generator)
+    adapter.denoiser.eval()
+    rollout = rollout_trees(
+        adapter,
+        schedule,
+        [prompt],
+        adapter.encode_prompts([prompt]),
+        shape,
+        noise,
+        config.sampling.cfg_scale,
+        config.sampling.eta,
+        config.sampling.max_batch,
+        record=True,
+    )
+    images = {
+        step: adapter.decode(block.reshape(-1, *block.shape[2:])).reshape(
+            *block.shape[:2], -1, *block.shape[3:]
+        )  # (1, width, C, H, W)
+        for step, block in rollout.x0.items()
+    }
+    leaf_images = images[shape.steps][0]  # (k^d, C, H, W)
+    leaf_prompts = [prompt] * leaf_images.shape[0]
+    scores = {name: fn(leaf_images, leaf_prompts).float().cpu() for name, fn in rewards.items()}
+    weights = config.reward_weights
+    groups = torch.zeros(leaf_images.shape[0], dtype=torch.long)
+    leaf_adv = combine_rewards(scores, weights, groups)[None]  # (1, k^d)
+    edge_log_probs = [rollout.log_probs[window_start + j] for j in range(1, shape.depth + 1)]
+    values = backup(
+        config.tree.backup, leaf_adv, shape.k, edge_log_probs, torch.zeros(1, dtype=torch.long)
+    )
+    record = build_tree_records(
+        rollout,
+        schedule,
+        config.tree.backup,
+        {name: s[None] for name, s in scores.items()},
+        weights,
+        values,
+        images,
+    )[0]
+    record.meta = {
+        "model": config.model,
+        "seed": config.seed,
+        "reward": config.to_dict()["reward"],
+        "cfg_scale": config.sampling.cfg_scale,
+        "eta": config.sampling.eta,
+    }
+    return record
