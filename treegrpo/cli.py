@@ -124,10 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(preset=args.preset, overrides=base, assignments=args.set)
         checkpoint = None
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     metrics_path = out / "metrics.jsonl"
-    (out / "STOP").unlink(missing_ok=True)
 
     class _Log(Callback):
         def on_log(self, message: str) -> None:
@@ -157,6 +154,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         ],
         checkpoint_root=out / "checkpoints",
     )
+    # The folder is made only once the run is known to start, so a refused run leaves nothing.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    (out / "STOP").unlink(missing_ok=True)
     if checkpoint is not None:
         trainer.resume(checkpoint)
         truncate_metrics(metrics_path, trainer.state.epoch)

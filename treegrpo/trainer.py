@@ -86,6 +86,10 @@ class Trainer:
             self.eval_prompts = list(resolve_prompts(config.eval_prompts))
         else:
             self.eval_prompts = list(resolve_prompts(config.prompts))[:EVAL_PROMPTS_DEFAULT]
+        if config.train.lora_rank:
+            adapter.enable_lora(config.train.lora_rank)
+        if config.train.grad_checkpointing:
+            adapter.enable_gradient_checkpointing()
         self.parameters = adapter.trainable_parameters()
         if not self.parameters:
             raise ValueError(f"model {adapter.name!r} has no trainable parameters")

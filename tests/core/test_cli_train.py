@@ -213,3 +213,13 @@ def test_logged_trees_galleries_and_multi_reward(tmp_path: Path) -> None:
     assert epochs == [0, 1, 2]
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["metrics"]
     assert set(first) == {"eval/brightness_mean", "eval/contrast_mean"}
+
+
+def test_unsupported_lora_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--preset", "tiny-treegrpo", "--set", "train.lora_rank=4",
+                 "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "train.lora_rank" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

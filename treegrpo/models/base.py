@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from treegrpo.config import ConfigError
 from treegrpo.schedules import Family, Schedule
 
 
@@ -108,6 +109,14 @@ class ModelAdapter(ABC):
     def initial_noise(self, n: int, generator: torch.Generator) -> Tensor:
         """(n, C, H, W) standard Gaussian latents, drawn on the CPU so seeds match across devices."""
         return torch.randn((n, *self.latent_shape), generator=generator).to(self.device)
+
+    def enable_lora(self, rank: int) -> None:
+        """Freeze the denoiser and train rank-`rank` LoRA adapters instead (train.lora_rank)."""
+        raise ConfigError("train.lora_rank", f"model {self.name!r} does not support LoRA")
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Trade compute for activation memory in the update (train.grad_checkpointing)."""
+        raise ConfigError("train.grad_checkpointing", f"model {self.name!r} does not support it")
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]
