@@ -18,14 +18,16 @@ EPS = 1e-8
 
 def group_zscore(values: Tensor, groups: Tensor) -> Tensor:
     """(x - mean) / (std + 1e-8) within each group id; population std; equal values give 0."""
-    out = torch.zeros_like(values, dtype=torch.float32)
+    # float64 inside: in float32 the mean of equal values can miss them by ~1e-8, which the
+    # 1e-8 epsilon would blow up into O(1) advantages for a group with no signal at all.
+    out = torch.zeros(values.shape, dtype=torch.float64, device=values.device)
     for group in torch.unique(groups):
         members = groups == group
-        chunk = values[members].float()
+        chunk = values[members].double()
         mean = chunk.mean()
         std = ((chunk - mean) ** 2).mean().sqrt()
         out[members] = (chunk - mean) / (std + EPS)
-    return out
+    return out.float()
 
 
 def combine_rewards(

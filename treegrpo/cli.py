@@ -42,8 +42,10 @@ class CommandError(Exception):
 def _load_config_file(path: Path) -> dict[str, Any]:
     import yaml
 
+    from treegrpo.config import load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except OSError as exc:
         raise CommandError(f"cannot read config file {path}: {exc}") from exc
     except yaml.YAMLError as exc:

@@ -12,6 +12,7 @@ impossible values raise `ConfigError`, which names the dotted field and says wha
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -487,6 +488,27 @@ def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, 
     return out
 
 
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+@functools.cache
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+    return Loader
+
+
+def load_yaml(text: str) -> Any:
+    """Safe YAML that also reads `1e-5` as a float (PyYAML's YAML 1.1 rules need `1.0e-5`)."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass: no arbitrary objects
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """`"tree.k=4"` -> ("tree.k", 4). Values are parsed as YAML scalars/lists/maps."""
     import yaml
@@ -495,7 +517,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(text, "expected key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(key.strip(), f"cannot parse value {raw!r}: {exc}") from exc
     return key.strip(), value
@@ -533,3 +555,60 @@ def field_help() -> dict[str, str]:
 
 assert set(get_args(Algorithm)) == set(ALGORITHMS)
 assert set(get_args(Backup)) == set(BACKUPS)
+
+
+# What each setting accepts, for the docs; the checks themselves live in __post_init__.
+ALLOWED: dict[str, str] = {
+    "algorithm": " \\| ".join(ALGORITHMS),
+    "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path",
+    "reward": "a registered reward, or {name: weight > 0}",
+    "prompts": f"a prompt set, or 1..{MAX_PROMPTS} prompts of <= {MAX_PROMPT_CHARS} chars",
+    "prompts_per_epoch": f"1..{MAX_PROMPTS}",
+    "eval_prompts": "null, a prompt set, or a list of prompts",
+    "epochs": ">= 1",
+    "seed": "0..2^31-1",
+    "device": "auto \\| cpu \\| cuda \\| cuda:N",
+    "dtype": " \\| ".join(DTYPES),
+    "checkpoint_every": ">= 0",
+    "log_tree_every": ">= 0",
+    "sample_every": ">= 0",
+    "sampling.steps": "1..1000",
+    "sampling.cfg_scale": ">= 1",
+    "sampling.eta": "(0, 10]",
+    "sampling.max_batch": ">= 0; >= 2 with CFG",
+    "tree.k": "2..16",
+    "tree.depth": f">= 1, <= sampling.steps, k^depth <= {MAX_LEAVES_PER_TREE}",
+    "tree.window": " \\| ".join(WINDOW_SCHEDULES),
+    "tree.window_ratio": "(0, 1)",
+    "tree.window_start": "0..steps - width",
+    "tree.shift_every": ">= 1",
+    "tree.shift_by": ">= 0",
+    "tree.backup": " \\| ".join(BACKUPS),
+    "flat.group_size": f"2..{MAX_LEAVES_PER_TREE}",
+    "flat.timestep_fraction": "(0, 1]",
+    "flat.window": "1..sampling.steps",
+    "train.lr": "(0, 1]",
+    "train.weight_decay": "[0, 10]",
+    "train.clip_range": "(0, 10]",
+    "train.adv_clip": "> 0",
+    "train.kl_beta": ">= 0",
+    "train.loss_agg": " \\| ".join(LOSS_AGGREGATIONS),
+    "train.max_grad_norm": "> 0",
+    "train.minibatches": "1..1024",
+    "train.micro_batch": ">= 0",
+    "train.lora_rank": "0..1024",
+    "train.grad_checkpointing": "true \\| false",
+}
+
+
+def settings_table() -> str:
+    """Markdown table of every setting: dotted name, default, meaning (docs/CONFIG.md)."""
+    import json
+
+    defaults = RunConfig().to_dict()
+    rows = ["| setting | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, text in field_help().items():
+        head, _, rest = name.partition(".")
+        value = defaults[head][rest] if rest else defaults[head]
+        rows.append(f"| `{name}` | `{json.dumps(value)}` | {ALLOWED[name]} | {text} |")
+    return "\n".join(rows) + "\n"

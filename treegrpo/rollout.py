@@ -27,7 +27,9 @@ from treegrpo.tree import TreeShape
 class Evaluator:
     """Guided model evaluations in chunks of at most `max_batch` rows, CFG halves included.
 
-    Counts `calls` (forward invocations) and `evals` (states evaluated, before CFG doubling).
+    With no cap, a call that runs out of GPU memory is retried in halves, and the smaller size
+    is kept for later calls: as few calls as memory allows. Counts `calls` (forward
+    invocations) and `evals` (states evaluated, before CFG doubling).
     """
 
     def __init__(
@@ -42,8 +44,18 @@ class Evaluator:
         self.evals = 0
 
     def __call__(self, x: Tensor, step: int | Tensor, cond: Conditioning) -> Tensor:
-        chunk = self.states_per_call or x.shape[0]
-        outputs = []
+        while True:
+            chunk = self.states_per_call or x.shape[0]
+            try:
+                return self._chunked(x, step, cond, chunk)
+            except torch.cuda.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.states_per_call = max(1, chunk // 2)
+
+    def _chunked(self, x: Tensor, step: int | Tensor, cond: Conditioning, chunk: int) -> Tensor:
+        outputs = []  # counted only once the whole batch succeeded (an OOM retry recounts)
         for start in range(0, x.shape[0], chunk):
             rows = torch.arange(start, min(start + chunk, x.shape[0]))
             step_rows = step if isinstance(step, int) else step[rows]
@@ -52,8 +64,8 @@ class Evaluator:
                     x[rows], step_rows, self.schedule, cond.select(rows), self.cfg_scale
                 )
             )
-            self.calls += 1
-            self.evals += len(rows)
+        self.calls += len(outputs)
+        self.evals += x.shape[0]
         return torch.cat(outputs)
 
 
