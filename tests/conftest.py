@@ -13,6 +13,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# `pytest -n 2` on 2 cores: one intra-op thread per worker, or torch's threads oversubscribe the
+# machine and small-tensor tests run ~10x slower. Set before any test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 INTEGRATION_SERVICES: dict[str, tuple[str, int]] = {
     "PostgreSQL": ("127.0.0.1", 5432),

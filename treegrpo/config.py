@@ -29,6 +29,7 @@ MAX_NAME_CHARS = 200
 MAX_PROMPT_CHARS = 500
 MAX_PROMPTS = 4096
 MAX_LEAVES_PER_TREE = 4096
+MAX_STEPS = 500  # RL fine-tuning samples with few steps (the paper: 10)
 
 Algorithm = Literal["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
 Backup = Literal["mean", "logprob_softmax", "depth_norm"]
@@ -185,7 +186,7 @@ class SamplingConfig:
     )
 
     def __post_init__(self) -> None:
-        _int("sampling.steps", self.steps, 1, 1000)
+        _int("sampling.steps", self.steps, 1, MAX_STEPS)
         object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
         object.__setattr__(self, "eta", _float("sampling.eta", self.eta, 0.0, 10.0, lo_open=True))
         _int("sampling.max_batch", self.max_batch, 0)
@@ -572,7 +573,7 @@ ALLOWED: dict[str, str] = {
     "checkpoint_every": ">= 0",
     "log_tree_every": ">= 0",
     "sample_every": ">= 0",
-    "sampling.steps": "1..1000",
+    "sampling.steps": f"1..{MAX_STEPS}",
     "sampling.cfg_scale": ">= 1",
     "sampling.eta": "(0, 10]",
     "sampling.max_batch": ">= 0; >= 2 with CFG",

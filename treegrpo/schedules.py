@@ -120,6 +120,12 @@ class DDIMSchedule(Schedule):
             )
             alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         alphas_cumprod = alphas_cumprod.to(torch.float64)
+        if steps > num_train_timesteps - steps_offset:
+            # Beyond this, two steps share a timestep and the SDE std of that step is 0.
+            raise ValueError(
+                f"DDIM with {num_train_timesteps} training timesteps takes at most "
+                f"{num_train_timesteps - steps_offset} steps, got {steps}"
+            )
         stride = num_train_timesteps // steps
         timesteps = (torch.arange(steps - 1, -1, -1) * stride + steps_offset).clamp(
             max=num_train_timesteps - 1
