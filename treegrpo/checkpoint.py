@@ -32,6 +32,27 @@ class TrainState:
     wall_clock: float = 0.0  # seconds of training, summed over resumes
 
 
+def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters training changes: all of them in a full fine-tune, the adapters with LoRA
+    (so a LoRA checkpoint of a multi-GB model stays small). Frozen weights come from the model."""
+    return {
+        name: param.detach().to("cpu").contiguous()
+        for name, param in module.named_parameters()
+        if param.requires_grad
+    }
+
+
+def load_trainable_state(module: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load what `trainable_state` saved; every saved tensor must find its parameter."""
+    missing = sorted(set(weights) - {name for name, _ in module.named_parameters()})
+    if missing:
+        raise ValueError(
+            f"checkpoint holds {len(missing)} tensors the model lacks, e.g. {missing[:3]}; "
+            "was it made with another model or LoRA setting?"
+        )
+    module.load_state_dict(weights, strict=False)
+
+
 def checkpoint_dir(root: Path, epoch: int) -> Path:
     return root / f"{PREFIX}{epoch:06d}"
 
@@ -47,9 +68,7 @@ def save_checkpoint(
     tmp = root / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    weights = {
-        name: tensor.detach().to("cpu").contiguous() for name, tensor in module.state_dict().items()
-    }
+    weights = trainable_state(module)
     save_file(weights, str(tmp / "model.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(
@@ -79,7 +98,7 @@ def load_checkpoint(
 ) -> tuple[TrainState, dict[str, Any]]:
     """Restore weights (and optimizer and RNG) in place; returns the progress and config."""
     device = next(module.parameters()).device
-    module.load_state_dict(load_file(str(path / "model.safetensors"), device=str(device)))
+    load_trainable_state(module, load_file(str(path / "model.safetensors"), device=str(device)))
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device))
     rng = torch.load(path / "rng.pt", weights_only=False)

@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from treegrpo.checkpoint import latest_checkpoint
     from treegrpo.models.registry import load_model
     from treegrpo.progress import ProgressBar
-    from treegrpo.rewards.registry import load_rewards
+    from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.trainer import Trainer
 
     if args.resume:
@@ -140,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             return interrupt.requested
 
     adapter = load_model(config.model, config.device, config.dtype)
-    rewards = load_rewards(config.reward_weights, adapter.device)
+    rewards = load_run_rewards(config, adapter.device)
     progress = ProgressBar(disable=args.quiet)
     trainer = Trainer(
         config,
@@ -177,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample_tree(args: argparse.Namespace) -> int:
     from treegrpo.artifacts import write_tree
     from treegrpo.models.registry import load_model
-    from treegrpo.rewards.registry import load_rewards
+    from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.sample_tree import grow_tree
 
     settings: dict[str, Any] = {
@@ -204,7 +204,7 @@ def cmd_sample_tree(args: argparse.Namespace) -> int:
         adapter,
         args.prompt,
         config,
-        load_rewards(config.reward_weights, adapter.device),
+        load_run_rewards(config, adapter.device),
         args.window_start,
     )
     out = Path(args.out)

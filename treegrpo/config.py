@@ -143,6 +143,31 @@ def _reward(name: str, value: Any) -> str | tuple[tuple[str, float], ...]:
     raise ConfigError(name, f"expected a reward name or {{name: weight}}, got {value!r}")
 
 
+def _reward_options(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    """{reward name: {option: scalar}}, e.g. a local model folder or a server URL."""
+    from treegrpo.rewards.names import REWARD_NAMES
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"expected {{reward: {{option: value}}}}, got {value!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for reward, options in value.items():
+        where = f"{name}.{reward}"
+        _choice(where, reward, REWARD_NAMES)
+        if not isinstance(options, Mapping):
+            raise ConfigError(where, f"expected a mapping of options, got {options!r}")
+        checked: dict[str, Any] = {}
+        for key, option in options.items():
+            _text(f"{where}", key)
+            if isinstance(option, str):
+                checked[key] = _text(f"{where}.{key}", option, max_chars=2048)
+            elif isinstance(option, bool | int | float) or option is None:
+                checked[key] = option
+            else:
+                raise ConfigError(f"{where}.{key}", f"expected a string or number, got {option!r}")
+        out[str(reward)] = checked
+    return out
+
+
 def _model(name: str, value: Any) -> str:
     """A built-in model name or a local folder (checked for existence where the model loads)."""
     text = _text(name, value, max_chars=1024)
@@ -321,6 +346,10 @@ class RunConfig:
     reward: str | tuple[tuple[str, float], ...] = field(
         default="brightness", metadata=_help("A reward name, or {name: weight, ...}.")
     )
+    reward_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata=_help("Per-reward options, e.g. {clipscore: {path: /models/clip}}."),
+    )
     prompts: str | tuple[str, ...] = field(
         default="tiny", metadata=_help("A prompt-set name or a list of prompts.")
     )
@@ -359,6 +388,13 @@ class RunConfig:
         _choice("algorithm", self.algorithm, ALGORITHMS)
         _model("model", self.model)
         object.__setattr__(self, "reward", _reward("reward", self.reward))
+        options = _reward_options("reward_options", self.reward_options)
+        unused = sorted(set(options) - set(self.reward_weights))
+        if unused:
+            raise ConfigError(
+                f"reward_options.{unused[0]}", "options given for a reward the run does not use"
+            )
+        object.__setattr__(self, "reward_options", options)
         object.__setattr__(self, "prompts", _prompts("prompts", self.prompts))
         _int("prompts_per_epoch", self.prompts_per_epoch, 1, MAX_PROMPTS)
         if self.eval_prompts is not None:
@@ -429,6 +465,8 @@ class RunConfig:
                 out[f.name] = dict(value)
             elif isinstance(value, tuple):
                 out[f.name] = list(value)
+            elif isinstance(value, dict):
+                out[f.name] = {key: dict(inner) for key, inner in value.items()}
             else:
                 out[f.name] = value
         return out
@@ -563,6 +601,7 @@ ALLOWED: dict[str, str] = {
     "algorithm": " \\| ".join(ALGORITHMS),
     "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path",
     "reward": "a registered reward, or {name: weight > 0}",
+    "reward_options": "{reward: {option: string or number}} for rewards the run uses",
     "prompts": f"a prompt set, or 1..{MAX_PROMPTS} prompts of <= {MAX_PROMPT_CHARS} chars",
     "prompts_per_epoch": f"1..{MAX_PROMPTS}",
     "eval_prompts": "null, a prompt set, or a list of prompts",

@@ -55,8 +55,11 @@ class ModelAdapter(ABC):
     latent_shape: tuple[int, ...]  # (C, H, W) of one latent
     denoiser: nn.Module  # the module the policy update trains
     device: torch.device
-    dtype: torch.dtype  # of the denoiser's weights/activations; step math stays float32
+    dtype: torch.dtype  # of the denoiser's inputs; step math stays float32
     name: str
+    # Mixed precision: run the denoiser under torch.autocast in this dtype (e.g. bf16 on a GPU
+    # with float32 master weights); None = plain `dtype` arithmetic.
+    autocast_dtype: torch.dtype | None = None
 
     @abstractmethod
     def make_schedule(self, steps: int) -> Schedule:
@@ -97,12 +100,17 @@ class ModelAdapter(ABC):
         batch = x.shape[0]
         timesteps = schedule.model_timesteps(step, batch).to(self.device)
         x_in = x.to(device=self.device, dtype=self.dtype)
-        if cfg_scale == 1.0:
-            return self.denoise(x_in, timesteps, cond, denoiser).float()
-        both = Conditioning.cat([cond, self.unconditional().expand(batch)])
-        out = self.denoise(
-            torch.cat([x_in, x_in]), torch.cat([timesteps, timesteps]), both, denoiser
-        ).float()
+        with torch.autocast(
+            device_type=self.device.type,
+            dtype=self.autocast_dtype or torch.bfloat16,
+            enabled=self.autocast_dtype is not None,
+        ):
+            if cfg_scale == 1.0:
+                return self.denoise(x_in, timesteps, cond, denoiser).float()
+            both = Conditioning.cat([cond, self.unconditional().expand(batch)])
+            out = self.denoise(
+                torch.cat([x_in, x_in]), torch.cat([timesteps, timesteps]), both, denoiser
+            ).float()
         out_cond, out_uncond = out.chunk(2)  # (B, C, H, W) each
         return out_uncond + cfg_scale * (out_cond - out_uncond)
 

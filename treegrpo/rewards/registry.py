@@ -1,34 +1,46 @@
-"""Reward registry: `name -> factory(device) -> fn(images, prompts) -> scores`.
+"""Reward registry: `name -> factory(device, options) -> fn(images, prompts) -> scores`.
 
 Images are (B, C, H, W) float32 in [0, 1]; scores are a float32 CPU tensor (B,). Higher is better.
+`options` are the run's `reward_options[name]` (a local model folder, a server URL, ...); a factory
+raises ConfigError naming `reward_options.<name>.<key>` for a bad or missing one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from treegrpo.config import RunConfig
 from treegrpo.rewards.names import REWARD_NAMES
 from treegrpo.rewards.pixels import brightness, contrast
 
 RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
-RewardFactory = Callable[[torch.device], RewardFn]
+RewardFactory = Callable[[torch.device, Mapping[str, Any]], RewardFn]
 
 REWARDS: dict[str, RewardFactory] = {
-    "brightness": lambda device: brightness,
-    "contrast": lambda device: contrast,
+    "brightness": lambda device, options: brightness,
+    "contrast": lambda device, options: contrast,
 }
 
 assert set(REWARDS) == set(REWARD_NAMES), "rewards/names.py must list exactly the registry"
 
 
 def load_rewards(
-    weights: Mapping[str, float], device: torch.device | str = "cpu"
+    weights: Mapping[str, float],
+    device: torch.device | str = "cpu",
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, RewardFn]:
     """One scoring function per named reward of a config."""
     unknown = [name for name in weights if name not in REWARDS]
     if unknown:
         raise ValueError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
-    return {name: REWARDS[name](torch.device(device)) for name in weights}
+    options = options or {}
+    return {name: REWARDS[name](torch.device(device), options.get(name, {})) for name in weights}
+
+
+def load_run_rewards(config: RunConfig, device: torch.device | str = "cpu") -> dict[str, RewardFn]:
+    """The scoring functions a run config names, with its reward_options."""
+    return load_rewards(config.reward_weights, device, config.reward_options)
