@@ -5,21 +5,44 @@ from __future__ import annotations
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 # Several phrasings per class so that the text encoder, not a lookup table, carries the meaning.
+# The base model learns all of them; RL trains on DIGIT_TEMPLATES and galleries use the held-out
+# phrasing, so a gain on it is a gain in the model, not on the training prompts alone.
 DIGIT_TEMPLATES = (
     "a handwritten digit {word}",
     "the number {digit}",
-    "a picture of the digit {word}",
     "handwritten {digit}",
 )
+HELDOUT_DIGIT_TEMPLATES = ("a picture of the digit {word}",)
 
 
-def digit_prompts() -> tuple[str, ...]:
+def digit_prompts(templates: tuple[str, ...] = DIGIT_TEMPLATES) -> tuple[str, ...]:
     return tuple(
         template.format(word=word, digit=digit)
         for digit, word in enumerate(DIGIT_WORDS)
-        for template in DIGIT_TEMPLATES
+        for template in templates
     )
 
+
+# A small, varied set for real text-to-image models (the paper trains on HPDv2-style prompts;
+# point `prompts` at your own list for real runs).
+GENERAL_PROMPTS = (
+    "a red fox sitting in fresh snow, golden hour",
+    "a watercolor painting of a lighthouse on a cliff",
+    "a bowl of ramen with a soft-boiled egg, studio photo",
+    "an astronaut riding a horse on the moon",
+    "a cozy reading nook with a window and rain outside",
+    "a cyberpunk street market at night, neon signs",
+    "a portrait of an old fisherman, dramatic lighting",
+    "a minimalist poster of a mountain range at dawn",
+    "a glass teapot with blooming tea, macro photo",
+    "a medieval castle on an island, oil painting",
+    "a corgi wearing sunglasses on a beach",
+    "a field of sunflowers under a stormy sky",
+    "a steampunk airship above a Victorian city",
+    "an isometric illustration of a tiny island village",
+    "a bouquet of wildflowers in a ceramic vase",
+    "a snowy owl perched on a branch, detailed feathers",
+)
 
 PROMPT_SETS: dict[str, tuple[str, ...]] = {
     "tiny": (
@@ -31,7 +54,20 @@ PROMPT_SETS: dict[str, tuple[str, ...]] = {
         "a black circle",
     ),
     "digits": digit_prompts(),
+    "digits-heldout": digit_prompts(HELDOUT_DIGIT_TEMPLATES),
+    "general": GENERAL_PROMPTS,
 }
+
+
+def digit_of_prompt(prompt: str) -> int | None:
+    """The digit a prompt asks for ("seven" or "7"), or None when it names none or several."""
+    found = set()
+    for token in prompt.lower().replace(",", " ").replace(".", " ").split():
+        if token.isdigit() and len(token) == 1:
+            found.add(int(token))
+        elif token in DIGIT_WORDS:
+            found.add(DIGIT_WORDS.index(token))
+    return found.pop() if len(found) == 1 else None
 
 
 def resolve_prompts(value: str | tuple[str, ...]) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from treegrpo.config import RunConfig
+from treegrpo.rewards import clip, digits, jpeg, remote
 from treegrpo.rewards.names import REWARD_NAMES
 from treegrpo.rewards.pixels import brightness, contrast
 
@@ -23,6 +24,15 @@ RewardFactory = Callable[[torch.device, Mapping[str, Any]], RewardFn]
 REWARDS: dict[str, RewardFactory] = {
     "brightness": lambda device, options: brightness,
     "contrast": lambda device, options: contrast,
+    "digit_judge": lambda device, options: digits.digit_judge,
+    "boldness": lambda device, options: digits.boldness,
+    "jpeg_compressibility": jpeg.jpeg_compressibility_factory,
+    "jpeg_incompressibility": jpeg.jpeg_incompressibility_factory,
+    "clipscore": clip.clipscore_factory,
+    "pickscore": clip.pickscore_factory,
+    "aesthetic": clip.aesthetic_factory,
+    "hps": clip.hps_factory,
+    "remote": remote.remote_factory,
 }
 
 assert set(REWARDS) == set(REWARD_NAMES), "rewards/names.py must list exactly the registry"

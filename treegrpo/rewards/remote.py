@@ -1,0 +1,165 @@
+"""remote: score images on the user's own reward server over HTTP (a batched JSON client).
+
+The pattern of DDPO's LLaVA rewards (kvablack/ddpo-pytorch `rewards.py`, `llava_strict_satisfaction`
+/ `llava_bertscore`): the reward model runs in its own process or on its own machine, and the
+trainer sends it images and prompts in batches. The protocol here is plain JSON:
+
+    POST <url>   {"prompts": ["a cat", ...], "images": ["<base64 PNG>", ...]}
+    200          {"scores": [0.73, ...]}          # one finite number per image, higher is better
+
+PNGs are 8-bit, greyscale for 1-channel images and RGB for 3-channel ones.
+
+Options (`reward_options.remote`): `url` (required, http:// or https://), `timeout` (seconds per
+request, default 30), `retries` (extra attempts after a timeout, connection error or HTTP 5xx,
+default 2), `backoff` (seconds before the first retry, doubling after each, default 0.5),
+`batch_size` (images per request, default 16), `api_key` (optional, sent as
+`Authorization: Bearer <api_key>`). A 4xx answer or a malformed response is not retried: it fails
+at once with a RuntimeError that names the server and says what was wrong.
+
+    fn = REWARDS["remote"](torch.device("cpu"), {"url": "http://127.0.0.1:8000/score"})
+    scores = fn(images, prompts)  # (B,) float32
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import torch
+from torch import Tensor
+
+from treegrpo.config import ConfigError, _float, _int, _text
+from treegrpo.rewards.jpeg import to_pil_images
+
+# registry.RewardFn, restated: the registry imports this module.
+RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
+
+OPTIONS = ("url", "timeout", "retries", "backoff", "batch_size", "api_key")
+SNIPPET_CHARS = 200
+
+
+def _url(field: str, value: Any) -> str:
+    if value is None:
+        raise ConfigError(
+            field, "missing: give the reward server's URL, e.g. http://host:8000/score"
+        )
+    url = _text(field, value, max_chars=2048).strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(field, f"expected an http:// or https:// URL with a host, got {url!r}")
+    return url
+
+
+def _shown(url: str) -> str:
+    """The URL for messages, without any user:password@ part."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SNIPPET_CHARS else flat[:SNIPPET_CHARS] + "..."
+
+
+def encode_png(images: Tensor) -> list[str]:
+    """(B, C, H, W) in [0, 1] -> B base64 strings of 8-bit PNGs."""
+    out = []
+    for image in to_pil_images(images):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        out.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return out
+
+
+def parse_scores(where: str, payload: Any, expected: int) -> list[float]:
+    """The `scores` of a decoded response, checked: a list of `expected` finite numbers."""
+    if not isinstance(payload, dict) or "scores" not in payload:
+        got = f"an object with keys {sorted(payload)[:5]}" if isinstance(payload, dict) else ""
+        got = got or type(payload).__name__
+        raise RuntimeError(f"{where} returned JSON without a 'scores' list (got {got})")
+    scores = payload["scores"]
+    if not isinstance(scores, list):
+        raise RuntimeError(f"{where} returned 'scores' as {type(scores).__name__}, expected a list")
+    if len(scores) != expected:
+        raise RuntimeError(f"{where} returned {len(scores)} scores for {expected} images")
+    for i, score in enumerate(scores):
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise RuntimeError(f"{where} returned scores[{i}] = {score!r}, not a number")
+        if not math.isfinite(score):
+            raise RuntimeError(f"{where} returned scores[{i}] = {score}, not a finite number")
+    return [float(score) for score in scores]
+
+
+def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
+    """Registry factory for `remote`: checks the options; makes no request until called."""
+    for key in options:
+        if key not in OPTIONS:
+            raise ConfigError(
+                f"reward_options.remote.{key}", f"unknown option; known: {', '.join(OPTIONS)}"
+            )
+    url = _url("reward_options.remote.url", options.get("url"))
+    timeout = _float(
+        "reward_options.remote.timeout", options.get("timeout", 30.0), lo=0, lo_open=True
+    )
+    retries = _int("reward_options.remote.retries", options.get("retries", 2), lo=0, hi=10)
+    backoff = _float("reward_options.remote.backoff", options.get("backoff", 0.5), lo=0, hi=60)
+    batch_size = _int("reward_options.remote.batch_size", options.get("batch_size", 16), lo=1)
+    headers = {"Content-Type": "application/json"}
+    if options.get("api_key") is not None:
+        api_key = _text("reward_options.remote.api_key", options["api_key"], max_chars=2048)
+        headers["Authorization"] = f"Bearer {api_key}"
+
+    import httpx  # only when the remote reward is used
+
+    client = httpx.Client(timeout=timeout, headers=headers)
+    where = f"remote reward at {_shown(url)}"
+    attempts = retries + 1
+
+    def post(prompts: list[str], images: list[str]) -> list[float]:
+        failure = ""
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(backoff * 2 ** (attempt - 1))  # exponential backoff
+            try:
+                response = client.post(url, json={"prompts": prompts, "images": images})
+            except httpx.TimeoutException:
+                failure = f"{where} timed out after {attempts} attempts (timeout {timeout:g} s)"
+                continue
+            except httpx.TransportError as exc:
+                failure = f"{where} could not be reached after {attempts} attempts: {exc!r}"
+                continue
+            status = response.status_code
+            if status >= 500:
+                failure = (
+                    f"{where} answered HTTP {status} after {attempts} attempts: "
+                    f"{_snippet(response.text)}"
+                )
+                continue
+            if not 200 <= status < 300:
+                raise RuntimeError(f"{where} answered HTTP {status}: {_snippet(response.text)}")
+            try:
+                payload = response.json()
+            except ValueError as exc:
+                raise RuntimeError(
+                    f"{where} returned malformed JSON ({exc}): {_snippet(response.text)}"
+                ) from exc
+            return parse_scores(where, payload, len(prompts))
+        raise RuntimeError(failure)
+
+    def remote(images: Tensor, prompts: Sequence[str]) -> Tensor:
+        if len(prompts) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts")
+        scores: list[float] = []
+        for start in range(0, len(prompts), batch_size):
+            stop = start + batch_size
+            scores += post(list(prompts[start:stop]), encode_png(images[start:stop]))
+        return torch.tensor(scores, dtype=torch.float32)
+
+    return remote
