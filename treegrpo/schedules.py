@@ -71,7 +71,8 @@ class FlowMatchSchedule(Schedule):
         self.t = (sigmas * num_train_timesteps).to(torch.float32)  # (T + 1,)
 
     def model_timesteps(self, i: int | Tensor, batch: int) -> Tensor:
-        index = torch.as_tensor(i, dtype=torch.long)
+        # The tables live on the CPU; the update passes per-row steps that may sit on a GPU.
+        index = torch.as_tensor(i, dtype=torch.long).cpu()
         return self.t[index].expand(batch) if index.ndim == 0 else self.t[index]
 
     def gaussian(
@@ -143,7 +144,7 @@ class DDIMSchedule(Schedule):
         self.sigma[-1] = 0.0
 
     def model_timesteps(self, i: int | Tensor, batch: int) -> Tensor:
-        index = torch.as_tensor(i, dtype=torch.long)
+        index = torch.as_tensor(i, dtype=torch.long).cpu()
         return self.timesteps[index].expand(batch) if index.ndim == 0 else self.timesteps[index]
 
     def gaussian(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from treegrpo.config import ConfigError
 from treegrpo.models.base import ModelAdapter
 from treegrpo.models.tiny import TinyAdapter
 
@@ -27,7 +30,29 @@ def load_model(name: str, device: str = "auto", dtype: str = "float32") -> Model
         return TinyAdapter("flow", device=torch_device, dtype=torch_dtype)
     if name == "tiny-random-ddim":
         return TinyAdapter("epsilon", device=torch_device, dtype=torch_dtype)
-    raise ValueError(
-        f"model {name!r} cannot be loaded by this build: available are tiny-random and "
-        "tiny-random-ddim (the digits model and local SD3/SD1.5 folders come with their loaders)"
+    if name in ("digits", "digits-ddim"):
+        from treegrpo.models.digits import load_digits_model
+
+        try:
+            return load_digits_model(name, torch_device, torch_dtype)
+        except FileNotFoundError as exc:
+            raise ConfigError("model", str(exc)) from exc
+    if "/" in name or name.startswith("."):
+        # Checked before the import: loading diffusers takes seconds, a typo should not.
+        if not Path(name).expanduser().is_dir():
+            raise ConfigError(
+                "model",
+                f"folder {name!r} does not exist: expected a local diffusers pipeline "
+                "folder (SD3 or SD1.5 family, written by save_pretrained)",
+            )
+        from treegrpo.models.local import load_local_model
+
+        try:
+            return load_local_model(name, torch_device, torch_dtype)
+        except ValueError as exc:  # the loader names the folder and what it expected
+            raise ConfigError("model", str(exc)) from exc
+    raise ConfigError(
+        "model",
+        f"unknown model {name!r}: use digits, digits-ddim, tiny-random, tiny-random-ddim or a "
+        "local folder",
     )

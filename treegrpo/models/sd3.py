@@ -1,0 +1,109 @@
+"""SD3-style adapter: a diffusers `SD3Transformer2DModel` (MMDiT, flow matching) conditioned on
+token states plus a pooled embedding, with any text encoder and any decoder.
+
+The shipped digits model (MiniLM text encoder, pixel decoder) and SD3 / SD3.5 folders (CLIP-L,
+CLIP-G and T5 encoders, VAE decoder) share this class, so the product's code path is the same
+for both. `family="epsilon"` reuses the transformer as a noise predictor with DDIM steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.schedules import DDIMSchedule, Family, FlowMatchSchedule, Schedule
+
+# (token states (B, L, D), pooled (B, P)) for a batch of prompts.
+TextEncoderFn = Callable[[Sequence[str]], tuple[Tensor, Tensor]]
+DecoderFn = Callable[[Tensor], Tensor]
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj")
+
+
+class SD3StyleAdapter(ModelAdapter):
+    def __init__(
+        self,
+        name: str,
+        transformer: nn.Module,
+        encode_text: TextEncoderFn,
+        decode: DecoderFn,
+        latent_shape: tuple[int, ...],
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        family: Family = "flow",
+        shift: float = 1.0,
+        alphas_cumprod: Tensor | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.name = name
+        self.family = family
+        self.denoiser = transformer
+        self.encode_text = encode_text
+        self.decode_fn = decode
+        self.latent_shape = latent_shape
+        self.device = device
+        self.dtype = dtype
+        self.shift = shift
+        self.alphas_cumprod = alphas_cumprod
+        self.autocast_dtype = autocast_dtype
+
+    def make_schedule(self, steps: int) -> Schedule:
+        if self.family == "flow":
+            return FlowMatchSchedule(steps, shift=self.shift)
+        return DDIMSchedule(steps, alphas_cumprod=self.alphas_cumprod)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
+        tokens, pooled = self.encode_text(prompts)
+        return Conditioning(
+            {
+                "encoder_hidden_states": tokens.to(self.device, self.dtype),
+                "pooled_projections": pooled.to(self.device, self.dtype),
+            }
+        )
+
+    def denoise(
+        self, x: Tensor, timesteps: Tensor, cond: Conditioning, denoiser: nn.Module | None = None
+    ) -> Tensor:
+        module = denoiser if denoiser is not None else self.denoiser
+        out: Tensor = module(
+            hidden_states=x,
+            timestep=timesteps,
+            encoder_hidden_states=cond.tensors["encoder_hidden_states"],
+            pooled_projections=cond.tensors["pooled_projections"],
+            return_dict=False,
+        )[0]
+        return out
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.decode_fn(latents).float().clamp(0.0, 1.0).cpu()
+
+    def enable_lora(self, rank: int) -> None:
+        """peft LoRA on the attention projections; the base weights freeze."""
+        from peft import LoraConfig
+
+        if self.autocast_dtype is not None:
+            # The frozen base feeds autocast ops, whose matmuls cast their weights to this
+            # dtype anyway: storing it there halves its memory at little cost in accuracy.
+            # (torch's own `to`: diffusers' override warns about float32-pinned modules even
+            # when a model has none, as SD3's transformer and the SD1.5 UNet do.)
+            nn.Module.to(self.denoiser, self.autocast_dtype)
+        self.denoiser.requires_grad_(False)
+        present = {name.rsplit(".", 1)[-1] for name, _ in self.denoiser.named_modules()}
+        targets = [t for t in LORA_TARGETS if t.rsplit(".", 1)[-1] in present or "." in t]
+        self.denoiser.add_adapter(  # type: ignore[operator]
+            LoraConfig(
+                r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
+            )
+        )
+        # Adapter weights train in float32 even when the frozen base is stored in bf16.
+        for param in self.denoiser.parameters():
+            if param.requires_grad:
+                param.data = param.data.float()
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.denoiser.enable_gradient_checkpointing()  # type: ignore[operator]
