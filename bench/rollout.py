@@ -62,8 +62,10 @@ from pathlib import Path
 
 import torch
 
-from treegrpo.models.base import Conditioning
+from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.models.registry import load_model
 from treegrpo.models.tiny import TinyAdapter
+from treegrpo.prompts import PROMPT_SETS
 from treegrpo.rollout import (
     draw_flat_noise,
     draw_tree_noise,
@@ -110,6 +112,7 @@ class Settings:
     max_batch: int
     seed: int
     json_path: str | None
+    model: str = "tiny"
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: as is)")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny (TinyAdapter, sized by --width/--image-size/--channels/--blocks) or a name "
+        "load_model knows, e.g. digits (the shipped 2.4 M-parameter SD3-style transformer)",
+    )
     p.add_argument("--width", type=int, default=64, help="TinyAdapter conv width")
     p.add_argument("--image-size", type=int, default=16, help="latent height = width")
     p.add_argument("--channels", type=int, default=4, help="latent channels")
@@ -173,6 +182,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         max_batch=args.max_batch,
         seed=args.seed,
         json_path=args.json,
+        model=args.model,
     )
     return settings
 
@@ -227,16 +237,28 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(s.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[s.dtype]
 
-    adapter = TinyAdapter(
-        "flow",
-        device=device,
-        dtype=dtype,
-        image_size=s.image_size,
-        channels=s.channels,
-        width=s.width,
-        blocks=s.blocks,
-        seed=s.seed,
-    )
+    adapter: ModelAdapter
+    if s.model == "tiny":
+        adapter = TinyAdapter(
+            "flow",
+            device=device,
+            dtype=dtype,
+            image_size=s.image_size,
+            channels=s.channels,
+            width=s.width,
+            blocks=s.blocks,
+            seed=s.seed,
+        )
+        model_line = (
+            f"model tiny-random width={s.width} blocks={s.blocks} latent={s.channels}x"
+            f"{s.image_size}x{s.image_size}"
+        )
+    else:
+        adapter = load_model(s.model, s.device, s.dtype)
+        model_line = f"model {s.model} latent={'x'.join(map(str, adapter.latent_shape))}"
+        if s.model.startswith("digits"):
+            # Digit prompts, so the model is conditioned as in training.
+            PROMPTS[:] = [p for p in PROMPT_SETS["digits"]][::3][: len(PROMPTS)]
     schedule: Schedule = adapter.make_schedule(s.steps)
     shape = TreeShape(k=s.k, depth=s.depth, steps=s.steps, window_start=s.window_start)
     prompts = PROMPTS[: s.prompts]
@@ -302,10 +324,7 @@ def main(argv: list[str] | None = None) -> None:
         f"torch {torch.__version__} | device {device} ({device_description(device)}) | "
         f"threads {torch.get_num_threads()} | dtype {s.dtype} | {cpu_busy()}"
     )
-    print(
-        f"model tiny-random width={s.width} blocks={s.blocks} latent={s.channels}x"
-        f"{s.image_size}x{s.image_size} params={parameters / 1e6:.3f}M"
-    )
+    print(f"{model_line} params={parameters / 1e6:.3f}M")
     print(
         f"k={s.k} d={s.depth} T={s.steps} s={s.window_start} cfg={s.cfg_scale} eta={s.eta} "
         f"prompts={s.prompts} images={images} ({leaves}/prompt) repeats={s.repeats} "

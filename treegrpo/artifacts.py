@@ -38,6 +38,43 @@ def thumbnail(image: Tensor) -> Image.Image:
     return pil
 
 
+def image_grid(
+    images: Tensor, columns: int, cell: int = THUMBNAIL_MIN, pad: int = 2
+) -> Image.Image:
+    """(N, C, H, W) in [0, 1] -> one image, `columns` wide, each cell `cell` pixels."""
+    count = images.shape[0]
+    rows = -(-count // columns)
+    grid = Image.new("RGB", (columns * (cell + pad) + pad, rows * (cell + pad) + pad), "white")
+    for i in range(count):
+        tile = to_pil(images[i]).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST)
+        grid.paste(tile, (pad + (i % columns) * (cell + pad), pad + (i // columns) * (cell + pad)))
+    return grid
+
+
+def before_after_grid(before: SampleBatch, after: SampleBatch, columns: int = 8) -> Image.Image:
+    """Baseline gallery above the latest one (same prompts and noise), each labelled with its
+    epoch and mean rewards."""
+    from PIL import ImageDraw
+
+    count = min(len(before.prompts), len(after.prompts))
+    label_height = 16
+    blocks = []
+    for batch in (before, after):
+        grid = image_grid(batch.images[:count], columns=min(columns, count))
+        means = ", ".join(
+            f"{name} {float(r[:count].mean()):.3f}" for name, r in batch.rewards.items()
+        )
+        block = Image.new("RGB", (max(grid.width, 260), grid.height + label_height), "white")
+        ImageDraw.Draw(block).text((4, 2), f"epoch {batch.epoch}: {means}", fill="black")
+        block.paste(grid, (0, label_height))
+        blocks.append(block)
+    gap = 6
+    out = Image.new("RGB", (blocks[0].width, blocks[0].height + gap + blocks[1].height), "white")
+    out.paste(blocks[0], (0, 0))
+    out.paste(blocks[1], (0, blocks[0].height + gap))
+    return out
+
+
 def write_tree(record: TreeRecord, out_dir: Path) -> dict[str, Any]:
     """out_dir/tree.json and out_dir/images/node-XXXXX.png; image paths are relative."""
     image_dir = out_dir / "images"

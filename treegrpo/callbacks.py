@@ -125,6 +125,7 @@ class ArtifactWriter(Callback):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.first_samples: SampleBatch | None = None
 
     def on_tree(self, epoch: int, record: TreeRecord) -> None:
         from treegrpo.artifacts import write_tree
@@ -135,6 +136,13 @@ class ArtifactWriter(Callback):
         from treegrpo.artifacts import write_samples
 
         write_samples(batch, self.root / "samples" / f"epoch-{batch.epoch:06d}")
+        # The first gallery of this process is the baseline (epoch 0, or the resumed epoch).
+        if self.first_samples is None:
+            self.first_samples = batch
+        elif batch.epoch > self.first_samples.epoch:
+            from treegrpo.artifacts import before_after_grid
+
+            before_after_grid(self.first_samples, batch).save(self.root / "before_after.png")
 
 
 class StopFile(Callback):

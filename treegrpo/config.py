@@ -340,18 +340,18 @@ class RunConfig:
         default="treegrpo", metadata=_help("treegrpo, dancegrpo, flowgrpo or mixgrpo.")
     )
     model: str = field(
-        default="tiny-random",
+        default="digits",
         metadata=_help("digits, digits-ddim, tiny-random, tiny-random-ddim or a local folder."),
     )
     reward: str | tuple[tuple[str, float], ...] = field(
-        default="brightness", metadata=_help("A reward name, or {name: weight, ...}.")
+        default="digit_judge", metadata=_help("A reward name, or {name: weight, ...}.")
     )
     reward_options: dict[str, dict[str, Any]] = field(
         default_factory=dict,
         metadata=_help("Per-reward options, e.g. {clipscore: {path: /models/clip}}."),
     )
     prompts: str | tuple[str, ...] = field(
-        default="tiny", metadata=_help("A prompt-set name or a list of prompts.")
+        default="digits", metadata=_help("A prompt-set name or a list of prompts.")
     )
     prompts_per_epoch: int = field(default=4, metadata=_help("Prompts (trees) per epoch."))
     eval_prompts: str | tuple[str, ...] | None = field(

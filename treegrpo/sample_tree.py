@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from treegrpo.advantages import backup, combine_rewards
 from treegrpo.config import RunConfig
 from treegrpo.models.base import ModelAdapter
 from treegrpo.rewards.registry import RewardFn
 from treegrpo.rollout import draw_tree_noise, rollout_trees
 from treegrpo.tree import TreeShape
 from treegrpo.tree_record import TreeRecord, build_tree_records
+from treegrpo.tree_scoring import decode_steps, tree_advantages
 
 
 @torch.no_grad()
@@ -40,21 +40,13 @@ def grow_tree(
         config.sampling.max_batch,
         record=True,
     )
-    images = {
-        step: adapter.decode(block.reshape(-1, *block.shape[2:])).reshape(
-            *block.shape[:2], -1, *block.shape[3:]
-        )  # (1, width, C, H, W)
-        for step, block in rollout.x0.items()
-    }
+    images = decode_steps(adapter, rollout.x0)  # step -> (1, width, C, H, W)
     leaf_images = images[shape.steps][0]  # (k^d, C, H, W)
     leaf_prompts = [prompt] * leaf_images.shape[0]
     scores = {name: fn(leaf_images, leaf_prompts).float().cpu() for name, fn in rewards.items()}
     weights = config.reward_weights
-    groups = torch.zeros(leaf_images.shape[0], dtype=torch.long)
-    leaf_adv = combine_rewards(scores, weights, groups)[None]  # (1, k^d)
-    edge_log_probs = [rollout.log_probs[window_start + j] for j in range(1, shape.depth + 1)]
-    values = backup(
-        config.tree.backup, leaf_adv, shape.k, edge_log_probs, torch.zeros(1, dtype=torch.long)
+    _, values = tree_advantages(
+        rollout, scores, weights, torch.zeros(1, dtype=torch.long), config.tree.backup
     )
     record = build_tree_records(
         rollout,

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from treegrpo.advantages import backup, combine_rewards
+from treegrpo.advantages import combine_rewards
 from treegrpo.callbacks import Callback, CallbackList, RunInfo, SampleBatch
 from treegrpo.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from treegrpo.config import RunConfig
@@ -42,9 +42,13 @@ from treegrpo.rollout import (
 from treegrpo.stepping import gaussian_log_prob
 from treegrpo.tree import TreeShape, model_evaluations, trained_edge_count
 from treegrpo.tree_record import build_tree_records
+from treegrpo.tree_scoring import decode_steps, tree_advantages
 from treegrpo.windows import window_start
 
 EVAL_PROMPTS_DEFAULT = 8
+# Galleries cycle their prompts (each time with new noise) up to this many images, so the eval
+# reward of a small prompt set is an average over enough samples to compare epochs.
+GALLERY_MIN_IMAGES = 32
 GALLERY_NOISE_STREAM = 99
 
 
@@ -86,6 +90,8 @@ class Trainer:
             self.eval_prompts = list(resolve_prompts(config.eval_prompts))
         else:
             self.eval_prompts = list(resolve_prompts(config.prompts))[:EVAL_PROMPTS_DEFAULT]
+        repeats = -(-GALLERY_MIN_IMAGES // len(self.eval_prompts))
+        self.gallery_prompts = self.eval_prompts * repeats
         if config.train.lora_rank:
             adapter.enable_lora(config.train.lora_rank)
         if config.train.grad_checkpointing:
@@ -268,12 +274,9 @@ class Trainer:
         leaves = rollout.leaves.reshape(-1, *rollout.leaves.shape[2:])  # (trees * k^d, C, H, W)
         leaf_prompts = [p for p in plan.prompts for _ in range(shape.width(shape.steps))]
         rewards = self._score(leaves, leaf_prompts)
-        leaf_groups = plan.groups.repeat_interleave(shape.width(shape.steps))
-        leaf_adv = combine_rewards(rewards, self.reward_weights, leaf_groups).reshape(trees, -1)
-        edge_log_probs = [
-            rollout.log_probs[shape.window_start + j] for j in range(1, shape.depth + 1)
-        ]
-        values = backup(config.tree.backup, leaf_adv, shape.k, edge_log_probs, plan.groups)
+        _, values = tree_advantages(
+            rollout, rewards, self.reward_weights, plan.groups, config.tree.backup
+        )
         edges = tree_edges(rollout, values)
         assert len(edges) * shape.k == trees * trained_edge_count(shape.k, shape.depth)
         metrics = self._reward_metrics(rewards)
@@ -287,12 +290,7 @@ class Trainer:
     def _log_trees(
         self, rollout: TreeRollout, rewards: dict[str, Tensor], values: list[Tensor], epoch: int
     ) -> None:
-        images = {
-            step: self.adapter.decode(block.reshape(-1, *block.shape[2:])).reshape(
-                *block.shape[:2], -1, *block.shape[3:]
-            )
-            for step, block in rollout.x0.items()
-        }
+        images = decode_steps(self.adapter, rollout.x0)
         leaf_rewards = {name: r.reshape(rollout.trees, -1) for name, r in rewards.items()}
         records = build_tree_records(
             rollout,
@@ -429,19 +427,20 @@ class Trainer:
             stream_seed(self.config.seed, 0, GALLERY_NOISE_STREAM)
         )
         initial = torch.randn(
-            (len(self.eval_prompts), *self.adapter.latent_shape), generator=generator
+            (len(self.gallery_prompts), *self.adapter.latent_shape), generator=generator
         )
         latents = sample_ode(
             self.adapter,
             self.schedule,
-            self.adapter.encode_prompts(self.eval_prompts),
+            self.adapter.encode_prompts(self.gallery_prompts),
             initial,
             self.config.sampling.cfg_scale,
             self.config.sampling.max_batch,
         )
         images = self.adapter.decode(latents)
         rewards = {
-            name: fn(images, self.eval_prompts).float().cpu() for name, fn in self.rewards.items()
+            name: fn(images, self.gallery_prompts).float().cpu()
+            for name, fn in self.rewards.items()
         }
-        self.callbacks.on_samples(SampleBatch(epoch, list(self.eval_prompts), images, rewards))
+        self.callbacks.on_samples(SampleBatch(epoch, list(self.gallery_prompts), images, rewards))
         return {f"eval/{name}_mean": float(r.mean()) for name, r in rewards.items()}
