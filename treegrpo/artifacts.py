@@ -51,12 +51,14 @@ def image_grid(
     return grid
 
 
-def before_after_grid(before: SampleBatch, after: SampleBatch, columns: int = 8) -> Image.Image:
+def before_after_grid(before: SampleBatch, after: SampleBatch) -> Image.Image:
     """Baseline gallery above the latest one (same prompts and noise), each labelled with its
-    epoch and mean rewards."""
+    epoch and mean rewards. With few distinct prompts, each column holds one prompt."""
     from PIL import ImageDraw
 
     count = min(len(before.prompts), len(after.prompts))
+    distinct = len(dict.fromkeys(before.prompts))
+    columns = distinct if distinct <= 12 else 8
     label_height = 16
     blocks = []
     for batch in (before, after):

@@ -31,7 +31,9 @@ def test_defaults_validate() -> None:
     assert (cfg.tree.k, cfg.tree.depth, cfg.sampling.steps) == (3, 3, 10)
     assert cfg.sampling.eta == 0.7
     assert cfg.train.clip_range == 1e-4 and cfg.train.adv_clip == 5.0
-    assert cfg.reward_weights == {"brightness": 1.0}
+    # The product's default is the shipped digits model with its judge.
+    assert (cfg.model, cfg.prompts) == ("digits", "digits")
+    assert cfg.reward_weights == {"digit_judge": 1.0}
     assert RunConfig.from_dict({}) == cfg
 
 
@@ -152,6 +154,8 @@ def test_every_preset_validates(name: str) -> None:
 def test_presets_match_tree_and_flat_image_counts() -> None:
     # Baselines are fair: flat.group_size = k^d of the tree preset of the same family.
     for name in PRESETS:
+        cfg = resolve_config(preset=name)
+        assert cfg.flat.group_size == cfg.tree.k**cfg.tree.depth, name
         data = preset_dict(name)
         assert data["flat"]["group_size"] == data["tree"]["k"] ** data["tree"]["depth"], name
 

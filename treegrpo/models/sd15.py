@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.models.lora import add_lora
 from treegrpo.schedules import DDIMSchedule, Family, Schedule
 
 if TYPE_CHECKING:
@@ -124,28 +125,8 @@ class SD15Adapter(ModelAdapter):
         return self.decode_fn(latents).float().clamp(0.0, 1.0).cpu()
 
     def enable_lora(self, rank: int) -> None:
-        """peft LoRA on every attention projection; only the adapters train."""
-        from peft import LoraConfig
-
-        if self.autocast_dtype is not None:
-            # The frozen base feeds autocast ops, whose matmuls cast their weights to this
-            # dtype anyway: storing it there halves its memory at little cost in accuracy.
-            # (torch's own `to`: diffusers' override warns about float32-pinned modules even
-            # when a model has none, as SD3's transformer and the SD1.5 UNet do.)
-            nn.Module.to(self.unet, self.autocast_dtype)
-        self.unet.requires_grad_(False)
-        self.unet.add_adapter(
-            LoraConfig(
-                r=rank,
-                lora_alpha=rank,
-                init_lora_weights="gaussian",
-                target_modules=list(LORA_TARGETS),
-            )
-        )
-        # peft creates the adapters in the base's dtype; they train with float32 weights.
-        for param in self.unet.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
+        """peft LoRA on the attention projections; only the adapters train."""
+        add_lora(self.unet, rank, LORA_TARGETS, self.autocast_dtype)
 
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()

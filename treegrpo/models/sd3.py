@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.models.lora import add_lora
 from treegrpo.schedules import DDIMSchedule, Family, FlowMatchSchedule, Schedule
 
 # (token states (B, L, D), pooled (B, P)) for a batch of prompts.
@@ -83,27 +84,8 @@ class SD3StyleAdapter(ModelAdapter):
         return self.decode_fn(latents).float().clamp(0.0, 1.0).cpu()
 
     def enable_lora(self, rank: int) -> None:
-        """peft LoRA on the attention projections; the base weights freeze."""
-        from peft import LoraConfig
-
-        if self.autocast_dtype is not None:
-            # The frozen base feeds autocast ops, whose matmuls cast their weights to this
-            # dtype anyway: storing it there halves its memory at little cost in accuracy.
-            # (torch's own `to`: diffusers' override warns about float32-pinned modules even
-            # when a model has none, as SD3's transformer and the SD1.5 UNet do.)
-            nn.Module.to(self.denoiser, self.autocast_dtype)
-        self.denoiser.requires_grad_(False)
-        present = {name.rsplit(".", 1)[-1] for name, _ in self.denoiser.named_modules()}
-        targets = [t for t in LORA_TARGETS if t.rsplit(".", 1)[-1] in present or "." in t]
-        self.denoiser.add_adapter(  # type: ignore[operator]
-            LoraConfig(
-                r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
-            )
-        )
-        # Adapter weights train in float32 even when the frozen base is stored in bf16.
-        for param in self.denoiser.parameters():
-            if param.requires_grad:
-                param.data = param.data.float()
+        """peft LoRA on the attention projections; only the adapters train."""
+        add_lora(self.denoiser, rank, LORA_TARGETS, self.autocast_dtype)
 
     def enable_gradient_checkpointing(self) -> None:
         self.denoiser.enable_gradient_checkpointing()  # type: ignore[operator]
