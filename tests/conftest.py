@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from functools import cache
 
 import pytest
+from network_guard import no_network
 
 # Offline by design (ARCHITECTURE.md section 8): set before any test module imports a hub client.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -63,3 +65,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(
                 pytest.mark.skip(reason=f"integration test: no TCP connection to {missing}")
             )
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test may reach beyond 127.0.0.1: the suite must pass with no route to the internet."""
+    with no_network(monkeypatch):
+        yield

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
+from network_guard import no_network
 from safetensors.torch import load_file
 from tiny_diffusers import (
     PROMPTS,
@@ -16,7 +17,6 @@ from tiny_diffusers import (
     assert_finite,
     assert_same_weights,
     changed,
-    no_network,
     run_config,
     save_sd15,
     single_thread,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import StableDiffusion3Pipeline
+from network_guard import no_network
 from safetensors.torch import load_file
 from tiny_diffusers import (
     PROMPTS,
@@ -17,7 +18,6 @@ from tiny_diffusers import (
     assert_finite,
     assert_same_weights,
     changed,
-    no_network,
     run_config,
     save_sd3,
     single_thread,
