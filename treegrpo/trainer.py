@@ -407,6 +407,8 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, train.max_grad_norm)
             grad_norms.append(float(grad_norm))
             self.optimizer.step()
+            # Free the gradients now: otherwise they stay allocated through the next rollout.
+            self.optimizer.zero_grad(set_to_none=True)
         metrics = ratio_stats(
             torch.cat(ratios), torch.cat(new_lps), torch.cat(old_lps), train.clip_range
         )
