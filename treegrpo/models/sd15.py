@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from treegrpo.models.base import Conditioning, ModelAdapter
-from treegrpo.models.lora import add_lora
+from treegrpo.models.base import Conditioning
+from treegrpo.models.diffusers_adapter import DiffusersAdapter
 from treegrpo.schedules import DDIMSchedule, Family, Schedule
 
 if TYPE_CHECKING:
@@ -25,9 +25,6 @@ if TYPE_CHECKING:
 # Token states (B, L, D) for a batch of prompts; SD1.5 has no pooled embedding.
 TokenEncoderFn = Callable[[Sequence[str]], Tensor]
 DecoderFn = Callable[[Tensor], Tensor]
-
-# Every attention of the UNet (self- and cross-attention in each transformer block).
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def alphas_cumprod_from_config(config: Mapping[str, Any]) -> Tensor:
@@ -61,12 +58,14 @@ def alphas_cumprod_from_config(config: Mapping[str, Any]) -> Tensor:
     return torch.cumprod(1.0 - betas, dim=0)
 
 
-class SD15Adapter(ModelAdapter):
+class SD15Adapter(DiffusersAdapter):
     """UNet epsilon-prediction model with DDIM steps. The UNet is the policy; text encoder and
     decoder are frozen callables. With `autocast_dtype` set, the UNet keeps float32 master
     weights and its forward runs under autocast in that dtype."""
 
     family: Family = "epsilon"
+    # Every attention of the UNet (self- and cross-attention in each transformer block).
+    lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
 
     def __init__(
         self,
@@ -83,7 +82,6 @@ class SD15Adapter(ModelAdapter):
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.name = name
-        self.unet = unet
         self.denoiser = unet
         self.encode_text = encode_text
         self.decode_fn = decode
@@ -119,14 +117,3 @@ class SD15Adapter(ModelAdapter):
             return_dict=False,
         )[0]
         return out
-
-    @torch.no_grad()
-    def decode(self, latents: Tensor) -> Tensor:
-        return self.decode_fn(latents).float().clamp(0.0, 1.0).cpu()
-
-    def enable_lora(self, rank: int) -> None:
-        """peft LoRA on the attention projections; only the adapters train."""
-        add_lora(self.unet, rank, LORA_TARGETS, self.autocast_dtype)
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.unet.enable_gradient_checkpointing()

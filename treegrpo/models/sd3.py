@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from treegrpo.models.base import Conditioning, ModelAdapter
-from treegrpo.models.lora import add_lora
+from treegrpo.models.base import Conditioning
+from treegrpo.models.diffusers_adapter import DiffusersAdapter
 from treegrpo.schedules import DDIMSchedule, Family, FlowMatchSchedule, Schedule
 
 # (token states (B, L, D), pooled (B, P)) for a batch of prompts.
@@ -24,7 +24,9 @@ DecoderFn = Callable[[Tensor], Tensor]
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj")
 
 
-class SD3StyleAdapter(ModelAdapter):
+class SD3StyleAdapter(DiffusersAdapter):
+    lora_targets = LORA_TARGETS
+
     def __init__(
         self,
         name: str,
@@ -78,14 +80,3 @@ class SD3StyleAdapter(ModelAdapter):
             return_dict=False,
         )[0]
         return out
-
-    @torch.no_grad()
-    def decode(self, latents: Tensor) -> Tensor:
-        return self.decode_fn(latents).float().clamp(0.0, 1.0).cpu()
-
-    def enable_lora(self, rank: int) -> None:
-        """peft LoRA on the attention projections; only the adapters train."""
-        add_lora(self.denoiser, rank, LORA_TARGETS, self.autocast_dtype)
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.denoiser.enable_gradient_checkpointing()  # type: ignore[operator]

@@ -1,11 +1,14 @@
-"""peft LoRA on a diffusers denoiser: freeze the base, train low-rank adapters in float32."""
+"""What the diffusers-backed adapters (SD3 family, SD1.5 family) share: decoding through a
+callable, peft LoRA on the denoiser's attention projections, and gradient checkpointing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from treegrpo.models.base import ModelAdapter
 
 
 def add_lora(
@@ -32,3 +35,21 @@ def add_lora(
     for param in module.parameters():
         if param.requires_grad:
             param.data = param.data.float()
+
+
+class DiffusersAdapter(ModelAdapter):
+    """Base for adapters whose denoiser is a diffusers model and whose decoder is a callable."""
+
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    decode_fn: Callable[[Tensor], Tensor]
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.decode_fn(latents).float().clamp(0.0, 1.0).cpu()
+
+    def enable_lora(self, rank: int) -> None:
+        """peft LoRA on the attention projections; only the adapters train."""
+        add_lora(self.denoiser, rank, self.lora_targets, self.autocast_dtype)
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.denoiser.enable_gradient_checkpointing()  # type: ignore[operator]
