@@ -41,8 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from efficiency import (
-    RESULTS,
     Report,
+    add_override_and_output_args,
     add_shared_machine_args,
     bench_config,
     curve_of,
@@ -137,15 +137,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--model", default=None, help="model for every run (default: the preset's)")
     p.add_argument("--smooth", type=int, default=5, help="trailing-mean window in epochs")
     add_shared_machine_args(p)
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, e.g. --set train.lr=3e-4",
-    )
-    p.add_argument("--out", default=str(RESULTS), help="folder for the JSON, PNG and text")
+    add_override_and_output_args(p)
     args = p.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]

@@ -401,6 +401,19 @@ def environment(report: Report) -> dict[str, Any]:
     return env
 
 
+def add_override_and_output_args(p: argparse.ArgumentParser) -> None:
+    """`--set KEY=VALUE` for every run, and `--out` for the results (shared with ablation.py)."""
+    p.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, e.g. --set train.lr=3e-4",
+    )
+    p.add_argument("--out", default=str(RESULTS), help="folder for the JSON, PNG and text")
+
+
 def add_shared_machine_args(p: argparse.ArgumentParser) -> None:
     """Options for timing on a machine that other people's work shares."""
     p.add_argument(
@@ -516,15 +529,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         help="one untimed epoch of each method first (default: on, off with --quick)",
     )
     add_shared_machine_args(p)
-    p.add_argument(
-        "--set",
-        dest="assignments",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every run, e.g. --set train.lr=3e-4",
-    )
-    p.add_argument("--out", default=str(RESULTS), help="folder for the JSON, PNG and text")
+    add_override_and_output_args(p)
     p.add_argument(
         "--reanalyse",
         metavar="JSON",
