@@ -652,3 +652,17 @@ def settings_table() -> str:
         value = defaults[head][rest] if rest else defaults[head]
         rows.append(f"| `{name}` | `{json.dumps(value)}` | {ALLOWED[name]} | {text} |")
     return "\n".join(rows) + "\n"
+
+
+def catalog() -> dict[str, Any]:
+    """What a user can choose, for the API's /models, /rewards and /presets (torch-free)."""
+    from treegrpo.presets import PRESETS
+    from treegrpo.prompts import PROMPT_SETS
+    from treegrpo.rewards.names import REWARD_NAMES
+
+    return {
+        "models": list(BUILTIN_MODELS),
+        "rewards": list(REWARD_NAMES),
+        "prompt_sets": {name: list(prompts) for name, prompts in PROMPT_SETS.items()},
+        "presets": {name: resolve_config(preset=name).to_dict() for name in PRESETS},
+    }

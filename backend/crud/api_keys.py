@@ -1,0 +1,63 @@
+"""API keys. Only a SHA-256 of each key is stored: keys are 256-bit random tokens, so a fast
+hash is enough (there is no low-entropy password to stretch)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from backend.errors import NotFound
+from backend.models import ApiKey, utcnow
+
+KEY_PREFIX = "tgk_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_api_key(session: Session, *, name: str) -> tuple[ApiKey, str]:
+    """Returns the row and the plaintext key, which is never stored and cannot be shown again."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, prefix=key[: len(KEY_PREFIX) + 6], hashed_key=hash_key(key))
+    session.add(row)
+    session.commit()
+    return row, key
+
+
+def verify_api_key(session: Session, *, key: str) -> ApiKey | None:
+    """The active key row matching `key`, or None."""
+    if not key or len(key) > 200:
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.hashed_key == hash_key(key)))
+    if row is None or row.revoked_at is not None:
+        return None
+    return row
+
+
+def list_api_keys(session: Session, *, include_revoked: bool = True) -> list[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoked_at.is_(None))
+    return list(session.scalars(query).all())
+
+
+def revoke_api_key(session: Session, *, key_id: int | None = None, name: str | None = None) -> int:
+    """Revoke by id or by name (every active key of that name). Returns how many were revoked."""
+    if (key_id is None) == (name is None):
+        raise ValueError("give exactly one of key_id or name")
+    where = ApiKey.id == key_id if key_id is not None else ApiKey.name == name
+    result = session.execute(
+        update(ApiKey)
+        .where(where, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if count == 0:
+        raise NotFound("active api key", key_id if key_id is not None else name)
+    return count

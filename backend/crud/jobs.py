@@ -1,0 +1,290 @@
+"""Job rows: create, read, list, and the state transitions of ARCHITECTURE.md section 4.
+
+Every transition is one conditional UPDATE, so concurrent API calls and workers cannot both win.
+A worker's writes carry the `attempt` it claimed; a stale process (an older attempt) changes
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.errors import Conflict, NotFound
+from backend.models import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    Job,
+    JobStatus,
+    utcnow,
+)
+
+
+def create_job(
+    session: Session,
+    *,
+    kind: str,
+    name: str,
+    config: dict[str, Any],
+    algorithm: str,
+    preset: str | None = None,
+    params: dict[str, Any] | None = None,
+    parent_job_id: int | None = None,
+    progress_total: int = 0,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+) -> tuple[Job, bool]:
+    """Insert a queued job. Returns (job, created).
+
+    With an idempotency key already used for the same request hash, returns the existing job and
+    False; for a different body, raises Conflict. Commits (the caller enqueues after commit).
+    """
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, idempotency_key, request_hash)
+        if existing is not None:
+            return existing, False
+    job = Job(
+        kind=kind,
+        name=name,
+        status=JobStatus.queued.value,
+        config=config,
+        params=params or {},
+        algorithm=algorithm,
+        preset=preset,
+        parent_job_id=parent_job_id,
+        progress_total=progress_total,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        # Another request with the same key won the race: answer with its job.
+        existing = _by_idempotency_key(session, idempotency_key, request_hash)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def _by_idempotency_key(session: Session, key: str, request_hash: str | None) -> Job | None:
+    job = session.scalar(select(Job).where(Job.idempotency_key == key))
+    if job is not None and job.request_hash != request_hash:
+        raise Conflict(
+            f"Idempotency-Key {key!r} was already used with a different request body (job {job.id})"
+        )
+    return job
+
+
+def get_job(session: Session, *, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound("job", job_id)
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    statuses: Iterable[str] = (),
+    kinds: Iterable[str] = (),
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Job], int]:
+    """Newest first; returns (page, total count of matching jobs)."""
+    query = select(Job)
+    statuses, kinds = list(statuses), list(kinds)
+    if statuses:
+        query = query.where(Job.status.in_(statuses))
+    if kinds:
+        query = query.where(Job.kind.in_(kinds))
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    return list(rows), count
+
+
+def claim_job(session: Session, *, job_id: int, worker: str) -> Job | None:
+    """queued -> running for this worker, atomically. None when the job is not queued (a
+    redelivered message for a running or finished job does nothing)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+        .values(
+            status=JobStatus.running.value,
+            worker=worker,
+            attempt=Job.attempt + 1,
+            started_at=func.coalesce(Job.started_at, now),
+            heartbeat_at=now,
+            finished_at=None,
+            error=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    job = session.get(Job, job_id)
+    if job is not None:
+        session.refresh(job)
+    return job
+
+
+def heartbeat(
+    session: Session,
+    *,
+    job_id: int,
+    attempt: int,
+    progress_step: int | None = None,
+    progress_total: int | None = None,
+) -> str | None:
+    """Refresh the heartbeat of the claimed attempt. Returns the job's status (a worker stops
+    when it reads `cancelling`), or None when this attempt no longer owns the job."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress_step is not None:
+        values["progress_step"] = progress_step
+    if progress_total is not None:
+        values["progress_total"] = progress_total
+    owned = (
+        Job.id == job_id,
+        Job.attempt == attempt,
+        Job.status.in_([JobStatus.running.value, JobStatus.cancelling.value]),
+    )
+    result = session.execute(
+        update(Job).where(*owned).values(**values).execution_options(synchronize_session=False)
+    )
+    session.commit()
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def set_checkpoint(session: Session, *, job_id: int, attempt: int, path: str) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt)
+        .values(checkpoint_path=path, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish_job(
+    session: Session, *, job_id: int, attempt: int, status: str, error: str | None = None
+) -> bool:
+    """running/cancelling -> succeeded | failed | cancelled | interrupted, for the owning
+    attempt only. Returns whether the row changed."""
+    if status not in {"succeeded", "failed", "cancelled", "interrupted"}:
+        raise ValueError(f"not a final status: {status!r}")
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.attempt == attempt,
+            Job.status.in_([JobStatus.running.value, JobStatus.cancelling.value]),
+        )
+        .values(status=status, error=error, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def request_cancel(session: Session, *, job_id: int) -> Job:
+    """queued -> cancelled at once; running -> cancelling (the worker checkpoints and stops).
+    Cancelling a cancelling job is a no-op; any other state is a Conflict."""
+    job = get_job(session, job_id=job_id)
+    now = utcnow()
+    for source, target in (
+        (JobStatus.queued, JobStatus.cancelled),
+        (JobStatus.running, JobStatus.cancelling),
+    ):
+        values: dict[str, Any] = {"status": target.value, "updated_at": now}
+        if target is JobStatus.cancelled:
+            values["finished_at"] = now
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == source.value)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            session.commit()
+            session.refresh(job)
+            return job
+    session.rollback()
+    session.refresh(job)
+    if job.status == JobStatus.cancelling.value:
+        return job
+    raise Conflict(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
+
+
+def request_resume(session: Session, *, job_id: int) -> Job:
+    """interrupted | failed | cancelled | lost -> queued. The worker continues from
+    jobs.checkpoint_path (or starts over when there is none)."""
+    job = get_job(session, job_id=job_id)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_([s.value for s in RESUMABLE_STATUSES]))
+        .values(status=JobStatus.queued.value, error=None, finished_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(job)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(
+            f"job {job_id} is {job.status}; only interrupted, failed, cancelled or lost jobs "
+            "can be resumed"
+        )
+    return job
+
+
+def mark_stale_lost(session: Session, *, stale_before: datetime) -> list[Job]:
+    """running/cancelling jobs whose heartbeat is older than `stale_before` -> lost."""
+    active = [JobStatus.running.value, JobStatus.cancelling.value]
+    stale = session.scalars(
+        select(Job).where(Job.status.in_(active), Job.heartbeat_at < stale_before)
+    ).all()
+    lost: list[Job] = []
+    for job in stale:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.attempt == job.attempt, Job.status.in_(active))
+            .values(
+                status=JobStatus.lost.value,
+                error=f"heartbeat stale since {job.heartbeat_at} (worker {job.worker})",
+                finished_at=utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            lost.append(job)
+    session.commit()
+    for job in lost:
+        session.refresh(job)
+    return lost
+
+
+def stale_cutoff(seconds: float) -> datetime:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def count_active(session: Session) -> int:
+    return (
+        session.scalar(
+            select(func.count(Job.id)).where(Job.status.in_([s.value for s in ACTIVE_STATUSES]))
+        )
+        or 0
+    )

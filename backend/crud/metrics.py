@@ -1,0 +1,95 @@
+"""Metric points, idempotent on (job, step, name): a resumed job never duplicates a point."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from backend.models import Metric
+
+
+def upsert_metrics(session: Session, *, job_id: int, step: int, values: Mapping[str, float]) -> int:
+    """Write one step's points; a point already there is overwritten. Non-finite values are
+    dropped (JSON has no NaN, and a NaN point would hide the rest of a curve). Commits."""
+    rows = [
+        {"job_id": job_id, "step": step, "name": name, "value": float(value)}
+        for name, value in values.items()
+        if value is not None and math.isfinite(float(value))
+    ]
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(Metric).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=["job_id", "step", "name"], set_={"value": statement.excluded.value}
+    )
+    session.execute(statement)
+    session.commit()
+    return len(rows)
+
+
+def delete_metrics_after(session: Session, *, job_id: int, step: int) -> int:
+    """Drop points past a checkpoint's step before a resumed run writes them again."""
+    result = session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > step))
+    session.commit()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def list_metrics(
+    session: Session,
+    *,
+    job_id: int,
+    names: Iterable[str] = (),
+    since_step: int | None = None,
+    after_id: int | None = None,
+    limit: int = 10_000,
+) -> list[Metric]:
+    """Ordered by step then name. `since_step` keeps steps > since_step; `after_id` keeps rows
+    inserted after a given id (the /events stream's cursor)."""
+    query = select(Metric).where(Metric.job_id == job_id)
+    names = list(names)
+    if names:
+        query = query.where(Metric.name.in_(names))
+    if since_step is not None:
+        query = query.where(Metric.step > since_step)
+    if after_id is not None:
+        query = query.where(Metric.id > after_id)
+    return list(session.scalars(query.order_by(Metric.step, Metric.name).limit(limit)).all())
+
+
+def metric_names(session: Session, *, job_id: int) -> list[str]:
+    return list(
+        session.scalars(
+            select(Metric.name).where(Metric.job_id == job_id).distinct().order_by(Metric.name)
+        ).all()
+    )
+
+
+def last_step(session: Session, *, job_id: int) -> int | None:
+    return session.scalar(select(func.max(Metric.step)).where(Metric.job_id == job_id))
+
+
+def latest_values(session: Session, *, job_ids: Iterable[int], name: str) -> dict[int, float]:
+    """The value of `name` at each job's highest step, for run tables."""
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    last = (
+        select(Metric.job_id, func.max(Metric.step).label("step"))
+        .where(Metric.job_id.in_(ids), Metric.name == name)
+        .group_by(Metric.job_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Metric.job_id, Metric.value).join(
+            last,
+            (Metric.job_id == last.c.job_id) & (Metric.step == last.c.step) & (Metric.name == name),
+        )
+    ).all()
+    return {job_id: value for job_id, value in rows}

@@ -1,0 +1,190 @@
+"""Logged trees and their nodes. A node's `parent_index` in the input is its parent's number
+inside the same tree; stored rows link parents by primary key."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Integer, cast, delete, func, select
+from sqlalchemy.orm import Session, selectinload
+
+from backend.errors import NotFound
+from backend.models import Tree, TreeNode
+
+NODE_FIELDS = (
+    "depth",
+    "step_index",
+    "t",
+    "sigma",
+    "is_leaf",
+    "log_prob_old",
+    "reward",
+    "rewards",
+    "advantage",
+    "image_path",
+    "latent_path",
+)
+
+
+def add_tree(
+    session: Session,
+    *,
+    job_id: int,
+    epoch: int,
+    index: int,
+    prompt: str,
+    seed: int,
+    window_start: int,
+    k: int,
+    depth: int,
+    steps: int,
+    backup: str,
+    nodes: Sequence[dict[str, Any]],
+    artifact_dir: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Tree:
+    """Insert a tree with its nodes (each: node_index, parent_index and NODE_FIELDS). A tree
+    logged again for the same (job, epoch, index), as after a resume, replaces the old one.
+    Commits."""
+    session.execute(
+        delete(Tree).where(Tree.job_id == job_id, Tree.epoch == epoch, Tree.index == index)
+    )
+    tree = Tree(
+        job_id=job_id,
+        epoch=epoch,
+        index=index,
+        prompt=prompt,
+        seed=seed,
+        window_start=window_start,
+        k=k,
+        depth=depth,
+        steps=steps,
+        backup=backup,
+        artifact_dir=artifact_dir,
+        meta=meta or {},
+    )
+    session.add(tree)
+    session.flush()
+    _insert_nodes(session, tree_id=tree.id, nodes=nodes, known={})
+    session.commit()
+    return tree
+
+
+def add_branch_nodes(
+    session: Session,
+    *,
+    tree_id: int,
+    from_node_id: int,
+    branch_job_id: int,
+    nodes: Sequence[dict[str, Any]],
+) -> list[TreeNode]:
+    """Append nodes grown from an existing node. Input node_index values are local to the
+    branch (0, 1, ...); parent_index None means the branched node itself. Commits."""
+    origin = get_node(session, tree_id=tree_id, node_id=from_node_id)
+    first = (
+        session.scalar(select(func.max(TreeNode.node_index)).where(TreeNode.tree_id == tree_id))
+        or 0
+    ) + 1
+    shifted = []
+    for node in nodes:
+        item = dict(node)
+        item["node_index"] = first + int(node["node_index"])
+        parent = node.get("parent_index")
+        item["parent_index"] = None if parent is None else first + int(parent)
+        item["branch_job_id"] = branch_job_id
+        shifted.append(item)
+    created = _insert_nodes(session, tree_id=tree_id, nodes=shifted, known={}, root=origin.id)
+    session.commit()
+    return created
+
+
+def _insert_nodes(
+    session: Session,
+    *,
+    tree_id: int,
+    nodes: Sequence[dict[str, Any]],
+    known: dict[int, int],
+    root: int | None = None,
+) -> list[TreeNode]:
+    """Insert parents before children; `known` maps node_index -> row id."""
+    pending = sorted(nodes, key=lambda n: int(n["node_index"]))
+    created: list[TreeNode] = []
+    for node in pending:
+        parent_index = node.get("parent_index")
+        if parent_index is None:
+            parent_id = root
+        elif int(parent_index) in known:
+            parent_id = known[int(parent_index)]
+        else:
+            raise ValueError(
+                f"node {node['node_index']} names parent {parent_index}, which comes later or "
+                "does not exist"
+            )
+        row = TreeNode(
+            tree_id=tree_id,
+            node_index=int(node["node_index"]),
+            parent_id=parent_id,
+            branch_job_id=node.get("branch_job_id"),
+            **{name: node.get(name) for name in NODE_FIELDS if name in node},
+        )
+        session.add(row)
+        session.flush()
+        known[row.node_index] = row.id
+        created.append(row)
+    return created
+
+
+def get_tree(session: Session, *, tree_id: int) -> Tree:
+    tree = session.scalar(select(Tree).where(Tree.id == tree_id).options(selectinload(Tree.nodes)))
+    if tree is None:
+        raise NotFound("tree", tree_id)
+    return tree
+
+
+def get_node(session: Session, *, tree_id: int, node_id: int) -> TreeNode:
+    node = session.get(TreeNode, node_id)
+    if node is None or node.tree_id != tree_id:
+        raise NotFound("node", node_id)
+    return node
+
+
+def list_trees(
+    session: Session, *, job_id: int, epoch: int | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """Trees of a job with a summary each: node and leaf counts, best and mean leaf reward."""
+    query = select(Tree).where(Tree.job_id == job_id)
+    if epoch is not None:
+        query = query.where(Tree.epoch == epoch)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    trees = session.scalars(
+        query.order_by(Tree.epoch, Tree.index).limit(limit).offset(offset)
+    ).all()
+    ids = [tree.id for tree in trees]
+    stats: dict[int, tuple[int, int, float | None, float | None]] = {}
+    if ids:
+        rows = session.execute(
+            select(
+                TreeNode.tree_id,
+                func.count(TreeNode.id),
+                func.sum(cast(TreeNode.is_leaf, Integer)),
+                func.max(TreeNode.reward),
+                func.avg(TreeNode.reward),
+            )
+            .where(TreeNode.tree_id.in_(ids))
+            .group_by(TreeNode.tree_id)
+        ).all()
+        stats = {row[0]: (row[1], int(row[2] or 0), row[3], row[4]) for row in rows}
+    out = []
+    for tree in trees:
+        nodes, leaves, best, mean = stats.get(tree.id, (0, 0, None, None))
+        out.append(
+            {
+                "tree": tree,
+                "nodes": nodes,
+                "leaves": leaves,
+                "best_reward": best,
+                "mean_reward": float(mean) if mean is not None else None,
+            }
+        )
+    return out, count

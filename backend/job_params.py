@@ -1,0 +1,60 @@
+"""Kind-specific job parameters, stored in jobs.params; shared by the API and the workers.
+
+- train: no parameters (the config says everything); resume uses jobs.checkpoint_path.
+- sample: grow one or more logged trees (images and latents kept) for the config's prompts with
+  the policy of `source_job_id`'s checkpoint (or the base model), or, with `branch`, regrow k
+  children from one stored tree node.
+- evaluate: ODE samples of the held-out prompts scored with every reward of the config, from the
+  policy of `source_job_id`'s checkpoint (or the base model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TREES = 64
+
+
+class BranchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tree_id: int = Field(ge=1)
+    node_id: int = Field(ge=1, description="tree_nodes.id of the node to branch from")
+    k: int = Field(default=3, ge=1, le=16, description="children to grow")
+
+
+class TrainParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source_job_id: int | None = Field(default=None, ge=1)
+    checkpoint_epoch: int | None = Field(default=None, ge=0)
+    trees: int = Field(
+        default=1, ge=1, le=MAX_TREES, description="trees to grow (prompts taken in order)"
+    )
+    branch: BranchParams | None = None
+
+
+class EvaluateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source_job_id: int | None = Field(default=None, ge=1)
+    checkpoint_epoch: int | None = Field(default=None, ge=0)
+    samples_per_prompt: int = Field(default=4, ge=1, le=64)
+
+
+PARAMS_BY_KIND: dict[str, type[BaseModel]] = {
+    "train": TrainParams,
+    "sample": SampleParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def parse_params(kind: str, params: dict[str, Any] | None) -> BaseModel:
+    """Validate (pydantic ValidationError on bad input) and return the kind's parameter model."""
+    return PARAMS_BY_KIND[kind].model_validate(params or {})

@@ -1,0 +1,235 @@
+"""SQLAlchemy 2 typed models (ARCHITECTURE.md section 5). Alembic migrations make the schema.
+
+Paths in rows are relative to the artifact store; the API never serves anything outside it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAME_CHARS = 200
+PROMPT_CHARS = 500
+PATH_CHARS = 1024
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out; SQLite hands back naive values, PostgreSQL aware ones."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobKind(enum.StrEnum):
+    train = "train"
+    sample = "sample"
+    evaluate = "evaluate"
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+    interrupted = "interrupted"
+    lost = "lost"
+
+
+ACTIVE_STATUSES = frozenset({JobStatus.queued, JobStatus.running, JobStatus.cancelling})
+FINAL_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+RESUMABLE_STATUSES = frozenset(
+    {JobStatus.interrupted, JobStatus.failed, JobStatus.cancelled, JobStatus.lost}
+)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_created", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(NAME_CHARS), default="")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
+    preset: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
+    # The fully resolved RunConfig, frozen at creation.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Kind-specific parameters (a branch's tree and node, a checkpoint epoch, ...).
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    algorithm: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
+    # Increases by one at every claim; a stale process compares it before writing.
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    progress_step: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parent_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    checkpoint_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(NAME_CHARS), nullable=True, unique=True
+    )
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    metrics: Mapped[list[Metric]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (
+        UniqueConstraint("job_id", "step", "name", name="uq_metrics_job_step_name"),
+        Index("ix_metrics_job_name_step", "job_id", "name", "step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(NAME_CHARS))
+    value: Mapped[float] = mapped_column(Float)
+
+    job: Mapped[Job] = relationship(back_populates="metrics")
+
+
+class Tree(Base):
+    __tablename__ = "trees"
+    __table_args__ = (
+        UniqueConstraint("job_id", "epoch", "index", name="uq_trees_job_epoch_index"),
+        Index("ix_trees_job_epoch", "job_id", "epoch"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    index: Mapped[int] = mapped_column(Integer, default=0)  # tree number within its epoch
+    prompt: Mapped[str] = mapped_column(String(PROMPT_CHARS))
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[int] = mapped_column(Integer)
+    k: Mapped[int] = mapped_column(Integer)
+    depth: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[int] = mapped_column(Integer)
+    backup: Mapped[str] = mapped_column(String(32), default="mean")
+    # Folder of this tree in the artifact store (tree.json, images/, latents/).
+    artifact_dir: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    nodes: Mapped[list[TreeNode]] = relationship(
+        back_populates="tree",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="TreeNode.id",
+    )
+
+
+class TreeNode(Base):
+    __tablename__ = "tree_nodes"
+    __table_args__ = (
+        UniqueConstraint("tree_id", "node_index", name="uq_tree_nodes_tree_index"),
+        Index("ix_tree_nodes_parent", "parent_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tree_id: Mapped[int] = mapped_column(ForeignKey("trees.id", ondelete="CASCADE"))
+    # The node's number inside its tree (TreeNodeRecord.id; branches append after the last).
+    node_index: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tree_nodes.id", ondelete="CASCADE"), nullable=True
+    )
+    depth: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int] = mapped_column(Integer)
+    t: Mapped[float] = mapped_column(Float)
+    sigma: Mapped[float] = mapped_column(Float)
+    is_leaf: Mapped[bool] = mapped_column(Boolean, default=False)
+    log_prob_old: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rewards: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    advantage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    image_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
+    latent_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
+    # The branch job that grew this node, when it was not part of the original tree.
+    branch_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+
+    tree: Mapped[Tree] = relationship(back_populates="nodes")
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    __table_args__ = (
+        UniqueConstraint("job_id", "epoch", "index", name="uq_samples_job_epoch_index"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    epoch: Mapped[int] = mapped_column(Integer)
+    index: Mapped[int] = mapped_column(Integer, default=0)
+    prompt: Mapped[str] = mapped_column(String(PROMPT_CHARS))
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rewards: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    image_path: Mapped[str] = mapped_column(String(PATH_CHARS))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_CHARS))
+    # First characters of the key, shown in listings so a user can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    hashed_key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -1,0 +1,79 @@
+"""The backend's one settings object: environment variables prefixed TREEGRPO_, or a .env file.
+
+Defaults are the embedded deployment (ARCHITECTURE.md section 7): everything under ./data, a
+SQLite database and kombu's filesystem transport, so nothing needs to run beforehand.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TREEGRPO_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR, description="Root of the embedded deployment's files."
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; default sqlite under data_dir. PostgreSQL: "
+        "postgresql+psycopg://user@host/db",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker; default kombu's filesystem transport under data_dir, "
+        "redis://host:6379/0 in compose.",
+    )
+    artifact_dir: Path | None = Field(
+        default=None, description="The artifact store (images, trees, checkpoints, logs)."
+    )
+    reads_require_key: bool = Field(
+        default=False, description="Require X-API-Key on GET routes too."
+    )
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="Worker heartbeat period.")
+    stale_after_seconds: float = Field(
+        default=120.0, gt=0, description="A running job whose heartbeat is older is `lost`."
+    )
+    cancel_grace_seconds: float = Field(
+        default=20.0, gt=0, description="After a cancel, how long before the trainer is killed."
+    )
+    max_job_seconds: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="Longest job; the broker's visibility timeout is set above it.",
+    )
+    sse_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often /events looks for news in the database."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'treegrpo.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        """The filesystem transport's message folder (shared by API and workers)."""
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
