@@ -25,7 +25,7 @@ def engine_for(url: str) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_connection, _record):
             cursor = dbapi_connection.cursor()
             # WAL lets the API read while a worker writes; foreign keys are off by default.
             cursor.execute("PRAGMA journal_mode=WAL")
