@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install test lint format bench up clean
+.PHONY: install system-deps test lint format bench up clean
 
 install: $(STAMP)
 
@@ -32,7 +32,16 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install lint
+# Debian's Chromium drives the dashboard's browser tests (never a downloaded browser) and Debian's
+# docker-compose validates docker-compose.yml; both are installed once, as root, when missing.
+system-deps:
+	@if ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium docker-compose >/dev/null; \
+	fi
+
+test: install system-deps lint
 	$(BIN)/python -m pytest -n 2 -m "not gpu"
 
 format: install
@@ -42,10 +51,10 @@ format: install
 bench: install
 	$(BIN)/python bench/rollout.py --quick
 
-up:
-	@echo "make up: the embedded all-in-one deployment (SQLite, broker-free Celery, shipped model)" >&2
-	@echo "arrives with issue 7 (deployment); it is not available yet. Use 'make test' for now." >&2
-	@exit 1
+# The embedded deployment: API + dashboard at http://127.0.0.1:8000/ui and one CPU worker, data
+# under ./data (kept between runs). Ctrl-C stops everything.
+up: install
+	$(BIN)/treegrpo up
 
 # Removes caches and build metadata; keeps .venv (rm -rf .venv for a fresh install).
 clean:

@@ -1,0 +1,28 @@
+# The API process: FastAPI + the Gradio dashboard at /ui. No torch (the API never imports it).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    GRADIO_ANALYTICS_ENABLED=False
+
+WORKDIR /app
+COPY requirements/api.txt requirements/api.txt
+RUN pip install -r requirements/api.txt
+
+COPY pyproject.toml README.md ./
+COPY treegrpo treegrpo
+COPY backend backend
+COPY workers workers
+COPY frontend frontend
+RUN pip install --no-deps .
+
+RUN useradd --create-home --uid 1000 treegrpo && mkdir -p /data && chown treegrpo /data
+USER treegrpo
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=5 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/api/v1/health', timeout=2)"
+CMD ["treegrpo", "serve", "--host", "0.0.0.0", "--port", "8000"]
