@@ -159,7 +159,12 @@ def register_up(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "training the shipped digits model on the CPU. Ctrl-C stops it all.",
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("TREEGRPO_PORT", "8000")),
+        help="default 8000 or $TREEGRPO_PORT",
+    )
     parser.add_argument("--data-dir", default=os.environ.get("TREEGRPO_DATA_DIR", "data"))
     parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S)
     parser.add_argument("--stop-grace", type=float, default=STOP_GRACE_S)
