@@ -34,7 +34,18 @@ def engine_for(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40, pool_timeout=10)
+    connect_args: dict[str, object] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # Fail in seconds, not minutes, when the server is unreachable (503, /ready).
+        connect_args["connect_timeout"] = 5
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=20,
+        max_overflow=40,
+        pool_timeout=10,
+        connect_args=connect_args,
+    )
 
 
 def get_engine() -> Engine:

@@ -15,13 +15,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TREES = 64
+# Ids and epochs are 32-bit integer columns.
+MAX_ID = 2**31 - 1
 
 
 class BranchParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tree_id: int = Field(ge=1)
-    node_id: int = Field(ge=1, description="tree_nodes.id of the node to branch from")
+    tree_id: int = Field(ge=1, le=MAX_ID)
+    node_id: int = Field(ge=1, le=MAX_ID, description="tree_nodes.id of the node to branch from")
     k: int = Field(default=3, ge=1, le=16, description="children to grow")
 
 
@@ -32,8 +34,8 @@ class TrainParams(BaseModel):
 class SampleParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source_job_id: int | None = Field(default=None, ge=1)
-    checkpoint_epoch: int | None = Field(default=None, ge=0)
+    source_job_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    checkpoint_epoch: int | None = Field(default=None, ge=0, le=MAX_ID)
     trees: int = Field(
         default=1, ge=1, le=MAX_TREES, description="trees to grow (prompts taken in order)"
     )
@@ -43,8 +45,8 @@ class SampleParams(BaseModel):
 class EvaluateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source_job_id: int | None = Field(default=None, ge=1)
-    checkpoint_epoch: int | None = Field(default=None, ge=0)
+    source_job_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    checkpoint_epoch: int | None = Field(default=None, ge=0, le=MAX_ID)
     samples_per_prompt: int = Field(default=4, ge=1, le=64)
 
 

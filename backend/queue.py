@@ -6,7 +6,7 @@ here so the sender and the workers' Celery app (workers/app.py) use the same tra
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 from typing import Any
 
 from celery import Celery
@@ -60,22 +60,45 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-@lru_cache(maxsize=4)
-def _sender(broker_url: str) -> Celery:
-    settings = get_settings()
-    app = Celery("treegrpo-api")
-    app.conf.update(celery_config(settings))
-    return app
+_senders: dict[tuple[str, str, int], Celery] = {}
+_senders_lock = threading.Lock()
 
 
-def enqueue(job_id: int, kind: str, params: dict[str, Any]) -> None:
+def _sender(settings: Settings) -> Celery:
+    """One sending Celery app per broker (URL, filesystem folder, timeout), made on first use."""
+    key = (
+        settings.resolved_broker_url,
+        str(settings.broker_folder),
+        settings.max_job_seconds,
+    )
+    with _senders_lock:
+        app = _senders.get(key)
+        if app is None:
+            # set_as_current=False: the API's sender must not become the process's default app
+            # (a worker process may hold its own).
+            app = Celery("treegrpo-api", set_as_current=False)
+            app.conf.update(celery_config(settings))
+            _senders[key] = app
+        return app
+
+
+def enqueue(
+    job_id: int, kind: str, params: dict[str, Any], *, settings: Settings | None = None
+) -> None:
     """Send the job to the workers. Raises if the broker cannot be reached."""
-    sender = _sender(get_settings().resolved_broker_url)
-    sender.send_task(task_name(kind, params), args=[job_id], queue=QUEUE)
+    sender = _sender(settings or get_settings())
+    sender.send_task(
+        task_name(kind, params),
+        args=[job_id],
+        queue=QUEUE,
+        # Fail within seconds when the broker is down instead of retrying for minutes; the
+        # caller marks the row (the row is the truth, the message only dispatches).
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+    )
 
 
-def ping_broker() -> None:
+def ping_broker(*, settings: Settings | None = None) -> None:
     """Raises if the broker cannot be reached (readiness)."""
-    sender = _sender(get_settings().resolved_broker_url)
+    sender = _sender(settings or get_settings())
     with sender.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=2)

@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     sse_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often /events looks for news in the database."
     )
+    sse_keepalive_seconds: float = Field(
+        default=15.0, gt=0, description="Idle time after which /events sends a keep-alive comment."
+    )
+    sse_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="An /events stream closes after this long (the client reconnects with "
+        "since_step), so no connection is held forever.",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest accepted request body (413 above it)."
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
 
     @property

@@ -9,6 +9,7 @@ from backend.crud.jobs import (
     get_job,
     heartbeat,
     list_jobs,
+    mark_enqueue_failed,
     mark_stale_lost,
     request_cancel,
     request_resume,
@@ -16,15 +17,31 @@ from backend.crud.jobs import (
     stale_cutoff,
 )
 from backend.crud.metrics import (
+    count_metrics,
     delete_metrics_after,
     last_step,
     latest_values,
     list_metrics,
+    max_metric_id,
     metric_names,
+    metrics_after,
     upsert_metrics,
 )
-from backend.crud.samples import add_samples, list_samples, sample_epochs
-from backend.crud.trees import add_branch_nodes, add_tree, get_node, get_tree, list_trees
+from backend.crud.samples import (
+    add_samples,
+    list_samples,
+    max_sample_id,
+    sample_epochs,
+    sample_epochs_after,
+)
+from backend.crud.trees import (
+    add_branch_nodes,
+    add_tree,
+    get_node,
+    get_tree,
+    list_trees,
+    max_tree_id,
+)
 
 __all__ = [
     "add_branch_nodes",
@@ -32,6 +49,7 @@ __all__ = [
     "add_tree",
     "claim_job",
     "count_active",
+    "count_metrics",
     "create_api_key",
     "create_job",
     "delete_metrics_after",
@@ -47,12 +65,18 @@ __all__ = [
     "list_metrics",
     "list_samples",
     "list_trees",
+    "mark_enqueue_failed",
     "mark_stale_lost",
+    "max_metric_id",
+    "max_sample_id",
+    "max_tree_id",
     "metric_names",
+    "metrics_after",
     "request_cancel",
     "request_resume",
     "revoke_api_key",
     "sample_epochs",
+    "sample_epochs_after",
     "set_checkpoint",
     "stale_cutoff",
     "upsert_metrics",

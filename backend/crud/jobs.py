@@ -202,6 +202,21 @@ def finish_job(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+def mark_enqueue_failed(session: Session, *, job_id: int, error: str) -> bool:
+    """queued -> failed when the job's message could not be sent (broker down), so the row
+    never sits in `queued` with nothing on its way to a worker. A job a worker already claimed
+    is left alone. Returns whether the row changed. Resuming the job queues it again."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+        .values(status=JobStatus.failed.value, error=error, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def request_cancel(session: Session, *, job_id: int) -> Job:
     """queued -> cancelled at once; running -> cancelling (the worker checkpoints and stops).
     Cancelling a cancelling job is a no-op; any other state is a Conflict."""

@@ -63,6 +63,43 @@ def list_metrics(
     return list(session.scalars(query.order_by(Metric.step, Metric.name).limit(limit)).all())
 
 
+def count_metrics(
+    session: Session, *, job_id: int, names: Iterable[str] = (), since_step: int | None = None
+) -> int:
+    """How many points list_metrics would return without a limit."""
+    query = select(func.count(Metric.id)).where(Metric.job_id == job_id)
+    names = list(names)
+    if names:
+        query = query.where(Metric.name.in_(names))
+    if since_step is not None:
+        query = query.where(Metric.step > since_step)
+    return session.scalar(query) or 0
+
+
+def max_metric_id(session: Session, *, job_id: int) -> int:
+    """The newest point's row id (0 when none): the /events stream's starting cursor."""
+    return session.scalar(select(func.max(Metric.id)).where(Metric.job_id == job_id)) or 0
+
+
+def metrics_after(
+    session: Session,
+    *,
+    job_id: int,
+    after_id: int,
+    up_to_id: int | None = None,
+    since_step: int | None = None,
+    limit: int = 10_000,
+) -> list[Metric]:
+    """Points with after_id < id (<= up_to_id), in insertion order: the /events stream's feed.
+    One trainer writes a job's points, one step per transaction, so ids follow commit order."""
+    query = select(Metric).where(Metric.job_id == job_id, Metric.id > after_id)
+    if up_to_id is not None:
+        query = query.where(Metric.id <= up_to_id)
+    if since_step is not None:
+        query = query.where(Metric.step > since_step)
+    return list(session.scalars(query.order_by(Metric.id).limit(limit)).all())
+
+
 def metric_names(session: Session, *, job_id: int) -> list[str]:
     return list(
         session.scalars(

@@ -51,3 +51,21 @@ def sample_epochs(session: Session, *, job_id: int) -> list[int]:
             select(Sample.epoch).where(Sample.job_id == job_id).distinct().order_by(Sample.epoch)
         ).all()
     )
+
+
+def max_sample_id(session: Session, *, job_id: int) -> int:
+    return session.scalar(select(func.max(Sample.id)).where(Sample.job_id == job_id)) or 0
+
+
+def sample_epochs_after(
+    session: Session, *, job_id: int, after_id: int, up_to_id: int | None = None
+) -> tuple[list[int], int]:
+    """Epochs with gallery rows newer than `after_id`, and the newest row id seen (the cursor)."""
+    query = select(Sample.epoch, func.max(Sample.id)).where(
+        Sample.job_id == job_id, Sample.id > after_id
+    )
+    if up_to_id is not None:
+        query = query.where(Sample.id <= up_to_id)
+    rows = session.execute(query.group_by(Sample.epoch).order_by(Sample.epoch)).all()
+    cursor = max([after_id, *(int(row[1]) for row in rows)])
+    return [int(row[0]) for row in rows], cursor

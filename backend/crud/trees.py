@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, cast, delete, func, select
+from sqlalchemy import Integer, case, cast, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import NotFound
@@ -150,12 +150,25 @@ def get_node(session: Session, *, tree_id: int, node_id: int) -> TreeNode:
 
 
 def list_trees(
-    session: Session, *, job_id: int, epoch: int | None = None, limit: int = 50, offset: int = 0
+    session: Session,
+    *,
+    job_id: int,
+    epoch: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    after_id: int | None = None,
+    up_to_id: int | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Trees of a job with a summary each: node and leaf counts, best and mean leaf reward."""
+    """Trees of a job with a summary each: node and leaf counts, best and mean leaf reward
+    (inner nodes carry backed-up values, not rewards of images, so they are left out).
+    `after_id`/`up_to_id` bound the row ids (the /events stream's cursor)."""
     query = select(Tree).where(Tree.job_id == job_id)
     if epoch is not None:
         query = query.where(Tree.epoch == epoch)
+    if after_id is not None:
+        query = query.where(Tree.id > after_id)
+    if up_to_id is not None:
+        query = query.where(Tree.id <= up_to_id)
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     trees = session.scalars(
         query.order_by(Tree.epoch, Tree.index).limit(limit).offset(offset)
@@ -163,13 +176,14 @@ def list_trees(
     ids = [tree.id for tree in trees]
     stats: dict[int, tuple[int, int, float | None, float | None]] = {}
     if ids:
+        leaf_reward = case((TreeNode.is_leaf, TreeNode.reward), else_=None)
         rows = session.execute(
             select(
                 TreeNode.tree_id,
                 func.count(TreeNode.id),
                 func.sum(cast(TreeNode.is_leaf, Integer)),
-                func.max(TreeNode.reward),
-                func.avg(TreeNode.reward),
+                func.max(leaf_reward),
+                func.avg(leaf_reward),
             )
             .where(TreeNode.tree_id.in_(ids))
             .group_by(TreeNode.tree_id)
@@ -188,3 +202,7 @@ def list_trees(
             }
         )
     return out, count
+
+
+def max_tree_id(session: Session, *, job_id: int) -> int:
+    return session.scalar(select(func.max(Tree.id)).where(Tree.job_id == job_id)) or 0
