@@ -1,0 +1,11 @@
+"""One route module per resource; `api_router` gathers them under /api/v1."""
+
+from fastapi import APIRouter
+
+from backend.api.routes import artifacts, catalog, health, jobs, trees
+
+api_router = APIRouter()
+for module in (jobs, trees, artifacts, catalog, health):
+    api_router.include_router(module.router)
+
+__all__ = ["api_router"]

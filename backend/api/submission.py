@@ -1,0 +1,246 @@
+"""Job creation: validate the whole request, freeze the resolved config in the row, commit, and
+only then send the job id to the workers (backend.queue).
+
+The row is the truth. When the broker cannot take the message the job is marked `failed` with
+an error saying so, and the caller gets a 503 naming the job: the same request sent again with
+the same Idempotency-Key (or POST /jobs/{id}/resume) queues that job again once the broker is back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from backend import crud, queue
+from backend.api.problems import ProblemError, validation_error
+from backend.errors import NotFound
+from backend.job_params import parse_params
+from backend.models import Job, JobStatus
+from backend.schemas import BranchCreate, JobCreate, text_problem
+from backend.settings import Settings
+from treegrpo.config import ConfigError, RunConfig, resolve_config
+
+log = logging.getLogger("backend.api")
+
+ENQUEUE_FAILED = "not sent to the workers: the broker was unreachable"
+
+
+def request_hash(body: BaseModel) -> str:
+    """SHA-256 of the request's canonical JSON (sorted keys, defaults filled in)."""
+    canonical = json.dumps(
+        body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _check_texts(value: Any, loc: tuple[str | int, ...]) -> None:
+    """Every string (and key) must be storable: no NUL, no lone surrogate."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem is not None:
+            raise validation_error(loc, problem, "string_unstorable", value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            key_loc = (*loc, str(key))
+            if isinstance(key, str):
+                _check_texts(key, key_loc)
+            _check_texts(item, key_loc)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_texts(item, (*loc, index))
+
+
+def resolve_job_config(preset: str | None, overrides: Mapping[str, Any]) -> RunConfig:
+    """treegrpo.config's validation, as 422s naming the field: loc ["body", "config", field]."""
+    _check_texts(overrides, ("body", "config"))
+    try:
+        config = resolve_config(preset, overrides)
+    except ConfigError as exc:
+        loc: tuple[str, ...] = (
+            ("body", "preset") if exc.field == "preset" else ("body", "config", exc.field)
+        )
+        raise validation_error(loc, exc.reason, "config_error") from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        # The core's checks raise ConfigError; anything else is still the request's fault.
+        raise validation_error(("body", "config"), str(exc), "config_error") from exc
+    try:
+        json.dumps(config.to_dict(), allow_nan=False)
+    except ValueError as exc:
+        raise validation_error(
+            ("body", "config"), "numbers must be finite (JSON has no NaN or Infinity)", "finite"
+        ) from exc
+    return config
+
+
+def _parse_params(kind: str, params: Mapping[str, Any]) -> BaseModel:
+    _check_texts(params, ("body", "params"))
+    try:
+        return parse_params(kind, dict(params))
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors(include_url=False):
+            item: dict[str, Any] = dict(error)
+            item["loc"] = ("body", "params", *error["loc"])
+            errors.append(item)
+        from fastapi.exceptions import RequestValidationError
+
+        raise RequestValidationError(errors) from exc
+
+
+def _params_refer_to_rows(session: Session, params: dict[str, Any]) -> None:
+    """The ids in params must name rows: a 422 now beats a failed job later."""
+    source = params.get("source_job_id")
+    if source is not None:
+        try:
+            crud.get_job(session, job_id=int(source))
+        except NotFound as exc:
+            raise validation_error(
+                ("body", "params", "source_job_id"), f"no job {source}", "not_found", source
+            ) from exc
+    branch = params.get("branch")
+    if branch:
+        _check_branch_node(
+            session,
+            tree_id=int(branch["tree_id"]),
+            node_id=int(branch["node_id"]),
+            loc=("body", "params", "branch"),
+        )
+
+
+def _check_branch_node(
+    session: Session, *, tree_id: int, node_id: int, loc: tuple[str, ...]
+) -> None:
+    try:
+        crud.get_tree(session, tree_id=tree_id)
+    except NotFound as exc:
+        raise validation_error((*loc, "tree_id"), f"no tree {tree_id}", "not_found") from exc
+    try:
+        node = crud.get_node(session, tree_id=tree_id, node_id=node_id)
+    except NotFound as exc:
+        raise validation_error(
+            (*loc, "node_id"), f"no node {node_id} in tree {tree_id}", "not_found"
+        ) from exc
+    if node.is_leaf:
+        raise validation_error(
+            (*loc, "node_id"),
+            f"node {node_id} is a leaf: it has no denoising steps left to branch",
+            "leaf_node",
+        )
+
+
+def _progress_total(kind: str, config: RunConfig, params: dict[str, Any]) -> int:
+    """What progress_step counts up to: epochs (train), trees (sample), 1 (evaluate, branch).
+    The worker may refine it through its heartbeat."""
+    if kind == "train":
+        return config.epochs
+    if kind == "sample":
+        return 1 if params.get("branch") else int(params.get("trees", 1))
+    return 1
+
+
+def create(
+    session: Session,
+    *,
+    settings: Settings,
+    body: JobCreate,
+    idempotency_key: str | None,
+) -> tuple[Job, bool]:
+    """Validate, insert, enqueue. Returns (job, created); created is False for a replay of an
+    earlier request with the same Idempotency-Key and body."""
+    config = resolve_job_config(body.preset, body.config)
+    params_model = _parse_params(body.kind, body.params)
+    params = params_model.model_dump(mode="json", exclude_none=True)
+    _params_refer_to_rows(session, params)
+    job, created = crud.create_job(
+        session,
+        kind=body.kind,
+        name=body.name if body.name is not None else (body.preset or body.kind),
+        config=config.to_dict(),
+        algorithm=config.algorithm,
+        preset=body.preset,
+        params=params,
+        progress_total=_progress_total(body.kind, config, params),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(body) if idempotency_key is not None else None,
+    )
+    if created:
+        enqueue_or_fail(session, settings=settings, job=job)
+    elif _never_sent(job):
+        # The first attempt could not reach the broker: this retry sends the same job again.
+        job = crud.request_resume(session, job_id=job.id)
+        enqueue_or_fail(session, settings=settings, job=job)
+    return job, created
+
+
+def create_branch(
+    session: Session,
+    *,
+    settings: Settings,
+    tree_id: int,
+    node_id: int,
+    body: BranchCreate,
+) -> Job:
+    """A sample job that regrows `k` children from one stored tree node, with the config of the
+    job that logged the tree."""
+    tree = crud.get_tree(session, tree_id=tree_id)
+    node = crud.get_node(session, tree_id=tree_id, node_id=node_id)
+    if node.is_leaf:
+        raise ProblemError(
+            409,
+            f"node {node_id} is a leaf: it has no denoising steps left to branch",
+            kind="conflict",
+        )
+    source = crud.get_job(session, job_id=tree.job_id)
+    params = {"branch": {"tree_id": tree_id, "node_id": node_id, "k": body.k}}
+    parse_params("sample", params)  # the workers read params through the same models
+    job, _ = crud.create_job(
+        session,
+        kind="sample",
+        name=body.name if body.name is not None else f"branch of tree {tree_id} node {node_id}",
+        config=source.config,
+        algorithm=source.algorithm,
+        preset=source.preset,
+        params=params,
+        parent_job_id=source.id,
+        progress_total=1,
+    )
+    enqueue_or_fail(session, settings=settings, job=job)
+    return job
+
+
+def _never_sent(job: Job) -> bool:
+    return (
+        job.status == JobStatus.failed.value
+        and job.attempt == 0
+        and (job.error or "").startswith(ENQUEUE_FAILED)
+    )
+
+
+def enqueue_or_fail(session: Session, *, settings: Settings, job: Job) -> None:
+    """Send the committed job to the workers; on failure mark it failed and answer 503."""
+    try:
+        queue.enqueue(job.id, job.kind, job.params or {}, settings=settings)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        log.warning("job %s: enqueue failed: %s", job.id, reason)
+        crud.mark_enqueue_failed(
+            session,
+            job_id=job.id,
+            error=f"{ENQUEUE_FAILED} ({reason}). Resume the job once the broker is back.",
+        )
+        raise ProblemError(
+            503,
+            f"job {job.id} was saved but the broker is unreachable ({reason}); the job is marked "
+            "failed. Send the same request with the same Idempotency-Key, or POST "
+            f"/api/v1/jobs/{job.id}/resume, once the broker is back.",
+            kind="broker-unavailable",
+            title="Broker unavailable",
+            headers={"Retry-After": "5"},
+            job_id=job.id,
+        ) from exc
