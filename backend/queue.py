@@ -47,12 +47,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if url.startswith("filesystem://"):
         folder = settings.broker_folder
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu's default is ./control, relative to whatever folder the process runs in.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             # kombu polls the folder; its 1 s default makes every job wait a second.
             "polling_interval": 0.05,
