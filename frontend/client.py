@@ -1,0 +1,705 @@
+"""The dashboard's one HTTP client for the TreeGRPO REST API (docs/API.md).
+
+Every tab calls the backend through `ApiClient`; nothing in frontend/ imports backend code. Results
+come back as small frozen dataclasses; every failure is an `ApiError` whose `message` is fit to show
+a user and whose `field_errors` map a form field (a dotted config name such as `tree.k`, or `name`)
+to the API's 422 message for it.
+
+The key is the user's own: `X-API-Key` is sent only when one is given, and a mutating call without
+one fails here with `KeyRequired` before any request is made.
+
+    client = ApiClient("http://127.0.0.1:8000", api_key="...")
+    job = client.create_job(kind="train", name="digits run", preset="digits-treegrpo")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+API_PREFIX = "/api/v1"
+DEFAULT_TIMEOUT_S = 10.0
+
+STATUSES = (
+    "queued",
+    "running",
+    "cancelling",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "lost",
+)
+ACTIVE_STATUSES = frozenset({"queued", "running", "cancelling"})
+RESUMABLE_STATUSES = frozenset({"interrupted", "failed", "cancelled", "lost"})
+CANCELLABLE_STATUSES = frozenset({"queued", "running"})
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors
+# ------------------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A failed API call. `status` is the HTTP status (0 when the API could not be reached)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        title: str = "",
+        detail: str = "",
+        field_errors: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.field_errors: dict[str, str] = dict(field_errors or {})
+
+
+class KeyRequired(ApiError):
+    """A mutating call was attempted without an API key (no request was sent)."""
+
+
+class Unauthorized(ApiError):
+    """The API refused the key (401) or its permissions (403)."""
+
+
+class NotFound(ApiError):
+    """404: the job, tree, node or file does not exist."""
+
+
+class Conflict(ApiError):
+    """409: the job is in a state that does not allow the action."""
+
+
+class ValidationFailed(ApiError):
+    """422: the API rejected the request's fields (see `field_errors`)."""
+
+
+class Unreachable(ApiError):
+    """No answer from the API (connection refused, timeout)."""
+
+
+KEY_REQUIRED_MESSAGE = (
+    "An API key is needed for this action. Paste your key in the API key field at the top "
+    "(in the embedded deployment, `treegrpo up` prints one at start-up; `treegrpo api-key create` "
+    "makes another)."
+)
+
+
+def field_name(loc: Sequence[Any]) -> str:
+    """A 422 `loc` as the form's field name: ["body", "config", "tree.k"] -> "tree.k",
+    ["body", "config", "tree", "k"] -> "tree.k", ["body", "name"] -> "name"."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    if parts and parts[0] == "config" and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts) or "request"
+
+
+def _error_from_response(response: httpx.Response) -> ApiError:
+    status = response.status_code
+    title, detail = "", ""
+    fields: dict[str, str] = {}
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw = body.get("detail")
+        if isinstance(raw, list):  # FastAPI's validation shape
+            for item in raw:
+                if not isinstance(item, dict):
+                    continue
+                name = field_name(item.get("loc") or [])
+                msg = str(item.get("msg", "invalid value"))
+                fields[name] = f"{fields[name]}; {msg}" if name in fields else msg
+        elif raw is not None:
+            detail = str(raw)
+        title = str(body.get("title") or "")
+    elif response.text:
+        detail = response.text.strip()[:500]
+    reason = title or response.reason_phrase or "error"
+    if fields:
+        summary = "; ".join(f"{name}: {msg}" for name, msg in fields.items())
+        message = f"The API rejected the request ({status}): {summary}"
+    else:
+        message = f"{reason} ({status})" + (f": {detail}" if detail else "")
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "title": title,
+        "detail": detail,
+        "field_errors": fields,
+    }
+    if status in (401, 403):
+        why = detail or title or "the key is missing, wrong or revoked"
+        return Unauthorized(
+            f"The API refused the key ({status}: {why}). Check the API key field at the top.",
+            **kwargs,
+        )
+    if status == 404:
+        return NotFound(message, **kwargs)
+    if status == 409:
+        return Conflict(message, **kwargs)
+    if status == 422:
+        return ValidationFailed(message, **kwargs)
+    return ApiError(message, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------------
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _float_dict(value: Any) -> dict[str, float] | None:
+    if not isinstance(value, Mapping):
+        return None
+    out = {str(k): v for k, v in ((k, _float(v)) for k, v in value.items()) if v is not None}
+    return out
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    name: str
+    status: str
+    preset: str | None
+    algorithm: str
+    config: dict[str, Any]
+    params: dict[str, Any]
+    parent_job_id: int | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    attempt: int
+    progress_step: int
+    progress_total: int
+    progress: float
+    error: str | None
+    checkpoint_path: str | None
+    latest_reward: float | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Job:
+        total = _int(data.get("progress_total"))
+        step = _int(data.get("progress_step"))
+        progress = _float(data.get("progress"))
+        if progress is None:
+            progress = step / total if total else 0.0
+        return cls(
+            id=_int(data.get("id")),
+            kind=str(data.get("kind") or ""),
+            name=str(data.get("name") or ""),
+            status=str(data.get("status") or ""),
+            preset=None if data.get("preset") is None else str(data.get("preset")),
+            algorithm=str(data.get("algorithm") or ""),
+            config=_dict(data.get("config")),
+            params=_dict(data.get("params")),
+            parent_job_id=_opt_int(data.get("parent_job_id")),
+            created_at=_time(data.get("created_at")),
+            updated_at=_time(data.get("updated_at")),
+            started_at=_time(data.get("started_at")),
+            finished_at=_time(data.get("finished_at")),
+            heartbeat_at=_time(data.get("heartbeat_at")),
+            worker=None if data.get("worker") is None else str(data.get("worker")),
+            attempt=_int(data.get("attempt")),
+            progress_step=step,
+            progress_total=total,
+            progress=max(0.0, min(1.0, progress)),
+            error=None if data.get("error") is None else str(data.get("error")),
+            checkpoint_path=(
+                None if data.get("checkpoint_path") is None else str(data.get("checkpoint_path"))
+            ),
+            latest_reward=_float(data.get("latest_reward")),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    count: int
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    step: int
+    name: str
+    value: float
+
+
+@dataclass(frozen=True)
+class MetricsPage:
+    points: list[MetricPoint]
+    count: int
+    names: list[str]
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    text: str
+    next_offset: int
+
+
+@dataclass(frozen=True)
+class TreeSummary:
+    id: int
+    job_id: int
+    epoch: int
+    index: int
+    prompt: str
+    seed: int
+    window_start: int
+    k: int
+    depth: int
+    steps: int
+    backup: str
+    created_at: datetime | None
+    nodes: int
+    leaves: int
+    best_reward: float | None
+    mean_reward: float | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TreeSummary:
+        return cls(
+            id=_int(data.get("id")),
+            job_id=_int(data.get("job_id")),
+            epoch=_int(data.get("epoch")),
+            index=_int(data.get("index")),
+            prompt=str(data.get("prompt") or ""),
+            seed=_int(data.get("seed")),
+            window_start=_int(data.get("window_start")),
+            k=_int(data.get("k")),
+            depth=_int(data.get("depth")),
+            steps=_int(data.get("steps")),
+            backup=str(data.get("backup") or ""),
+            created_at=_time(data.get("created_at")),
+            nodes=_int(data.get("nodes")),
+            leaves=_int(data.get("leaves")),
+            best_reward=_float(data.get("best_reward")),
+            mean_reward=_float(data.get("mean_reward")),
+        )
+
+
+@dataclass(frozen=True)
+class TreePage:
+    trees: list[TreeSummary]
+    count: int
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    id: int
+    node_index: int
+    parent_id: int | None
+    depth: int
+    step_index: int
+    t: float | None
+    sigma: float | None
+    is_leaf: bool
+    log_prob: float | None
+    reward: float | None
+    rewards: dict[str, float] | None
+    advantage: float | None
+    image_url: str | None
+    branch_job_id: int | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TreeNode:
+        return cls(
+            id=_int(data.get("id")),
+            node_index=_int(data.get("node_index"), _int(data.get("id"))),
+            parent_id=_opt_int(data.get("parent_id")),
+            depth=_int(data.get("depth")),
+            step_index=_int(data.get("step_index")),
+            t=_float(data.get("t")),
+            sigma=_float(data.get("sigma")),
+            is_leaf=bool(data.get("is_leaf")),
+            log_prob=_float(data.get("log_prob")),
+            reward=_float(data.get("reward")),
+            rewards=_float_dict(data.get("rewards")),
+            advantage=_float(data.get("advantage")),
+            image_url=None if not data.get("image_url") else str(data.get("image_url")),
+            branch_job_id=_opt_int(data.get("branch_job_id")),
+        )
+
+    @property
+    def made_by_sde(self) -> bool:
+        """Nodes drawn by a stochastic step carry the log-prob of that draw."""
+        return self.log_prob is not None
+
+
+@dataclass(frozen=True)
+class Tree:
+    summary: TreeSummary
+    nodes: list[TreeNode]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Tree:
+        nodes = [TreeNode.from_json(n) for n in data.get("nodes") or [] if isinstance(n, Mapping)]
+        return cls(summary=TreeSummary.from_json(data), nodes=nodes)
+
+    @property
+    def id(self) -> int:
+        return self.summary.id
+
+    def node(self, node_id: int) -> TreeNode | None:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        return None
+
+    def path_to(self, node_id: int) -> list[TreeNode]:
+        """The nodes from the root down to `node_id` (empty when it is not in the tree)."""
+        by_id = {n.id: n for n in self.nodes}
+        path: list[TreeNode] = []
+        current = by_id.get(node_id)
+        while current is not None and len(path) <= len(by_id):
+            path.append(current)
+            current = by_id.get(current.parent_id) if current.parent_id is not None else None
+        return path[::-1]
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: int
+    epoch: int
+    index: int
+    prompt: str
+    reward: float | None
+    rewards: dict[str, float] | None
+    image_url: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sample:
+        return cls(
+            id=_int(data.get("id")),
+            epoch=_int(data.get("epoch")),
+            index=_int(data.get("index")),
+            prompt=str(data.get("prompt") or ""),
+            reward=_float(data.get("reward")),
+            rewards=_float_dict(data.get("rewards")),
+            image_url=None if not data.get("image_url") else str(data.get("image_url")),
+        )
+
+
+@dataclass(frozen=True)
+class SamplesPage:
+    samples: list[Sample]
+    count: int
+    epochs: list[int]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# The client
+# ------------------------------------------------------------------------------------------------
+
+
+class ApiClient:
+    """Synchronous client; one per call site is cheap (pass a shared `httpx.Client` to pool).
+
+    `base_url` is the API's root (scheme://host:port[/prefix]); routes live under /api/v1.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        http: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = (api_key or "").strip() or None
+        self.timeout = timeout
+        self._http = http or httpx.Client(transport=transport, timeout=timeout)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def url(self, route: str) -> str:
+        return f"{self.base_url}{API_PREFIX}{route}"
+
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        headers.update(extra or {})
+        return headers
+
+    def _request(
+        self,
+        method: str,
+        route: str,
+        *,
+        params: Any = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        mutating: bool = False,
+    ) -> httpx.Response:
+        if mutating and not self.api_key:
+            raise KeyRequired(KEY_REQUIRED_MESSAGE, status=401)
+        try:
+            response = self._http.request(
+                method,
+                self.url(route),
+                params=params,
+                json=body,
+                headers=self._headers(headers),
+                timeout=self.timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise Unreachable(
+                f"The API at {self.base_url} did not answer in {self.timeout:g} s ({exc.__class__.__name__})."
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise Unreachable(
+                f"The API at {self.base_url} could not be reached ({exc.__class__.__name__}: {exc})."
+            ) from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response
+
+    def _json(self, method: str, route: str, **kwargs: Any) -> Any:
+        response = self._request(method, route, **kwargs)
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise ApiError(
+                f"The API answered {method} {route} with something that is not JSON.",
+                status=response.status_code,
+            ) from exc
+
+    @staticmethod
+    def _data(payload: Any) -> list[Any]:
+        data = payload.get("data") if isinstance(payload, Mapping) else None
+        return list(data) if isinstance(data, list) else []
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        statuses: Iterable[str] = (),
+        kind: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> JobPage:
+        params: list[tuple[str, str | int]] = [("status", s) for s in statuses]
+        if kind:
+            params.append(("kind", kind))
+        params += [("limit", limit), ("offset", offset)]
+        payload = self._json("GET", "/jobs", params=params)
+        jobs = [Job.from_json(j) for j in self._data(payload) if isinstance(j, Mapping)]
+        return JobPage(jobs=jobs, count=_int(payload.get("count"), len(jobs)))
+
+    def get_job(self, job_id: int) -> Job:
+        return Job.from_json(self._json("GET", f"/jobs/{int(job_id)}"))
+
+    def create_job(
+        self,
+        *,
+        kind: str = "train",
+        name: str | None = None,
+        preset: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        body: dict[str, Any] = {"kind": kind, "preset": preset, "config": dict(config or {})}
+        if name:
+            body["name"] = name
+        if params:
+            body["params"] = dict(params)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return Job.from_json(self._json("POST", "/jobs", body=body, headers=headers, mutating=True))
+
+    def cancel_job(self, job_id: int) -> Job:
+        return Job.from_json(self._json("POST", f"/jobs/{int(job_id)}/cancel", mutating=True))
+
+    def resume_job(self, job_id: int) -> Job:
+        return Job.from_json(self._json("POST", f"/jobs/{int(job_id)}/resume", mutating=True))
+
+    def metrics(
+        self,
+        job_id: int,
+        *,
+        names: Iterable[str] = (),
+        since_step: int | None = None,
+        limit: int | None = None,
+    ) -> MetricsPage:
+        params: list[tuple[str, str | int]] = [("name", n) for n in names]
+        if since_step is not None:
+            params.append(("since_step", since_step))
+        if limit is not None:
+            params.append(("limit", limit))
+        payload = self._json("GET", f"/jobs/{int(job_id)}/metrics", params=params)
+        points = []
+        for item in self._data(payload):
+            if not isinstance(item, Mapping):
+                continue
+            value = _float(item.get("value"))
+            if value is None:
+                continue
+            points.append(
+                MetricPoint(step=_int(item.get("step")), name=str(item.get("name")), value=value)
+            )
+        names_out = payload.get("names") if isinstance(payload, Mapping) else None
+        return MetricsPage(
+            points=points,
+            count=_int(payload.get("count"), len(points)),
+            names=[str(n) for n in names_out] if isinstance(names_out, list) else [],
+        )
+
+    def logs(self, job_id: int, *, offset: int = 0) -> LogChunk:
+        response = self._request(
+            "GET", f"/jobs/{int(job_id)}/logs", params={"offset": max(0, int(offset))}
+        )
+        text = response.text
+        next_offset = _int(response.headers.get("X-Next-Offset"), offset + len(response.content))
+        return LogChunk(text=text, next_offset=next_offset)
+
+    def trees(
+        self, job_id: int, *, epoch: int | None = None, limit: int = 200, offset: int = 0
+    ) -> TreePage:
+        params: dict[str, int] = {"limit": limit, "offset": offset}
+        if epoch is not None:
+            params["epoch"] = epoch
+        payload = self._json("GET", f"/jobs/{int(job_id)}/trees", params=params)
+        trees = [TreeSummary.from_json(t) for t in self._data(payload) if isinstance(t, Mapping)]
+        return TreePage(trees=trees, count=_int(payload.get("count"), len(trees)))
+
+    def samples(
+        self, job_id: int, *, epoch: int | None = None, limit: int = 200, offset: int = 0
+    ) -> SamplesPage:
+        params: dict[str, int] = {"limit": limit, "offset": offset}
+        if epoch is not None:
+            params["epoch"] = epoch
+        payload = self._json("GET", f"/jobs/{int(job_id)}/samples", params=params)
+        samples = [Sample.from_json(s) for s in self._data(payload) if isinstance(s, Mapping)]
+        epochs = payload.get("epochs") if isinstance(payload, Mapping) else None
+        return SamplesPage(
+            samples=samples,
+            count=_int(payload.get("count"), len(samples)),
+            epochs=sorted(_int(e) for e in epochs) if isinstance(epochs, list) else [],
+        )
+
+    # -- trees ---------------------------------------------------------------------------------
+
+    def tree(self, tree_id: int) -> Tree:
+        return Tree.from_json(self._json("GET", f"/trees/{int(tree_id)}"))
+
+    def branch(self, tree_id: int, node_id: int, *, k: int = 3) -> Job:
+        return Job.from_json(
+            self._json(
+                "POST",
+                f"/trees/{int(tree_id)}/nodes/{int(node_id)}/branch",
+                body={"k": int(k)},
+                mutating=True,
+            )
+        )
+
+    # -- catalogues ----------------------------------------------------------------------------
+
+    def presets(self) -> list[Preset]:
+        out = []
+        for item in self._data(self._json("GET", "/presets")):
+            if isinstance(item, Mapping) and item.get("name"):
+                out.append(Preset(name=str(item["name"]), config=_dict(item.get("config"))))
+        return out
+
+    def models(self) -> list[str]:
+        return [str(m) for m in self._data(self._json("GET", "/models"))]
+
+    def rewards(self) -> list[str]:
+        return [str(r) for r in self._data(self._json("GET", "/rewards"))]
+
+    def prompt_sets(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for item in self._data(self._json("GET", "/prompt-sets")):
+            if isinstance(item, Mapping) and item.get("name"):
+                prompts = item.get("prompts")
+                out[str(item["name"])] = (
+                    [str(p) for p in prompts] if isinstance(prompts, list) else []
+                )
+        return out
+
+    def health(self) -> bool:
+        payload = self._json("GET", "/health")
+        return isinstance(payload, Mapping) and payload.get("status") == "ok"
+
+    # -- links for the browser -----------------------------------------------------------------
+
+    def checkpoint_route(self, job_id: int) -> str:
+        return f"{API_PREFIX}/jobs/{int(job_id)}/checkpoint"
+
+
+def artifact_href(image_url: str | None, public_base: str = "") -> str | None:
+    """The URL a browser loads an `image_url` from: the API's own `/api/v1/artifacts/...` path,
+    prefixed with the API's public origin when the UI is served from elsewhere."""
+    if not image_url:
+        return None
+    if image_url.startswith(("http://", "https://")):
+        return image_url
+    path = image_url if image_url.startswith("/") else f"{API_PREFIX}/artifacts/{image_url}"
+    # Keep the path's slashes; escape anything a URL may not carry raw.
+    return public_base.rstrip("/") + quote(path, safe="/:@!$&'()*+,;=-._~%")

@@ -1,0 +1,133 @@
+"""Metric points -> chart series and time-to-reward numbers (pure functions).
+
+The trainer logs one point per (epoch, name): `reward_mean` (weighted sum of the rewards),
+`reward/<name>_mean` per reward, `loss`, `clip_fraction`, `approx_kl` (and `kl` with a KL term),
+`ratio_mean/min/max`, and the x-axes `wall_clock` (training seconds so far) and `images_seen`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from frontend.charts import ema_smooth
+from frontend.client import MetricPoint
+
+WALL_CLOCK = "wall_clock"
+IMAGES_SEEN = "images_seen"
+TRAINING_METRICS = (
+    ("loss", ("loss",)),
+    ("clip fraction", ("clip_fraction",)),
+    ("KL", ("kl", "approx_kl")),
+    ("ratio", ("ratio_mean", "ratio_min", "ratio_max")),
+)
+
+
+@dataclass
+class MetricStore:
+    """Every point of one job seen so far, by name then step (a re-sent point replaces itself)."""
+
+    job_id: int | None = None
+    values: dict[str, dict[int, float]] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)
+
+    def add(self, points: Iterable[MetricPoint]) -> int:
+        added = 0
+        for p in points:
+            series = self.values.setdefault(p.name, {})
+            if p.step not in series:
+                added += 1
+            series[p.step] = p.value
+            self.names.add(p.name)
+        return added
+
+    @property
+    def last_step(self) -> int | None:
+        steps = [s for series in self.values.values() for s in series]
+        return max(steps) if steps else None
+
+    def count(self) -> int:
+        return sum(len(series) for series in self.values.values())
+
+
+def reward_names(names: Iterable[str]) -> list[str]:
+    """`reward_mean` first, then one `reward/<name>_mean` per reward (when there are several
+    rewards, or the per-reward name differs)."""
+    names = set(names)
+    per_reward = sorted(n for n in names if n.startswith("reward/") and n.endswith("_mean"))
+    out = ["reward_mean"] if "reward_mean" in names else []
+    return out + per_reward
+
+
+def reward_label(name: str) -> str:
+    if name == "reward_mean":
+        return "reward (weighted mean)"
+    if name.startswith("reward/") and name.endswith("_mean"):
+        return f"reward: {name[len('reward/') : -len('_mean')]}"
+    return name
+
+
+def xy(
+    values: Mapping[str, Mapping[int, float]], y_name: str, x_name: str | None = None
+) -> tuple[list[float], list[float]]:
+    """Points of `y_name` against the step (x_name None) or against another metric logged at
+    the same steps (wall_clock, images_seen); steps missing either are skipped."""
+    ys = values.get(y_name, {})
+    if x_name is None:
+        steps = sorted(ys)
+        return [float(s) for s in steps], [ys[s] for s in steps]
+    xs = values.get(x_name, {})
+    steps = sorted(s for s in ys if s in xs)
+    return [xs[s] for s in steps], [ys[s] for s in steps]
+
+
+def first_reaching(xs: list[float], ys: list[float], target: float) -> float | None:
+    """The first x at which the curve reaches `target` (None if it never does)."""
+    for x, y in zip(xs, ys, strict=True):
+        if y >= target:
+            return x
+    return None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    final: float | None
+    best: float | None
+    seconds_to_target: float | None
+    images_to_target: float | None
+    seconds_per_epoch: float | None
+
+
+def summarise_run(
+    values: Mapping[str, Mapping[int, float]],
+    metric: str,
+    *,
+    target: float | None,
+    smoothing: float,
+) -> RunSummary:
+    """Final and best (smoothed) value of `metric`, and when the smoothed curve first reached
+    `target` in training seconds and in images seen."""
+    steps = sorted(values.get(metric, {}))
+    if not steps:
+        return RunSummary(None, None, None, None, None)
+    raw = [values[metric][s] for s in steps]
+    smooth = ema_smooth(raw, smoothing) if smoothing > 0 else raw
+    clock = values.get(WALL_CLOCK, {})
+    seen = values.get(IMAGES_SEEN, {})
+    reached_s = reached_i = None
+    if target is not None:
+        for step, value in zip(steps, smooth, strict=True):
+            if value >= target:
+                reached_s = clock.get(step)
+                reached_i = seen.get(step)
+                break
+    clock_steps = sorted(clock)
+    per_epoch = clock[clock_steps[-1]] / len(clock_steps) if clock_steps else None
+    return RunSummary(smooth[-1], max(smooth), reached_s, reached_i, per_epoch)
+
+
+def auto_target(finals: Iterable[float | None]) -> float | None:
+    """The default target of the comparison: the lowest final (smoothed) reward among the runs,
+    so the table answers 'how soon did each run reach what the weakest one ended with'."""
+    known = [f for f in finals if f is not None]
+    return min(known) if known else None

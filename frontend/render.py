@@ -1,0 +1,326 @@
+"""HTML fragments of the dashboard as pure functions: tables, badges, galleries, panels, notices.
+
+Every piece of text that came from a user or the API (names, prompts, errors, config values) goes
+through `esc` (html.escape with quotes) before it is placed in markup; numbers are formatted here.
+The markup's classes are styled by frontend/style.py.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from frontend.client import Job, Sample, Tree, TreeNode, artifact_href
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def age(moment: datetime | None, now: datetime | None = None) -> str:
+    """'12 s ago', '5 min ago', '3 h ago', '2 d ago'."""
+    if moment is None:
+        return "-"
+    seconds = max(0.0, ((now or now_utc()) - moment).total_seconds())
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} d ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def notice(text: str, kind: str = "info") -> str:
+    """A message box; kind is info | ok | warn | error."""
+    if not text:
+        return ""
+    kind = kind if kind in ("info", "ok", "warn", "error") else "info"
+    role = "alert" if kind == "error" else "status"
+    return f'<div class="tg-notice tg-{kind}" role="{role}">{esc(text)}</div>'
+
+
+def field_error(text: str | None) -> str:
+    """The API's (or the form's) message for one field, shown right under it."""
+    if not text:
+        return ""
+    return f'<div class="tg-field-error" role="alert">{esc(text)}</div>'
+
+
+def status_badge(status: str) -> str:
+    return f'<span class="tg-badge tg-s-{esc(status)}">{esc(status)}</span>'
+
+
+def progress_bar(job: Job) -> str:
+    pct = round(job.progress * 100)
+    label = f"{job.progress_step}/{job.progress_total}" if job.progress_total else f"{pct}%"
+    return (
+        f'<div class="tg-progress" title="{esc(label)}"><div class="tg-progress-fill '
+        f'tg-s-{esc(job.status)}" style="width:{pct}%"></div>'
+        f'<span class="tg-progress-text">{esc(label)}</span></div>'
+    )
+
+
+def job_label(job: Job) -> str:
+    """Plain text (for dropdowns, which show text as text): '#12 name · treegrpo · running'."""
+    name = job.name or "(unnamed)"
+    return f"#{job.id} {name} · {job.algorithm or job.kind} · {job.status}"
+
+
+def jobs_table(
+    jobs: Sequence[Job], *, selected: int | None = None, now: datetime | None = None
+) -> str:
+    """The Runs table: one clickable row per job (`data-job-id`)."""
+    if not jobs:
+        return '<div class="tg-empty">No jobs match the filter yet.</div>'
+    rows = []
+    for job in jobs:
+        sel = " tg-selected" if job.id == selected else ""
+        error = (
+            f'<div class="tg-row-error" title="{esc(job.error)}">{esc(_clip(job.error, 90))}</div>'
+            if job.error
+            else ""
+        )
+        rows.append(
+            f'<tr class="tg-job{sel}" data-job-id="{job.id}" tabindex="0">'
+            f'<td class="tg-num">#{job.id}</td>'
+            f'<td class="tg-name"><div class="tg-job-name">{esc(job.name or "(unnamed)")}</div>'
+            f"{error}</td>"
+            f"<td>{esc(job.kind)}</td>"
+            f"<td>{status_badge(job.status)}</td>"
+            f"<td>{progress_bar(job)}</td>"
+            f"<td>{esc(job.algorithm)}</td>"
+            f"<td>{esc(job.preset or '-')}</td>"
+            f'<td class="tg-num">{fmt(job.latest_reward)}</td>'
+            f'<td title="{esc(job.created_at.isoformat() if job.created_at else "")}">'
+            f"{esc(age(job.created_at, now))}</td></tr>"
+        )
+    return (
+        '<table class="tg-table tg-jobs"><thead><tr><th>id</th><th>name</th><th>kind</th>'
+        "<th>status</th><th>progress</th><th>algorithm</th><th>preset</th><th>reward</th>"
+        "<th>created</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def job_header(job: Job, *, checkpoint_href: str | None, now: datetime | None = None) -> str:
+    """The Run tab's summary card."""
+    now = now or now_utc()
+    started, finished = job.started_at, job.finished_at
+    ran = (finished or now) - started if started else None
+    facts = [
+        ("status", status_badge(job.status)),
+        ("progress", progress_bar(job)),
+        ("kind", esc(job.kind)),
+        ("algorithm", esc(job.algorithm or "-")),
+        ("preset", esc(job.preset or "-")),
+        ("latest reward", fmt(job.latest_reward)),
+        ("created", esc(age(job.created_at, now))),
+        ("running time", esc(duration(ran.total_seconds() if ran else None))),
+        ("worker", esc(job.worker or "-")),
+        ("attempt", str(job.attempt)),
+    ]
+    if job.parent_job_id is not None:
+        facts.append(("parent job", f"#{job.parent_job_id}"))
+    cells = "".join(f'<div class="tg-fact"><span>{k}</span><b>{v}</b></div>' for k, v in facts)
+    if checkpoint_href:
+        download = (
+            f'<a class="tg-button" href="{esc(checkpoint_href)}" download '
+            f'data-testid="checkpoint-link">Download the latest checkpoint (zip)</a>'
+        )
+    else:
+        download = '<span class="tg-muted">No checkpoint saved yet.</span>'
+    error = f'<pre class="tg-error-text">{esc(job.error)}</pre>' if job.error else ""
+    return (
+        f'<div class="tg-card"><div class="tg-card-title">#{job.id} '
+        f'<span class="tg-job-name">{esc(job.name or "(unnamed)")}</span></div>'
+        f'<div class="tg-facts">{cells}</div>{error}<div class="tg-actions">{download}</div></div>'
+    )
+
+
+def gallery(
+    samples: Iterable[Sample],
+    *,
+    title: str,
+    asset_base: str = "",
+    pixelated: bool = False,
+    empty: str = "No samples for this epoch.",
+) -> str:
+    """A grid of sample images with their prompt and reward."""
+    items = []
+    for sample in samples:
+        href = artifact_href(sample.image_url, asset_base)
+        image = (
+            f'<img src="{esc(href)}" alt="{esc(sample.prompt)}" loading="lazy"'
+            + (' class="tg-pixelated"' if pixelated else "")
+            + ">"
+            if href
+            else '<div class="tg-noimg">no image</div>'
+        )
+        rewards = ""
+        if sample.rewards and len(sample.rewards) > 1:
+            rewards = " · ".join(f"{esc(k)} {v:.3f}" for k, v in sample.rewards.items())
+            rewards = f'<div class="tg-muted">{rewards}</div>'
+        items.append(
+            f'<figure class="tg-sample" title="{esc(sample.prompt)}">{image}<figcaption>'
+            f'<div class="tg-prompt">{esc(sample.prompt)}</div>'
+            f"<div>reward <b>{fmt(sample.reward)}</b></div>{rewards}</figcaption></figure>"
+        )
+    body = "".join(items) if items else f'<div class="tg-empty">{esc(empty)}</div>'
+    return (
+        f'<div class="tg-gallery"><div class="tg-gallery-title">{esc(title)}</div>'
+        f'<div class="tg-grid">{body}</div></div>'
+    )
+
+
+def _node_facts(node: TreeNode) -> list[tuple[str, str]]:
+    facts = [
+        ("node", f"{node.node_index} (id {node.id})"),
+        ("step", str(node.step_index)),
+        ("t", fmt(node.t, 4)),
+        ("sigma", fmt(node.sigma, 4)),
+        (
+            "made by",
+            "SDE step" if node.made_by_sde else ("root" if node.parent_id is None else "ODE step"),
+        ),
+        ("log-prob", fmt(node.log_prob, 4)),
+        ("reward", fmt(node.reward, 4)),
+        ("advantage", fmt(node.advantage, 4, signed=True)),
+        ("leaf", "yes" if node.is_leaf else "no"),
+    ]
+    if node.rewards:
+        for name, value in node.rewards.items():
+            facts.append((f"reward: {name}", fmt(value, 4)))
+    if node.branch_job_id is not None:
+        facts.append(("grown by", f"branch job #{node.branch_job_id}"))
+    return facts
+
+
+def node_panel(
+    tree: Tree, node_id: int | None, *, asset_base: str = "", pixelated: bool = False
+) -> str:
+    """The inspector's side panel: the node's predicted image, its numbers, and the path from
+    the root (every recorded state on the way, each with its image)."""
+    node = tree.node(node_id) if node_id is not None else None
+    if node is None:
+        return (
+            '<div class="tg-panel tg-empty">Click a node of the tree to see its predicted '
+            "image, step, t/sigma, log-prob, reward, advantage and its path from the root.</div>"
+        )
+    href = artifact_href(node.image_url, asset_base)
+    pix = ' class="tg-pixelated"' if pixelated else ""
+    image = (
+        f'<img src="{esc(href)}" alt="predicted image of node {node.node_index}"{pix}>'
+        if href
+        else '<div class="tg-noimg">no image</div>'
+    )
+    rows = "".join(
+        f'<tr><th>{esc(k)}</th><td data-field="{esc(k)}">{esc(v)}</td></tr>'
+        for k, v in _node_facts(node)
+    )
+    path = tree.path_to(node.id)
+    steps = []
+    for hop in path:
+        hop_href = artifact_href(hop.image_url, asset_base)
+        thumb = f'<img src="{esc(hop_href)}" alt=""{pix}>' if hop_href else ""
+        extra = []
+        if hop.advantage is not None:
+            extra.append(f"A {hop.advantage:+.2f}")
+        if hop.reward is not None:
+            extra.append(f"R {hop.reward:.2f}")
+        kind = "SDE" if hop.made_by_sde else ("root" if hop.parent_id is None else "ODE")
+        current = " tg-current" if hop.id == node.id else ""
+        steps.append(
+            f'<li class="tg-hop{current}" data-node-id="{hop.id}" title="node {hop.node_index}">'
+            f"{thumb}<span>step {hop.step_index}</span><span>{kind}</span>"
+            f"<span>{esc(' '.join(extra))}</span></li>"
+        )
+    return (
+        f'<div class="tg-panel" data-node-id="{node.id}"><div class="tg-panel-top">'
+        f'<div class="tg-panel-image">{image}</div>'
+        f'<table class="tg-kv">{rows}</table></div>'
+        f'<div class="tg-path-title">Path from the root ({len(path)} states; '
+        f"click one to select it)</div>"
+        f'<ol class="tg-path">{"".join(steps)}</ol></div>'
+    )
+
+
+def tree_caption(tree: Tree) -> str:
+    s = tree.summary
+    return (
+        f'<div class="tg-tree-caption"><b>Tree {s.id}</b> · job #{s.job_id} · epoch {s.epoch} · '
+        f'tree {s.index} · prompt <q class="tg-prompt">{esc(s.prompt)}</q> · k={s.k}, d={s.depth}, '
+        f"T={s.steps}, window at step {s.window_start} · backup {esc(s.backup)} · "
+        f"{s.leaves} leaves · best reward {fmt(s.best_reward)} · mean {fmt(s.mean_reward)}</div>"
+    )
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    job: Job
+    final_reward: float | None
+    best_reward: float | None
+    target: float | None
+    seconds_to_target: float | None
+    images_to_target: float | None
+    seconds_per_epoch: float | None
+    speedup: float | None  # slowest run's time to target / this run's
+
+
+def compare_table(rows: Sequence[CompareRow], *, metric: str) -> str:
+    if not rows:
+        return '<div class="tg-empty">Pick runs to compare.</div>'
+    body = []
+    for row in rows:
+        job = row.job
+        body.append(
+            f'<tr data-job-id="{job.id}"><td class="tg-num">#{job.id}</td>'
+            f'<td class="tg-job-name">{esc(job.name or "(unnamed)")}</td>'
+            f"<td>{esc(job.algorithm)}</td><td>{esc(job.preset or '-')}</td>"
+            f"<td>{status_badge(job.status)}</td>"
+            f'<td class="tg-num">{fmt(row.final_reward)}</td>'
+            f'<td class="tg-num">{fmt(row.best_reward)}</td>'
+            f'<td class="tg-num">{esc(duration(row.seconds_to_target)) if row.seconds_to_target is not None else "not reached"}</td>'
+            f'<td class="tg-num">{"-" if row.images_to_target is None else f"{row.images_to_target:,.0f}"}</td>'
+            f'<td class="tg-num">{esc(duration(row.seconds_per_epoch))}</td>'
+            f'<td class="tg-num">{"-" if row.speedup is None else f"{row.speedup:.2f}x"}</td></tr>'
+        )
+    target = rows[0].target
+    caption = (
+        f"Time to reach {esc(metric)} ≥ {fmt(target)} (smoothed curve), wall-clock of training; "
+        "speed-up is relative to the slowest run that reached it."
+        if target is not None
+        else "No target reward."
+    )
+    return (
+        f'<table class="tg-table tg-compare"><caption>{caption}</caption><thead><tr><th>id</th>'
+        "<th>name</th><th>algorithm</th><th>preset</th><th>status</th><th>final</th><th>best</th>"
+        "<th>time to target</th><th>images to target</th><th>time / epoch</th><th>speed-up</th>"
+        "</tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+    )

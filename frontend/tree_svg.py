@@ -1,0 +1,455 @@
+"""A logged TreeGRPO tree drawn as an SVG string: a pure function of the tree's JSON.
+
+    svg = render_tree_svg(Tree.from_json(api_json), selected=node_id)
+
+What it shows (TREEGRPO.md sections 3 and 5):
+- Every recorded state is a node, but a chain of deterministic ODE steps (a node with one child
+  that was not drawn by an SDE step) is collapsed into ONE dashed grey edge labelled with its step
+  count: the shared prefix before the SDE window, and each leaf's ODE tail after it.
+- Visible nodes: the root, every node drawn by an SDE step (it has a log-prob), every node with
+  more or fewer than one child, and the leaves. Each shows its predicted clean image.
+- SDE edges are coloured by the advantage of the node they lead to on a diverging scale (red
+  negative, grey zero, blue positive; symmetric around 0) and thicken with |advantage|; leaves are
+  framed in their reward's colour on a sequential (viridis) scale; `render_tree_legend` draws both.
+- Nodes grown by "branch again" have a dashed frame; those of `new_branch_job` a green one.
+- Rows are the distinct denoising steps of visible nodes (root on top, leaves at the bottom) with
+  the step index and sigma in a left gutter; the SDE window rows sit on a tinted band.
+
+Every node and edge carries `data-node-id` (the tree_nodes id) for the click handler; all text
+goes through html.escape. Output is well-formed XML (the tests parse it).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+from frontend.client import Tree, TreeNode, artifact_href
+
+# Geometry (px, at zoom 1).
+GUTTER = 92  # left column of step labels
+PAD = 14
+LEAF = 36  # leaf thumbnail
+NODE = 44  # internal node thumbnail
+SLOT = 46  # horizontal room per leaf
+ROW = 98  # vertical distance between rows
+FRAME = 3  # reward frame width around leaves
+LABEL_H = 14  # room under a leaf for its reward
+
+ODE_EDGE = "#9aa0a6"
+NEUTRAL_EDGE = "#9aa0a6"
+SELECTED = "#f59e0b"
+NEW_BRANCH = "#16a34a"
+WINDOW_BAND = "#eef2ff"
+
+# Diverging scale for advantages (ColorBrewer RdBu ends, a grey centre that shows on white).
+_DIVERGING = (
+    (-1.0, (0xB2, 0x18, 0x2B)),
+    (-0.5, (0xEF, 0x8A, 0x62)),
+    (0.0, (0xC4, 0xC4, 0xC4)),
+    (0.5, (0x67, 0xA9, 0xCF)),
+    (1.0, (0x21, 0x66, 0xAC)),
+)
+# Sequential scale for rewards (viridis).
+_SEQUENTIAL = (
+    (0.0, (0x44, 0x01, 0x54)),
+    (0.25, (0x3B, 0x52, 0x8B)),
+    (0.5, (0x21, 0x91, 0x8C)),
+    (0.75, (0x5E, 0xC9, 0x62)),
+    (1.0, (0xFD, 0xE7, 0x25)),
+)
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _interpolate(stops: Sequence[tuple[float, tuple[int, int, int]]], x: float) -> str:
+    x = min(max(x, stops[0][0]), stops[-1][0])
+    for (x0, c0), (x1, c1) in pairwise(stops):
+        if x <= x1:
+            f = 0.0 if x1 == x0 else (x - x0) / (x1 - x0)
+            rgb = tuple(round(a + (b - a) * f) for a, b in zip(c0, c1, strict=True))
+            return "#{:02x}{:02x}{:02x}".format(*rgb)
+    return "#{:02x}{:02x}{:02x}".format(*stops[-1][1])
+
+
+def advantage_colour(advantage: float, scale: float) -> str:
+    """Diverging colour of `advantage` on a scale symmetric around 0 that ends at +-`scale`."""
+    return _interpolate(_DIVERGING, advantage / scale if scale > 0 else 0.0)
+
+
+def reward_colour(reward: float, low: float, high: float) -> str:
+    """Sequential (viridis) colour of `reward` between the tree's lowest and highest leaf."""
+    span = high - low
+    return _interpolate(_SEQUENTIAL, (reward - low) / span if span > 0 else 1.0)
+
+
+def _num(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+@dataclass
+class _Vis:
+    """A visible node and the collapsed edge that leads into it."""
+
+    node: TreeNode
+    parent: int | None  # id of the visible parent
+    steps: int  # denoising steps on the incoming edge (hidden chain nodes + 1)
+    hidden: int  # chain nodes collapsed into the incoming edge
+    children: list[int] = field(default_factory=list)
+    x: float = 0.0
+    row: int = 0
+
+
+@dataclass(frozen=True)
+class TreeScales:
+    """The colour scales a tree was drawn with (the legend shows them)."""
+
+    advantage: float  # max |advantage| over the coloured edges (>0)
+    reward_low: float | None
+    reward_high: float | None
+
+
+@dataclass
+class TreeLayout:
+    visible: dict[int, _Vis]
+    roots: list[int]
+    rows: list[int]  # step index of each row
+    leaves: list[int]  # visible leaf ids, left to right
+    scales: TreeScales
+    width: int
+    height: int
+
+
+def _is_ode_chain(node: TreeNode, n_children: int) -> bool:
+    return n_children == 1 and not node.made_by_sde and node.parent_id is not None
+
+
+def layout_tree(tree: Tree) -> TreeLayout:
+    """Collapse ODE chains and place the visible nodes (leaves evenly, parents above the middle
+    of their children, rows by denoising step)."""
+    by_id = {n.id: n for n in tree.nodes}
+    children: dict[int, list[TreeNode]] = {n.id: [] for n in tree.nodes}
+    roots: list[TreeNode] = []
+    for node in tree.nodes:
+        if node.parent_id is not None and node.parent_id in by_id and node.parent_id != node.id:
+            children[node.parent_id].append(node)
+        else:
+            roots.append(node)
+    for kids in children.values():
+        kids.sort(key=lambda n: (n.node_index, n.id))
+    roots.sort(key=lambda n: (n.node_index, n.id))
+
+    visible: dict[int, _Vis] = {}
+    seen: set[int] = set()
+    # Walk down from each root; `anchor` is the nearest visible ancestor.
+    stack: list[tuple[TreeNode, int | None, int]] = [(r, None, 0) for r in reversed(roots)]
+    while stack:
+        node, anchor, hidden = stack.pop()
+        if node.id in seen:  # malformed input (a cycle): draw each node once
+            continue
+        seen.add(node.id)
+        kids = children[node.id]
+        if anchor is not None and _is_ode_chain(node, len(kids)):
+            stack.append((kids[0], anchor, hidden + 1))
+            continue
+        steps = node.step_index - visible[anchor].node.step_index if anchor is not None else 0
+        visible[node.id] = _Vis(node=node, parent=anchor, steps=steps, hidden=hidden)
+        if anchor is not None:
+            visible[anchor].children.append(node.id)
+        for kid in reversed(kids):
+            stack.append((kid, node.id, 0))
+    for vis in visible.values():
+        vis.children.sort(key=lambda i: (visible[i].node.node_index, i))
+
+    rows = sorted({v.node.step_index for v in visible.values()})
+    row_of = {step: i for i, step in enumerate(rows)}
+    leaves: list[int] = []
+    root_ids = [r.id for r in roots if r.id in visible]
+
+    def place(node_id: int) -> None:
+        vis = visible[node_id]
+        vis.row = row_of[vis.node.step_index]
+        if not vis.children:
+            vis.x = GUTTER + PAD + SLOT * len(leaves) + SLOT / 2
+            leaves.append(node_id)
+            return
+        for kid in vis.children:
+            place(kid)
+        vis.x = (visible[vis.children[0]].x + visible[vis.children[-1]].x) / 2
+
+    # Iterative-depth trees are shallow (T <= ~50 rows); recursion depth is the visible depth.
+    for root in root_ids:
+        place(root)
+
+    coloured = [
+        abs(v.node.advantage)
+        for v in visible.values()
+        if v.parent is not None and v.node.made_by_sde and v.node.advantage is not None
+    ]
+    leaf_rewards = [r for r in (visible[i].node.reward for i in leaves) if r is not None]
+    scales = TreeScales(
+        advantage=max(coloured) if coloured and max(coloured) > 0 else 1.0,
+        reward_low=min(leaf_rewards) if leaf_rewards else None,
+        reward_high=max(leaf_rewards) if leaf_rewards else None,
+    )
+    width = int(GUTTER + 2 * PAD + SLOT * max(1, len(leaves)))
+    height = int(2 * PAD + ROW * max(0, len(rows) - 1) + NODE + LABEL_H + 6)
+    return TreeLayout(visible, root_ids, rows, leaves, scales, width, height)
+
+
+def _y(row: int) -> float:
+    return PAD + row * ROW + NODE / 2
+
+
+def _size(vis: _Vis) -> int:
+    """Branching nodes get the larger thumbnail; chains and leaves pack side by side."""
+    return NODE if len(vis.children) > 1 else LEAF
+
+
+def _node_title(node: TreeNode) -> str:
+    parts = [f"node {node.node_index}", f"step {node.step_index}"]
+    if node.sigma is not None:
+        parts.append(f"σ {node.sigma:.3f}")
+    if node.reward is not None:
+        parts.append(f"reward {node.reward:.3f}")
+    if node.advantage is not None:
+        parts.append(f"advantage {node.advantage:+.3f}")
+    if node.log_prob is not None:
+        parts.append(f"log-prob {node.log_prob:.3f}")
+    if node.branch_job_id is not None:
+        parts.append(f"grown by branch job {node.branch_job_id}")
+    return " · ".join(parts)
+
+
+def _edge(parent: _Vis, child: _Vis, scales: TreeScales) -> list[str]:
+    x1, y1 = parent.x, _y(parent.row) + _size(parent) / 2
+    x2, y2 = child.x, _y(child.row) - _size(child) / 2 - (FRAME if not child.children else 0)
+    ym = (y1 + y2) / 2
+    node = child.node
+    sde = node.made_by_sde
+    if sde and node.advantage is not None:
+        colour = advantage_colour(node.advantage, scales.advantage)
+        width = 1.5 + 3.5 * min(1.0, abs(node.advantage) / scales.advantage)
+        kind = f"SDE · advantage {node.advantage:+.3f}"
+        dash = ""
+    elif sde:
+        colour, width, kind, dash = NEUTRAL_EDGE, 1.5, "SDE · no advantage", ""
+    else:
+        colour, width, kind, dash = ODE_EDGE, 1.5, "ODE (deterministic)", ' stroke-dasharray="5 4"'
+    steps = child.steps
+    title = (
+        f"step {parent.node.step_index} → {node.step_index}: {steps} step"
+        f"{'s' if steps != 1 else ''} · {kind}"
+    )
+    out = [
+        f'<g class="edge{" sde" if sde else " ode"}" data-node-id="{node.id}">'
+        f"<title>{_esc(title)}</title>"
+        f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} {x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}" '
+        f'fill="none" stroke="{colour}" stroke-width="{width:.2f}"{dash} stroke-linecap="round"/>'
+        # A wide transparent twin makes thin edges easy to hover and click.
+        f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} {x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}" '
+        f'fill="none" stroke="transparent" stroke-width="10"/>'
+    ]
+    if not sde or steps > 1:
+        label = f"{steps} step{'s' if steps != 1 else ''}"
+        out.append(
+            f'<text class="edge-label" x="{(x1 + x2) / 2:.1f}" y="{ym + 3:.1f}" '
+            f'text-anchor="middle" font-size="9" fill="#5f6368" stroke="#ffffff" '
+            f'stroke-width="3" paint-order="stroke">{_esc(label)}</text>'
+        )
+    out.append("</g>")
+    return out
+
+
+def _node(
+    vis: _Vis,
+    scales: TreeScales,
+    *,
+    selected: int | None,
+    new_branch_job: int | None,
+    asset_base: str,
+    pixelated: bool,
+) -> list[str]:
+    node = vis.node
+    size = _size(vis)
+    x, y = vis.x - size / 2, _y(vis.row) - size / 2
+    is_leaf = not vis.children
+    classes = ["tn", "leaf" if is_leaf else "inner"]
+    if node.branch_job_id is not None:
+        classes.append("branched")
+    if new_branch_job is not None and node.branch_job_id == new_branch_job:
+        classes.append("new")
+    if node.id == selected:
+        classes.append("selected")
+    title = _node_title(node)
+    out = [
+        f'<g class="{" ".join(classes)}" data-node-id="{node.id}" tabindex="0" role="button" '
+        f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>'
+    ]
+    if is_leaf and node.reward is not None and scales.reward_low is not None:
+        frame = reward_colour(node.reward, scales.reward_low, scales.reward_high or 0.0)
+        out.append(
+            f'<rect class="reward-frame" x="{x - FRAME:.1f}" y="{y - FRAME:.1f}" '
+            f'width="{size + 2 * FRAME}" height="{size + 2 * FRAME}" rx="3" fill="{frame}"/>'
+        )
+    stroke = "#5f6368"
+    dash = ""
+    if node.branch_job_id is not None:
+        stroke = NEW_BRANCH if "new" in classes else "#7c3aed"
+        dash = ' stroke-dasharray="3 2"'
+    out.append(
+        f'<rect x="{x:.1f}" y="{y:.1f}" width="{size}" height="{size}" rx="2" fill="#f1f3f4" '
+        f'stroke="{stroke}" stroke-width="1"{dash}/>'
+    )
+    href = artifact_href(node.image_url, asset_base)
+    if href:
+        render = ' style="image-rendering:pixelated"' if pixelated else ""
+        out.append(
+            f'<image href="{_esc(href)}" x="{x:.1f}" y="{y:.1f}" width="{size}" height="{size}" '
+            f'preserveAspectRatio="xMidYMid slice"{render}/>'
+        )
+    else:
+        out.append(
+            f'<text x="{vis.x:.1f}" y="{_y(vis.row) + 3:.1f}" text-anchor="middle" '
+            f'font-size="9" fill="#5f6368">n/a</text>'
+        )
+    if node.branch_job_id is not None:
+        out.append(
+            f'<rect x="{x - 1:.1f}" y="{y - 1:.1f}" width="{size + 2}" height="{size + 2}" rx="3" '
+            f'fill="none" stroke="{stroke}" stroke-width="2"{dash}/>'
+        )
+    if node.id == selected:
+        pad = FRAME + 4
+        out.append(
+            f'<rect class="selection" x="{x - pad:.1f}" y="{y - pad:.1f}" '
+            f'width="{size + 2 * pad}" height="{size + 2 * pad}" rx="5" fill="none" '
+            f'stroke="{SELECTED}" stroke-width="3"/>'
+        )
+    if is_leaf and node.reward is not None:
+        out.append(
+            f'<text class="reward" x="{vis.x:.1f}" y="{y + size + FRAME + 11:.1f}" '
+            f'text-anchor="middle" font-size="10" fill="#202124">{node.reward:.2f}</text>'
+        )
+    out.append("</g>")
+    return out
+
+
+def render_tree_svg(
+    tree: Tree,
+    *,
+    selected: int | None = None,
+    new_branch_job: int | None = None,
+    asset_base: str = "",
+    pixelated: bool = False,
+    layout: TreeLayout | None = None,
+) -> str:
+    """The tree as an `<svg>` element. `asset_base` prefixes the nodes' `/api/v1/artifacts/...`
+    image URLs (empty when the UI is served by the API itself); `pixelated` keeps tiny images
+    (the 16x16 digits model) sharp when scaled up."""
+    lay = layout or layout_tree(tree)
+    summary = tree.summary
+    label = (
+        f"Tree {summary.id} of job {summary.job_id}, epoch {summary.epoch}: "
+        f"{len(lay.visible)} drawn nodes, {len(lay.leaves)} leaves. Prompt: {summary.prompt}"
+    )
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="treegrpo-tree" '
+        f'data-tree-id="{summary.id}" data-leaves="{len(lay.leaves)}" '
+        f'data-nodes="{len(lay.visible)}" width="{lay.width}" height="{lay.height}" '
+        f'viewBox="0 0 {lay.width} {lay.height}" role="img" aria-label="{_esc(label)}" '
+        f'font-family="ui-sans-serif, system-ui, sans-serif">'
+    ]
+    # The SDE window: a tinted band over its rows, from the branch point to the window's end.
+    start, end = summary.window_start, summary.window_start + summary.depth
+    window_rows = [i for i, step in enumerate(lay.rows) if start <= step <= end]
+    if summary.depth > 0 and window_rows:
+        top = _y(window_rows[0]) - NODE / 2 - 8
+        bottom = _y(window_rows[-1]) + NODE / 2 + 8
+        out.append(
+            f'<rect class="window-band" x="0" y="{top:.1f}" width="{lay.width}" '
+            f'height="{bottom - top:.1f}" fill="{WINDOW_BAND}"/>'
+            f'<text x="{lay.width - 8}" y="{top + 13:.1f}" text-anchor="end" font-size="10" '
+            f'fill="#4f46e5">'
+            f"SDE window (k={summary.k}, d={summary.depth})</text>"
+        )
+    # Step gutter: each row's denoising step and sigma.
+    for row, step in enumerate(lay.rows):
+        sample = next(v.node for v in lay.visible.values() if v.node.step_index == step)
+        sigma = "" if sample.sigma is None else f"σ {sample.sigma:.2f}"
+        y = _y(row)
+        out.append(
+            f'<text class="step-label" x="6" y="{y - 2:.1f}" font-size="11" fill="#202124">'
+            f"step {step}</text>"
+            f'<text x="6" y="{y + 11:.1f}" font-size="10" fill="#5f6368">{_esc(sigma)}</text>'
+        )
+    out.append('<g class="edges">')
+    for vis in lay.visible.values():
+        if vis.parent is not None:
+            out.extend(_edge(lay.visible[vis.parent], vis, lay.scales))
+    out.append('</g><g class="nodes">')
+    for vis in lay.visible.values():
+        out.extend(
+            _node(
+                vis,
+                lay.scales,
+                selected=selected,
+                new_branch_job=new_branch_job,
+                asset_base=asset_base,
+                pixelated=pixelated,
+            )
+        )
+    out.append("</g></svg>")
+    return "".join(out)
+
+
+def _gradient_bar(stops: Sequence[tuple[float, tuple[int, int, int]]], gid: str) -> str:
+    lo, hi = stops[0][0], stops[-1][0]
+    parts = [f'<linearGradient id="{gid}" x1="0" x2="1" y1="0" y2="0">']
+    for x, rgb in stops:
+        colour = "#{:02x}{:02x}{:02x}".format(*rgb)
+        parts.append(f'<stop offset="{(x - lo) / (hi - lo):.3f}" stop-color="{colour}"/>')
+    parts.append("</linearGradient>")
+    return "".join(parts)
+
+
+def render_tree_legend(scales: TreeScales) -> str:
+    """A small SVG legend: the advantage and reward scales with their end values, edge and frame
+    styles."""
+    adv = scales.advantage
+    lo, hi = scales.reward_low, scales.reward_high
+    reward_text = (
+        (f"{lo:.3f}", f"{hi:.3f}") if lo is not None and hi is not None else ("n/a", "n/a")
+    )
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" class="treegrpo-legend" width="860" '
+        'height="54" viewBox="0 0 860 54" font-family="ui-sans-serif, system-ui, sans-serif" '
+        'font-size="11" role="img" aria-label="Legend">'
+        f"<defs>{_gradient_bar(_DIVERGING, 'lg-adv')}{_gradient_bar(_SEQUENTIAL, 'lg-rew')}</defs>"
+        '<text x="0" y="12" fill="#202124">edge: advantage of the node below</text>'
+        '<rect x="0" y="18" width="180" height="10" fill="url(#lg-adv)"/>'
+        f'<text x="0" y="42" fill="#5f6368">{-adv:+.2f}</text>'
+        '<text x="90" y="42" text-anchor="middle" fill="#5f6368">0</text>'
+        f'<text x="180" y="42" text-anchor="end" fill="#5f6368">{adv:+.2f}</text>'
+        '<text x="220" y="12" fill="#202124">leaf frame: reward</text>'
+        '<rect x="220" y="18" width="150" height="10" fill="url(#lg-rew)"/>'
+        f'<text x="220" y="42" fill="#5f6368">{_esc(reward_text[0])}</text>'
+        f'<text x="370" y="42" text-anchor="end" fill="#5f6368">{_esc(reward_text[1])}</text>'
+        f'<line x1="410" y1="14" x2="450" y2="14" stroke="{ODE_EDGE}" stroke-width="1.5" '
+        'stroke-dasharray="5 4"/>'
+        '<text x="456" y="18" fill="#202124">ODE chain (collapsed, labelled with its steps)</text>'
+        '<line x1="410" y1="36" x2="450" y2="36" stroke="#2166ac" stroke-width="4"/>'
+        '<text x="456" y="40" fill="#202124">SDE step (width grows with |advantage|)</text>'
+        '<rect x="712" y="6" width="14" height="14" fill="none" stroke="#7c3aed" '
+        'stroke-width="2" stroke-dasharray="3 2"/>'
+        '<text x="732" y="18" fill="#202124">grown by branch</text>'
+        f'<rect x="712" y="28" width="14" height="14" fill="none" stroke="{SELECTED}" '
+        'stroke-width="3"/>'
+        '<text x="732" y="40" fill="#202124">selected</text>'
+        "</svg>"
+    )
