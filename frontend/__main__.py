@@ -1,0 +1,5 @@
+"""`python -m frontend --api URL`: the dashboard served alone."""
+
+from frontend.app import main
+
+main()

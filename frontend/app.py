@@ -1,0 +1,128 @@
+"""The TreeGRPO studio dashboard: a Gradio Blocks app with four tabs (Runs, Run, Tree inspector,
+Compare) that talks to the REST API over HTTP only (frontend/client.py).
+
+Mounted in the API process at /ui through the `treegrpo.ui` entry point:
+
+    frontend.app:mount(app)        # backend/main.py calls it with the FastAPI app
+
+or alone, against a running API:
+
+    python -m frontend --api http://127.0.0.1:8000 [--host 127.0.0.1 --port 7860]
+
+The UI has no API key of its own: the user pastes theirs in the key field; it is kept in the
+browser (gr.BrowserState) and sent with every call. Without one, everything readable shows and
+actions say that a key is needed. Offline by design: no CDN, no analytics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import gradio as gr
+
+from frontend import compare, run, runs, tree
+from frontend.context import MOUNT_PATH, UiContext
+from frontend.shared import TAB_COMPARE, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
+from frontend.style import CSS
+
+TITLE = "TreeGRPO studio"
+KEY_STORAGE = "treegrpo-api-key"
+SECRET_ENV = "TREEGRPO_UI_SECRET"
+
+
+def _key_status(key: str | None) -> str:
+    if (key or "").strip():
+        return (
+            '<span class="tg-key-status">Key set: actions (submit, cancel, resume, branch) are '
+            "sent with it. It stays in this browser only.</span>"
+        )
+    return (
+        '<span class="tg-key-status">No key: read-only. Paste your API key to submit, cancel, '
+        "resume or branch.</span>"
+    )
+
+
+def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blocks:
+    """The dashboard. `api_url`: where the server-side callbacks reach the API (None: found per
+    request, see frontend/context.py); `public_base`: the API origin the browser loads images
+    and downloads from ("" when the UI is served by the API itself)."""
+    ctx = UiContext(api_url=api_url, public_base=public_base)
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        # The browser keeps the key (encrypted with this server's secret; set TREEGRPO_UI_SECRET
+        # to keep it readable across restarts).
+        key = gr.BrowserState("", storage_key=KEY_STORAGE, secret=os.environ.get(SECRET_ENV))
+        job = gr.State(None)
+        with gr.Row(equal_height=True):
+            gr.HTML(
+                f'<div class="tg-header"><h1>{TITLE}</h1><span class="tg-muted">RL fine-tuning '
+                "of diffusion models with TreeGRPO: runs, live curves, trees</span></div>",
+                scale=3,
+            )
+            with gr.Column(scale=2, min_width=320):
+                key_box = gr.Textbox(
+                    label="API key",
+                    type="password",
+                    placeholder="paste your key (treegrpo api-key create NAME)",
+                    elem_id="tg-api-key",
+                )
+                key_note = gr.HTML(_key_status(None), elem_id="tg-key-note")
+        with gr.Tabs(selected=TAB_RUNS) as tabs:
+            sh = Shared(ctx=ctx, key=key, job=job, tabs=tabs)
+            with gr.Tab("Runs", id=TAB_RUNS, elem_id="tg-tab-runs"):
+                runs.build(sh, demo)
+            with gr.Tab("Run", id=TAB_RUN, elem_id="tg-tab-run"):
+                run.build(sh, demo)
+            with gr.Tab("Tree inspector", id=TAB_TREE, elem_id="tg-tab-tree"):
+                tree.build(sh, demo)
+            with gr.Tab("Compare", id=TAB_COMPARE, elem_id="tg-tab-compare"):
+                compare.build(sh, demo)
+
+        def restore(stored: str | None) -> tuple[str, str]:
+            return stored or "", _key_status(stored)
+
+        def remember(typed: str | None) -> tuple[str, str]:
+            value = (typed or "").strip()
+            return value, _key_status(value)
+
+        demo.load(restore, key, [key_box, key_note])
+        key_box.input(remember, key_box, [key, key_note])
+    return demo
+
+
+def launch_kwargs() -> dict[str, Any]:
+    return {"css": CSS, "theme": gr.themes.Default(), "footer_links": []}
+
+
+def mount(app: Any) -> Any:
+    """Mount the dashboard on the API's FastAPI app at /ui (the `treegrpo.ui` entry point)."""
+    return gr.mount_gradio_app(app, build_blocks(), path=MOUNT_PATH, **launch_kwargs())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m frontend", description="The TreeGRPO studio dashboard, served alone."
+    )
+    parser.add_argument(
+        "--api",
+        default=os.environ.get("TREEGRPO_API_URL", "http://127.0.0.1:8000"),
+        help="the API's root URL (default: $TREEGRPO_API_URL or http://127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--public-api",
+        default=None,
+        help="the API's root as the browser reaches it, for images and downloads (default: --api)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to serve on")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+    args = parser.parse_args(argv)
+    api = args.api.rstrip("/")
+    demo = build_blocks(api, public_base=(args.public_api or api).rstrip("/"))
+    demo.queue(default_concurrency_limit=8).launch(
+        server_name=args.host, server_port=args.port, share=False, **launch_kwargs()
+    )
+
+
+if __name__ == "__main__":
+    main()

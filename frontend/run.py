@@ -1,0 +1,348 @@
+"""The Run tab: one job live. Reward curves per reward against epoch and against wall-clock
+(smoothed), loss / clip fraction / KL / ratio, the config, the log tail, the epoch-0 baseline
+gallery beside a later epoch's, and the checkpoint download. A gr.Timer fetches only what is new
+(metrics after the last step, log bytes after the last offset) and leaves unchanged parts alone."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
+
+import gradio as gr
+
+from frontend import curves, render
+from frontend.charts import Series, line_chart_svg
+from frontend.client import API_PREFIX, ApiClient, ApiError, Job
+from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
+
+TICK_SECONDS = 2.0
+LOG_TAIL_CHARS = 48_000
+MAX_METRIC_PAGES = 20
+CHART_W, CHART_H = 470, 250
+
+
+@dataclass
+class RunView:
+    """What the browser shows for the job, to skip re-sending unchanged parts."""
+
+    job_id: int | None = None
+    store: curves.MetricStore | None = None
+    log_offset: int = 0
+    log_text: str = ""
+    epochs: tuple[int, ...] = ()
+    status: str = ""
+
+
+def fetch_metrics(client: ApiClient, job_id: int, store: curves.MetricStore) -> int:
+    """Add every point after the store's last step (paging until the API has no more)."""
+    added = 0
+    for _ in range(MAX_METRIC_PAGES):
+        since = store.last_step
+        page = client.metrics(job_id, since_step=since)
+        added += store.add(page.points)
+        store.names.update(page.names)
+        if len(page.points) >= page.count or store.last_step == since:
+            break
+    return added
+
+
+def reward_charts_html(store: curves.MetricStore, smoothing: float) -> str:
+    names = curves.reward_names(store.names | set(store.values))
+    per_reward = [n for n in names if n != "reward_mean"]
+    if "reward_mean" in names and len(per_reward) == 1:
+        names = ["reward_mean"]  # one reward: its mean is the weighted mean
+    if not names:
+        names = ["reward_mean"]
+    charts = []
+    for name in names:
+        label = curves.reward_label(name)
+        ex, ey = curves.xy(store.values, name)
+        wx, wy = curves.xy(store.values, name, curves.WALL_CLOCK)
+        charts.append(
+            line_chart_svg(
+                [Series(name, ex, ey)],
+                title=f"{label} vs epoch",
+                x_label="epoch",
+                smoothing=smoothing,
+                width=CHART_W,
+                height=CHART_H,
+                chart_id=f"{name}:epoch",
+                empty_message="waiting for the first epoch",
+            )
+        )
+        charts.append(
+            line_chart_svg(
+                [Series(name, wx, wy)],
+                title=f"{label} vs wall-clock",
+                x_label="training time (s)",
+                smoothing=smoothing,
+                width=CHART_W,
+                height=CHART_H,
+                chart_id=f"{name}:wall_clock",
+                empty_message="waiting for the first epoch",
+            )
+        )
+    return f'<div class="tg-charts" id="tg-reward-charts">{"".join(charts)}</div>'
+
+
+def training_charts_html(store: curves.MetricStore, smoothing: float) -> str:
+    charts = []
+    for title, names in curves.TRAINING_METRICS:
+        series = []
+        for name in names:
+            xs, ys = curves.xy(store.values, name)
+            if xs:
+                series.append(Series(name, xs, ys))
+        charts.append(
+            line_chart_svg(
+                series,
+                title=f"{title} vs epoch",
+                x_label="epoch",
+                smoothing=smoothing,
+                width=CHART_W,
+                height=200,
+                chart_id=title,
+                empty_message="not logged yet",
+            )
+        )
+    return f'<div class="tg-charts" id="tg-training-charts">{"".join(charts)}</div>'
+
+
+def _checkpoint_href(sh: Shared, job: Job) -> str | None:
+    if not job.checkpoint_path:
+        return None
+    return sh.ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/checkpoint"
+
+
+def _galleries(
+    sh: Shared, client: ApiClient, job: Job, epochs: list[int], chosen: int | None
+) -> tuple[str, str]:
+    pixelated = small_images(job.config)
+    if not epochs:
+        empty = render.gallery([], title="Baseline", empty="No gallery yet.")
+        return empty, render.gallery([], title="Latest", empty="No gallery yet.")
+    first = epochs[0]
+    later = chosen if chosen in epochs else epochs[-1]
+    base = client.samples(job.id, epoch=first).samples
+    late = client.samples(job.id, epoch=later).samples if later != first else base
+    first_title = (
+        "Epoch 0: the baseline, before any update" if first == 0 else f"Epoch {first} (earliest)"
+    )
+    return (
+        render.gallery(base, title=first_title, asset_base=sh.ctx.public_base, pixelated=pixelated),
+        render.gallery(
+            late, title=f"Epoch {later}", asset_base=sh.ctx.public_base, pixelated=pixelated
+        ),
+    )
+
+
+def _slider(epochs: list[int]) -> Any:
+    if not epochs:
+        return gr.update(minimum=0, maximum=1, value=0, interactive=False)
+    steps = [b - a for a, b in pairwise(epochs)]
+    step = min(steps) if steps else 1
+    return gr.update(
+        minimum=epochs[0],
+        maximum=max(epochs[-1], epochs[0] + 1),
+        step=max(1, step),
+        value=epochs[-1],
+        interactive=len(epochs) > 1,
+    )
+
+
+def _log_tail(text: str) -> str:
+    return text[-LOG_TAIL_CHARS:]
+
+
+def build(sh: Shared, demo: gr.Blocks) -> None:
+    view = gr.State(RunView())
+    with gr.Row(equal_height=True):
+        picker = gr.Dropdown([], label="Job", scale=5, elem_id="tg-run-picker")
+        refresh = gr.Button("Refresh list", size="sm", scale=0, min_width=120)
+        smoothing = gr.Slider(
+            0.0,
+            0.99,
+            value=0.6,
+            step=0.01,
+            label="Smoothing (EMA)",
+            scale=2,
+            elem_id="tg-smoothing",
+        )
+    header = gr.HTML(
+        '<div class="tg-empty">Pick a job above, or click one in the Runs tab.</div>',
+        elem_id="tg-run-header",
+    )
+    gr.Markdown("#### Reward")
+    reward_html = gr.HTML(elem_id="tg-reward")
+    gr.Markdown("#### Policy update")
+    training_html = gr.HTML(elem_id="tg-training")
+    gr.Markdown("#### Galleries")
+    with gr.Row():
+        with gr.Column():
+            baseline_html = gr.HTML(elem_id="tg-gallery-baseline")
+        with gr.Column():
+            epoch = gr.Slider(0, 1, value=0, step=1, label="Epoch", elem_id="tg-gallery-epoch")
+            latest_html = gr.HTML(elem_id="tg-gallery-latest")
+    with gr.Row():
+        with gr.Column(scale=3):
+            log = gr.Textbox(
+                label="Log (tail)",
+                placeholder="No log lines yet.",
+                lines=14,
+                max_lines=14,
+                autoscroll=True,
+                interactive=False,
+                elem_id="tg-log",
+            )
+        with gr.Column(scale=2):
+            config = gr.Code(label="Config (resolved, frozen)", language="json", interactive=False)
+    timer = gr.Timer(TICK_SECONDS)
+
+    def list_jobs(key: str | None, job: Any, request: gr.Request) -> Any:
+        try:
+            jobs = sh.ctx.client(request, key).list_jobs(limit=100).jobs
+        except ApiError:
+            return gr.update()
+        return gr.update(choices=job_choices(jobs), value=as_int(job))
+
+    demo.load(list_jobs, [sh.key, sh.job], picker)
+    refresh.click(list_jobs, [sh.key, sh.job], picker)
+    picker.input(lambda value: as_int(value), picker, sh.job)
+
+    def full(job_id: Any, key: str | None, smooth: float, request: gr.Request) -> tuple[Any, ...]:
+        job_id = as_int(job_id)
+        if job_id is None:
+            return (RunView(), gr.skip(), *([gr.skip()] * 8))
+        client = sh.ctx.client(request, key)
+        try:
+            job = client.get_job(job_id)
+            store = curves.MetricStore(job_id=job_id)
+            fetch_metrics(client, job_id, store)
+            chunk = client.logs(job_id)
+            epochs = client.samples(job_id, limit=1).epochs
+            base, late = _galleries(sh, client, job, epochs, None)
+        except ApiError as exc:
+            return (
+                RunView(),
+                gr.skip(),
+                render.notice(f"Could not load job #{job_id}: {exc.message}", "error"),
+                *([gr.skip()] * 7),
+            )
+        new_view = RunView(
+            job_id=job_id,
+            store=store,
+            log_offset=chunk.next_offset,
+            log_text=_log_tail(chunk.text),
+            epochs=tuple(epochs),
+            status=job.status,
+        )
+        try:
+            choices = job_choices(client.list_jobs(limit=100).jobs)
+        except ApiError:
+            choices = []
+        return (
+            new_view,
+            gr.update(choices=choices, value=job_id) if choices else gr.update(value=job_id),
+            render.job_header(job, checkpoint_href=_checkpoint_href(sh, job)),
+            reward_charts_html(store, smooth),
+            training_charts_html(store, smooth),
+            base,
+            late,
+            _slider(epochs),
+            new_view.log_text,
+            json.dumps(job.config, indent=2, sort_keys=True),
+        )
+
+    outputs = [
+        view,
+        picker,
+        header,
+        reward_html,
+        training_html,
+        baseline_html,
+        latest_html,
+        epoch,
+        log,
+        config,
+    ]
+    sh.job.change(full, [sh.job, sh.key, smoothing], outputs)
+    demo.load(full, [sh.job, sh.key, smoothing], outputs)
+
+    def tick(
+        state: RunView, key: str | None, smooth: float, request: gr.Request
+    ) -> tuple[Any, ...]:
+        skip = gr.skip()
+        if state.job_id is None or state.store is None:
+            return (skip,) * 8
+        if (
+            state.status
+            and state.status not in ("queued", "running", "cancelling")
+            and state.store.count()
+        ):
+            # A finished job changes no more; one last refresh happened when it finished.
+            return (skip,) * 8
+        client = sh.ctx.client(request, key)
+        try:
+            job = client.get_job(state.job_id)
+            added = fetch_metrics(client, state.job_id, state.store)
+            chunk = client.logs(state.job_id, offset=state.log_offset)
+            epochs = tuple(client.samples(state.job_id, limit=1).epochs)
+        except ApiError:
+            return (skip,) * 8
+        changed_status = job.status != state.status
+        state.status = job.status
+        state.log_offset = chunk.next_offset
+        out_log: Any = skip
+        if chunk.text:
+            state.log_text = _log_tail(state.log_text + chunk.text)
+            out_log = state.log_text
+        galleries: tuple[Any, Any, Any] = (skip, skip, skip)
+        if epochs != state.epochs:
+            state.epochs = epochs
+            base, late = _galleries(sh, client, job, list(epochs), None)
+            galleries = (base, late, _slider(list(epochs)))
+        return (
+            state,
+            render.job_header(job, checkpoint_href=_checkpoint_href(sh, job)),
+            reward_charts_html(state.store, smooth) if added or changed_status else skip,
+            training_charts_html(state.store, smooth) if added or changed_status else skip,
+            *galleries,
+            out_log,
+        )
+
+    timer.tick(
+        tick,
+        [view, sh.key, smoothing],
+        [view, header, reward_html, training_html, baseline_html, latest_html, epoch, log],
+        **QUIET,
+    )
+
+    def resmooth(state: RunView, smooth: float) -> tuple[Any, Any]:
+        if state.store is None:
+            return gr.skip(), gr.skip()
+        return reward_charts_html(state.store, smooth), training_charts_html(state.store, smooth)
+
+    smoothing.release(resmooth, [view, smoothing], [reward_html, training_html], **QUIET)
+
+    def pick_epoch(state: RunView, value: Any, key: str | None, request: gr.Request) -> Any:
+        if state.job_id is None or not state.epochs:
+            return gr.skip()
+        wanted = as_int(value)
+        epochs = list(state.epochs)
+        nearest = min(epochs, key=lambda e: abs(e - (wanted or 0)))
+        client = sh.ctx.client(request, key)
+        try:
+            job = client.get_job(state.job_id)
+            samples = client.samples(state.job_id, epoch=nearest).samples
+        except ApiError as exc:
+            return render.notice(exc.message, "error")
+        return render.gallery(
+            samples,
+            title=f"Epoch {nearest}",
+            asset_base=sh.ctx.public_base,
+            pixelated=small_images(job.config),
+        )
+
+    epoch.release(pick_epoch, [view, epoch, sh.key], latest_html, **QUIET)

@@ -1,0 +1,380 @@
+"""The Tree inspector tab: pick a logged tree of a job (epoch, prompt), see it drawn
+(frontend/tree_svg.py), click a node for its predicted image, numbers and path from the root,
+and "branch again": a sample job that regrows k children from that node; the tab polls the
+tree until they arrive and highlights them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from frontend import render
+from frontend.client import ACTIVE_STATUSES, KEY_REQUIRED_MESSAGE, ApiError, Tree, TreeSummary
+from frontend.shared import QUIET, Shared, as_int, event_data, job_choices, small_images
+from frontend.tree_svg import layout_tree, render_tree_legend, render_tree_svg
+
+POLL_SECONDS = 2.0
+
+# Clicks on nodes, edges or path entries select a node; the toolbar zooms (kept across
+# re-renders); a capture-phase listener counts loaded thumbnails (data-images-loaded) so tests
+# and users can tell when the picture is complete.
+TREE_JS = """
+const svg = () => element.querySelector('svg.treegrpo-tree');
+const label = () => element.querySelector('[data-zoom-label]');
+const apply = () => {
+  const s = svg(); if (!s) return;
+  const box = element.querySelector('.tg-tree-scroll');
+  const w = Number(s.getAttribute('width')), h = Number(s.getAttribute('height'));
+  let z = element.dataset.zoom;
+  if (!z || z === 'fit') {
+    const room = box ? box.clientWidth - 4 : w;
+    z = Math.max(0.6, Math.min(1.0, room / w));
+  } else { z = Number(z); }
+  s.style.width = (w * z) + 'px'; s.style.height = (h * z) + 'px';
+  const l = label(); if (l) l.textContent = Math.round(z * 100) + '%';
+  element.dataset.zoomValue = String(z);
+};
+const count = () => {
+  const s = svg(); if (!s) return;
+  const total = s.querySelectorAll('image').length;
+  const done = s.querySelectorAll('image[data-loaded]').length;
+  element.dataset.imagesTotal = String(total);
+  element.dataset.imagesLoaded = String(done);
+};
+element.addEventListener('load', (e) => {
+  if (e.target && e.target.tagName === 'image') { e.target.setAttribute('data-loaded', '1'); count(); }
+}, true);
+element.addEventListener('error', (e) => {
+  if (e.target && e.target.tagName === 'image') { e.target.setAttribute('data-loaded', 'error'); count(); }
+}, true);
+element.addEventListener('click', (e) => {
+  const zb = e.target.closest('[data-zoom]');
+  if (zb) {
+    const cur = Number(element.dataset.zoomValue || 1);
+    const how = zb.dataset.zoom;
+    element.dataset.zoom = how === 'in' ? String(Math.min(4, cur * 1.25))
+      : how === 'out' ? String(Math.max(0.2, cur / 1.25)) : how;
+    apply(); return;
+  }
+  const n = e.target.closest('[data-node-id]');
+  if (n) trigger('select', {node_id: Number(n.dataset.nodeId)});
+});
+element.addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter' && e.key !== ' ') return;
+  const n = e.target.closest('[data-node-id]');
+  if (n) { e.preventDefault(); trigger('select', {node_id: Number(n.dataset.nodeId)}); }
+});
+window.addEventListener('resize', () => { if (!element.dataset.zoom || element.dataset.zoom === 'fit') apply(); });
+watch('value', () => { apply(); count(); });
+apply(); count();
+"""
+
+EMPTY_TREE = '<div class="tg-empty">Pick a job and one of its logged trees.</div>'
+
+PANEL_JS = """
+element.addEventListener('click', (e) => {
+  const n = e.target.closest('li[data-node-id]');
+  if (n) trigger('select', {node_id: Number(n.dataset.nodeId)});
+});
+// A node was picked: bring its details into view (no jump when they are visible already).
+watch('value', () => {
+  const panel = element.querySelector('.tg-panel[data-node-id]');
+  if (panel) panel.scrollIntoView({block: 'nearest', behavior: 'smooth'});
+});
+"""
+
+
+@dataclass
+class Branching:
+    """A branch job being waited for."""
+
+    job_id: int
+    tree_id: int
+    node_id: int
+    k: int
+    done: bool = False
+
+
+def tree_view_html(
+    tree: Tree,
+    *,
+    selected: int | None = None,
+    new_branch_job: int | None = None,
+    asset_base: str = "",
+    pixelated: bool = False,
+) -> str:
+    """Caption, legend, zoom toolbar and the scrollable SVG of one tree."""
+    lay = layout_tree(tree)
+    svg = render_tree_svg(
+        tree,
+        selected=selected,
+        new_branch_job=new_branch_job,
+        asset_base=asset_base,
+        pixelated=pixelated,
+        layout=lay,
+    )
+    return (
+        render.tree_caption(tree)
+        + render_tree_legend(lay.scales)
+        + '<div class="tg-tree-toolbar"><span class="tg-muted">zoom</span>'
+        '<button type="button" data-zoom="out" aria-label="zoom out">−</button>'
+        "<span data-zoom-label>100%</span>"
+        '<button type="button" data-zoom="in" aria-label="zoom in">+</button>'
+        '<button type="button" data-zoom="fit">fit</button>'
+        '<button type="button" data-zoom="1">100%</button>'
+        f'<span class="tg-muted">{len(lay.visible)} nodes drawn of {len(tree.nodes)} states · '
+        "click a node or an edge</span></div>"
+        f'<div class="tg-tree-scroll">{svg}</div>'
+    )
+
+
+def tree_choice_label(summary: TreeSummary) -> str:
+    prompt = summary.prompt if len(summary.prompt) <= 48 else summary.prompt[:47] + "…"
+    best = "-" if summary.best_reward is None else f"{summary.best_reward:.3f}"
+    return (
+        f"epoch {summary.epoch} · tree {summary.index} · {summary.leaves} leaves · best {best} · "
+        f"{prompt}"
+    )
+
+
+def _branch_status(tree: Tree, branching: Branching, status: str) -> str:
+    children = [n for n in tree.nodes if n.branch_job_id == branching.job_id]
+    leaves = [n for n in children if n.is_leaf and n.reward is not None]
+    if children:
+        rewards = ", ".join(f"{n.reward:.3f}" for n in leaves) or "not scored"
+        grown = sum(1 for n in children if n.parent_id == branching.node_id)
+        text = (
+            f"Branch job #{branching.job_id} is {status}: {grown} new children of node "
+            f"{branching.node_id} ({len(children)} new states); their leaves' rewards: {rewards}. "
+            "They have a green dashed frame in the tree."
+        )
+        return render.notice(text, "ok")
+    if status in ACTIVE_STATUSES:
+        return render.notice(
+            f"Branch job #{branching.job_id} is {status}: growing {branching.k} children from node "
+            f"{branching.node_id}. They appear here when the job has scored them.",
+            "info",
+        )
+    return render.notice(
+        f"Branch job #{branching.job_id} ended {status} without new nodes; see its log in the "
+        "Run tab.",
+        "error" if status in ("failed", "lost") else "warn",
+    )
+
+
+def build(sh: Shared, demo: gr.Blocks) -> None:
+    tree_state = gr.State(None)  # the loaded Tree
+    node_state = gr.State(None)  # selected node id
+    branch_state = gr.State(None)  # Branching | None
+    with gr.Row(equal_height=True):
+        job_pick = gr.Dropdown([], label="Job", scale=3, elem_id="tg-tree-job")
+        tree_pick = gr.Dropdown(
+            [], label="Logged tree (epoch, prompt)", scale=4, elem_id="tg-tree-pick"
+        )
+        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
+    tree_msg = gr.HTML()
+    tree_html = gr.HTML(
+        EMPTY_TREE,
+        js_on_load=TREE_JS,
+        elem_id="tg-tree",
+    )
+    with gr.Row():
+        with gr.Column(scale=3):
+            panel = gr.HTML(
+                render.node_panel(Tree.from_json({}), None),
+                js_on_load=PANEL_JS,
+                elem_id="tg-node-panel",
+            )
+        with gr.Column(scale=2, min_width=260):
+            gr.Markdown(
+                "**Branch again** regrows children from the selected node with the job's "
+                "current policy (a `sample` job)."
+            )
+            k = gr.Number(
+                value=3,
+                precision=0,
+                minimum=1,
+                maximum=16,
+                label="children (k)",
+                elem_id="tg-branch-k",
+            )
+            branch = gr.Button(
+                "Branch again from this node", variant="primary", elem_id="tg-branch"
+            )
+            branch_msg = gr.HTML(elem_id="tg-branch-msg")
+    timer = gr.Timer(POLL_SECONDS, active=False)
+
+    def list_jobs(key: str | None, job: Any, request: gr.Request) -> Any:
+        try:
+            jobs = sh.ctx.client(request, key).list_jobs(limit=100).jobs
+        except ApiError:
+            return gr.update()
+        return gr.update(choices=job_choices(jobs), value=as_int(job))
+
+    def list_trees(job: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        job_id = as_int(job)
+        if job_id is None:
+            return gr.update(choices=[], value=None), "", None
+        try:
+            page = sh.ctx.client(request, key).trees(job_id, limit=500)
+        except ApiError as exc:
+            return gr.update(choices=[], value=None), render.notice(exc.message, "error"), None
+        trees = sorted(page.trees, key=lambda t: (-t.epoch, t.index))
+        if not trees:
+            return (
+                gr.update(choices=[], value=None),
+                render.notice(
+                    f"Job #{job_id} has no logged tree yet (trees are logged every "
+                    "`log_tree_every` epochs of a TreeGRPO run, and by sample jobs).",
+                    "info",
+                ),
+                None,
+            )
+        choices = [(tree_choice_label(t), t.id) for t in trees]
+        return gr.update(choices=choices, value=trees[0].id), "", trees[0].id
+
+    def load_tree(tree_id: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        tid = as_int(tree_id)
+        if tid is None:
+            return None, None, EMPTY_TREE, render.node_panel(Tree.from_json({}), None), ""
+        client = sh.ctx.client(request, key)
+        try:
+            tree = client.tree(tid)
+            job = client.get_job(tree.summary.job_id)
+        except ApiError as exc:
+            return None, None, render.notice(exc.message, "error"), gr.skip(), ""
+        pixelated = small_images(job.config)
+        return (
+            (tree, pixelated),
+            None,
+            tree_view_html(tree, asset_base=sh.ctx.public_base, pixelated=pixelated),
+            render.node_panel(tree, None),
+            "",
+        )
+
+    picked_tree = gr.State(None)
+    tree_outputs = [tree_state, node_state, tree_html, panel, branch_msg]
+    demo.load(list_jobs, [sh.key, sh.job], job_pick)
+    refresh.click(list_jobs, [sh.key, sh.job], job_pick).then(
+        list_trees, [sh.job, sh.key], [tree_pick, tree_msg, picked_tree]
+    ).then(load_tree, [picked_tree, sh.key], tree_outputs)
+    job_pick.input(lambda value: as_int(value), job_pick, sh.job)
+    sh.job.change(lambda job: gr.update(value=as_int(job)), sh.job, job_pick).then(
+        list_trees, [sh.job, sh.key], [tree_pick, tree_msg, picked_tree]
+    ).then(load_tree, [picked_tree, sh.key], tree_outputs)
+    tree_pick.input(load_tree, [tree_pick, sh.key], tree_outputs)
+
+    def select_node(state: Any, branching: Any, evt: gr.EventData) -> tuple[Any, ...]:
+        node_id = as_int(event_data(evt).get("node_id"))
+        if not state or node_id is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        tree, pixelated = state
+        new_job = (
+            branching.job_id
+            if isinstance(branching, Branching) and branching.tree_id == tree.id
+            else None
+        )
+        return (
+            node_id,
+            tree_view_html(
+                tree,
+                selected=node_id,
+                new_branch_job=new_job,
+                asset_base=sh.ctx.public_base,
+                pixelated=pixelated,
+            ),
+            render.node_panel(tree, node_id, asset_base=sh.ctx.public_base, pixelated=pixelated),
+        )
+
+    tree_html.select(select_node, [tree_state, branch_state], [node_state, tree_html, panel])
+    panel.select(select_node, [tree_state, branch_state], [node_state, tree_html, panel])
+
+    def start_branch(
+        state: Any, node: Any, k_value: Any, key: str | None, request: gr.Request
+    ) -> tuple[Any, ...]:
+        keep = gr.skip()
+        if not state:
+            return keep, render.notice("Load a tree first.", "warn"), gr.Timer(active=False)
+        node_id = as_int(node)
+        if node_id is None:
+            return (
+                keep,
+                render.notice("Click the node to branch from first.", "warn"),
+                gr.Timer(active=False),
+            )
+        if not (key or "").strip():
+            return keep, render.notice(KEY_REQUIRED_MESSAGE, "warn"), gr.Timer(active=False)
+        kk = as_int(k_value)
+        if kk is None or not 1 <= kk <= 16:
+            return (
+                keep,
+                render.notice("k must be a whole number from 1 to 16.", "error"),
+                gr.Timer(active=False),
+            )
+        tree, _ = state
+        try:
+            job = sh.ctx.client(request, key).branch(tree.id, node_id, k=kk)
+        except ApiError as exc:
+            return (
+                keep,
+                render.notice(exc.message, "warn" if exc.status == 401 else "error"),
+                gr.Timer(active=False),
+            )
+        branching = Branching(job_id=job.id, tree_id=tree.id, node_id=node_id, k=kk)
+        return branching, _branch_status(tree, branching, job.status), gr.Timer(active=True)
+
+    branch.click(
+        start_branch,
+        [tree_state, node_state, k, sh.key],
+        [branch_state, branch_msg, timer],
+        concurrency_limit=1,
+    )
+
+    def poll(
+        branching: Any, state: Any, node: Any, key: str | None, request: gr.Request
+    ) -> tuple[Any, ...]:
+        skip = gr.skip()
+        if not isinstance(branching, Branching) or branching.done:
+            return skip, skip, skip, skip, skip, gr.Timer(active=False)
+        client = sh.ctx.client(request, key)
+        try:
+            job = client.get_job(branching.job_id)
+            tree = client.tree(branching.tree_id)
+        except ApiError as exc:
+            return skip, skip, skip, skip, render.notice(exc.message, "error"), skip
+        arrived = any(n.branch_job_id == branching.job_id for n in tree.nodes)
+        final = job.status not in ACTIVE_STATUSES
+        message = _branch_status(tree, branching, job.status)
+        if not arrived and not final:
+            return skip, skip, skip, skip, message, skip
+        branching.done = final
+        pixelated = bool(state[1]) if state else False
+        shown = state and state[0].id == tree.id
+        node_id = as_int(node)
+        return (
+            branching,
+            (tree, pixelated) if shown else skip,
+            tree_view_html(
+                tree,
+                selected=node_id,
+                new_branch_job=branching.job_id,
+                asset_base=sh.ctx.public_base,
+                pixelated=pixelated,
+            )
+            if shown
+            else skip,
+            render.node_panel(tree, node_id, asset_base=sh.ctx.public_base, pixelated=pixelated)
+            if shown
+            else skip,
+            message,
+            gr.Timer(active=not final),
+        )
+
+    timer.tick(
+        poll,
+        [branch_state, tree_state, node_state, sh.key],
+        [branch_state, tree_state, tree_html, panel, branch_msg, timer],
+        **QUIET,
+    )
