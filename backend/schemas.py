@@ -69,6 +69,21 @@ class _Request(BaseModel):
 class JobCreate(_Request):
     """POST /jobs. `config` holds dotted or nested overrides of the preset (treegrpo.config)."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"kind": "train", "preset": "digits-treegrpo"},
+                {
+                    "kind": "train",
+                    "name": "k=4, 20 epochs",
+                    "preset": "tiny-treegrpo",
+                    "config": {"epochs": 20, "tree.k": 4, "train": {"lr": 0.0005}},
+                },
+            ]
+        },
+    )
+
     kind: JobKindName = Field(default="train", description="train, sample or evaluate.")
     name: Name | None = Field(
         default=None, description="Free text shown in listings; default: the preset or kind."

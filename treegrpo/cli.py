@@ -4,6 +4,7 @@ the core never imports them. An entry point names a function `register(subparser
 
     treegrpo train --preset tiny-treegrpo --out runs/demo
     treegrpo train --resume runs/demo --set epochs=20
+    treegrpo train --preset tiny-treegrpo --set gpus=2 --set device=cpu --out runs/two  # 2 ranks
     treegrpo sample-tree --model tiny-random --prompt "a bright square" --reward brightness \
         --k 3 --depth 3 --steps 10 --window-start 0 --seed 0 --backup mean --out tree_out
 """
@@ -14,14 +15,18 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from treegrpo.config import ConfigError, RunConfig, deep_merge, expand_dotted, resolve_config
+
+if TYPE_CHECKING:
+    import torch
 
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
@@ -85,19 +90,56 @@ class _InterruptStop:
         print("\nstop requested: finishing the current step and checkpointing", file=sys.stderr)
 
 
+def _train_argv(args: argparse.Namespace) -> list[str]:
+    """The `treegrpo train ...` arguments of this command, for the launcher to repeat."""
+    argv = ["train"]
+    for flag, value in (
+        ("--config", args.config),
+        ("--preset", args.preset),
+        ("--out", args.out),
+        ("--resume", args.resume),
+    ):
+        if value:
+            argv += [flag, value]
+    for assignment in args.set:
+        argv += ["--set", assignment]
+    return [*argv, "--quiet"] if args.quiet else argv
+
+
+def _relaunch(command: list[str]) -> int:
+    """Run the launcher as a child and return its exit status.
+
+    Ctrl-C reaches the launcher directly (same process group) and it passes the signal to the
+    ranks once, so this process ignores it; a SIGTERM sent here (e.g. by a supervisor) is passed
+    on. Either way the ranks stop cleanly with a checkpoint.
+    """
+    child = subprocess.Popen(command)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+    }
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from treegrpo.callbacks import (
-        ArtifactWriter,
-        Callback,
-        JsonlMetrics,
-        StopFile,
-        truncate_metrics,
-    )
     from treegrpo.checkpoint import latest_checkpoint
-    from treegrpo.models.registry import load_model
-    from treegrpo.progress import ProgressBar
-    from treegrpo.rewards.registry import load_run_rewards
-    from treegrpo.trainer import Trainer
+    from treegrpo.distributed import (
+        destroy_process_group,
+        init_process_group,
+        launch_command,
+        rank_device,
+        ranks_from_env,
+        under_launcher,
+    )
+    from treegrpo.models.registry import resolve_device
 
     if args.resume:
         out = Path(args.resume)
@@ -106,8 +148,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CommandError(f"{out} holds no run to resume (no config.json)")
         data = json.loads(config_path.read_text())
         changes = [a.partition("=")[0].strip() for a in args.set]
-        if any(name != "epochs" for name in changes):
-            raise CommandError("only epochs can change on --resume (e.g. --set epochs=20)")
+        if any(name not in ("epochs", "gpus") for name in changes):
+            raise CommandError("only epochs and gpus can change on --resume (e.g. --set epochs=20)")
         config = resolve_config(overrides=data, assignments=args.set)
         checkpoint = latest_checkpoint(out / "checkpoints")
         if checkpoint is None:
@@ -126,6 +168,48 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(preset=args.preset, overrides=base, assignments=args.set)
         checkpoint = None
 
+    # gpus > 1: the same command on `gpus` ranks. Started by hand, it starts the launcher; under
+    # the launcher every rank gets here, joins the process group and trains its share.
+    ranks = ranks_from_env(os.environ)
+    if config.gpus > 1 and not under_launcher(os.environ):
+        device = resolve_device(config.device)
+        return _relaunch(launch_command(_train_argv(args), config.gpus, device.type == "cpu"))
+    if ranks.world != config.gpus:
+        raise CommandError(
+            f"the launcher started {ranks.world} processes but the run asks for gpus = "
+            f"{config.gpus}; launch as many as it asks for (or set gpus to match)"
+        )
+    device = rank_device(resolve_device(config.device), ranks)
+    # Joining waits for every rank, so no rank writes below before all have checked the above.
+    init_process_group(ranks, device)
+    try:
+        return _train(args, config, out, checkpoint, device, ranks.is_main)
+    finally:
+        destroy_process_group()
+
+
+def _train(
+    args: argparse.Namespace,
+    config: RunConfig,
+    out: Path,
+    checkpoint: Path | None,
+    device: torch.device,
+    is_main: bool,
+) -> int:
+    """One rank's share of `treegrpo train`; only rank 0 (`is_main`) writes and prints."""
+    from treegrpo.callbacks import (
+        ArtifactWriter,
+        Callback,
+        JsonlMetrics,
+        StopFile,
+        truncate_metrics,
+    )
+    from treegrpo.distributed import barrier
+    from treegrpo.models.registry import load_model
+    from treegrpo.progress import ProgressBar
+    from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.trainer import Trainer
+
     metrics_path = out / "metrics.jsonl"
 
     class _Log(Callback):
@@ -139,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         def should_stop(self) -> bool:
             return interrupt.requested
 
-    adapter = load_model(config.model, config.device, config.dtype)
+    adapter = load_model(config.model, str(device), config.dtype)
     rewards = load_run_rewards(config, adapter.device)
     progress = ProgressBar(disable=args.quiet)
     trainer = Trainer(
@@ -157,16 +241,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_root=out / "checkpoints",
     )
     # The folder is made only once the run is known to start, so a refused run leaves nothing.
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    (out / "STOP").unlink(missing_ok=True)
+    # The trainer calls the writing callbacks on rank 0 only; these writes are rank 0's too.
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        (out / "STOP").unlink(missing_ok=True)
+    barrier()  # no rank sees an old STOP file
     if checkpoint is not None:
         trainer.resume(checkpoint)
-        truncate_metrics(metrics_path, trainer.state.epoch)
+        if is_main:
+            truncate_metrics(metrics_path, trainer.state.epoch)
     with interrupt:
         status = trainer.run()
     progress.close()
-    print(f"{status} at epoch {trainer.state.epoch}/{config.epochs}; run folder: {out}")
+    if is_main:
+        print(f"{status} at epoch {trainer.state.epoch}/{config.epochs}; run folder: {out}")
     return 0 if status == "completed" else 3
 
 

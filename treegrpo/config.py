@@ -30,6 +30,7 @@ MAX_PROMPT_CHARS = 500
 MAX_PROMPTS = 4096
 MAX_LEAVES_PER_TREE = 4096
 MAX_STEPS = 500  # RL fine-tuning samples with few steps (the paper: 10)
+MAX_GPUS = 64
 
 Algorithm = Literal["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
 Backup = Literal["mean", "logprob_softmax", "depth_norm"]
@@ -360,6 +361,13 @@ class RunConfig:
     epochs: int = field(default=10, metadata=_help("Training epochs (iterations)."))
     seed: int = field(default=0, metadata=_help("Seeds every random choice of the run."))
     device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N."))
+    gpus: int = field(
+        default=1,
+        metadata=_help(
+            "Processes (GPUs) the trainer runs on; > 1 runs torch.distributed ranks (started by "
+            "`accelerate launch`; gloo on the CPU), each with an equal share of the prompts."
+        ),
+    )
     dtype: DType = field(
         default="float32", metadata=_help("Model dtype; step math always runs in float32.")
     )
@@ -402,6 +410,13 @@ class RunConfig:
         _int("epochs", self.epochs, 1, 10_000_000)
         _int("seed", self.seed, 0, 2**31 - 1)
         _device("device", self.device)
+        _int("gpus", self.gpus, 1, MAX_GPUS)
+        if self.prompts_per_epoch % self.gpus:
+            raise ConfigError(
+                "gpus",
+                f"prompts_per_epoch = {self.prompts_per_epoch} must be divisible by gpus = "
+                f"{self.gpus}: each process rolls out an equal share of the epoch's prompts",
+            )
         _choice("dtype", self.dtype, DTYPES)
         _int("checkpoint_every", self.checkpoint_every, 0)
         _int("log_tree_every", self.log_tree_every, 0)
@@ -608,6 +623,7 @@ ALLOWED: dict[str, str] = {
     "epochs": ">= 1",
     "seed": "0..2^31-1",
     "device": "auto \\| cpu \\| cuda \\| cuda:N",
+    "gpus": f"1..{MAX_GPUS}, divides prompts_per_epoch",
     "dtype": " \\| ".join(DTYPES),
     "checkpoint_every": ">= 0",
     "log_tree_every": ">= 0",

@@ -78,6 +78,14 @@ class TreeNoise:
     initial: Tensor  # (trees, C, H, W): the shared root noise of each tree
     window: list[Tensor]  # j = 0..d-1: (trees, k^(j+1), C, H, W) child noises at window level j
 
+    @staticmethod
+    def cat(parts: Sequence[TreeNoise]) -> TreeNoise:
+        """Trees drawn separately (e.g. one generator per tree), stacked in order."""
+        return TreeNoise(
+            torch.cat([p.initial for p in parts]),
+            [torch.cat(level) for level in zip(*(p.window for p in parts), strict=True)],
+        )
+
 
 def draw_tree_noise(
     trees: int, shape: TreeShape, latent_shape: Sequence[int], generator: torch.Generator
@@ -246,6 +254,11 @@ def rollout_tree_node_by_node(
 class FlatNoise:
     initial: Tensor  # (prompts, C, H, W): shared by the G trajectories of a prompt
     steps: Tensor  # (prompts * G, T, C, H, W): per-trajectory step noise
+
+    @staticmethod
+    def cat(parts: Sequence[FlatNoise]) -> FlatNoise:
+        """Groups drawn separately (e.g. one generator per prompt), stacked in order."""
+        return FlatNoise(torch.cat([p.initial for p in parts]), torch.cat([p.steps for p in parts]))
 
 
 def draw_flat_noise(

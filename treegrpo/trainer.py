@@ -5,6 +5,13 @@ images, turn rewards into per-edge advantages, then take `train.minibatches` PPO
 optimizer steps over the SDE edges. Everything random in an epoch derives from (seed, epoch), so a
 run resumed from a checkpoint replays exactly what an uninterrupted run would have done.
 
+On N processes (an initialised torch.distributed group, see `distributed.py`) each rank rolls
+out its block of the epoch's prompts, with the same noise per tree as one process would draw
+(one generator per tree, seeded by (seed, epoch, tree)); rewards are gathered so advantages and
+metrics cover the whole epoch, and summed gradients make every optimizer step the one-process
+step. Only rank 0 calls the callbacks (metrics, trees, galleries, checkpoints, logs); a stop
+request on any rank stops them all.
+
     trainer = Trainer(config, load_model(config.model), load_rewards(config.reward_weights),
                       callbacks=[JsonlMetrics(out / "metrics.jsonl")], checkpoint_root=out / "ckpt")
     status = trainer.run()   # "completed" or "stopped"
@@ -26,12 +33,23 @@ from treegrpo.advantages import combine_rewards
 from treegrpo.callbacks import Callback, CallbackList, RunInfo, SampleBatch
 from treegrpo.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from treegrpo.config import RunConfig
+from treegrpo.distributed import (
+    all_gather_cat,
+    all_reduce_gradients,
+    any_rank,
+    current_ranks,
+    gather_to_main,
+    shard_range,
+    sum_over_ranks,
+)
 from treegrpo.edges import EdgeBatch, flat_edges, tree_edges
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn
 from treegrpo.rollout import (
+    FlatNoise,
+    TreeNoise,
     TreeRollout,
     draw_flat_noise,
     draw_tree_noise,
@@ -42,7 +60,7 @@ from treegrpo.rollout import (
 from treegrpo.stepping import gaussian_log_prob
 from treegrpo.tree import TreeShape, model_evaluations, trained_edge_count
 from treegrpo.tree_record import build_tree_records
-from treegrpo.tree_scoring import decode_steps, tree_advantages
+from treegrpo.tree_scoring import advantages_from_scores, decode_steps
 from treegrpo.windows import window_start
 
 EVAL_PROMPTS_DEFAULT = 8
@@ -50,6 +68,9 @@ EVAL_PROMPTS_DEFAULT = 8
 # reward of a small prompt set is an average over enough samples to compare epochs.
 GALLERY_MIN_IMAGES = 32
 GALLERY_NOISE_STREAM = 99
+# Tree (or flat group) i of an epoch draws its noise from stream TREE_NOISE_STREAM + i, so a
+# rank can draw its own trees' noise without the others'.
+TREE_NOISE_STREAM = 1000
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -57,13 +78,24 @@ def stream_seed(seed: int, epoch: int, stream: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + stream * 104_729) % (2**62)
 
 
+def noise_generator(seed: int, epoch: int, tree: int) -> torch.Generator:
+    """The generator of tree (or flat group) `tree` of `epoch`: the same on every rank."""
+    return torch.Generator().manual_seed(stream_seed(seed, epoch, TREE_NOISE_STREAM + tree))
+
+
 @dataclass
 class EpochPlan:
-    prompts: list[str]
+    epoch: int
+    prompts: list[str]  # the whole epoch's, on every rank
     groups: Tensor  # (prompts,) id of each prompt, equal prompts share one
     window_start: int
     generator: torch.Generator
     rng: random.Random
+    local: range  # this rank's trees (flat groups): indices into `prompts`
+
+    @property
+    def local_prompts(self) -> list[str]:
+        return self.prompts[self.local.start : self.local.stop]
 
 
 class Trainer:
@@ -82,7 +114,15 @@ class Trainer:
         missing = set(self.reward_weights) - set(rewards)
         if missing:
             raise ValueError(f"no scoring function for reward(s) {sorted(missing)}")
-        self.callbacks = CallbackList(callbacks)
+        self.ranks = current_ranks()
+        if config.prompts_per_epoch % self.ranks.world:
+            raise ValueError(
+                f"prompts_per_epoch = {config.prompts_per_epoch} does not split evenly over "
+                f"{self.ranks.world} processes"
+            )
+        # Every rank asks for stop requests; only rank 0 reports, writes and checkpoints.
+        self.stop_requests = CallbackList(callbacks)
+        self.callbacks = CallbackList(callbacks if self.ranks.is_main else ())
         self.checkpoint_root = checkpoint_root
         self.schedule = adapter.make_schedule(config.sampling.steps)
         self.prompts = list(resolve_prompts(config.prompts))
@@ -125,12 +165,12 @@ class Trainer:
             f"{info.trained_edges_per_epoch} trained edges and at most "
             f"{info.model_evals_per_epoch} model evaluations per epoch"
         )
-        if self.state.epoch == 0 and config.sample_every:
+        if self.state.epoch == 0 and config.sample_every and self.ranks.is_main:
             self.callbacks.on_epoch_end(0, self.sample_gallery(0))
         last_saved = -1
         status = "completed"
         while self.state.epoch < config.epochs:
-            if self.callbacks.should_stop():
+            if self.should_stop():
                 status = "stopped"
                 break
             metrics = self.train_epoch(self.state.epoch)
@@ -138,7 +178,7 @@ class Trainer:
                 status = "stopped"
                 break
             epoch = self.state.epoch
-            if config.sample_every and epoch % config.sample_every == 0:
+            if config.sample_every and epoch % config.sample_every == 0 and self.ranks.is_main:
                 metrics.update(self.sample_gallery(epoch))
             self.callbacks.on_epoch_end(epoch, metrics)
             if config.checkpoint_every and epoch % config.checkpoint_every == 0:
@@ -149,8 +189,13 @@ class Trainer:
         self.callbacks.on_end(status, self.state.epoch)
         return status
 
+    def should_stop(self) -> bool:
+        """A stop request on any rank (all ranks call this at the same points)."""
+        return any_rank(self.stop_requests.should_stop())
+
     def save(self) -> Path | None:
-        if self.checkpoint_root is None:
+        """A checkpoint, written by rank 0 (every rank holds the same weights and optimizer)."""
+        if self.checkpoint_root is None or not self.ranks.is_main:
             return None
         path = save_checkpoint(
             self.checkpoint_root,
@@ -198,7 +243,8 @@ class Trainer:
         ids = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
         groups = torch.tensor([ids[p] for p in prompts])
         start = window_start(config.tree, config.sampling.steps, config.window_width, epoch, rng)
-        return EpochPlan(prompts, groups, start, generator, rng)
+        local = shard_range(count, self.ranks.rank, self.ranks.world)
+        return EpochPlan(epoch, prompts, groups, start, generator, rng, local)
 
     def train_epoch(self, epoch: int) -> dict[str, float] | None:
         """Roll out, score, update. Returns the epoch's metrics, or None if asked to stop."""
@@ -206,16 +252,19 @@ class Trainer:
         plan = self.plan_epoch(epoch)
         started = time.perf_counter()
         self.adapter.denoiser.eval()
-        cond = self.adapter.encode_prompts(plan.prompts)
+        cond = self.adapter.encode_prompts(plan.local_prompts)
         with torch.no_grad():
             if config.algorithm == "treegrpo":
-                edges, metrics, images = self._tree_epoch(plan, cond, epoch)
+                edges, metrics, images = self._tree_epoch(plan, cond)
             else:
                 edges, metrics, images = self._flat_epoch(plan, cond)
         rollout_seconds = time.perf_counter() - started
-        if self.callbacks.should_stop():
+        if self.should_stop():
             return None
         self.adapter.denoiser.train()
+        # Tree (prompt) order: every tree has as many edges, so this rank's edges are block
+        # `rank` of the epoch's edges, which is how `update` splits each minibatch.
+        edges = edges.select(torch.argsort(edges.prompt_index.cpu(), stable=True))
         metrics.update(self.update(edges, cond, plan.generator))
         epoch_seconds = time.perf_counter() - started
         self.state.epoch = epoch + 1
@@ -249,19 +298,24 @@ class Trainer:
         return metrics
 
     def _tree_epoch(
-        self, plan: EpochPlan, cond: Conditioning, epoch: int
+        self, plan: EpochPlan, cond: Conditioning
     ) -> tuple[EdgeBatch, dict[str, float], int]:
-        config = self.config
+        config, epoch = self.config, plan.epoch
         shape = TreeShape(
             config.tree.k, config.tree.depth, config.sampling.steps, plan.window_start
         )
-        trees = len(plan.prompts)
-        noise = draw_tree_noise(trees, shape, self.adapter.latent_shape, plan.generator)
+        latent_shape = self.adapter.latent_shape
+        noise = TreeNoise.cat(
+            [
+                draw_tree_noise(1, shape, latent_shape, noise_generator(config.seed, epoch, tree))
+                for tree in plan.local
+            ]
+        )
         log_tree = bool(config.log_tree_every) and epoch % config.log_tree_every == 0
         rollout = rollout_trees(
             self.adapter,
             self.schedule,
-            plan.prompts,
+            plan.local_prompts,
             cond,
             shape,
             noise,
@@ -270,27 +324,42 @@ class Trainer:
             config.sampling.max_batch,
             record=log_tree,
         )
-        self.state.model_evals += rollout.model_evals
+        self.state.model_evals += int(sum_over_ranks(rollout.model_evals))
         leaves = rollout.leaves.reshape(-1, *rollout.leaves.shape[2:])  # (trees * k^d, C, H, W)
-        leaf_prompts = [p for p in plan.prompts for _ in range(shape.width(shape.steps))]
+        leaf_prompts = [p for p in plan.local_prompts for _ in range(shape.width(shape.steps))]
         rewards = self._score(leaves, leaf_prompts)
-        _, values = tree_advantages(
-            rollout, rewards, self.reward_weights, plan.groups, config.tree.backup
+        # Advantages normalise over a prompt's group, which may span ranks (a prompt drawn
+        # twice): every rank gathers the epoch's leaf rewards and window log-probs (a few
+        # numbers per leaf), computes all advantages as one process would, and keeps its own.
+        all_rewards = {name: all_gather_cat(r) for name, r in rewards.items()}
+        all_log_probs = {step: all_gather_cat(lp) for step, lp in rollout.log_probs.items()}
+        _, all_values = advantages_from_scores(
+            shape, all_log_probs, all_rewards, self.reward_weights, plan.groups, config.tree.backup
         )
+        values = [block[plan.local.start : plan.local.stop] for block in all_values]
         edges = tree_edges(rollout, values)
+        trees = len(plan.local)
         assert len(edges) * shape.k == trees * trained_edge_count(shape.k, shape.depth)
-        metrics = self._reward_metrics(rewards)
-        for depth, block in enumerate(values):
+        metrics = self._reward_metrics(all_rewards)
+        for depth, block in enumerate(all_values):
             metrics[f"advantage/depth{depth}_mean"] = float(block.mean())
             metrics[f"advantage/depth{depth}_std"] = float(block.std(unbiased=False))
         if log_tree:
-            self._log_trees(rollout, rewards, values, epoch + 1)
-        return edges, metrics, leaves.shape[0]
+            self._log_trees(rollout, rewards, values, epoch + 1, plan.local.start)
+        return edges, metrics, len(plan.prompts) * shape.width(shape.steps)
 
     def _log_trees(
-        self, rollout: TreeRollout, rewards: dict[str, Tensor], values: list[Tensor], epoch: int
+        self,
+        rollout: TreeRollout,
+        rewards: dict[str, Tensor],
+        values: list[Tensor],
+        epoch: int,
+        first_tree: int,
     ) -> None:
-        images = decode_steps(self.adapter, rollout.x0)
+        """Records of this rank's trees, numbered from `first_tree`, collected on rank 0."""
+        images = {
+            step: block.cpu() for step, block in decode_steps(self.adapter, rollout.x0).items()
+        }
         leaf_rewards = {name: r.reshape(rollout.trees, -1) for name, r in rewards.items()}
         records = build_tree_records(
             rollout,
@@ -301,6 +370,9 @@ class Trainer:
             values,
             images,
         )
+        for record in records:
+            record.index += first_tree
+        records = [record for part in gather_to_main(records) for record in part]
         for record in records:
             record.meta = {
                 "model": self.config.model,
@@ -330,13 +402,19 @@ class Trainer:
             sde = torch.zeros(steps, dtype=torch.bool)
             sde[plan.window_start : plan.window_start + config.flat.window] = True
         train_steps = self.flat_train_steps(plan.rng, plan.window_start)
-        noise = draw_flat_noise(
-            len(plan.prompts), group, steps, self.adapter.latent_shape, plan.generator
+        latent_shape = self.adapter.latent_shape
+        noise = FlatNoise.cat(
+            [
+                draw_flat_noise(
+                    1, group, steps, latent_shape, noise_generator(config.seed, plan.epoch, i)
+                )
+                for i in plan.local
+            ]
         )
         rollout = rollout_flat(
             self.adapter,
             self.schedule,
-            plan.prompts,
+            plan.local_prompts,
             cond,
             group,
             sde,
@@ -345,31 +423,42 @@ class Trainer:
             config.sampling.eta,
             config.sampling.max_batch,
         )
-        self.state.model_evals += rollout.model_evals
-        row_prompts = [p for p in plan.prompts for _ in range(group)]
+        self.state.model_evals += int(sum_over_ranks(rollout.model_evals))
+        row_prompts = [p for p in plan.local_prompts for _ in range(group)]
         rewards = self._score(rollout.leaves, row_prompts)
+        # As for trees: group z-scores over the whole epoch's rows, this rank keeps its own.
+        all_rewards = {name: all_gather_cat(r) for name, r in rewards.items()}
         row_groups = plan.groups.repeat_interleave(group)
-        advantages = combine_rewards(rewards, self.reward_weights, row_groups)
+        all_advantages = combine_rewards(all_rewards, self.reward_weights, row_groups)
+        advantages = all_advantages[plan.local.start * group : plan.local.stop * group]
         edges = flat_edges(rollout, advantages, train_steps)
-        metrics = self._reward_metrics(rewards)
-        metrics["advantage/mean"] = float(advantages.mean())
-        metrics["advantage/std"] = float(advantages.std(unbiased=False))
-        return edges, metrics, rollout.leaves.shape[0]
+        metrics = self._reward_metrics(all_rewards)
+        metrics["advantage/mean"] = float(all_advantages.mean())
+        metrics["advantage/std"] = float(all_advantages.std(unbiased=False))
+        return edges, metrics, all_advantages.shape[0]
 
     # -- policy update -------------------------------------------------------------------------
 
     def update(
         self, edges: EdgeBatch, cond: Conditioning, generator: torch.Generator
     ) -> dict[str, float]:
-        """PPO-clipped steps over the edges (TREEGRPO.md section 6), `train.minibatches` of them."""
+        """PPO-clipped steps over the edges (TREEGRPO.md section 6), `train.minibatches` of them.
+
+        `edges` are this rank's block of the epoch's edges, in tree order. The permutation and
+        minibatches are drawn over the epoch's edges on every rank alike; a rank trains the
+        members of each minibatch it holds, every loss is divided by the whole minibatch's
+        size, and summing the gradients over ranks gives exactly the one-process gradient.
+        """
         train, sampling = self.config.train, self.config.sampling
-        order = torch.randperm(len(edges), generator=generator)
+        first = self.ranks.rank * len(edges)
+        order = torch.randperm(len(edges) * self.ranks.world, generator=generator)
         losses, kls, grad_norms = [], [], []
         ratios, new_lps, old_lps = [], [], []
         for minibatch in order.chunk(train.minibatches):
             self.optimizer.zero_grad(set_to_none=True)
-            micro = train.micro_batch or len(minibatch)
-            for chunk in minibatch.split(micro):
+            mine = minibatch[(minibatch >= first) & (minibatch < first + len(edges))] - first
+            micro = train.micro_batch or max(1, len(mine))
+            for chunk in mine.split(micro) if len(mine) else ():
                 batch = edges.select(chunk)
                 batch_cond = cond.select(batch.prompt_index)
                 out = self.adapter.predict(
@@ -404,19 +493,20 @@ class Trainer:
                 ratios.append(ratio.detach().flatten())
                 new_lps.append(log_prob.detach().flatten())
                 old_lps.append(batch.log_prob_old.flatten())
+            all_reduce_gradients(self.parameters)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, train.max_grad_norm)
             grad_norms.append(float(grad_norm))
             self.optimizer.step()
             # Free the gradients now: otherwise they stay allocated through the next rollout.
             self.optimizer.zero_grad(set_to_none=True)
-        metrics = ratio_stats(
-            torch.cat(ratios), torch.cat(new_lps), torch.cat(old_lps), train.clip_range
-        )
-        metrics["loss"] = sum(losses) / train.minibatches
+        # The epoch's statistics, not this rank's: gather the per-edge values, sum the losses.
+        ratio, new_lp, old_lp = (all_gather_cat(torch.cat(v)) for v in (ratios, new_lps, old_lps))
+        metrics = ratio_stats(ratio, new_lp, old_lp, train.clip_range)
+        metrics["loss"] = sum_over_ranks(sum(losses)) / train.minibatches
         metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
-        metrics["trained_edges"] = float(torch.cat(ratios).numel())
-        if kls:
-            metrics["kl"] = float(torch.cat(kls).mean())
+        metrics["trained_edges"] = float(ratio.numel())
+        if self.reference is not None:
+            metrics["kl"] = float(all_gather_cat(torch.cat(kls)).mean())
         return metrics
 
     # -- galleries -----------------------------------------------------------------------------

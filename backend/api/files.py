@@ -49,7 +49,7 @@ def read_chunk(path: Path, offset: int, limit: int) -> bytes:
         with path.open("rb") as handle:
             handle.seek(offset)
             return handle.read(limit)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except OSError:  # missing, a folder, ...: no log yet
         return b""
 
 

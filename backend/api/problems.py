@@ -96,9 +96,10 @@ def _clip(text: str, limit: int = 500) -> str:
 
 
 def _clip_input(value: Any) -> Any:
-    # The echo of a bad value must not turn a 1 MB string into a 1 MB error answer.
+    # The echo of a bad value must not turn a 1 MB string into a 1 MB error answer, nor carry
+    # text that cannot be encoded (a lone surrogate).
     if isinstance(value, str):
-        return _clip(value, 200)
+        return _clip(value, 200).encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, int | float | bool) or value is None:
         return value
     return _clip(repr(value), 200)
@@ -114,10 +115,10 @@ def _sanitize_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
                 key: value if isinstance(value, str | int | float | bool) else str(value)
                 for key, value in item["ctx"].items()
             }
-        if isinstance(item.get("input"), str):
+        if "input" in item:
             item["input"] = _clip_input(item["input"])
         if isinstance(item.get("msg"), str):
-            item["msg"] = _clip(item["msg"])
+            item["msg"] = _clip(item["msg"]).encode("utf-8", "replace").decode("utf-8")
         item.pop("url", None)
         out.append(item)
     return out

@@ -34,10 +34,10 @@ def get_artifact(path: str, settings: SettingsDep, _key: ReadKey) -> FileRespons
     missing = ProblemError(404, "no such artifact", kind="not-found")
     try:
         real = resolve_inside(settings.resolved_artifact_dir, path)
-    except OutsideStore as exc:
+        if not real.is_file():
+            raise missing
+    except (OutsideStore, OSError, ValueError) as exc:  # OSError: a name too long, ...
         raise missing from exc
-    if not real.is_file():
-        raise missing
     media_type, inline = files.media_type(real)
     headers = dict(files.SAFE_HEADERS)
     headers["Cache-Control"] = "private, max-age=60"

@@ -313,7 +313,7 @@ def job_checkpoint(
         raise missing
     try:
         entries = files.checkpoint_files(settings.resolved_artifact_dir, job.checkpoint_path)
-    except (storage.OutsideStore, FileNotFoundError) as exc:
+    except (storage.OutsideStore, OSError) as exc:
         raise missing from exc
     if not entries:
         raise missing

@@ -1,0 +1,286 @@
+"""The backend's commands: `treegrpo submit` end to end against a live uvicorn on loopback (the
+test plays the worker through crud), `api-key`, `migrate` and `serve`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import api_testing as at
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from backend import migrate
+from backend.api import create_app
+from backend.db import session_scope
+from backend.models import ApiKey, Job
+from backend.settings import Settings
+from treegrpo.cli import main as treegrpo_main
+
+TREEGRPO = shutil.which("treegrpo", path=str(Path(sys.executable).parent)) or "treegrpo"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEGRPO_")}
+    env.update(extra)
+    return env
+
+
+def _submit(server_url: str, *args: str, key: str | None, **env: str) -> list[str]:
+    command = [TREEGRPO, "submit", "--api", server_url, *args]
+    if key is not None:
+        command += ["--api-key", key]
+    return command
+
+
+def _job(url: str, job_id: int) -> Job:
+    with session_scope(url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return job
+
+
+@pytest.fixture
+def served(app: FastAPI) -> Any:
+    with at.live_server(app) as server:
+        yield server
+
+
+def test_submit_prints_the_job_id_and_the_row_holds_the_request(
+    served: at.LiveServer, api_key: str, settings: Settings
+) -> None:
+    done = subprocess.run(
+        _submit(
+            served.url,
+            "--preset",
+            "tiny-treegrpo",
+            "--set",
+            "epochs=3",
+            "--set",
+            "tree.k=3",
+            "--name",
+            "<i>cli</i>",
+            key=api_key,
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    job_id = int(done.stdout.strip())
+    job = _job(settings.resolved_database_url, job_id)
+    assert job.status == "queued" and job.name == "<i>cli</i>"
+    assert job.config["epochs"] == 3 and job.config["tree"]["k"] == 3
+    assert job.progress_total == 3
+
+
+def test_submit_wait_follows_the_job_to_success(
+    served: at.LiveServer, api_key: str, settings: Settings
+) -> None:
+    url = settings.resolved_database_url
+    process = subprocess.Popen(
+        _submit(served.url, "--preset", "tiny-treegrpo", "--set", "epochs=3", "--wait", key=None),
+        env=_env(TREEGRPO_API_KEY=api_key),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        job_id = int(process.stdout.readline().strip())
+        assert _job(url, job_id).status == "queued"
+        # Play the worker: claim, three epochs of metrics, succeed.
+        attempt = at.run_job(url, job_id)
+        for step in range(3):
+            time.sleep(0.1)
+            at.add_metrics(url, job_id, range(step, step + 1), attempt=attempt)
+        at.finish(url, job_id, attempt, "succeeded")
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "running" in err
+    for step in range(3):
+        assert f"epoch {step}/3  reward {0.1 * step:.4f}" in err
+    assert f"job {job_id} succeeded" in err
+
+
+def test_submit_wait_exits_nonzero_when_the_job_fails(
+    served: at.LiveServer, api_key: str, settings: Settings
+) -> None:
+    url = settings.resolved_database_url
+    process = subprocess.Popen(
+        _submit(served.url, "--preset", "tiny-treegrpo", "--wait", key=api_key),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        job_id = int(process.stdout.readline().strip())
+        attempt = at.run_job(url, job_id)
+        at.finish(url, job_id, attempt, "failed", error="CUDA out of memory")
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1
+    assert "failed" in err and "CUDA out of memory" in err
+
+
+def test_submit_prints_validation_errors_readably(served: at.LiveServer, api_key: str) -> None:
+    done = subprocess.run(
+        _submit(
+            served.url,
+            "--preset",
+            "tiny-treegrpo",
+            "--set",
+            "tree.k=0",
+            key=api_key,
+        ),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "invalid request" in done.stderr
+    # The field and the reason, and no traceback.
+    assert "config.tree.k: must be >= 2, got 0" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_submit_without_a_usable_key_or_api(served: at.LiveServer, tmp_path: Path) -> None:
+    base = _submit(served.url, "--preset", "tiny-treegrpo", key=None)
+    missing = subprocess.run(
+        base, env=_env(TREEGRPO_DATA_DIR=str(tmp_path / "nowhere")), capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "no API key" in missing.stderr
+    wrong = subprocess.run(
+        [*base, "--api-key", "tgk_wrong"], env=_env(), capture_output=True, text=True
+    )
+    assert wrong.returncode == 2 and "401" in wrong.stderr
+    dead = subprocess.run(
+        [TREEGRPO, "submit", "--api", f"http://127.0.0.1:{at.free_port()}", "--preset", "x"],
+        env=_env(TREEGRPO_API_KEY="tgk_any"),
+        capture_output=True,
+        text=True,
+    )
+    assert dead.returncode == 3 and "cannot reach the API" in dead.stderr
+
+
+def test_submit_reads_the_embedded_local_key(tmp_path: Path, sqlite_url: str) -> None:
+    from backend.bootstrap import ensure_local_key
+
+    settings = at.make_settings(tmp_path, sqlite_url)
+    ensure_local_key(settings)
+    with at.live_server(create_app(settings)) as server:
+        done = subprocess.run(
+            _submit(server.url, "--preset", "tiny-treegrpo", key=None),
+            env=_env(TREEGRPO_DATA_DIR=str(settings.data_dir)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert _job(sqlite_url, int(done.stdout)).status == "queued"
+
+
+def test_api_key_create_list_revoke(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "create", "ci bot"]) == 0
+    captured = capsys.readouterr()
+    key = captured.out.strip()
+    assert key.startswith("tgk_") and "only time" in captured.err
+    with session_scope(sqlite_url) as session:
+        rows = session.scalars(select(ApiKey)).all()
+        assert [row.name for row in rows] == ["ci bot"] and key not in rows[0].hashed_key
+
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "ci bot" in listing and key[:10] in listing and key not in listing
+
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "revoke", "ci bot"]) == 0
+    assert "revoked 1 key" in capsys.readouterr().out
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "revoke", "1"]) == 1
+    assert "no active API key" in capsys.readouterr().err
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "list"]) == 0
+    assert "no API keys" in capsys.readouterr().out
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "list", "--all"]) == 0
+    assert "ci bot" in capsys.readouterr().out
+
+
+def test_migrate_up_and_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert treegrpo_main(["migrate", "--url", url]) == 0
+    assert f"at revision {migrate.head_revision()}" in capsys.readouterr().out
+    assert treegrpo_main(["migrate", "--url", url, "--down", "base"]) == 0
+    assert "base (empty)" in capsys.readouterr().out
+    assert treegrpo_main(["migrate", "--url", url, "--revision", "nope"]) == 2
+    assert "migration failed" in capsys.readouterr().err
+    dead = "postgresql+psycopg://postgres:secret@127.0.0.1:1/x"
+    assert treegrpo_main(["migrate", "--url", dead]) == 2
+    err = capsys.readouterr().err
+    assert "cannot use the database" in err and "secret" not in err
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate", "api-key", "submit"])
+def test_every_command_has_help(command: str) -> None:
+    done = subprocess.run([TREEGRPO, command, "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: treegrpo" in done.stdout
+
+
+@pytest.mark.slow
+def test_serve_embedded_prints_the_url_and_local_key(tmp_path: Path) -> None:
+    port = at.free_port()
+    data = tmp_path / "data"
+    process = subprocess.Popen(
+        [TREEGRPO, "serve", "--port", str(port), "--migrate", "--log-level", "warning"],
+        env=_env(TREEGRPO_DATA_DIR=str(data)),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/api/v1" in first
+        key_line = process.stdout.readline()
+        assert key_line.startswith("Local API key: tgk_")
+        key = key_line.split()[3]
+        assert (data / "local-api-key").read_text().strip() == key
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/api/v1/ready", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert ready.status_code == 200, ready.text
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/jobs",
+            json={"preset": "tiny-treegrpo"},
+            headers={"X-API-Key": key},
+            timeout=30,
+        )
+        assert created.status_code == 201
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

@@ -1,0 +1,139 @@
+"""Bad input is a 422 naming the field and the reason (never a 500), and is not stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+JOBS = "/api/v1/jobs"
+
+
+def _error(answer: Any) -> dict[str, Any]:
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"]
+    assert isinstance(detail, list) and detail
+    error: dict[str, Any] = detail[0]
+    assert set(error) >= {"loc", "msg", "type"}
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "reason"),
+    [
+        # unknown keys, at the top and inside the config
+        ({"kind": "train", "colour": "red"}, ["body", "colour"], "Extra inputs"),
+        ({"config": {"bogus": 1}}, ["body", "config", "bogus"], "unknown setting 'bogus'"),
+        ({"config": {"tree.zz": 1}}, ["body", "config", "tree.zz"], "unknown setting 'zz'"),
+        ({"config": {"tree": {"zz": 1}}}, ["body", "config", "tree.zz"], "unknown setting"),
+        # wrong types
+        ({"kind": "bake"}, ["body", "kind"], "Input should be"),
+        ({"name": 5}, ["body", "name"], "valid string"),
+        ({"config": []}, ["body", "config"], "valid dictionary"),
+        ({"config": {"epochs": "ten"}}, ["body", "config", "epochs"], "expected an integer"),
+        ({"config": {"tree.k": 0}}, ["body", "config", "tree.k"], "must be >= 2"),
+        ({"config": {"train.lr": True}}, ["body", "config", "train.lr"], ""),
+        # lengths
+        ({"name": "x" * 201}, ["body", "name"], "at most 200 characters"),
+        ({"preset": "p" * 201}, ["body", "preset"], "at most 200 characters"),
+        ({"preset": ""}, ["body", "preset"], "at least 1 character"),
+        (
+            {"config": {"prompts": ["p" * 501]}},
+            ["body", "config", "prompts[0]"],
+            "at most 500 characters",
+        ),
+        # a preset that does not exist
+        ({"preset": "no-such-preset"}, ["body", "preset"], "unknown preset 'no-such-preset'"),
+        # text PostgreSQL cannot store
+        ({"name": "a\x00b"}, ["body", "name"], "NUL"),
+        ({"config": {"prompts": ["a\x00b"]}}, ["body", "config", "prompts", 0], "NUL"),
+        # kind-specific params
+        ({"params": {"trees": 2}}, ["body", "params", "trees"], "Extra inputs"),
+        ({"kind": "sample", "params": {"trees": "many"}}, ["body", "params", "trees"], "integer"),
+        ({"kind": "sample", "params": {"trees": 65}}, ["body", "params", "trees"], "less than"),
+        (
+            {"kind": "evaluate", "params": {"source_job_id": 424242}},
+            ["body", "params", "source_job_id"],
+            "no job 424242",
+        ),
+        (
+            {"kind": "evaluate", "params": {"source_job_id": 2**40}},
+            ["body", "params", "source_job_id"],
+            "less than or equal",
+        ),
+    ],
+)
+def test_bad_bodies_name_field_and_reason(
+    client: TestClient,
+    auth: dict[str, str],
+    body: dict[str, Any],
+    loc: list[Any],
+    reason: str,
+) -> None:
+    body = {"preset": "tiny-treegrpo", **body}
+    error = _error(client.post(JOBS, json=body, headers=auth))
+    assert error["loc"] == loc
+    assert reason in error["msg"]
+    assert client.get(JOBS).json()["count"] == 0  # nothing stored
+
+
+def test_lone_surrogates_are_refused(client: TestClient, auth: dict[str, str]) -> None:
+    raw = b'{"preset": "tiny-treegrpo", "name": "\\ud800"}'
+    error = _error(
+        client.post(JOBS, content=raw, headers={**auth, "content-type": "application/json"})
+    )
+    assert error["loc"] == ["body", "name"]
+    assert "unicode" in error["msg"].lower() or "surrogate" in error["msg"]
+    # inside the config too (pydantic does not look into the free-form mapping)
+    raw = b'{"preset": "tiny-treegrpo", "config": {"prompts": ["\\udc00x"]}}'
+    error = _error(
+        client.post(JOBS, content=raw, headers={**auth, "content-type": "application/json"})
+    )
+    assert error["loc"] == ["body", "config", "prompts", 0] and "surrogate" in error["msg"]
+
+
+def test_malformed_and_oversized_bodies(client: TestClient, auth: dict[str, str]) -> None:
+    json_headers = {**auth, "content-type": "application/json"}
+    error = _error(client.post(JOBS, content=b'{"kind": ', headers=json_headers))
+    assert error["type"] == "json_invalid"
+    assert client.post(JOBS, content=b"[1, 2]", headers=json_headers).status_code == 422
+    assert client.post(JOBS, content=b"null", headers=json_headers).status_code == 422
+    nan = client.post(
+        JOBS,
+        content=b'{"preset": "tiny-treegrpo", "config": {"train.lr": NaN}}',
+        headers=json_headers,
+    )
+    assert nan.status_code == 422
+    huge = client.post(JOBS, content=b"x" * (2 * 1024 * 1024), headers=json_headers)
+    assert huge.status_code == 413
+    assert huge.headers["content-type"] == "application/problem+json"
+    assert client.get(JOBS).json()["count"] == 0
+
+
+def test_idempotency_key_is_bounded(client: TestClient, auth: dict[str, str]) -> None:
+    error = _error(
+        client.post(
+            JOBS,
+            json={"preset": "tiny-treegrpo"},
+            headers={**auth, "Idempotency-Key": "k" * 201},
+        )
+    )
+    assert error["loc"] == ["header", "idempotency-key"]
+
+
+def test_errors_echo_long_inputs_only_clipped(client: TestClient, auth: dict[str, str]) -> None:
+    answer = client.post(
+        JOBS, json={"preset": "tiny-treegrpo", "name": "y" * 100_000}, headers=auth
+    )
+    assert answer.status_code == 422
+    assert len(answer.content) < 2_000
+
+
+def test_unknown_routes_and_methods_are_problems(client: TestClient) -> None:
+    missing = client.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    method = client.delete(f"{JOBS}/1")
+    assert method.status_code == 405
+    assert method.headers["content-type"] == "application/problem+json"
