@@ -33,9 +33,16 @@ def group_zscore(values: Tensor, groups: Tensor) -> Tensor:
 def combine_rewards(
     rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Tensor
 ) -> Tensor:
-    """Normalise each reward within its prompt group, then take the weighted sum."""
+    """Normalise each reward within its prompt group, then take the weighted sum.
+
+    Raises ValueError on a non-finite reward: a NaN would make its whole group's advantages NaN.
+    """
     total: Tensor | None = None
     for name, weight in weights.items():
+        if not bool(torch.isfinite(rewards[name]).all()):
+            raise ValueError(
+                f"reward {name!r} holds NaN or infinite values; advantages need finite rewards"
+            )
         term = weight * group_zscore(rewards[name], groups)
         total = term if total is None else total + term
     if total is None:

@@ -7,7 +7,7 @@ import torch
 
 from treegrpo.config import RunConfig
 from treegrpo.models.base import ModelAdapter
-from treegrpo.rewards.registry import RewardFn
+from treegrpo.rewards.registry import RewardFn, score_images
 from treegrpo.rollout import draw_tree_noise, rollout_trees
 from treegrpo.tree import TreeShape
 from treegrpo.tree_record import TreeRecord, build_tree_records
@@ -43,7 +43,7 @@ def grow_tree(
     images = decode_steps(adapter, rollout.x0)  # step -> (1, width, C, H, W)
     leaf_images = images[shape.steps][0]  # (k^d, C, H, W)
     leaf_prompts = [prompt] * leaf_images.shape[0]
-    scores = {name: fn(leaf_images, leaf_prompts).float().cpu() for name, fn in rewards.items()}
+    scores = score_images(rewards, leaf_images, leaf_prompts)
     weights = config.reward_weights
     _, values = tree_advantages(
         rollout, scores, weights, torch.zeros(1, dtype=torch.long), config.tree.backup

@@ -46,7 +46,7 @@ from treegrpo.edges import EdgeBatch, flat_edges, tree_edges
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.prompts import resolve_prompts
-from treegrpo.rewards.registry import RewardFn
+from treegrpo.rewards.registry import RewardFn, score_images
 from treegrpo.rollout import (
     FlatNoise,
     TreeNoise,
@@ -285,7 +285,7 @@ class Trainer:
 
     def _score(self, latents: Tensor, prompts: list[str]) -> dict[str, Tensor]:
         images = self.adapter.decode(latents)
-        return {name: self.rewards[name](images, prompts).float().cpu() for name in self.rewards}
+        return score_images(self.rewards, images, prompts)
 
     def _reward_metrics(self, rewards: dict[str, Tensor]) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -530,9 +530,6 @@ class Trainer:
             self.config.sampling.max_batch,
         )
         images = self.adapter.decode(latents)
-        rewards = {
-            name: fn(images, self.gallery_prompts).float().cpu()
-            for name, fn in self.rewards.items()
-        }
+        rewards = score_images(self.rewards, images, self.gallery_prompts)
         self.callbacks.on_samples(SampleBatch(epoch, list(self.gallery_prompts), images, rewards))
         return {f"eval/{name}_mean": float(r.mean()) for name, r in rewards.items()}

@@ -33,6 +33,7 @@ class TreeNodeRecord:
     advantage: float | None
     rewards: dict[str, float] | None = None  # per named reward, leaves only
     image: Tensor | None = None  # (C, H, W) predicted clean image in [0, 1]
+    latent: Tensor | None = None  # (C, H, W) the state itself, to branch again from this node
 
     def to_json(self, image_path: str | None) -> dict[str, Any]:
         return {
@@ -74,7 +75,9 @@ def build_tree_records(
     images: dict[int, Tensor] | None = None,
 ) -> list[TreeRecord]:
     """One record per tree. `values[j]` (trees, k^j) are the backup's depth-j advantages,
-    `leaf_rewards[name]` (trees, k^d) raw scores, `images[step]` (trees, width, C, H, W)."""
+    `leaf_rewards[name]` (trees, k^d) raw scores, `images[step]` (trees, width, C, H, W). Each
+    node's latent is the rollout's state at its step, where the rollout kept it (every step of a
+    recorded rollout)."""
     shape = rollout.shape
     offsets = [0]
     for step in range(shape.steps + 1):
@@ -83,6 +86,7 @@ def build_tree_records(
     for tree in range(rollout.trees):
         nodes: list[TreeNodeRecord] = []
         for step in range(shape.steps + 1):
+            block = rollout.states.get(step)  # (trees, width, C, H, W), if the rollout kept it
             for node in range(shape.width(step)):
                 depth = shape.depth_at(step)
                 is_leaf = step == shape.steps
@@ -120,6 +124,7 @@ def build_tree_records(
                         advantage=advantage,
                         rewards=per_reward,
                         image=images[step][tree, node] if images is not None else None,
+                        latent=block[tree, node] if block is not None else None,
                     )
                 )
         records.append(

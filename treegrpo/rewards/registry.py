@@ -1,6 +1,9 @@
 """Reward registry: `name -> factory(device, options) -> fn(images, prompts) -> scores`.
 
 Images are (B, C, H, W) float32 in [0, 1]; scores are a float32 CPU tensor (B,). Higher is better.
+Callers score through `score_images`, which checks every reward's answer (one finite number per
+image) before anything is computed from it: a NaN would otherwise turn a whole group's advantages
+into NaN and the update would silently poison the weights.
 `options` are the run's `reward_options[name]` (a local model folder, a server URL, ...); a factory
 raises ConfigError naming `reward_options.<name>.<key>` for a bad or missing one.
 """
@@ -36,6 +39,45 @@ REWARDS: dict[str, RewardFactory] = {
 }
 
 assert set(REWARDS) == set(REWARD_NAMES), "rewards/names.py must list exactly the registry"
+
+
+class RewardError(RuntimeError):
+    """A reward failed or answered something other than one finite score per image."""
+
+
+def score_images(
+    rewards: Mapping[str, RewardFn], images: Tensor, prompts: Sequence[str]
+) -> dict[str, Tensor]:
+    """Every reward's scores of `images` (B, C, H, W): name -> float32 CPU (B,).
+
+    Raises RewardError naming the reward when it raises, answers the wrong shape, or answers a
+    NaN or infinite score (with the first offending prompt), so no such value reaches an advantage.
+    """
+    count = len(prompts)
+    out: dict[str, Tensor] = {}
+    for name, fn in rewards.items():
+        try:
+            values = fn(images, prompts)
+        except Exception as exc:
+            raise RewardError(
+                f"reward {name!r} failed on {count} images: {type(exc).__name__}: {exc}"
+            ) from exc
+        values = torch.as_tensor(values).detach().float().cpu()
+        if values.shape != (count,):
+            raise RewardError(
+                f"reward {name!r} returned scores of shape {tuple(values.shape)} for {count} "
+                f"images; expected ({count},)"
+            )
+        bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+        if bad:
+            first = bad[0]
+            raise RewardError(
+                f"reward {name!r} returned {len(bad)} non-finite score(s) for {count} images "
+                f"(first: {float(values[first])} for prompt {prompts[first]!r}); a NaN or infinite "
+                "reward would corrupt every advantage of its prompt group, so scoring stops here"
+            )
+        out[name] = values
+    return out
 
 
 def load_rewards(

@@ -1,0 +1,74 @@
+"""A policy to sample with: a model as loaded, or as a training checkpoint left it.
+
+Sample, evaluate and branch jobs grow images from "the policy of job J at epoch E". A checkpoint
+holds only the tensors training changed (all weights, or the LoRA adapters), plus the run's
+config, so the model is built from that config (same model, same LoRA rank) before the tensors
+are loaded on top.
+
+    adapter = load_policy(config, checkpoint=Path("runs/a/checkpoints/epoch-000010"))
+    nearest_checkpoint(Path("runs/a/checkpoints"), epoch=19)  # epoch-000020, if it exists
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from treegrpo.checkpoint import PREFIX, load_trainable_state
+from treegrpo.config import RunConfig
+from treegrpo.models.base import ModelAdapter
+
+
+def checkpoint_epochs(root: Path) -> dict[int, Path]:
+    """Complete checkpoints under `root` by epoch (those with a state.json)."""
+    if not root.is_dir():
+        return {}
+    found = {}
+    for path in root.iterdir():
+        if path.name.startswith(PREFIX) and (path / "state.json").exists():
+            try:
+                found[int(path.name[len(PREFIX) :])] = path
+            except ValueError:
+                continue
+    return dict(sorted(found.items()))
+
+
+def nearest_checkpoint(root: Path, epoch: int) -> tuple[int, Path] | None:
+    """The checkpoint closest to `epoch` (the earlier one on a tie), or None when there is none."""
+    epochs = checkpoint_epochs(root)
+    if not epochs:
+        return None
+    best = min(epochs, key=lambda e: (abs(e - epoch), e))
+    return best, epochs[best]
+
+
+def checkpoint_config(checkpoint: Path) -> dict[str, Any]:
+    """The run config a checkpoint was written with."""
+    config: dict[str, Any] = json.loads((checkpoint / "state.json").read_text())["config"]
+    return config
+
+
+def load_policy(config: RunConfig, checkpoint: Path | None = None) -> ModelAdapter:
+    """`config.model` on `config.device`, with the weights of `checkpoint` when given.
+
+    The checkpoint's own config decides the model and LoRA rank (its tensors only fit that
+    model); `config` decides device and dtype. Raises ValueError when the checkpoint's tensors
+    do not fit the model.
+    """
+    from safetensors.torch import load_file
+
+    from treegrpo.models.registry import load_model
+
+    model, lora_rank = config.model, 0
+    if checkpoint is not None:
+        saved = RunConfig.from_dict(checkpoint_config(checkpoint))
+        model, lora_rank = saved.model, saved.train.lora_rank
+    adapter = load_model(model, config.device, config.dtype)
+    if checkpoint is not None:
+        if lora_rank:
+            adapter.enable_lora(lora_rank)
+        weights = load_file(str(checkpoint / "model.safetensors"), device=str(adapter.device))
+        load_trainable_state(adapter.denoiser, weights)
+    adapter.denoiser.eval()
+    return adapter
