@@ -17,6 +17,7 @@ actions say that a key is needed. Offline by design: no CDN, no analytics.
 from __future__ import annotations
 
 import argparse
+import html
 import os
 from typing import Any
 
@@ -33,10 +34,12 @@ SECRET_ENV = "TREEGRPO_UI_SECRET"
 
 
 def _key_status(key: str | None) -> str:
-    if (key or "").strip():
+    key = (key or "").strip()
+    if key:
+        hint = f"…{key[-4:]}" if len(key) >= 12 else ""
         return (
-            '<span class="tg-key-status">Key set: actions (submit, cancel, resume, branch) are '
-            "sent with it. It stays in this browser only.</span>"
+            f'<span class="tg-key-status">Key {html.escape(hint)} set: actions (submit, cancel, '
+            "resume, branch) are sent with it. It stays in this browser only.</span>"
         )
     return (
         '<span class="tg-key-status">No key: read-only. Paste your API key to submit, cancel, '
@@ -74,10 +77,10 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 runs.build(sh, demo)
             with gr.Tab("Run", id=TAB_RUN, elem_id="tg-tab-run"):
                 run.build(sh, demo)
-            with gr.Tab("Tree inspector", id=TAB_TREE, elem_id="tg-tab-tree"):
-                tree.build(sh, demo)
-            with gr.Tab("Compare", id=TAB_COMPARE, elem_id="tg-tab-compare"):
-                compare.build(sh, demo)
+            with gr.Tab("Tree inspector", id=TAB_TREE, elem_id="tg-tab-tree") as tree_tab:
+                tree.build(sh, demo, tree_tab)
+            with gr.Tab("Compare", id=TAB_COMPARE, elem_id="tg-tab-compare") as compare_tab:
+                compare.build(sh, demo, compare_tab)
 
         def restore(stored: str | None) -> tuple[str, str]:
             return stored or "", _key_status(stored)
@@ -87,7 +90,7 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
             return value, _key_status(value)
 
         demo.load(restore, key, [key_box, key_note])
-        key_box.input(remember, key_box, [key, key_note])
+        key_box.change(remember, key_box, [key, key_note])
     return demo
 
 

@@ -56,8 +56,9 @@ def ema_smooth(values: Sequence[float], weight: float) -> list[float]:
     return out
 
 
-def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """About `count` round tick values (1, 2, 5 x 10^n steps) covering [low, high]."""
+def nice_ticks(low: float, high: float, count: int = 5, *, integer: bool = False) -> list[float]:
+    """About `count` round tick values (1, 2, 5 x 10^n steps) covering [low, high]; with
+    `integer`, steps of at least 1 (epochs)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         return []
     if high < low:
@@ -68,6 +69,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     raw = (high - low) / max(1, count)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    if integer:
+        step = max(1.0, float(round(step)))
     first = math.floor(low / step) * step
     ticks: list[float] = []
     value = first
@@ -75,6 +78,20 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
         ticks.append(round(value, 12))
         value += step
     return ticks
+
+
+def format_tick(value: float, step: float) -> str:
+    """Tick text with as many decimals as the tick spacing needs (0.996, 0.998, 1, 1.002)."""
+    if step <= 0 or not math.isfinite(step):
+        return format_number(value)
+    magnitude = max(abs(value), step)
+    if magnitude >= 1e4 or step < 1e-4:
+        return format_number(value)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    if step * 10**decimals % 1 > 1e-6 and step * 10**decimals % 1 < 1 - 1e-6:
+        decimals += 1  # 2.5-type steps
+    text = f"{value:.{decimals}f}"
+    return "0" if float(text) == 0 else text
 
 
 def format_number(value: float) -> str:
@@ -118,8 +135,10 @@ def line_chart_svg(
     height: int = 260,
     empty_message: str = "no points yet",
     chart_id: str = "",
+    integer_x: bool = False,
 ) -> str:
-    """One chart with one line per series (up to 10 colours, then they repeat)."""
+    """One chart with one line per series (up to 10 colours, then they repeat); `integer_x`
+    keeps x ticks on whole numbers (epochs)."""
     left, right, top, bottom = 58, 14, 30, 42
     drawn = [(s, [(float(x), float(y)) for x, y in zip(s.xs, s.ys, strict=False)]) for s in series]
     drawn = [
@@ -156,7 +175,7 @@ def line_chart_svg(
     }
     xs = [x for _, pts in drawn for x, _ in pts]
     ys = [y for _, pts in drawn for _, y in pts]
-    x_ticks = nice_ticks(min(xs), max(xs), 5)
+    x_ticks = nice_ticks(min(xs), max(xs), 5, integer=integer_x)
     y_ticks = nice_ticks(min(ys), max(ys), 4)
     x0, x1 = min(x_ticks[0], min(xs)), max(x_ticks[-1], max(xs))
     y0, y1 = min(y_ticks[0], min(ys)), max(y_ticks[-1], max(ys))
@@ -176,6 +195,8 @@ def line_chart_svg(
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#ffffff" '
         'stroke="#dadce0"/>'
     )
+    y_step = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 0.0
+    x_step = x_ticks[1] - x_ticks[0] if len(x_ticks) > 1 else 0.0
     for t in y_ticks:
         if y0 <= t <= y1:
             y = py(t)
@@ -183,7 +204,7 @@ def line_chart_svg(
                 f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
                 'stroke="#f1f3f4"/>'
                 f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#5f6368">'
-                f"{_esc(format_number(t))}</text>"
+                f"{_esc(format_tick(t, y_step))}</text>"
             )
     for t in x_ticks:
         if x0 <= t <= x1:
@@ -192,10 +213,11 @@ def line_chart_svg(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" '
                 'stroke="#f1f3f4"/>'
                 f'<text x="{x:.1f}" y="{top + plot_h + 15}" text-anchor="middle" fill="#5f6368">'
-                f"{_esc(format_number(t))}</text>"
+                f"{_esc(format_tick(t, x_step))}</text>"
             )
     out.append(
-        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle" fill="#3c4043">'
+        f'<text x="{left + plot_w / 2}" y="{top + plot_h + 32}" text-anchor="middle" '
+        f'fill="#3c4043">'
         f"{_esc(x_label)}</text>"
     )
     if y_label:
@@ -239,7 +261,7 @@ def line_chart_svg(
         out.append("</g>")
     for i, (x, label, row) in enumerate(legend):
         colour = drawn[i][0].colour or PALETTE[i % len(PALETTE)]
-        ly = height - bottom + 38 + 16 * row
+        ly = top + plot_h + 52 + 16 * row
         out.append(
             f'<g class="legend-item"><rect x="{left + x}" y="{ly - 6}" width="14" height="4" '
             f'fill="{colour}"/><text x="{left + x + 18}" y="{ly}" fill="#3c4043">'

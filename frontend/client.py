@@ -687,6 +687,15 @@ class ApiClient:
         payload = self._json("GET", "/health")
         return isinstance(payload, Mapping) and payload.get("status") == "ok"
 
+    def artifact(self, image_url: str) -> tuple[bytes, str]:
+        """The bytes and content type of an `image_url` (/api/v1/artifacts/...)."""
+        prefix = f"{API_PREFIX}/artifacts/"
+        if not image_url.startswith(prefix):
+            raise ApiError(f"not an artifact URL of this API: {image_url!r}")
+        route = "/artifacts/" + quote(image_url[len(prefix) :], safe="/")
+        response = self._request("GET", route, headers={"Accept": "*/*"})
+        return response.content, response.headers.get("content-type", "")
+
     # -- links for the browser -----------------------------------------------------------------
 
     def checkpoint_route(self, job_id: int) -> str:

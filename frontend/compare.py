@@ -99,6 +99,7 @@ def compare_html(
             x_label="epoch",
             chart_id="epoch",
             empty_message="pick runs above",
+            integer_x=True,
             **kwargs,
         )
         + "</div>"
@@ -120,7 +121,7 @@ def default_runs(jobs: list[Job]) -> list[int]:
     return list(picked.values())[:4]
 
 
-def build(sh: Shared, demo: gr.Blocks) -> None:
+def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     with gr.Row(equal_height=True):
         runs = gr.Dropdown(
             [],
@@ -186,8 +187,8 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
 
     inputs = [runs, metric, smoothing, target, sh.key]
     outputs = [charts, table, metric]
-    demo.load(choices, [sh.key, runs], runs).then(update, inputs, outputs)
-    refresh.click(choices, [sh.key, runs], runs).then(update, inputs, outputs)
+    for trigger in (demo.load, refresh.click, tab.select):
+        trigger(choices, [sh.key, runs], runs).then(update, inputs, outputs)
     for event in (runs.change, metric.input, smoothing.release, target.submit, target.blur):
         event(update, inputs, outputs, **QUIET)
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from frontend.client import DEFAULT_TIMEOUT_S, ApiClient
+from frontend.thumbs import ThumbnailCache
 
 MOUNT_PATH = "/ui"
 API_URL_ENV = "TREEGRPO_API_URL"
@@ -51,12 +52,15 @@ class UiContext:
     public_base: str = ""
     timeout: float = DEFAULT_TIMEOUT_S
     transport: httpx.BaseTransport | None = None
+    thumbs: ThumbnailCache = field(default_factory=ThumbnailCache, repr=False)
     _http: httpx.Client | None = field(default=None, repr=False)
 
     @property
     def http(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(transport=self.transport, timeout=self.timeout)
+            # Enough pooled connections for the thumbnail fetches of a few sessions at once.
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
+            self._http = httpx.Client(transport=self.transport, timeout=self.timeout, limits=limits)
         return self._http
 
     def base_url(self, request: Any = None) -> str:

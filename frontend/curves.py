@@ -51,12 +51,49 @@ class MetricStore:
 
 
 def reward_names(names: Iterable[str]) -> list[str]:
-    """`reward_mean` first, then one `reward/<name>_mean` per reward (when there are several
-    rewards, or the per-reward name differs)."""
+    """`reward_mean` first, then one `reward/<name>_mean` per reward, then the held-out
+    gallery's `eval/<name>_mean` (logged from epoch 0, the baseline)."""
     names = set(names)
     per_reward = sorted(n for n in names if n.startswith("reward/") and n.endswith("_mean"))
+    held_out = sorted(n for n in names if n.startswith("eval/") and n.endswith("_mean"))
     out = ["reward_mean"] if "reward_mean" in names else []
-    return out + per_reward
+    return out + per_reward + held_out
+
+
+def eval_name(reward_name: str) -> str | None:
+    """The held-out series that goes with a training reward series: reward/<r>_mean ->
+    eval/<r>_mean; reward_mean has none (the eval set is scored per reward)."""
+    if reward_name.startswith("reward/") and reward_name.endswith("_mean"):
+        return "eval/" + reward_name[len("reward/") :]
+    return None
+
+
+def reward_chart_groups(names: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """(title, series) of the Run tab's reward charts: each reward's training mean with its
+    held-out gallery mean; with several rewards, the weighted mean first on its own."""
+    names = set(names)
+    per_reward = sorted(n for n in names if n.startswith("reward/") and n.endswith("_mean"))
+    groups: list[tuple[str, list[str]]] = []
+    if len(per_reward) != 1 and "reward_mean" in names:
+        groups.append(("reward (weighted mean)", ["reward_mean"]))
+    for name in per_reward:
+        series = [name]
+        held = eval_name(name)
+        if held and held in names:
+            series.append(held)
+        groups.append((reward_label(name), series))
+    if not groups:
+        held_out = sorted(n for n in names if n.startswith("eval/") and n.endswith("_mean"))
+        groups.append(("reward", ["reward_mean", *held_out]))
+    return groups
+
+
+def series_label(name: str) -> str:
+    if name.startswith("eval/"):
+        return "held-out gallery"
+    if name == "reward_mean" or name.startswith("reward/"):
+        return "training trees"
+    return name
 
 
 def reward_label(name: str) -> str:
@@ -64,6 +101,8 @@ def reward_label(name: str) -> str:
         return "reward (weighted mean)"
     if name.startswith("reward/") and name.endswith("_mean"):
         return f"reward: {name[len('reward/') : -len('_mean')]}"
+    if name.startswith("eval/") and name.endswith("_mean"):
+        return f"held-out {name[len('eval/') : -len('_mean')]}"
     return name
 
 
@@ -71,12 +110,15 @@ def xy(
     values: Mapping[str, Mapping[int, float]], y_name: str, x_name: str | None = None
 ) -> tuple[list[float], list[float]]:
     """Points of `y_name` against the step (x_name None) or against another metric logged at
-    the same steps (wall_clock, images_seen); steps missing either are skipped."""
+    the same steps (wall_clock, images_seen); steps missing either are skipped, except that
+    epoch 0 (the baseline, before any training) sits at 0 seconds and 0 images."""
     ys = values.get(y_name, {})
     if x_name is None:
         steps = sorted(ys)
         return [float(s) for s in steps], [ys[s] for s in steps]
-    xs = values.get(x_name, {})
+    xs = dict(values.get(x_name, {}))
+    if x_name in (WALL_CLOCK, IMAGES_SEEN):
+        xs.setdefault(0, 0.0)
     steps = sorted(s for s in ys if s in xs)
     return [xs[s] for s in steps], [ys[s] for s in steps]
 
@@ -112,8 +154,10 @@ def summarise_run(
         return RunSummary(None, None, None, None, None)
     raw = [values[metric][s] for s in steps]
     smooth = ema_smooth(raw, smoothing) if smoothing > 0 else raw
-    clock = values.get(WALL_CLOCK, {})
-    seen = values.get(IMAGES_SEEN, {})
+    logged = values.get(WALL_CLOCK, {})
+    per_epoch = logged[max(logged)] / len(logged) if logged else None
+    clock = {0: 0.0, **logged}  # epoch 0 is the baseline: nothing spent yet
+    seen = {0: 0.0, **values.get(IMAGES_SEEN, {})}
     reached_s = reached_i = None
     if target is not None:
         for step, value in zip(steps, smooth, strict=True):
@@ -121,8 +165,6 @@ def summarise_run(
                 reached_s = clock.get(step)
                 reached_i = seen.get(step)
                 break
-    clock_steps = sorted(clock)
-    per_epoch = clock[clock_steps[-1]] / len(clock_steps) if clock_steps else None
     return RunSummary(smooth[-1], max(smooth), reached_s, reached_i, per_epoch)
 
 

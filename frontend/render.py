@@ -8,7 +8,7 @@ The markup's classes are styled by frontend/style.py.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -171,11 +171,13 @@ def gallery(
     asset_base: str = "",
     pixelated: bool = False,
     empty: str = "No samples for this epoch.",
+    sources: Mapping[str, str] | None = None,
 ) -> str:
-    """A grid of sample images with their prompt and reward."""
+    """A grid of sample images with their prompt and reward (images from `sources`, data: URIs
+    by image_url, else the artifact URL)."""
     items = []
     for sample in samples:
-        href = artifact_href(sample.image_url, asset_base)
+        href = _src(sample.image_url, sources, asset_base)
         image = (
             f'<img src="{esc(href)}" alt="{esc(sample.prompt)}" loading="lazy"'
             + (' class="tg-pixelated"' if pixelated else "")
@@ -222,22 +224,37 @@ def _node_facts(node: TreeNode) -> list[tuple[str, str]]:
     return facts
 
 
+def _src(url: str | None, sources: Mapping[str, str] | None, asset_base: str) -> str | None:
+    if url and sources and url in sources:
+        return sources[url]
+    return artifact_href(url, asset_base)
+
+
 def node_panel(
-    tree: Tree, node_id: int | None, *, asset_base: str = "", pixelated: bool = False
+    tree: Tree,
+    node_id: int | None,
+    *,
+    asset_base: str = "",
+    pixelated: bool = False,
+    image_src: str | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> str:
-    """The inspector's side panel: the node's predicted image, its numbers, and the path from
-    the root (every recorded state on the way, each with its image)."""
+    """The inspector's side panel: the node's predicted image (`image_src`, else its artifact
+    URL), its numbers, and the path from the root (every recorded state on the way, each with its
+    image from `sources`)."""
     node = tree.node(node_id) if node_id is not None else None
     if node is None:
         return (
             '<div class="tg-panel tg-empty">Click a node of the tree to see its predicted '
             "image, step, t/sigma, log-prob, reward, advantage and its path from the root.</div>"
         )
-    href = artifact_href(node.image_url, asset_base)
+    href = image_src or artifact_href(node.image_url, asset_base)
+    full = artifact_href(node.image_url, asset_base)
     pix = ' class="tg-pixelated"' if pixelated else ""
     image = (
         f'<img src="{esc(href)}" alt="predicted image of node {node.node_index}"{pix}>'
-        if href
+        f'<a class="tg-muted" href="{esc(full)}" target="_blank" rel="noopener">full-size file</a>'
+        if href and full
         else '<div class="tg-noimg">no image</div>'
     )
     rows = "".join(
@@ -247,7 +264,7 @@ def node_panel(
     path = tree.path_to(node.id)
     steps = []
     for hop in path:
-        hop_href = artifact_href(hop.image_url, asset_base)
+        hop_href = _src(hop.image_url, sources, asset_base)
         thumb = f'<img src="{esc(hop_href)}" alt=""{pix}>' if hop_href else ""
         extra = []
         if hop.advantage is not None:

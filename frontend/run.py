@@ -14,8 +14,9 @@ import gradio as gr
 
 from frontend import curves, render
 from frontend.charts import Series, line_chart_svg
-from frontend.client import API_PREFIX, ApiClient, ApiError, Job
+from frontend.client import API_PREFIX, ApiClient, ApiError, Job, Sample
 from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
+from frontend.thumbs import GALLERY_PX
 
 TICK_SECONDS = 2.0
 LOG_TAIL_CHARS = 48_000
@@ -49,38 +50,37 @@ def fetch_metrics(client: ApiClient, job_id: int, store: curves.MetricStore) -> 
 
 
 def reward_charts_html(store: curves.MetricStore, smoothing: float) -> str:
-    names = curves.reward_names(store.names | set(store.values))
-    per_reward = [n for n in names if n != "reward_mean"]
-    if "reward_mean" in names and len(per_reward) == 1:
-        names = ["reward_mean"]  # one reward: its mean is the weighted mean
-    if not names:
-        names = ["reward_mean"]
+    """Per reward: training-tree mean and held-out gallery mean, against epoch and against
+    training wall-clock."""
     charts = []
-    for name in names:
-        label = curves.reward_label(name)
-        ex, ey = curves.xy(store.values, name)
-        wx, wy = curves.xy(store.values, name, curves.WALL_CLOCK)
+    for title, names in curves.reward_chart_groups(store.names | set(store.values)):
+        by_epoch = [Series(curves.series_label(n), *curves.xy(store.values, n)) for n in names]
+        by_clock = [
+            Series(curves.series_label(n), *curves.xy(store.values, n, curves.WALL_CLOCK))
+            for n in names
+        ]
         charts.append(
             line_chart_svg(
-                [Series(name, ex, ey)],
-                title=f"{label} vs epoch",
-                x_label="epoch",
+                by_epoch,
+                title=f"{title} vs epoch",
+                x_label="epoch (0: before training)",
                 smoothing=smoothing,
                 width=CHART_W,
                 height=CHART_H,
-                chart_id=f"{name}:epoch",
+                chart_id=f"{names[0]}:epoch",
                 empty_message="waiting for the first epoch",
+                integer_x=True,
             )
         )
         charts.append(
             line_chart_svg(
-                [Series(name, wx, wy)],
-                title=f"{label} vs wall-clock",
+                by_clock,
+                title=f"{title} vs wall-clock",
                 x_label="training time (s)",
                 smoothing=smoothing,
                 width=CHART_W,
                 height=CHART_H,
-                chart_id=f"{name}:wall_clock",
+                chart_id=f"{names[0]}:wall_clock",
                 empty_message="waiting for the first epoch",
             )
         )
@@ -105,6 +105,7 @@ def training_charts_html(store: curves.MetricStore, smoothing: float) -> str:
                 height=200,
                 chart_id=title,
                 empty_message="not logged yet",
+                integer_x=True,
             )
         )
     return f'<div class="tg-charts" id="tg-training-charts">{"".join(charts)}</div>'
@@ -116,10 +117,20 @@ def _checkpoint_href(sh: Shared, job: Job) -> str | None:
     return sh.ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/checkpoint"
 
 
+def _gallery(sh: Shared, client: ApiClient, job: Job, samples: list[Sample], title: str) -> str:
+    sources = sh.ctx.thumbs.many(client, [x.image_url for x in samples], GALLERY_PX)
+    return render.gallery(
+        samples,
+        title=title,
+        asset_base=sh.ctx.public_base,
+        pixelated=small_images(job.config),
+        sources=sources,
+    )
+
+
 def _galleries(
     sh: Shared, client: ApiClient, job: Job, epochs: list[int], chosen: int | None
 ) -> tuple[str, str]:
-    pixelated = small_images(job.config)
     if not epochs:
         empty = render.gallery([], title="Baseline", empty="No gallery yet.")
         return empty, render.gallery([], title="Latest", empty="No gallery yet.")
@@ -131,10 +142,8 @@ def _galleries(
         "Epoch 0: the baseline, before any update" if first == 0 else f"Epoch {first} (earliest)"
     )
     return (
-        render.gallery(base, title=first_title, asset_base=sh.ctx.public_base, pixelated=pixelated),
-        render.gallery(
-            late, title=f"Epoch {later}", asset_base=sh.ctx.public_base, pixelated=pixelated
-        ),
+        _gallery(sh, client, job, base, first_title),
+        _gallery(sh, client, job, late, f"Epoch {later}"),
     )
 
 
@@ -197,7 +206,13 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
                 elem_id="tg-log",
             )
         with gr.Column(scale=2):
-            config = gr.Code(label="Config (resolved, frozen)", language="json", interactive=False)
+            config = gr.Code(
+                label="Config (resolved, frozen)",
+                language="json",
+                interactive=False,
+                max_lines=24,
+                elem_id="tg-config",
+            )
     timer = gr.Timer(TICK_SECONDS)
 
     def list_jobs(key: str | None, job: Any, request: gr.Request) -> Any:
@@ -338,11 +353,6 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             samples = client.samples(state.job_id, epoch=nearest).samples
         except ApiError as exc:
             return render.notice(exc.message, "error")
-        return render.gallery(
-            samples,
-            title=f"Epoch {nearest}",
-            asset_base=sh.ctx.public_base,
-            pixelated=small_images(job.config),
-        )
+        return _gallery(sh, client, job, samples, f"Epoch {nearest}")
 
     epoch.release(pick_epoch, [view, epoch, sh.key], latest_html, **QUIET)

@@ -206,6 +206,17 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         [sh.key, status_filter, kind_filter],
         [sh.job, table, selected, confirm_row, action_msg],
     )
+
+    def show_selected(job: Any, key: str | None, request: gr.Request) -> str:
+        job_id = as_int(job)
+        if job_id is None:
+            return _selected_html(None)
+        try:
+            return _selected_html(sh.ctx.client(request, key).get_job(job_id))
+        except ApiError as exc:
+            return render.notice(exc.message, "error")
+
+    sh.job.change(show_selected, [sh.job, sh.key], selected)
     open_run.click(lambda: gr.Tabs(selected=TAB_RUN), None, sh.tabs)
     open_tree.click(lambda: gr.Tabs(selected=TAB_TREE), None, sh.tabs)
 

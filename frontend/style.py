@@ -28,7 +28,8 @@ CSS = """
 .tg-progress-text { position:absolute; inset:0; text-align:center; font-size:11px;
   line-height:16px; color:#202124; }
 .tg-table { width:100%; border-collapse:collapse; font-size:0.9em; border:none !important; }
-.tg-table th, .tg-table td { border:none !important; }
+.tg-table th, .tg-table td, .tg-table tr, .tg-table thead, .tg-table tbody,
+.tg-kv tr, .tg-kv tbody { border:none !important; }
 .tg-table th { text-align:left; font-weight:600; color:#5f6368; padding:6px 8px;
   border-bottom:1px solid #dadce0 !important; background:#fff; position:sticky; top:0; }
 .tg-table td { padding:6px 8px; vertical-align:middle; border-bottom:1px solid #f1f3f4 !important; }
@@ -57,7 +58,7 @@ CSS = """
 .tg-err-slot { min-height:0 !important; }
 .tg-err-slot:empty, .tg-err-slot > div:empty { display:none; }
 .tg-gallery-title { font-weight:600; margin-bottom:6px; }
-.tg-grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(96px, 1fr)); gap:8px; }
+.tg-grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(64px, 1fr)); gap:6px; }
 .tg-sample { margin:0; font-size:0.75em; }
 .tg-sample img { width:100%; aspect-ratio:1; object-fit:cover; border-radius:4px;
   background:#f1f3f4; }
@@ -78,6 +79,7 @@ CSS = """
 .tg-tree-caption { font-size:0.9em; margin:4px 0; }
 .tg-panel { border:1px solid #dadce0; border-radius:8px; padding:10px; }
 .tg-panel-top { display:flex; gap:12px; flex-wrap:wrap; }
+.tg-panel-image { display:flex; flex-direction:column; gap:2px; }
 .tg-panel-image img, .tg-panel-image .tg-noimg { width:176px; height:176px; border-radius:6px;
   background:#f1f3f4; object-fit:contain; }
 .tg-kv { font-size:0.85em; border-collapse:collapse; border:none !important; width:auto; }

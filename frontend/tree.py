@@ -5,22 +5,32 @@ tree until they arrive and highlights them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from frontend import render
-from frontend.client import ACTIVE_STATUSES, KEY_REQUIRED_MESSAGE, ApiError, Tree, TreeSummary
+from frontend.client import (
+    ACTIVE_STATUSES,
+    KEY_REQUIRED_MESSAGE,
+    ApiClient,
+    ApiError,
+    Tree,
+    TreeSummary,
+)
 from frontend.shared import QUIET, Shared, as_int, event_data, job_choices, small_images
-from frontend.tree_svg import layout_tree, render_tree_legend, render_tree_svg
+from frontend.thumbs import PANEL_PX, TREE_PX
+from frontend.tree_svg import TreeLayout, layout_tree, render_tree_legend, render_tree_svg
 
 POLL_SECONDS = 2.0
 
 # Clicks on nodes, edges or path entries select a node; the toolbar zooms (kept across
-# re-renders); a capture-phase listener counts loaded thumbnails (data-images-loaded) so tests
-# and users can tell when the picture is complete.
+# re-renders); capture-phase listeners record which thumbnails have loaded (or failed), so
+# data-images-loaded == data-images-total says the picture is complete (the tests time it).
 TREE_JS = """
+element.classList.add('tg-tree-view');
 const svg = () => element.querySelector('svg.treegrpo-tree');
 const label = () => element.querySelector('[data-zoom-label]');
 const apply = () => {
@@ -36,19 +46,33 @@ const apply = () => {
   const l = label(); if (l) l.textContent = Math.round(z * 100) + '%';
   element.dataset.zoomValue = String(z);
 };
+const loaded = new Set(), failed = new Set();
 const count = () => {
   const s = svg(); if (!s) return;
-  const total = s.querySelectorAll('image').length;
-  const done = s.querySelectorAll('image[data-loaded]').length;
-  element.dataset.imagesTotal = String(total);
-  element.dataset.imagesLoaded = String(done);
+  const hrefs = [...s.querySelectorAll('image')].map((i) => i.getAttribute('href'));
+  element.dataset.imagesTotal = String(hrefs.length);
+  element.dataset.imagesLoaded = String(hrefs.filter((h) => loaded.has(h) || failed.has(h)).length);
+  element.dataset.imagesFailed = String(hrefs.filter((h) => failed.has(h)).length);
 };
-element.addEventListener('load', (e) => {
-  if (e.target && e.target.tagName === 'image') { e.target.setAttribute('data-loaded', '1'); count(); }
-}, true);
-element.addEventListener('error', (e) => {
-  if (e.target && e.target.tagName === 'image') { e.target.setAttribute('data-loaded', 'error'); count(); }
-}, true);
+const seen = (e) => {
+  if (!e.target || e.target.tagName !== 'image') return;
+  (e.type === 'error' ? failed : loaded).add(e.target.getAttribute('href'));
+  count();
+};
+// Move the selection ring at once (the panel follows from the server).
+const mark = (id) => {
+  const s = svg(); if (!s) return;
+  s.querySelectorAll('g.tn.selected').forEach((g) => {
+    g.classList.remove('selected');
+    g.querySelector('rect.selection')?.setAttribute('display', 'none');
+  });
+  const g = s.querySelector(`g.tn[data-node-id="${id}"]`);
+  if (g) { g.classList.add('selected'); g.querySelector('rect.selection')?.setAttribute('display', 'inline'); }
+};
+const pick = (id) => { mark(id); trigger('select', {node_id: id}); };
+window.tgMarkTreeNode = mark;
+element.addEventListener('load', seen, true);
+element.addEventListener('error', seen, true);
 element.addEventListener('click', (e) => {
   const zb = e.target.closest('[data-zoom]');
   if (zb) {
@@ -59,12 +83,12 @@ element.addEventListener('click', (e) => {
     apply(); return;
   }
   const n = e.target.closest('[data-node-id]');
-  if (n) trigger('select', {node_id: Number(n.dataset.nodeId)});
+  if (n) pick(Number(n.dataset.nodeId));
 });
 element.addEventListener('keydown', (e) => {
   if (e.key !== 'Enter' && e.key !== ' ') return;
   const n = e.target.closest('[data-node-id]');
-  if (n) { e.preventDefault(); trigger('select', {node_id: Number(n.dataset.nodeId)}); }
+  if (n) { e.preventDefault(); pick(Number(n.dataset.nodeId)); }
 });
 window.addEventListener('resize', () => { if (!element.dataset.zoom || element.dataset.zoom === 'fit') apply(); });
 watch('value', () => { apply(); count(); });
@@ -76,7 +100,10 @@ EMPTY_TREE = '<div class="tg-empty">Pick a job and one of its logged trees.</div
 PANEL_JS = """
 element.addEventListener('click', (e) => {
   const n = e.target.closest('li[data-node-id]');
-  if (n) trigger('select', {node_id: Number(n.dataset.nodeId)});
+  if (!n) return;
+  const id = Number(n.dataset.nodeId);
+  if (window.tgMarkTreeNode) window.tgMarkTreeNode(id);
+  trigger('select', {node_id: id});
 });
 // A node was picked: bring its details into view (no jump when they are visible already).
 watch('value', () => {
@@ -104,9 +131,11 @@ def tree_view_html(
     new_branch_job: int | None = None,
     asset_base: str = "",
     pixelated: bool = False,
+    sources: Mapping[str, str] | None = None,
+    layout: TreeLayout | None = None,
 ) -> str:
     """Caption, legend, zoom toolbar and the scrollable SVG of one tree."""
-    lay = layout_tree(tree)
+    lay = layout or layout_tree(tree)
     svg = render_tree_svg(
         tree,
         selected=selected,
@@ -114,6 +143,7 @@ def tree_view_html(
         asset_base=asset_base,
         pixelated=pixelated,
         layout=lay,
+        sources=sources,
     )
     return (
         render.tree_caption(tree)
@@ -164,8 +194,53 @@ def _branch_status(tree: Tree, branching: Branching, status: str) -> str:
     )
 
 
-def build(sh: Shared, demo: gr.Blocks) -> None:
-    tree_state = gr.State(None)  # the loaded Tree
+@dataclass
+class Loaded:
+    """The tree on screen."""
+
+    tree: Tree
+    pixelated: bool
+
+
+def _view(
+    sh: Shared,
+    client: ApiClient,
+    loaded: Loaded,
+    *,
+    selected: int | None = None,
+    new_branch_job: int | None = None,
+) -> str:
+    lay = layout_tree(loaded.tree)
+    urls = [vis.node.image_url for vis in lay.visible.values()]
+    return tree_view_html(
+        loaded.tree,
+        selected=selected,
+        new_branch_job=new_branch_job,
+        asset_base=sh.ctx.public_base,
+        pixelated=loaded.pixelated,
+        sources=sh.ctx.thumbs.many(client, urls, TREE_PX),
+        layout=lay,
+    )
+
+
+def _panel(sh: Shared, client: ApiClient, loaded: Loaded, node_id: int | None) -> str:
+    tree = loaded.tree
+    node = tree.node(node_id) if node_id is not None else None
+    if node is None:
+        return render.node_panel(tree, None)
+    path = tree.path_to(node.id)
+    return render.node_panel(
+        tree,
+        node.id,
+        asset_base=sh.ctx.public_base,
+        pixelated=loaded.pixelated,
+        image_src=sh.ctx.thumbs.fetch(client, node.image_url, PANEL_PX) if node.image_url else None,
+        sources=sh.ctx.thumbs.many(client, [hop.image_url for hop in path], TREE_PX),
+    )
+
+
+def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
+    tree_state = gr.State(None)  # Loaded | None
     node_state = gr.State(None)  # selected node id
     branch_state = gr.State(None)  # Branching | None
     with gr.Row(equal_height=True):
@@ -206,36 +281,40 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             branch_msg = gr.HTML(elem_id="tg-branch-msg")
     timer = gr.Timer(POLL_SECONDS, active=False)
 
-    def list_jobs(key: str | None, job: Any, request: gr.Request) -> Any:
-        try:
-            jobs = sh.ctx.client(request, key).list_jobs(limit=100).jobs
-        except ApiError:
-            return gr.update()
-        return gr.update(choices=job_choices(jobs), value=as_int(job))
-
-    def list_trees(job: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def refresh_lists(
+        key: str | None, job: Any, loaded: Any, request: gr.Request
+    ) -> tuple[Any, ...]:
+        """Fresh job and tree choices; keeps the loaded tree when it is still listed, else
+        picks the job's newest tree. The last value is the tree to load next: an id, None for
+        no change, or "clear" to empty the view."""
+        client = sh.ctx.client(request, key)
         job_id = as_int(job)
-        if job_id is None:
-            return gr.update(choices=[], value=None), "", None
         try:
-            page = sh.ctx.client(request, key).trees(job_id, limit=500)
+            jobs = client.list_jobs(limit=100).jobs
+            trees = client.trees(job_id, limit=500).trees if job_id is not None else []
         except ApiError as exc:
-            return gr.update(choices=[], value=None), render.notice(exc.message, "error"), None
-        trees = sorted(page.trees, key=lambda t: (-t.epoch, t.index))
+            return gr.skip(), gr.skip(), render.notice(exc.message, "error"), None
+        job_update = gr.update(choices=job_choices(jobs), value=job_id)
+        if job_id is None:
+            return job_update, gr.update(choices=[], value=None), "", None
         if not trees:
-            return (
-                gr.update(choices=[], value=None),
-                render.notice(
-                    f"Job #{job_id} has no logged tree yet (trees are logged every "
-                    "`log_tree_every` epochs of a TreeGRPO run, and by sample jobs).",
-                    "info",
-                ),
-                None,
+            message = render.notice(
+                f"Job #{job_id} has no logged tree yet (TreeGRPO runs log one every "
+                "`log_tree_every` epochs; sample jobs log theirs). This list refreshes when "
+                "you come back to this tab or press Refresh.",
+                "info",
             )
+            return job_update, gr.update(choices=[], value=None), message, "clear"
+        trees = sorted(trees, key=lambda t: (-t.epoch, t.index))
+        current = loaded.tree.id if isinstance(loaded, Loaded) else None
+        keep = current if any(t.id == current for t in trees) else None
+        chosen = keep if keep is not None else trees[0].id
         choices = [(tree_choice_label(t), t.id) for t in trees]
-        return gr.update(choices=choices, value=trees[0].id), "", trees[0].id
+        return job_update, gr.update(choices=choices, value=chosen), "", None if keep else chosen
 
     def load_tree(tree_id: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if tree_id is None:  # nothing to change
+            return (gr.skip(),) * 5
         tid = as_int(tree_id)
         if tid is None:
             return None, None, EMPTY_TREE, render.node_panel(Tree.from_json({}), None), ""
@@ -245,51 +324,31 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             job = client.get_job(tree.summary.job_id)
         except ApiError as exc:
             return None, None, render.notice(exc.message, "error"), gr.skip(), ""
-        pixelated = small_images(job.config)
-        return (
-            (tree, pixelated),
-            None,
-            tree_view_html(tree, asset_base=sh.ctx.public_base, pixelated=pixelated),
-            render.node_panel(tree, None),
-            "",
-        )
+        loaded = Loaded(tree=tree, pixelated=small_images(job.config))
+        return loaded, None, _view(sh, client, loaded), render.node_panel(tree, None), ""
 
     picked_tree = gr.State(None)
     tree_outputs = [tree_state, node_state, tree_html, panel, branch_msg]
-    demo.load(list_jobs, [sh.key, sh.job], job_pick)
-    refresh.click(list_jobs, [sh.key, sh.job], job_pick).then(
-        list_trees, [sh.job, sh.key], [tree_pick, tree_msg, picked_tree]
-    ).then(load_tree, [picked_tree, sh.key], tree_outputs)
+    list_inputs = [sh.key, sh.job, tree_state]
+    list_outputs = [job_pick, tree_pick, tree_msg, picked_tree]
+    for trigger in (demo.load, refresh.click, sh.job.change, tab.select):
+        trigger(refresh_lists, list_inputs, list_outputs).then(
+            load_tree, [picked_tree, sh.key], tree_outputs
+        )
     job_pick.input(lambda value: as_int(value), job_pick, sh.job)
-    sh.job.change(lambda job: gr.update(value=as_int(job)), sh.job, job_pick).then(
-        list_trees, [sh.job, sh.key], [tree_pick, tree_msg, picked_tree]
-    ).then(load_tree, [picked_tree, sh.key], tree_outputs)
     tree_pick.input(load_tree, [tree_pick, sh.key], tree_outputs)
 
-    def select_node(state: Any, branching: Any, evt: gr.EventData) -> tuple[Any, ...]:
+    def select_node(
+        loaded: Any, key: str | None, request: gr.Request, evt: gr.EventData
+    ) -> tuple[Any, ...]:
+        # The page moves the selection ring itself; only the panel comes from here.
         node_id = as_int(event_data(evt).get("node_id"))
-        if not state or node_id is None:
-            return gr.skip(), gr.skip(), gr.skip()
-        tree, pixelated = state
-        new_job = (
-            branching.job_id
-            if isinstance(branching, Branching) and branching.tree_id == tree.id
-            else None
-        )
-        return (
-            node_id,
-            tree_view_html(
-                tree,
-                selected=node_id,
-                new_branch_job=new_job,
-                asset_base=sh.ctx.public_base,
-                pixelated=pixelated,
-            ),
-            render.node_panel(tree, node_id, asset_base=sh.ctx.public_base, pixelated=pixelated),
-        )
+        if not isinstance(loaded, Loaded) or node_id is None:
+            return gr.skip(), gr.skip()
+        return node_id, _panel(sh, sh.ctx.client(request, key), loaded, node_id)
 
-    tree_html.select(select_node, [tree_state, branch_state], [node_state, tree_html, panel])
-    panel.select(select_node, [tree_state, branch_state], [node_state, tree_html, panel])
+    tree_html.select(select_node, [tree_state, sh.key], [node_state, panel])
+    panel.select(select_node, [tree_state, sh.key], [node_state, panel])
 
     def start_branch(
         state: Any, node: Any, k_value: Any, key: str | None, request: gr.Request
@@ -313,7 +372,18 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
                 render.notice("k must be a whole number from 1 to 16.", "error"),
                 gr.Timer(active=False),
             )
-        tree, _ = state
+        tree = state.tree
+        picked = tree.node(node_id)
+        if picked is not None and (picked.is_leaf or picked.sigma == 0):
+            return (
+                keep,
+                render.notice(
+                    "A leaf is a finished image: it has no denoising step left to branch from. "
+                    "Pick a node above it (the path under the image lists them).",
+                    "warn",
+                ),
+                gr.Timer(active=False),
+            )
         try:
             job = sh.ctx.client(request, key).branch(tree.id, node_id, k=kk)
         except ApiError as exc:
@@ -350,24 +420,15 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         if not arrived and not final:
             return skip, skip, skip, skip, message, skip
         branching.done = final
-        pixelated = bool(state[1]) if state else False
-        shown = state and state[0].id == tree.id
+        if not isinstance(state, Loaded) or state.tree.id != tree.id:
+            return branching, skip, skip, skip, message, gr.Timer(active=not final)
+        loaded = Loaded(tree=tree, pixelated=state.pixelated)
         node_id = as_int(node)
         return (
             branching,
-            (tree, pixelated) if shown else skip,
-            tree_view_html(
-                tree,
-                selected=node_id,
-                new_branch_job=branching.job_id,
-                asset_base=sh.ctx.public_base,
-                pixelated=pixelated,
-            )
-            if shown
-            else skip,
-            render.node_panel(tree, node_id, asset_base=sh.ctx.public_base, pixelated=pixelated)
-            if shown
-            else skip,
+            loaded,
+            _view(sh, client, loaded, selected=node_id, new_branch_job=branching.job_id),
+            _panel(sh, client, loaded, node_id),
             message,
             gr.Timer(active=not final),
         )

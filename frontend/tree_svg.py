@@ -22,7 +22,7 @@ goes through html.escape. Output is well-formed XML (the tests parse it).
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -275,6 +275,7 @@ def _node(
     new_branch_job: int | None,
     asset_base: str,
     pixelated: bool,
+    sources: Mapping[str, str],
 ) -> list[str]:
     node = vis.node
     size = _size(vis)
@@ -307,7 +308,9 @@ def _node(
         f'<rect x="{x:.1f}" y="{y:.1f}" width="{size}" height="{size}" rx="2" fill="#f1f3f4" '
         f'stroke="{stroke}" stroke-width="1"{dash}/>'
     )
-    href = artifact_href(node.image_url, asset_base)
+    href = (sources.get(node.image_url) if node.image_url else None) or artifact_href(
+        node.image_url, asset_base
+    )
     if href:
         render = ' style="image-rendering:pixelated"' if pixelated else ""
         out.append(
@@ -324,13 +327,14 @@ def _node(
             f'<rect x="{x - 1:.1f}" y="{y - 1:.1f}" width="{size + 2}" height="{size + 2}" rx="3" '
             f'fill="none" stroke="{stroke}" stroke-width="2"{dash}/>'
         )
-    if node.id == selected:
-        pad = FRAME + 4
-        out.append(
-            f'<rect class="selection" x="{x - pad:.1f}" y="{y - pad:.1f}" '
-            f'width="{size + 2 * pad}" height="{size + 2 * pad}" rx="5" fill="none" '
-            f'stroke="{SELECTED}" stroke-width="3"/>'
-        )
+    # Every node has its selection ring, shown only on the selected one: the page moves the
+    # selection by toggling `display` without re-drawing the tree.
+    pad = FRAME + 4
+    out.append(
+        f'<rect class="selection" x="{x - pad:.1f}" y="{y - pad:.1f}" '
+        f'width="{size + 2 * pad}" height="{size + 2 * pad}" rx="5" fill="none" '
+        f'stroke="{SELECTED}" stroke-width="3" display="{"inline" if node.id == selected else "none"}"/>'
+    )
     if is_leaf and node.reward is not None:
         out.append(
             f'<text class="reward" x="{vis.x:.1f}" y="{y + size + FRAME + 11:.1f}" '
@@ -348,10 +352,12 @@ def render_tree_svg(
     asset_base: str = "",
     pixelated: bool = False,
     layout: TreeLayout | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> str:
-    """The tree as an `<svg>` element. `asset_base` prefixes the nodes' `/api/v1/artifacts/...`
-    image URLs (empty when the UI is served by the API itself); `pixelated` keeps tiny images
-    (the 16x16 digits model) sharp when scaled up."""
+    """The tree as an `<svg>` element. Thumbnails: `sources[image_url]` when given (data: URIs,
+    see frontend/thumbs.py), else the `/api/v1/artifacts/...` URL prefixed with `asset_base`
+    (empty when the UI is served by the API itself). `pixelated` keeps tiny images sharp when
+    scaled up."""
     lay = layout or layout_tree(tree)
     summary = tree.summary
     label = (
@@ -402,6 +408,7 @@ def render_tree_svg(
                 new_branch_job=new_branch_job,
                 asset_base=asset_base,
                 pixelated=pixelated,
+                sources=sources or {},
             )
         )
     out.append("</g></svg>")

@@ -9,7 +9,7 @@ import pytest
 from ui_factories import job_json, tree_json
 
 from frontend import curves, form, render
-from frontend.charts import Series, ema_smooth, line_chart_svg, nice_ticks
+from frontend.charts import Series, ema_smooth, format_tick, line_chart_svg, nice_ticks
 from frontend.client import Job, MetricPoint, Sample, Tree
 from frontend.compare import compare_html
 from frontend.run import reward_charts_html, training_charts_html
@@ -103,6 +103,16 @@ def test_chart_points_and_smoothing() -> None:
     assert ema_smooth([3.0, 3.0, 3.0], 0.9) == pytest.approx([3.0, 3.0, 3.0])
     assert nice_ticks(0, 1, 5) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(5, 5) and nice_ticks(float("nan"), 1) == []
+    assert nice_ticks(1, 3, 5, integer=True) == [1.0, 2.0, 3.0]
+    # Ticks keep the decimals their spacing needs (never two ticks reading "1").
+    assert [format_tick(v, 0.002) for v in (0.996, 0.998, 1.0, 1.002)] == [
+        "0.996",
+        "0.998",
+        "1.000",
+        "1.002",
+    ]
+    assert format_tick(2.5, 2.5) == "2.5" and format_tick(20, 10) == "20"
+    assert format_tick(2e-7, 5e-8) == "2.0e-07"
 
 
 def test_curves_join_metrics_on_steps_and_time_to_reward() -> None:
