@@ -1,0 +1,79 @@
+"""What a job's child process knows and how it talks back: the row it runs, the artifact store,
+the log, the stop request, and ownership checks on every write.
+
+Ownership: the worker claimed the job as attempt N. Every progress write first refreshes the
+heartbeat of attempt N; when that answers "not yours" (the reconciler declared the job lost and
+another worker claimed it), the child raises LostOwnership and writes nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend import crud
+from backend.db import session_scope
+from backend.storage import relative_to_store, resolve_inside
+from treegrpo.config import RunConfig
+from workers.joblog import JobLog
+
+
+class LostOwnership(Exception):
+    """This attempt no longer owns the job; another attempt (or the reconciler) took it over."""
+
+
+class StopRequest:
+    """A stop asked of the child: the supervisor's stop file, SIGTERM/SIGINT, or a dead parent."""
+
+    def __init__(self, stop_file: Path | None, parent_pid: int | None) -> None:
+        self.stop_file = stop_file
+        self.parent_pid = parent_pid
+        self.signalled = threading.Event()
+
+    def orphaned(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def requested(self) -> bool:
+        if self.signalled.is_set():
+            return True
+        return self.stop_file is not None and self.stop_file.exists()
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    attempt: int
+    kind: str
+    config: RunConfig
+    params: dict[str, Any]
+    checkpoint_path: str | None
+    store: Path
+    log: JobLog
+    stop: StopRequest
+    # Filled in while the job runs, for error messages: the epoch in progress, the last saved.
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def heartbeat(self, progress_step: int | None = None, progress_total: int | None = None) -> str:
+        """Refresh the heartbeat (and progress); returns the job's status. LostOwnership when
+        this attempt no longer owns the job."""
+        with session_scope() as session:
+            status = crud.heartbeat(
+                session,
+                job_id=self.job_id,
+                attempt=self.attempt,
+                progress_step=progress_step,
+                progress_total=progress_total,
+            )
+        if status is None:
+            raise LostOwnership(f"job {self.job_id} attempt {self.attempt} no longer owns the job")
+        return status
+
+    def path(self, relpath: str) -> Path:
+        """The real path of a store-relative path (refusing anything outside the store)."""
+        return resolve_inside(self.store, relpath)
+
+    def relative(self, path: Path) -> str:
+        return relative_to_store(self.store, path)

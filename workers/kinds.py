@@ -1,0 +1,454 @@
+"""What each kind of job does inside the child process (backend/job_params.py says what the
+parameters mean):
+
+- train: the core Trainer, any algorithm or preset, resumed from the job's checkpoint if it has one;
+- sample: grow logged trees for the config's prompts with a source job's checkpoint (or the base
+  model);
+- evaluate: ODE samples of held-out prompts scored by every reward of the config;
+- branch (a sample job with params.branch): regrow k children from a stored tree node.
+
+Each returns "completed" or "stopped" (a stop request was honoured) and raises on failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backend import crud
+from backend.crud.branches import delete_branch_nodes
+from backend.db import session_scope
+from backend.errors import NotFound
+from backend.job_params import BranchParams, EvaluateParams, SampleParams, parse_params
+from backend.storage import checkpoints_relpath, trees_relpath
+from treegrpo.config import RunConfig
+from workers.context import JobContext
+from workers.recorder import JobRecorder, store_samples, store_tree, weighted, write_metrics
+
+# Images per model call batch in evaluation (each chunk also checks the stop request).
+EVAL_CHUNK = 64
+EVAL_PROMPTS_DEFAULT = 8
+MAX_SEED = 2**31 - 1
+
+
+class JobError(RuntimeError):
+    """A job that cannot run as asked (a missing checkpoint, a node with no latent, ...)."""
+
+
+def run_job(ctx: JobContext) -> str:
+    if ctx.kind == "train":
+        return run_train(ctx)
+    params = parse_params(ctx.kind, ctx.params)
+    if isinstance(params, SampleParams):
+        if params.branch is not None:
+            return run_branch(ctx, params.branch)
+        return run_sample(ctx, params)
+    if isinstance(params, EvaluateParams):
+        return run_evaluate(ctx, params)
+    raise JobError(f"unknown job kind {ctx.kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+def run_train(ctx: JobContext) -> str:
+    from treegrpo.models.registry import load_model
+    from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.trainer import Trainer
+
+    config = ctx.config
+    checkpoint: Path | None = None
+    if ctx.checkpoint_path:
+        checkpoint = ctx.path(ctx.checkpoint_path)
+        if not (checkpoint / "state.json").exists():
+            raise JobError(
+                f"the job's checkpoint {ctx.checkpoint_path} is missing from the artifact store"
+            )
+    ctx.log.write(f"loading model {config.model} on device {config.device}")
+    adapter = load_model(config.model, config.device, config.dtype)
+    rewards = load_run_rewards(config, adapter.device)
+    recorder = JobRecorder(ctx)
+    trainer = Trainer(
+        config,
+        adapter,
+        rewards,
+        callbacks=[recorder],
+        checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
+    )
+    if checkpoint is not None:
+        trainer.resume(checkpoint)
+        recorder.images_seen = trainer.state.images_seen
+        recorder.model_evals = trainer.state.model_evals
+        ctx.notes["checkpoint_epoch"] = trainer.state.epoch
+    # The metric series continues from the checkpoint: points past it (written by an attempt
+    # that did not reach its next checkpoint) are dropped and written again, so the series has
+    # neither a gap nor a duplicate. Without a checkpoint the run starts over.
+    last_kept = trainer.state.epoch if checkpoint is not None else -1
+    ctx.heartbeat()
+    with session_scope() as session:
+        dropped = crud.delete_metrics_after(session, job_id=ctx.job_id, step=last_kept)
+    if dropped:
+        ctx.log.write(f"dropped {dropped} metric points after epoch {last_kept} (written again)")
+    status = trainer.run()
+    return "completed" if status == "completed" else "stopped"
+
+
+# ---------------------------------------------------------------------------------------------
+# where a policy comes from
+
+
+@dataclasses.dataclass
+class PolicySource:
+    checkpoint: Path | None
+    epoch: int
+    job_id: int | None
+
+    def describe(self) -> str:
+        if self.job_id is None:
+            return "the base model"
+        if self.checkpoint is None:
+            return f"job {self.job_id}'s base model (epoch 0)"
+        return f"job {self.job_id}'s checkpoint of epoch {self.epoch}"
+
+    def meta(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "epoch": self.epoch}
+
+
+def source_policy(ctx: JobContext, source_job_id: int | None, epoch: int | None) -> PolicySource:
+    """The checkpoint a sample or evaluate job samples with (None: the base model)."""
+    from treegrpo.policy import checkpoint_epochs
+
+    if source_job_id is None:
+        return PolicySource(None, 0, None)
+    try:
+        with session_scope() as session:
+            latest = crud.get_job(session, job_id=source_job_id).checkpoint_path
+    except NotFound as exc:
+        raise JobError(f"params.source_job_id: job {source_job_id} does not exist") from exc
+    available = checkpoint_epochs(ctx.path(checkpoints_relpath(source_job_id)))
+    if epoch is not None:
+        if epoch in available:
+            return PolicySource(available[epoch], epoch, source_job_id)
+        if epoch == 0:
+            return PolicySource(None, 0, source_job_id)  # no update yet: the base model
+        shown = ", ".join(str(e) for e in available) or "none"
+        raise JobError(
+            f"params.checkpoint_epoch: job {source_job_id} has no checkpoint of epoch {epoch} "
+            f"(checkpointed epochs: {shown})"
+        )
+    if latest:
+        path = ctx.path(latest)
+        for found_epoch, found in available.items():
+            if found == path:
+                return PolicySource(found, found_epoch, source_job_id)
+    if available:
+        last = max(available)
+        return PolicySource(available[last], last, source_job_id)
+    raise JobError(f"params.source_job_id: job {source_job_id} has no checkpoint yet")
+
+
+def policy_for_tree(ctx: JobContext, meta: dict[str, Any], fallback_job: int) -> PolicySource:
+    """The policy that grew a logged tree, or the checkpoint nearest to it."""
+    from treegrpo.policy import nearest_checkpoint
+
+    policy = meta.get("policy") or {}
+    job_id = policy.get("job_id", fallback_job)
+    epoch = int(policy.get("epoch", 0) or 0)
+    if job_id is None or epoch <= 0:
+        return PolicySource(None, 0, job_id)
+    found = nearest_checkpoint(ctx.path(checkpoints_relpath(int(job_id))), epoch)
+    if found is None:
+        ctx.log.write(f"job {job_id} kept no checkpoint; branching with its base model")
+        return PolicySource(None, 0, int(job_id))
+    if found[0] != epoch:
+        ctx.log.write(
+            f"the tree was grown by job {job_id}'s policy of epoch {epoch}, which was not "
+            f"checkpointed; using the nearest checkpoint, epoch {found[0]}"
+        )
+    return PolicySource(found[1], found[0], int(job_id))
+
+
+def with_seed(config: RunConfig, seed: int) -> RunConfig:
+    return dataclasses.replace(config, seed=seed % MAX_SEED)
+
+
+# ---------------------------------------------------------------------------------------------
+# sample: logged trees
+
+
+def run_sample(ctx: JobContext, params: SampleParams) -> str:
+    from treegrpo.policy import load_policy
+    from treegrpo.prompts import resolve_prompts
+    from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.sample_tree import grow_tree
+    from treegrpo.windows import window_start
+
+    config = ctx.config
+    source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
+    ctx.log.write(f"growing {params.trees} tree(s) with {source.describe()}")
+    adapter = load_policy(config, source.checkpoint)
+    rewards = load_run_rewards(config, adapter.device)
+    prompts = resolve_prompts(config.prompts)
+    ctx.heartbeat(progress_step=0, progress_total=params.trees)
+    leaves: dict[str, list[float]] = {name: [] for name in rewards}
+    for index in range(params.trees):
+        if ctx.stop.requested():
+            return "stopped"
+        prompt = prompts[index % len(prompts)]
+        tree_config = with_seed(config, config.seed + index)
+        start = window_start(
+            config.tree,
+            config.sampling.steps,
+            config.tree.depth,
+            0,
+            random.Random(tree_config.seed),
+        )
+        record = grow_tree(adapter, prompt, tree_config, rewards, start)
+        record.index = index
+        store_tree(ctx, source.epoch, record, tree_config.seed, {"policy": source.meta()})
+        for node in record.nodes:
+            if node.is_leaf and node.rewards:
+                for name, value in node.rewards.items():
+                    leaves[name].append(value)
+        ctx.heartbeat(progress_step=index + 1, progress_total=params.trees)
+        ctx.log.write(f"tree {index + 1}/{params.trees}: {prompt!r}, window start {start}")
+    means = {name: sum(v) / len(v) for name, v in leaves.items() if v}
+    metrics = {f"reward/{name}_mean": value for name, value in means.items()}
+    metrics["reward_mean"] = weighted(means, config.reward_weights)
+    write_metrics(ctx, source.epoch, metrics)
+    return "completed"
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate: held-out prompts, every reward
+
+
+def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
+    from treegrpo.policy import load_policy
+    from treegrpo.prompts import resolve_prompts
+    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rollout import sample_ode
+
+    config = ctx.config
+    source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
+    if config.eval_prompts is not None:
+        prompts = list(resolve_prompts(config.eval_prompts))
+    else:
+        prompts = list(resolve_prompts(config.prompts))[:EVAL_PROMPTS_DEFAULT]
+    rows = [p for p in prompts for _ in range(params.samples_per_prompt)]
+    ctx.log.write(
+        f"evaluating {source.describe()} on {len(prompts)} prompts x "
+        f"{params.samples_per_prompt} samples with {', '.join(config.reward_weights)}"
+    )
+    adapter = load_policy(config, source.checkpoint)
+    rewards = load_run_rewards(config, adapter.device)
+    schedule = adapter.make_schedule(config.sampling.steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
+    chunks = -(-len(rows) // EVAL_CHUNK)
+    ctx.heartbeat(progress_step=0, progress_total=chunks)
+    images, scores = [], []
+    for chunk in range(chunks):
+        if ctx.stop.requested():
+            return "stopped"
+        part = slice(chunk * EVAL_CHUNK, (chunk + 1) * EVAL_CHUNK)
+        with torch.no_grad():
+            latents = sample_ode(
+                adapter,
+                schedule,
+                adapter.encode_prompts(rows[part]),
+                initial[part],
+                config.sampling.cfg_scale,
+                config.sampling.max_batch,
+            )
+            decoded = adapter.decode(latents).cpu()  # (n, C, H, W) in [0, 1]
+        images.append(decoded)
+        scores.append(score_images(rewards, decoded, rows[part]))
+        ctx.heartbeat(progress_step=chunk + 1, progress_total=chunks)
+    all_images = torch.cat(images)
+    all_scores = {name: torch.cat([s[name] for s in scores]) for name in rewards}
+    metrics: dict[str, float] = {}
+    for name, values in all_scores.items():
+        metrics[f"eval/{name}_mean"] = float(values.mean())
+        metrics[f"eval/{name}_std"] = float(values.std(unbiased=False))
+    metrics["eval/reward_mean"] = weighted(
+        {name: float(v.mean()) for name, v in all_scores.items()}, config.reward_weights
+    )
+    store_samples(ctx, source.epoch, rows, all_images, all_scores, config.reward_weights)
+    write_metrics(ctx, source.epoch, metrics)
+    ctx.log.write(", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+    return "completed"
+
+
+# ---------------------------------------------------------------------------------------------
+# branch: k new children of a stored node
+
+
+@dataclasses.dataclass
+class BranchOrigin:
+    """The tree and node a branch job grows from, read in one short session."""
+
+    job_id: int  # the job that logged the tree
+    epoch: int
+    index: int
+    prompt: str
+    steps: int
+    artifact_dir: str | None
+    meta: dict[str, Any]
+    grown_with: dict[str, Any] | None  # that job's config
+    node_step: int
+    node_depth: int
+    node_is_leaf: bool
+    latent_path: str | None
+    reference: dict[str, list[float]]  # the tree's own leaf scores, per reward
+
+
+def branch_origin(params: BranchParams) -> BranchOrigin:
+    with session_scope() as session:
+        tree = crud.get_tree(session, tree_id=params.tree_id)
+        node = crud.get_node(session, tree_id=params.tree_id, node_id=params.node_id)
+        try:
+            grown_with: dict[str, Any] | None = dict(
+                crud.get_job(session, job_id=tree.job_id).config
+            )
+        except NotFound:
+            grown_with = None
+        reference: dict[str, list[float]] = {}
+        for other in tree.nodes:
+            if other.is_leaf and other.branch_job_id is None and other.rewards:
+                for name, value in other.rewards.items():
+                    reference.setdefault(name, []).append(float(value))
+        return BranchOrigin(
+            job_id=tree.job_id,
+            epoch=tree.epoch,
+            index=tree.index,
+            prompt=tree.prompt,
+            steps=tree.steps,
+            artifact_dir=tree.artifact_dir,
+            meta=dict(tree.meta or {}),
+            grown_with=grown_with,
+            node_step=node.step_index,
+            node_depth=node.depth,
+            node_is_leaf=node.is_leaf,
+            latent_path=node.latent_path,
+            reference=reference,
+        )
+
+
+def run_branch(ctx: JobContext, params: BranchParams) -> str:
+    from treegrpo.artifacts import thumbnail
+    from treegrpo.branch import advantages_against, load_latent, regrow, save_latent
+    from treegrpo.policy import load_policy
+    from treegrpo.rewards.registry import load_run_rewards, score_images
+
+    origin = branch_origin(params)
+    if origin.latent_path is None:
+        raise JobError(
+            f"node {params.node_id} of tree {params.tree_id} has no stored latent, so it cannot "
+            "be branched (only trees logged with their latents can)"
+        )
+    steps = origin.steps
+    if origin.node_is_leaf or origin.node_step >= steps:
+        raise JobError(
+            f"node {params.node_id} is a leaf (the final image at step {steps}); branch from an "
+            "earlier node"
+        )
+    # The tree's own settings (model, steps, guidance, noise level, rewards) regrow it; this
+    # job's config gives the device and the seed of the new noises.
+    grown_with = RunConfig.from_dict(origin.grown_with) if origin.grown_with else ctx.config
+    config = dataclasses.replace(grown_with, device=ctx.config.device, dtype=ctx.config.dtype)
+    source = policy_for_tree(ctx, origin.meta, origin.job_id)
+    ctx.log.write(
+        f"branching {params.k} children from node {params.node_id} (step "
+        f"{origin.node_step}/{steps}) of tree {params.tree_id} with {source.describe()}"
+    )
+    ctx.heartbeat(progress_step=0, progress_total=1)
+    adapter = load_policy(config, source.checkpoint)
+    rewards = load_run_rewards(config, adapter.device)
+    schedule = adapter.make_schedule(steps)
+    latent = load_latent(ctx.path(origin.latent_path))
+    generator = torch.Generator().manual_seed(
+        (ctx.config.seed * 1_000_003 + ctx.job_id * 7_919) % 2**62
+    )
+    noise = torch.randn((params.k, *adapter.latent_shape), generator=generator)
+    prompt = origin.prompt
+    grown = regrow(
+        adapter,
+        schedule,
+        adapter.encode_prompts([prompt]),
+        latent,
+        origin.node_step,
+        noise,
+        config.sampling.cfg_scale,
+        config.sampling.eta,
+        config.sampling.max_batch,
+    )
+    if ctx.stop.requested():
+        return "stopped"
+    with torch.no_grad():
+        decoded = adapter.decode(grown.x0.reshape(-1, *grown.x0.shape[2:])).cpu()
+    images = decoded.reshape(*grown.x0.shape[:2], *decoded.shape[1:])  # (k, L, C', H', W')
+    leaf_scores = score_images(rewards, images[:, -1], [prompt] * params.k)
+    advantages = advantages_against(
+        {name: torch.tensor(values) for name, values in origin.reference.items()},
+        leaf_scores,
+        config.reward_weights,
+    )
+    base = origin.artifact_dir or trees_relpath(origin.job_id, origin.epoch, origin.index)
+    rel = f"{base}/branches/job-{ctx.job_id:06d}"
+    length = grown.states.shape[1]
+    nodes = []
+    for position in range(length):
+        step = grown.step_of(position)
+        for child in range(params.k):
+            local = position * params.k + child  # level by level, like the tree's own numbering
+            is_leaf = step == steps
+            image_path = f"{rel}/images/node-{local:05d}.png"
+            latent_path = f"{rel}/latents/node-{local:05d}.safetensors"
+            target = ctx.path(image_path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            thumbnail(images[child, position]).save(target)
+            save_latent(ctx.path(latent_path), grown.states[child, position])
+            scores = {name: float(v[child]) for name, v in leaf_scores.items()} if is_leaf else None
+            nodes.append(
+                {
+                    "node_index": local,
+                    "parent_index": None if position == 0 else local - params.k,
+                    "depth": origin.node_depth + 1,
+                    "step_index": step,
+                    "t": float(schedule.t[step]),
+                    "sigma": float(schedule.sigma[step]),
+                    "is_leaf": is_leaf,
+                    "log_prob_old": float(grown.log_probs[child]) if position == 0 else None,
+                    "reward": weighted(scores, config.reward_weights) if scores else None,
+                    "rewards": scores,
+                    "advantage": float(advantages[child]) if position == 0 or is_leaf else None,
+                    "image_path": image_path,
+                    "latent_path": latent_path,
+                }
+            )
+    ctx.heartbeat()
+    with session_scope() as session:
+        # A branch job that runs again (resumed after a failure) replaces its earlier children.
+        delete_branch_nodes(session, tree_id=params.tree_id, branch_job_id=ctx.job_id)
+        crud.add_branch_nodes(
+            session,
+            tree_id=params.tree_id,
+            from_node_id=params.node_id,
+            branch_job_id=ctx.job_id,
+            nodes=nodes,
+        )
+    means = {name: float(v.mean()) for name, v in leaf_scores.items()}
+    metrics = {f"reward/{name}_mean": value for name, value in means.items()}
+    metrics["reward_mean"] = weighted(means, config.reward_weights)
+    metrics["advantage/mean"] = float(advantages.mean())
+    write_metrics(ctx, 0, metrics)
+    ctx.heartbeat(progress_step=1, progress_total=1)
+    leaf_rewards = ", ".join(f"{n['reward']:.4f}" for n in nodes if n["is_leaf"])
+    ctx.log.write(f"{params.k} children ({len(nodes)} nodes); leaf rewards {leaf_rewards}")
+    return "completed"

@@ -1,0 +1,199 @@
+"""Writing a job's results: metrics, logged trees (PNG thumbnails and node latents), galleries.
+
+Files go to the artifact store in the layout of backend/storage.py, rows through the backend's
+CRUD in short sessions. Every write of a training job first checks that this attempt still owns
+the job (JobContext.heartbeat), so a process that lost its job cannot overwrite its successor's
+results. `JobRecorder` is the trainer callback built from these pieces.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from backend import crud
+from backend.db import session_scope
+from backend.storage import samples_relpath, trees_relpath
+from treegrpo.artifacts import thumbnail, write_tree
+from treegrpo.branch import save_latent
+from treegrpo.callbacks import Callback, RunInfo, SampleBatch
+from treegrpo.tree_record import TreeRecord
+from workers.context import JobContext, LostOwnership
+
+# Metrics shown in the one-line summary of each epoch in the job log.
+SUMMARY = ("reward_mean", "loss", "clip_fraction", "approx_kl", "ratio_mean")
+
+
+def write_metrics(ctx: JobContext, step: int, values: Mapping[str, float]) -> None:
+    """One step's points; a point already there (a resumed or repeated step) is replaced."""
+    with session_scope() as session:
+        crud.upsert_metrics(session, job_id=ctx.job_id, step=step, values=dict(values))
+
+
+def weighted(rewards: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    return sum(weights[name] * value for name, value in rewards.items() if name in weights)
+
+
+def store_tree(
+    ctx: JobContext, epoch: int, record: TreeRecord, seed: int, meta: dict[str, Any]
+) -> int:
+    """tree.json, images/node-NNNNN.png and latents/node-NNNNN.safetensors under the tree's
+    folder, then the tree row with its nodes. Returns the tree's id."""
+    rel = trees_relpath(ctx.job_id, epoch, record.index)
+    folder = ctx.path(rel)
+    shutil.rmtree(folder, ignore_errors=True)  # a tree logged again (after a resume) replaces
+    record.meta = {**record.meta, **meta}
+    document = write_tree(record, folder)
+    nodes = []
+    for node, entry in zip(record.nodes, document["nodes"], strict=True):
+        latent_path = None
+        if node.latent is not None:
+            latent_path = f"{rel}/latents/node-{node.id:05d}.safetensors"
+            save_latent(ctx.path(latent_path), node.latent)
+        nodes.append(
+            {
+                "node_index": node.id,
+                "parent_index": node.parent_id,
+                "depth": node.depth,
+                "step_index": node.step_index,
+                "t": node.t,
+                "sigma": node.sigma,
+                "is_leaf": node.is_leaf,
+                "log_prob_old": node.log_prob,
+                "reward": node.reward,
+                "rewards": node.rewards,
+                "advantage": node.advantage,
+                "image_path": f"{rel}/{entry['image']}" if entry["image"] else None,
+                "latent_path": latent_path,
+            }
+        )
+    with session_scope() as session:
+        tree = crud.add_tree(
+            session,
+            job_id=ctx.job_id,
+            epoch=epoch,
+            index=record.index,
+            prompt=record.prompt,
+            seed=seed,
+            window_start=record.window_start,
+            k=record.k,
+            depth=record.depth,
+            steps=record.steps,
+            backup=record.backup,
+            nodes=nodes,
+            artifact_dir=rel,
+            meta=record.meta,
+        )
+        return tree.id
+
+
+def store_samples(
+    ctx: JobContext,
+    epoch: int,
+    prompts: Sequence[str],
+    images: Tensor,
+    rewards: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+) -> int:
+    """A gallery: samples/epoch-NNNNNN/NNN.png and one samples row per image (reward = the
+    weighted sum, rewards = every named score)."""
+    rel = samples_relpath(ctx.job_id, epoch)
+    folder = ctx.path(rel)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    items = []
+    for i, prompt in enumerate(prompts):
+        name = f"{i:03d}.png"
+        thumbnail(images[i]).save(folder / name)
+        scores = {reward: float(values[i]) for reward, values in rewards.items()}
+        items.append(
+            {
+                "prompt": prompt,
+                "image_path": f"{rel}/{name}",
+                "reward": weighted(scores, weights),
+                "rewards": scores,
+            }
+        )
+    with session_scope() as session:
+        return crud.add_samples(session, job_id=ctx.job_id, epoch=epoch, items=items)
+
+
+class JobRecorder(Callback):
+    """The trainer's callbacks for a worker job: everything it reports goes to the database and
+    the artifact store, and the stop request comes from the supervisor."""
+
+    def __init__(self, ctx: JobContext, images_seen: int = 0, model_evals: int = 0) -> None:
+        self.ctx = ctx
+        self.weights = ctx.config.reward_weights
+        self.epochs = ctx.config.epochs
+        # Cumulative counters at the previous epoch, to report per-epoch counts.
+        self.images_seen = images_seen
+        self.model_evals = model_evals
+        self.started = time.monotonic()
+
+    def on_start(self, info: RunInfo) -> None:
+        self.ctx.heartbeat(progress_step=info.start_epoch, progress_total=info.epochs)
+        self.ctx.notes["epoch"] = info.start_epoch + 1
+        self.ctx.log.write(
+            f"{info.algorithm} on {self.ctx.config.model}: epochs {info.start_epoch + 1}.."
+            f"{info.epochs}; per epoch {info.images_per_epoch} images, "
+            f"{info.trained_edges_per_epoch} trained edges, at most "
+            f"{info.model_evals_per_epoch} model evaluations"
+        )
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.ctx.heartbeat(progress_step=epoch, progress_total=self.epochs)
+        values = dict(metrics)
+        if "images_seen" in values:
+            values["images_per_epoch"] = values["images_seen"] - self.images_seen
+            values["model_evals_per_epoch"] = values["model_evals"] - self.model_evals
+            self.images_seen = int(values["images_seen"])
+            self.model_evals = int(values["model_evals"])
+        write_metrics(self.ctx, epoch, values)
+        self.ctx.notes["epoch"] = epoch + 1
+        shown = ", ".join(f"{name} {values[name]:.4g}" for name in SUMMARY if name in values)
+        if epoch == 0:
+            evals = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k.startswith("eval/"))
+            self.ctx.log.write(f"epoch 0 (baseline gallery): {evals}")
+        else:
+            seconds = values.get("time/epoch", 0.0)
+            self.ctx.log.write(f"epoch {epoch}/{self.epochs}: {shown} ({seconds:.1f} s)")
+
+    def on_tree(self, epoch: int, record: TreeRecord) -> None:
+        self.ctx.heartbeat()
+        # The trees of epoch E were grown by the policy after E - 1 updates.
+        policy = {"job_id": self.ctx.job_id, "epoch": epoch - 1}
+        store_tree(self.ctx, epoch, record, self.ctx.config.seed, {"policy": policy})
+
+    def on_samples(self, batch: SampleBatch) -> None:
+        self.ctx.heartbeat()
+        store_samples(
+            self.ctx, batch.epoch, batch.prompts, batch.images, batch.rewards, self.weights
+        )
+
+    def on_checkpoint(self, epoch: int, path: Path) -> None:
+        with session_scope() as session:
+            owned = crud.set_checkpoint(
+                session,
+                job_id=self.ctx.job_id,
+                attempt=self.ctx.attempt,
+                path=self.ctx.relative(path),
+            )
+        if not owned:
+            raise LostOwnership(f"job {self.ctx.job_id} attempt {self.ctx.attempt} lost the job")
+        self.ctx.notes["checkpoint_epoch"] = epoch
+        self.ctx.log.write(f"checkpoint of epoch {epoch}: {self.ctx.relative(path)}")
+
+    def on_log(self, message: str) -> None:
+        self.ctx.log.write(message)
+
+    def on_end(self, status: str, epoch: int) -> None:
+        self.ctx.log.write(f"trainer {status} at epoch {epoch}/{self.epochs}")
+
+    def should_stop(self) -> bool:
+        return self.ctx.stop.requested()

@@ -1,0 +1,156 @@
+"""The child process that runs one job attempt: `python -m workers.runner --job-id N --attempt A`.
+
+Started by the worker's supervisor (workers/supervisor.py), never by hand. It reads the job row,
+runs the kind's work (workers/kinds.py) with the core library, writes progress through short DB
+sessions, and ends by writing a small JSON result for the supervisor:
+
+    {"outcome": "completed" | "stopped" | "failed" | "lost", "error": str | null}
+
+Stop requests: the supervisor's stop file, or SIGTERM / SIGINT (a deployment stopping the whole
+process group); the trainer then stops after its current step and checkpoints. If the worker
+process dies, this process notices its parent is gone and exits at once, so no orphan keeps
+writing for a job that is about to be taken over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from workers.context import StopRequest
+
+if TYPE_CHECKING:
+    from workers.context import JobContext
+
+ORPHAN_CHECK_SECONDS = 1.0
+ERROR_CHARS = 2000
+EXIT_ORPHANED = 70
+
+
+def describe(exc: BaseException) -> str:
+    """A one-paragraph error for the job row: the exception type and message."""
+    from treegrpo.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        text = f"invalid setting {exc}"
+    else:
+        message = str(exc).strip() or repr(exc)
+        text = f"{type(exc).__name__}: {message}"
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
+def write_result(path: Path, outcome: str, error: str | None) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"outcome": outcome, "error": error}))
+    tmp.replace(path)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit at once when the worker that started us is gone (an orphan must not keep writing)."""
+    while True:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+        if os.getppid() != parent_pid:
+            print(f"worker process {parent_pid} is gone; exiting", file=sys.stderr, flush=True)
+            os._exit(EXIT_ORPHANED)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.runner")
+    parser.add_argument("--job-id", type=int, required=True)
+    parser.add_argument("--attempt", type=int, required=True)
+    parser.add_argument("--stop-file", type=Path, required=True)
+    parser.add_argument("--result-file", type=Path, required=True)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    stop = StopRequest(args.stop_file, args.parent_pid)
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.signalled.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _on_signal)
+    if args.parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(args.parent_pid,), daemon=True).start()
+
+    from workers.context import LostOwnership
+
+    running: dict[str, JobContext] = {}
+    outcome, error = "failed", None
+    try:
+        outcome = run(args.job_id, args.attempt, stop, running)
+    except LostOwnership as exc:
+        outcome = "lost"
+        print(f"stopping: {exc}", file=sys.stderr, flush=True)
+    except BaseException as exc:  # every failure must reach the job row
+        traceback.print_exc()
+        sys.stderr.flush()
+        error = describe(exc)
+        where = _where(running.get("job"))
+        if where:
+            error = f"{error} ({where})"
+    write_result(args.result_file, outcome, error)
+    return 0 if outcome == "completed" else 1
+
+
+def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobContext]) -> str:
+    """Read the job row, build its context (kept in `running` for error messages), run it."""
+    from backend import crud
+    from backend.db import session_scope
+    from backend.settings import get_settings
+    from backend.storage import log_relpath
+    from treegrpo.config import RunConfig
+    from workers.context import JobContext, LostOwnership
+    from workers.joblog import JobLog
+    from workers.kinds import run_job
+
+    settings = get_settings()
+    store = settings.resolved_artifact_dir
+    with session_scope() as session:
+        job = crud.get_job(session, job_id=job_id)
+        if job.attempt != attempt or job.status not in ("running", "cancelling"):
+            raise LostOwnership(f"job {job_id} is {job.status} at attempt {job.attempt}")
+        kind, params, raw_config = job.kind, dict(job.params or {}), dict(job.config)
+        checkpoint_path = job.checkpoint_path
+    ctx = JobContext(
+        job_id=job_id,
+        attempt=attempt,
+        kind=kind,
+        config=RunConfig.from_dict(raw_config),
+        params=params,
+        checkpoint_path=checkpoint_path,
+        store=store,
+        log=JobLog(store / log_relpath(job_id), "job"),
+        stop=stop,
+    )
+    running["job"] = ctx
+    return run_job(ctx)
+
+
+def _where(ctx: JobContext | None) -> str:
+    """'during epoch 3 of 5; the last checkpoint is epoch 2' for a train job, else ''."""
+    if ctx is None or ctx.kind != "train" or "epoch" not in ctx.notes:
+        return ""
+    text = f"during epoch {ctx.notes['epoch']} of {ctx.config.epochs}"
+    if "checkpoint_epoch" in ctx.notes:
+        text += f"; the last checkpoint is epoch {ctx.notes['checkpoint_epoch']}"
+    return text
+
+
+if __name__ == "__main__":
+    code = main()
+    # Everything is committed and the result written: skip the interpreter's teardown (seconds
+    # with torch loaded), so the worker learns the job's end at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

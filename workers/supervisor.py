@@ -1,0 +1,281 @@
+"""What a worker task does with a job id: claim the row, run the job in a child process, watch
+it, and write the final state. The Celery process itself never imports torch or touches CUDA.
+
+    claim (queued -> running, attempt N)     a message for a job that is not queued does nothing
+    start `python -m workers.runner`         its output goes to the job's log in the artifact store
+    every tick (<= 1 s):                      read the status; heartbeat every heartbeat_seconds
+        cancelling -> touch the stop file    the trainer checkpoints and stops between steps
+        worker shutting down -> same         the job ends `interrupted` and is queued again
+        after cancel_grace_seconds -> SIGKILL
+        attempt no longer ours -> SIGKILL    the reconciler gave the job to another worker
+    child exits -> succeeded | failed (with the error) | cancelled | interrupted
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backend import crud
+from backend.db import session_scope
+from backend.models import JobStatus
+from backend.settings import Settings
+from backend.storage import log_relpath
+from workers.joblog import JobLog
+
+# Set when the worker begins a warm shutdown (SIGTERM / first Ctrl-C): running jobs checkpoint,
+# end `interrupted` and are queued again for the next worker.
+SHUTTING_DOWN = threading.Event()
+
+MAX_TICK_SECONDS = 1.0
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+Requeue = Callable[[int, str, dict[str, Any]], None]
+
+
+@dataclass
+class Claimed:
+    job_id: int
+    attempt: int
+    kind: str
+    params: dict[str, Any]
+
+
+def claim(settings: Settings, job_id: int, worker: str) -> Claimed | None:
+    """queued -> running for `worker`; None when the job is missing or not queued."""
+    with session_scope(settings.resolved_database_url) as session:
+        job = crud.claim_job(session, job_id=job_id, worker=worker)
+        if job is None:
+            return None
+        return Claimed(job.id, job.attempt, job.kind, dict(job.params or {}))
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (the out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"was killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+def child_env(settings: Settings, gpu: str | None) -> dict[str, str]:
+    """The worker's environment, with the settings the child must share made explicit."""
+    env = dict(os.environ)
+    env.update(OFFLINE_ENV)
+    env["TREEGRPO_DATABASE_URL"] = settings.resolved_database_url
+    env["TREEGRPO_ARTIFACT_DIR"] = str(settings.resolved_artifact_dir)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
+
+
+class Supervisor:
+    """One claimed attempt of one job, from the child's start to the job's final state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        job: Claimed,
+        worker: str,
+        requeue: Requeue,
+        gpu: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.job = job
+        self.worker = worker
+        self.requeue = requeue
+        self.gpu = gpu
+        self.url = settings.resolved_database_url
+        self.store = settings.resolved_artifact_dir
+        self.log = JobLog(self.store / log_relpath(job.job_id), "worker")
+        self.stop_reason: str | None = None  # cancel | shutdown | lost
+        self.stop_since = 0.0
+        self.killed = False
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> str:
+        """Returns the job's final status, or 'lost' when another attempt owns it now."""
+        job = self.job
+        self.log.write(f"attempt {job.attempt} claimed by {self.worker}")
+        with tempfile.TemporaryDirectory(prefix=f"treegrpo-job{job.job_id}-") as scratch:
+            stop_file = Path(scratch) / "STOP"
+            result_file = Path(scratch) / "result.json"
+            command = [
+                sys.executable,
+                "-m",
+                "workers.runner",
+                "--job-id",
+                str(job.job_id),
+                "--attempt",
+                str(job.attempt),
+                "--stop-file",
+                str(stop_file),
+                "--result-file",
+                str(result_file),
+                "--parent-pid",
+                str(os.getpid()),
+            ]
+            try:
+                with self.log.path.open("ab") as output:
+                    child = subprocess.Popen(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        env=child_env(self.settings, self.gpu),
+                    )
+            except OSError as exc:
+                return self.finish("failed", f"could not start the job's process: {exc}")
+            code = self.watch(child, stop_file)
+            result = self.read_result(result_file)
+        return self.conclude(code, result)
+
+    def watch(self, child: subprocess.Popen[bytes], stop_file: Path) -> int:
+        """Wait for the child while heartbeating, relaying stop requests; returns its exit code."""
+        beat = self.settings.heartbeat_seconds
+        tick = min(MAX_TICK_SECONDS, beat)
+        next_beat = time.monotonic() + beat
+        while True:
+            try:
+                return child.wait(timeout=tick)
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    next_beat = now + beat
+                    status = self.heartbeat()
+                else:
+                    status = self.status()
+            except Exception as exc:  # the database blinked: keep the job running, try again
+                self.log.write(f"could not reach the database ({type(exc).__name__}: {exc})")
+                status = JobStatus.running.value
+            if status is None and self.stop_reason != "lost":
+                self.stop_reason, self.stop_since = "lost", now
+                self.log.write(
+                    f"attempt {self.job.attempt} no longer owns the job (declared lost and "
+                    "taken over); stopping this attempt's process"
+                )
+                self.kill(child)
+            elif status == JobStatus.cancelling.value and self.stop_reason is None:
+                self.request_stop(stop_file, "cancel", now)
+                self.log.write(
+                    "cancel requested: the trainer checkpoints and stops after its current step "
+                    f"(forced stop in {self.settings.cancel_grace_seconds:g} s)"
+                )
+            if SHUTTING_DOWN.is_set() and self.stop_reason is None:
+                self.request_stop(stop_file, "shutdown", now)
+                self.log.write("the worker is shutting down: checkpointing and stopping the job")
+            grace = self.settings.cancel_grace_seconds
+            if self.stop_reason and not self.killed and now - self.stop_since > grace:
+                self.log.write(f"the job's process did not stop within {grace:g} s; killing it")
+                self.kill(child)
+
+    def request_stop(self, stop_file: Path, reason: str, now: float) -> None:
+        stop_file.touch()
+        self.stop_reason, self.stop_since = reason, now
+
+    def kill(self, child: subprocess.Popen[bytes]) -> None:
+        self.killed = True
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+
+    def heartbeat(self) -> str | None:
+        with session_scope(self.url) as session:
+            return crud.heartbeat(session, job_id=self.job.job_id, attempt=self.job.attempt)
+
+    def status(self) -> str | None:
+        """The job's status, or None when this attempt no longer owns it."""
+        with session_scope(self.url) as session:
+            job = crud.get_job(session, job_id=self.job.job_id)
+            if job.attempt != self.job.attempt or job.status not in (
+                JobStatus.running.value,
+                JobStatus.cancelling.value,
+            ):
+                return None
+            return job.status
+
+    @staticmethod
+    def read_result(path: Path) -> dict[str, str | None] | None:
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def conclude(self, code: int, result: dict[str, str | None] | None) -> str:
+        outcome = result.get("outcome") if result else None
+        error = result.get("error") if result else None
+        reason = self.stop_reason
+        if reason == "lost" or outcome == "lost":
+            self.log.write(f"attempt {self.job.attempt} ended without touching the job's state")
+            return "lost"
+        if outcome == "completed":
+            return self.finish("succeeded")
+        if outcome == "failed":
+            return self.finish("failed", error or f"the job's process {describe_exit(code)}")
+        if outcome == "stopped" or self.killed:
+            if reason == "cancel":
+                note = None
+                if outcome != "stopped":
+                    note = (
+                        f"forced stop: the process did not stop within "
+                        f"{self.settings.cancel_grace_seconds:g} s of the cancel; the last "
+                        "checkpoint is kept"
+                    )
+                return self.finish("cancelled", note)
+            status = self.finish("interrupted")
+            if reason == "shutdown" and status == "interrupted" and self.queue_again():
+                return "queued"
+            return status
+        last = self.log.last_line()
+        detail = f"; last log line: {last}" if last else ""
+        return self.finish("failed", f"the job's process {describe_exit(code)}{detail}")
+
+    def finish(self, status: str, error: str | None = None) -> str:
+        with session_scope(self.url) as session:
+            changed = crud.finish_job(
+                session,
+                job_id=self.job.job_id,
+                attempt=self.job.attempt,
+                status=status,
+                error=error,
+            )
+        if not changed:
+            self.log.write(f"attempt {self.job.attempt} no longer owns the job; left it as it is")
+            return "lost"
+        self.log.write(f"job {status}" + (f": {error}" if error else ""))
+        return status
+
+    def queue_again(self) -> bool:
+        """interrupted -> queued, and a message for the next worker. Returns whether it is."""
+        from workers.reconcile import queue_again
+
+        job = self.job
+        problem = queue_again(
+            self.settings, job.job_id, job.kind, job.params, "interrupted", self.requeue
+        )
+        self.log.write(problem or "queued again; the next worker resumes it from its checkpoint")
+        return problem is None

@@ -1,0 +1,109 @@
+"""The tasks: thin, named as in backend/queue.py, safe to run twice.
+
+Each job task takes a job id, claims the row (queued -> running) and supervises the job's child
+process until the job's final state is written. A message for a job that is not queued (a
+duplicate, a redelivery after a crash, a job cancelled while queued) does nothing. Train, sample,
+evaluate and branch share one body: the row's kind and params say what to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from celery import Task
+from sqlalchemy.exc import OperationalError
+
+from backend.queue import TASK_BRANCH, TASK_EVALUATE, TASK_RECONCILE, TASK_SAMPLE, TASK_TRAIN
+from workers.reconcile import reconcile
+from workers.supervisor import Supervisor, claim
+
+if TYPE_CHECKING:
+    from workers.app import WorkerApp
+
+logger = logging.getLogger(__name__)
+
+JOB_TASKS = (TASK_TRAIN, TASK_SAMPLE, TASK_EVALUATE, TASK_BRANCH)
+# A claim that cannot reach the database is retried (the message must not be lost).
+CLAIM_RETRY_MAX_SECONDS = 60
+
+
+class DeviceSlots:
+    """With --concurrency N and CUDA_VISIBLE_DEVICES naming at least N GPUs, each running job's
+    process sees one GPU of its own; otherwise jobs see what the worker sees."""
+
+    def __init__(self, concurrency: int, visible: str | None) -> None:
+        devices = [d.strip() for d in (visible or "").split(",") if d.strip()]
+        self.devices = devices if concurrency > 1 and len(devices) >= concurrency else []
+        self.free: queue.Queue[str] = queue.Queue()
+        for device in self.devices[:concurrency]:
+            self.free.put(device)
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[str | None]:
+        if not self.devices:
+            yield None
+            return
+        device = self.free.get()
+        try:
+            yield device
+        finally:
+            self.free.put(device)
+
+
+_slots: dict[int, DeviceSlots] = {}
+_slots_lock = threading.Lock()
+
+
+def slots_of(app: WorkerApp) -> DeviceSlots:
+    with _slots_lock:
+        if id(app) not in _slots:
+            concurrency = int(app.conf.worker_concurrency or 1)
+            _slots[id(app)] = DeviceSlots(concurrency, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        return _slots[id(app)]
+
+
+def run_job_message(app: WorkerApp, task: Task, job_id: int) -> str:
+    from workers.app import sender
+
+    settings = app.settings
+    hostname = task.request.hostname or socket.gethostname()
+    worker = f"{hostname}/pid-{os.getpid()}"
+    try:
+        claimed = claim(settings, job_id, worker)
+    except OperationalError as exc:
+        retries = task.request.retries or 0
+        countdown = min(CLAIM_RETRY_MAX_SECONDS, 2**retries)
+        logger.warning(
+            "job %s: database unreachable (%s); retrying in %s s", job_id, exc, countdown
+        )
+        raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+    if claimed is None:
+        logger.info("job %s is not queued (running, finished or unknown): message ignored", job_id)
+        return "ignored"
+    logger.info("job %s (%s) claimed as attempt %s", job_id, claimed.kind, claimed.attempt)
+    with slots_of(app).take() as device:
+        status = Supervisor(settings, claimed, worker, sender(app), device).run()
+    logger.info("job %s: %s", job_id, status)
+    return status
+
+
+def register_tasks(app: WorkerApp) -> None:
+    def run_job(task: Task, job_id: int) -> str:
+        return run_job_message(app, task, int(job_id))
+
+    for name in JOB_TASKS:
+        app.task(name=name, bind=True, ignore_result=True)(run_job)
+
+    def reconcile_now() -> list[tuple[int, str]]:
+        from workers.app import sender
+
+        return reconcile(app.settings, sender(app))
+
+    app.task(name=TASK_RECONCILE, ignore_result=True)(reconcile_now)
