@@ -229,6 +229,9 @@ class Supervisor:
         outcome = result.get("outcome") if result else None
         error = result.get("error") if result else None
         reason = self.stop_reason
+        if reason is None and SHUTTING_DOWN.is_set():
+            # The shutdown's SIGTERM reached the child's process group before the next tick.
+            reason = "shutdown"
         if reason == "lost" or outcome == "lost":
             self.log.write(f"attempt {self.job.attempt} ended without touching the job's state")
             return "lost"

@@ -14,15 +14,17 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from celery import Task
+from celery.exceptions import Reject
 from sqlalchemy.exc import OperationalError
 
 from backend.queue import TASK_BRANCH, TASK_EVALUATE, TASK_RECONCILE, TASK_SAMPLE, TASK_TRAIN
 from workers.reconcile import reconcile
-from workers.supervisor import Supervisor, claim
+from workers.supervisor import SHUTTING_DOWN, Supervisor, claim
 
 if TYPE_CHECKING:
     from workers.app import WorkerApp
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 JOB_TASKS = (TASK_TRAIN, TASK_SAMPLE, TASK_EVALUATE, TASK_BRANCH)
 # A claim that cannot reach the database is retried (the message must not be lost).
 CLAIM_RETRY_MAX_SECONDS = 60
+REJECT_PAUSE_SECONDS = 0.5
 
 
 class DeviceSlots:
@@ -73,6 +76,11 @@ def run_job_message(app: WorkerApp, task: Task, job_id: int) -> str:
     from workers.app import sender
 
     settings = app.settings
+    if SHUTTING_DOWN.is_set():
+        # A worker that is shutting down takes no new job: the message goes back to the queue
+        # for the next worker (the pause keeps a last poll from spinning on it).
+        time.sleep(REJECT_PAUSE_SECONDS)
+        raise Reject(f"job {job_id}: this worker is shutting down", requeue=True)
     hostname = task.request.hostname or socket.gethostname()
     worker = f"{hostname}/pid-{os.getpid()}"
     try:

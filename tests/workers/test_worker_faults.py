@@ -80,6 +80,26 @@ def test_a_killed_worker_is_replaced_and_the_job_resumes_without_gap_or_duplicat
     assert killed_at <= epochs
 
 
+def test_a_worker_shutdown_checkpoints_and_the_next_worker_resumes(stack: Stack) -> None:
+    epochs = 12
+    first = stack.start_worker("leaving")
+    job_id = stack.submit("train", preset="tiny-treegrpo", overrides={**TINY, "epochs": epochs})
+    stack.wait_for(job_id, lambda j: j["progress_step"] >= 2, "two epochs")
+    first.stop(timeout=30)  # SIGTERM to the group, as `treegrpo up` and `docker stop` do
+    assert first.process.returncode == 0
+    left = stack.job(job_id)
+    assert left["status"] == "queued", stack.explain(job_id)()
+    assert left["progress_step"] < epochs
+    assert "queued again; the next worker resumes it" in stack.log(job_id)
+
+    stack.start_worker("next")
+    job = stack.wait_status(job_id, ("succeeded", "failed", "cancelled"), timeout=60)
+    assert job["status"] == "succeeded", stack.explain(job_id)()
+    assert job["attempt"] == 2
+    steps = sorted({step for step, _, _ in stack.metric_points(job_id)})
+    assert steps == list(range(1, epochs + 1))
+
+
 class _RewardServer:
     """A loopback reward server: good scores for the first `good` requests, then `failure`."""
 
