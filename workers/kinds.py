@@ -13,6 +13,7 @@ Each returns "completed" or "stopped" (a stop request was honoured) and raises o
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,22 @@ def run_job(ctx: JobContext) -> str:
 
 
 def run_train(ctx: JobContext) -> str:
-    from treegrpo.models.registry import load_model
+    """The core trainer on this process, or on this rank of a multi-process job (the trainer
+    reports, writes and checkpoints on rank 0 only; every rank honours a stop request)."""
+    from treegrpo.distributed import (
+        destroy_process_group,
+        init_process_group,
+        rank_device,
+        ranks_from_env,
+    )
+    from treegrpo.models.registry import load_model, resolve_device
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.trainer import Trainer
 
     config = ctx.config
+    ranks = ranks_from_env(os.environ)
+    if ranks.world != config.gpus:
+        raise JobError(f"gpus = {config.gpus}, but {ranks.world} processes were started")
     checkpoint: Path | None = None
     if ctx.checkpoint_path:
         checkpoint = ctx.path(ctx.checkpoint_path)
@@ -69,32 +81,40 @@ def run_train(ctx: JobContext) -> str:
             raise JobError(
                 f"the job's checkpoint {ctx.checkpoint_path} is missing from the artifact store"
             )
-    ctx.log.write(f"loading model {config.model} on device {config.device}")
-    adapter = load_model(config.model, config.device, config.dtype)
-    rewards = load_run_rewards(config, adapter.device)
-    recorder = JobRecorder(ctx)
-    trainer = Trainer(
-        config,
-        adapter,
-        rewards,
-        callbacks=[recorder],
-        checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
-    )
-    if checkpoint is not None:
-        trainer.resume(checkpoint)
-        recorder.images_seen = trainer.state.images_seen
-        recorder.model_evals = trainer.state.model_evals
-        ctx.notes["checkpoint_epoch"] = trainer.state.epoch
-    # The metric series continues from the checkpoint: points past it (written by an attempt
-    # that did not reach its next checkpoint) are dropped and written again, so the series has
-    # neither a gap nor a duplicate. Without a checkpoint the run starts over.
-    last_kept = trainer.state.epoch if checkpoint is not None else -1
-    ctx.heartbeat()
-    with session_scope() as session:
-        dropped = crud.delete_metrics_after(session, job_id=ctx.job_id, step=last_kept)
-    if dropped:
-        ctx.log.write(f"dropped {dropped} metric points after epoch {last_kept} (written again)")
-    status = trainer.run()
+    device = rank_device(resolve_device(config.device), ranks)
+    if ranks.is_main:
+        where = f"{ranks.world} processes" if ranks.world > 1 else f"device {device}"
+        ctx.log.write(f"loading model {config.model} on {where}")
+    init_process_group(ranks, device)
+    try:
+        adapter = load_model(config.model, str(device), config.dtype)
+        rewards = load_run_rewards(config, adapter.device)
+        recorder = JobRecorder(ctx)
+        trainer = Trainer(
+            config,
+            adapter,
+            rewards,
+            callbacks=[recorder],
+            checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
+        )
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+            recorder.images_seen = trainer.state.images_seen
+            recorder.model_evals = trainer.state.model_evals
+            ctx.notes["checkpoint_epoch"] = trainer.state.epoch
+        if ranks.is_main:
+            # The metric series continues from the checkpoint: points past it (written by an
+            # attempt that did not reach its next checkpoint) are dropped and written again,
+            # so the series has neither a gap nor a duplicate. Without one, it starts over.
+            last_kept = trainer.state.epoch if checkpoint is not None else -1
+            ctx.heartbeat()
+            with session_scope() as session:
+                dropped = crud.delete_metrics_after(session, job_id=ctx.job_id, step=last_kept)
+            if dropped:
+                ctx.log.write(f"dropped {dropped} metric points after epoch {last_kept}")
+        status = trainer.run()
+    finally:
+        destroy_process_group()
     return "completed" if status == "completed" else "stopped"
 
 

@@ -141,9 +141,7 @@ class JobRecorder(Callback):
         self.ctx.notes["epoch"] = info.start_epoch + 1
         self.ctx.log.write(
             f"{info.algorithm} on {self.ctx.config.model}: epochs {info.start_epoch + 1}.."
-            f"{info.epochs}; per epoch {info.images_per_epoch} images, "
-            f"{info.trained_edges_per_epoch} trained edges, at most "
-            f"{info.model_evals_per_epoch} model evaluations"
+            f"{info.epochs}"
         )
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:

@@ -6,6 +6,9 @@ sessions, and ends by writing a small JSON result for the supervisor:
 
     {"outcome": "completed" | "stopped" | "failed" | "lost", "error": str | null}
 
+A train job with `gpus = N > 1` starts N ranks of this same command under the core's launcher
+(treegrpo/distributed.py); every rank trains its share, rank 0 alone writes.
+
 Stop requests: the supervisor's stop file, or SIGTERM / SIGINT (a deployment stopping the whole
 process group); the trainer then stops after its current step and checkpoints. If the worker
 process dies, this process notices its parent is gone and exits at once, so no orphan keeps
@@ -55,13 +58,51 @@ def write_result(path: Path, outcome: str, error: str | None) -> None:
     tmp.replace(path)
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit at once when the worker that started us is gone (an orphan must not keep writing)."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _watch_parent(worker_pid: int) -> None:
+    """Exit at once when the worker that started us is gone (an orphan must not keep writing).
+    A rank of a multi-process job is the launcher's child, so it watches the worker's pid."""
+    direct = os.getppid() == worker_pid
     while True:
         time.sleep(ORPHAN_CHECK_SECONDS)
-        if os.getppid() != parent_pid:
-            print(f"worker process {parent_pid} is gone; exiting", file=sys.stderr, flush=True)
+        if (os.getppid() != worker_pid) if direct else not _alive(worker_pid):
+            print(f"worker process {worker_pid} is gone; exiting", file=sys.stderr, flush=True)
             os._exit(EXIT_ORPHANED)
+
+
+def is_rank_zero() -> bool:
+    """Rank 0 of a multi-process job, or the only process of any other job."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def relaunch(argv: Sequence[str], processes: int, cpu: bool) -> int:
+    """This command again on `processes` ranks under the core's launcher (torch.distributed.run
+    on the CPU, `accelerate launch` on GPUs); waits for it, passing a SIGTERM on. Ctrl-C reaches
+    the launcher directly (same process group)."""
+    import subprocess
+
+    from treegrpo.distributed import launch_command
+
+    launcher = launch_command([], processes, cpu)
+    if launcher[-2:] != ["-m", "treegrpo.cli"]:
+        raise RuntimeError(f"unexpected launcher command {launcher}")
+    child = subprocess.Popen([*launcher[:-2], "-m", "workers.runner", *argv])
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return child.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome, error = "failed", None
     try:
         outcome = run(args.job_id, args.attempt, stop, running)
+        if outcome.startswith("launch:"):
+            # A train job on several processes: the ranks run it, rank 0 writes the result.
+            _, processes, device_type = outcome.split(":")
+            argv = list(sys.argv[1:]) if argv is None else list(argv)
+            return relaunch(argv, int(processes), device_type == "cpu")
     except LostOwnership as exc:
         outcome = "lost"
         print(f"stopping: {exc}", file=sys.stderr, flush=True)
@@ -99,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = _where(running.get("job"))
         if where:
             error = f"{error} ({where})"
-    write_result(args.result_file, outcome, error)
+    if is_rank_zero():
+        write_result(args.result_file, outcome, error)
     return 0 if outcome == "completed" else 1
 
 
@@ -134,6 +181,10 @@ def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobCont
         stop=stop,
     )
     running["job"] = ctx
+    if kind == "train" and ctx.config.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        from treegrpo.models.registry import resolve_device
+
+        return f"launch:{ctx.config.gpus}:{resolve_device(ctx.config.device).type}"
     return run_job(ctx)
 
 
