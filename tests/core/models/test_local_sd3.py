@@ -91,8 +91,10 @@ def test_text_conditioning_matches_diffusers(fixture: str, request: pytest.Fixtu
     # (B, 16 CLIP tokens + 256 T5 tokens, joint_attention_dim 32); pooled (B, 32 + 32)
     assert cond.tensors["encoder_hidden_states"].shape == (4, 16 + 256, 32)
     assert cond.tensors["pooled_projections"].shape == (4, 64)
-    torch.testing.assert_close(cond.tensors["encoder_hidden_states"], tokens)
-    torch.testing.assert_close(cond.tensors["pooled_projections"], pooled)
+    # Same maths, but the batches differ (our encoder pads and batches prompts its own way), so
+    # float32 sums run in another order: ~1e-5 apart, depending on the thread count.
+    torch.testing.assert_close(cond.tensors["encoder_hidden_states"], tokens, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cond.tensors["pooled_projections"], pooled, atol=1e-4, rtol=1e-4)
     if fixture == "sd3_no_t5":
         assert adapter.encode_text.t5 is None
         assert not cond.tensors["encoder_hidden_states"][:, 16:].any()
