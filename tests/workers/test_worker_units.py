@@ -3,13 +3,16 @@ child's end becomes the job's state, the reconciler, the `treegrpo worker` comma
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from sqlalchemy import update
 from worker_db import claim, local_settings, new_job, row
@@ -226,3 +229,35 @@ def test_reconcile_puts_a_job_back_when_the_broker_refuses(settings: Settings) -
 def test_reconcile_interval_follows_the_staleness_limit(tmp_path: Path) -> None:
     assert reconcile_interval(Settings(data_dir=tmp_path)) == 30.0
     assert reconcile_interval(Settings(data_dir=tmp_path, stale_after_seconds=4)) == 1.0
+
+
+def test_a_child_whose_worker_died_exits_by_itself(tmp_path: Path) -> None:
+    # A "worker" that starts a child watching it, then is SIGKILLed alone (not its group).
+    child_code = (
+        "import os, sys, threading, time\n"
+        "from workers.runner import _watch_parent\n"
+        "threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()\n"
+        "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n"
+    )
+    pid_file = tmp_path / "child.pid"
+    worker_code = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {child_code!r}, {str(pid_file)!r}])\n"
+        "time.sleep(60)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", worker_code])
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.1)
+        child = psutil.Process(int(pid_file.read_text()))
+        worker.kill()
+        worker.wait()
+        # Within a second or two of noticing, the orphan exits (status 70) and is reaped.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.wait(timeout=5)
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    finally:
+        worker.kill()
