@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.settings import get_settings
+
+
+def _json_loads() -> Callable[[str | bytes], Any]:
+    """orjson's parser when installed (gradio brings it; 2-3x faster on job configs)."""
+    try:
+        import orjson
+    except ImportError:
+        return json.loads
+    return orjson.loads
 
 
 @lru_cache(maxsize=8)
@@ -21,7 +32,10 @@ def engine_for(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_pre_ping=True,
+            json_deserializer=_json_loads(),
         )
 
         @event.listens_for(engine, "connect")
@@ -45,6 +59,7 @@ def engine_for(url: str) -> Engine:
         max_overflow=40,
         pool_timeout=10,
         connect_args=connect_args,
+        json_deserializer=_json_loads(),
     )
 
 

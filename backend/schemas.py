@@ -7,11 +7,13 @@ Requests forbid unknown keys and bound every string; answers are built from rows
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import RowMapping
 
 from backend.models import NAME_CHARS, Job, JobStatus, Sample, Tree, TreeNode
 
@@ -287,37 +289,48 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-def job_progress(job: Job) -> float:
-    if job.progress_total > 0:
-        return min(1.0, max(0.0, job.progress_step / job.progress_total))
-    return 1.0 if job.status == JobStatus.succeeded.value else 0.0
-
-
-def job_public(job: Job, latest_reward: float | None = None) -> JobPublic:
+def job_public(
+    job: Job | Mapping[str, Any] | RowMapping, latest_reward: float | None = None
+) -> JobPublic:
+    """From an ORM Job, or from a crud.job_rows mapping (which carries its latest_reward)."""
+    row: Mapping[str, Any]
+    if isinstance(job, Mapping | RowMapping):
+        row = job  # type: ignore[assignment]
+        latest_reward = row.get("latest_reward", latest_reward)
+    else:
+        row = {column: getattr(job, column) for column in _JOB_COLUMNS}
+    total, step, status = row["progress_total"], row["progress_step"], row["status"]
+    if total > 0:
+        progress = min(1.0, max(0.0, step / total))
+    else:
+        progress = 1.0 if status == JobStatus.succeeded.value else 0.0
     return JobPublic(
-        id=job.id,
-        kind=job.kind,
-        name=job.name,
-        status=job.status,  # type: ignore[arg-type]
-        preset=job.preset,
-        algorithm=job.algorithm,
-        config=job.config,
-        params=job.params or {},
-        parent_job_id=job.parent_job_id,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        heartbeat_at=job.heartbeat_at,
-        worker=job.worker,
-        attempt=job.attempt,
-        progress_step=job.progress_step,
-        progress_total=job.progress_total,
-        progress=job_progress(job),
-        error=job.error,
-        checkpoint_path=job.checkpoint_path,
+        id=row["id"],
+        kind=row["kind"],
+        name=row["name"],
+        status=status,
+        preset=row["preset"],
+        algorithm=row["algorithm"],
+        config=row["config"],
+        params=row["params"] or {},
+        parent_job_id=row["parent_job_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        heartbeat_at=row["heartbeat_at"],
+        worker=row["worker"],
+        attempt=row["attempt"],
+        progress_step=step,
+        progress_total=total,
+        progress=progress,
+        error=row["error"],
+        checkpoint_path=row["checkpoint_path"],
         latest_reward=_finite(latest_reward),
     )
+
+
+_JOB_COLUMNS = tuple(field for field in JobPublic.model_fields if field in Job.__table__.c)
 
 
 def _tree_fields(tree: Tree) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 
 from backend.api import problems
+from backend.api.deps import Database
 from backend.api.limits import BodyLimitMiddleware
 from backend.api.routes import api_router
 from backend.schemas import API_PREFIX
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.db = Database(settings)
     app.state.ui_mounted = False
     problems.install(app)
     app.include_router(api_router, prefix=API_PREFIX)

@@ -1,19 +1,22 @@
 """Request-scoped dependencies, as `Annotated` aliases the routes declare.
 
 - SettingsDep: the app's Settings (create_app(settings) or the environment's).
-- SessionDep: one short-lived Session per request, closed when the answer is sent.
+- DbDep: the app's Database. `await db.run(work, ...)` calls `work(session, ...)` in one
+  worker-thread call with one short session, closed before the answer is sent: one thread hop
+  per request, and the event loop never waits on the database.
 - WriteKey: a valid, unrevoked X-API-Key (401 problem+json otherwise): every mutating route.
-- ReadKey: the same when settings.reads_require_key, else nothing.
+- ReadKey: the same when settings.reads_require_key, else nothing (and no database call).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from backend import crud
 from backend.api.problems import ProblemError
@@ -23,6 +26,8 @@ from backend.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
 
+T = TypeVar("T")
+
 api_key_header = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
@@ -30,26 +35,36 @@ api_key_header = APIKeyHeader(
 )
 
 
+class Database:
+    """Runs a request's database work in a worker thread, inside one short session."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.factory: sessionmaker[Session] = session_factory(settings.resolved_database_url)
+
+    def call(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Synchronously, in the calling thread."""
+        with self.factory() as session:
+            return work(session, *args, **kwargs)
+
+    async def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_threadpool(self.call, work, *args, **kwargs)
+
+
 async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
+async def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+DbDep = Annotated[Database, Depends(get_db)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    session = session_factory(settings.resolved_database_url)()
-    try:
-        yield session
-    finally:
-        session.close()
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def _check_key(session: Session, key: str | None) -> ApiKey:
+async def _check_key(db: Database, key: str | None) -> ApiKey:
     headers = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
     if not key:
         raise ProblemError(
@@ -59,7 +74,7 @@ def _check_key(session: Session, key: str | None) -> ApiKey:
             kind="unauthorized",
             headers=headers,
         )
-    row = crud.verify_api_key(session, key=key)
+    row = await db.run(lambda session: crud.verify_api_key(session, key=key))
     if row is None:
         raise ProblemError(
             401, "the API key is unknown or revoked", kind="unauthorized", headers=headers
@@ -67,20 +82,18 @@ def _check_key(session: Session, key: str | None) -> ApiKey:
     return row
 
 
-def require_write_key(
-    session: SessionDep, key: Annotated[str | None, Security(api_key_header)]
+async def require_write_key(
+    db: DbDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> ApiKey:
-    return _check_key(session, key)
+    return await _check_key(db, key)
 
 
-def require_read_key(
-    settings: SettingsDep,
-    session: SessionDep,
-    key: Annotated[str | None, Security(api_key_header)],
+async def require_read_key(
+    settings: SettingsDep, db: DbDep, key: Annotated[str | None, Security(api_key_header)]
 ) -> ApiKey | None:
     if not settings.reads_require_key:
         return None
-    return _check_key(session, key)
+    return await _check_key(db, key)
 
 
 WriteKey = Annotated[ApiKey, Depends(require_write_key)]

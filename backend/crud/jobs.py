@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import RowMapping, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from backend.models import (
     RESUMABLE_STATUSES,
     Job,
     JobStatus,
+    Metric,
     utcnow,
 )
 
@@ -110,6 +111,52 @@ def list_jobs(
     count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
     return list(rows), count
+
+
+def _latest_metric(name: str) -> Any:
+    """The value of metric `name` at the job's highest step, as a correlated scalar subquery."""
+    return (
+        select(Metric.value)
+        .where(Metric.job_id == Job.id, Metric.name == name)
+        .order_by(Metric.step.desc())
+        .limit(1)
+        .correlate(Job)
+        .scalar_subquery()
+    )
+
+
+def job_rows(
+    session: Session,
+    *,
+    job_ids: Iterable[int] | None = None,
+    statuses: Iterable[str] = (),
+    kinds: Iterable[str] = (),
+    limit: int = 50,
+    offset: int = 0,
+    reward_metric: str = "reward_mean",
+) -> list[RowMapping]:
+    """Read-only job rows (every column, plus `latest_reward`: the last `reward_metric` point),
+    newest first, in one query and without ORM objects: the API's read path."""
+    query = select(Job.__table__, _latest_metric(reward_metric).label("latest_reward"))
+    if job_ids is not None:
+        query = query.where(Job.id.in_(list(job_ids)))
+    statuses, kinds = list(statuses), list(kinds)
+    if statuses:
+        query = query.where(Job.status.in_(statuses))
+    if kinds:
+        query = query.where(Job.kind.in_(kinds))
+    query = query.order_by(Job.id.desc()).limit(limit).offset(offset)
+    return list(session.execute(query).mappings().all())
+
+
+def count_jobs(session: Session, *, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> int:
+    query = select(func.count(Job.id))
+    statuses, kinds = list(statuses), list(kinds)
+    if statuses:
+        query = query.where(Job.status.in_(statuses))
+    if kinds:
+        query = query.where(Job.kind.in_(kinds))
+    return session.scalar(query) or 0
 
 
 def claim_job(session: Session, *, job_id: int, worker: str) -> Job | None:

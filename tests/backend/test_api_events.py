@@ -78,9 +78,10 @@ def test_live_news_arrive_in_order_until_the_end(
     url = settings.resolved_database_url
     job = at.new_job(url)
     received: list[tuple[str, Any]] = []
+    connected = threading.Event()
 
     def worker() -> None:
-        time.sleep(0.3)
+        assert connected.wait(timeout=20)  # the stream has sent its first event
         attempt = at.run_job(url, job.id)
         time.sleep(0.1)
         at.add_metrics(url, job.id, range(2), attempt=attempt)
@@ -100,6 +101,7 @@ def test_live_news_arrive_in_order_until_the_end(
         ):
             for event in parse_sse(stream.iter_lines()):
                 received.append(event)
+                connected.set()
         thread.join()
 
     names = [name for name, _ in received]

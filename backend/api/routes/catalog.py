@@ -27,17 +27,17 @@ def _catalog() -> dict[str, Any]:
 
 
 @router.get("/models", response_model=NamesPublic, summary="Built-in model names")
-def models(_key: ReadKey) -> NamesPublic:
+async def models(_key: ReadKey) -> NamesPublic:
     return NamesPublic(data=list(_catalog()["models"]))
 
 
 @router.get("/rewards", response_model=NamesPublic, summary="Reward names")
-def rewards(_key: ReadKey) -> NamesPublic:
+async def rewards(_key: ReadKey) -> NamesPublic:
     return NamesPublic(data=list(_catalog()["rewards"]))
 
 
 @router.get("/presets", response_model=PresetsPublic, summary="Presets and their full configs")
-def presets(_key: ReadKey) -> PresetsPublic:
+async def presets(_key: ReadKey) -> PresetsPublic:
     return PresetsPublic(
         data=[
             PresetPublic(name=name, config=config) for name, config in _catalog()["presets"].items()
@@ -46,7 +46,7 @@ def presets(_key: ReadKey) -> PresetsPublic:
 
 
 @router.get("/prompt-sets", response_model=PromptSetsPublic, summary="Named prompt sets")
-def prompt_sets(_key: ReadKey) -> PromptSetsPublic:
+async def prompt_sets(_key: ReadKey) -> PromptSetsPublic:
     return PromptSetsPublic(
         data=[
             PromptSetPublic(name=name, prompts=list(prompts))

@@ -3,17 +3,19 @@ checkpoint."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pathlib import Path as PathType
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 
 from backend import crud, storage
 from backend.api import events, files, submission
-from backend.api.deps import ReadKey, SessionDep, SettingsDep, WriteKey
+from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses
-from backend.db import session_factory
-from backend.models import NAME_CHARS
+from backend.errors import NotFound
+from backend.models import NAME_CHARS, Job
 from backend.schemas import (
     MAX_ID,
     MAX_INT,
@@ -41,8 +43,12 @@ Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 Epoch = Annotated[int | None, Query(ge=0, le=MAX_INT, description="Only this epoch.")]
 
 
-def _latest_reward(session: Any, job_id: int) -> float | None:
+def _latest_reward(session: Session, job_id: int) -> float | None:
     return crud.latest_values(session, job_ids=[job_id], name="reward_mean").get(job_id)
+
+
+def _public(session: Session, job: Job) -> JobPublic:
+    return job_public(job, _latest_reward(session, job.id))
 
 
 @router.post(
@@ -55,10 +61,10 @@ def _latest_reward(session: Any, job_id: int) -> float | None:
         **problem_responses(401, 409, 413, 503),
     },
 )
-def create_job(
+async def create_job(
     body: JobCreate,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     _key: WriteKey,
     idempotency_key: Annotated[
@@ -73,36 +79,46 @@ def create_job(
 ) -> JobPublic:
     """Validate the whole config (preset + overrides), freeze it in a new `queued` job and send
     the job to the workers. A bad setting is a 422 whose `loc` is ["body", "config", field]."""
-    job, created = submission.create(
-        session, settings=settings, body=body, idempotency_key=idempotency_key
-    )
+
+    def work(session: Session) -> tuple[JobPublic, bool]:
+        job, created = submission.create(
+            session, settings=settings, body=body, idempotency_key=idempotency_key
+        )
+        return (job_public(job) if created else _public(session, job)), created
+
+    job, created = await db.run(work)
     if not created:
         response.status_code = 200
-    return job_public(job, None if created else _latest_reward(session, job.id))
+    return job
 
 
 @router.get("", response_model=JobsPublic, summary="List jobs, newest first")
-def list_jobs(
-    session: SessionDep,
+async def list_jobs(
+    db: DbDep,
     _key: ReadKey,
     status: Annotated[list[JobStatusName] | None, Query(description="Any of these.")] = None,
     kind: Annotated[list[JobKindName] | None, Query(description="Any of these.")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> JobsPublic:
-    jobs, count = crud.list_jobs(
-        session, statuses=status or (), kinds=kind or (), limit=limit, offset=offset
-    )
-    rewards = crud.latest_values(session, job_ids=[job.id for job in jobs], name="reward_mean")
-    return JobsPublic(data=[job_public(job, rewards.get(job.id)) for job in jobs], count=count)
+
+    def work(session: Session) -> JobsPublic:
+        statuses, kinds = status or (), kind or ()
+        rows = crud.job_rows(session, statuses=statuses, kinds=kinds, limit=limit, offset=offset)
+        count = crud.count_jobs(session, statuses=statuses, kinds=kinds)
+        return JobsPublic(data=[job_public(row) for row in rows], count=count)
+
+    return await db.run(work)
 
 
 @router.get(
     "/{job_id}", response_model=JobPublic, responses=problem_responses(404), summary="One job"
 )
-def get_job(job_id: JobId, session: SessionDep, _key: ReadKey) -> JobPublic:
-    job = crud.get_job(session, job_id=job_id)
-    return job_public(job, _latest_reward(session, job.id))
+async def get_job(job_id: JobId, db: DbDep, _key: ReadKey) -> JobPublic:
+    rows = await db.run(lambda session: crud.job_rows(session, job_ids=[job_id]))
+    if not rows:
+        raise NotFound("job", job_id)
+    return job_public(rows[0])
 
 
 @router.post(
@@ -111,11 +127,12 @@ def get_job(job_id: JobId, session: SessionDep, _key: ReadKey) -> JobPublic:
     responses=problem_responses(401, 404, 409),
     summary="Request a stop",
 )
-def cancel_job(job_id: JobId, session: SessionDep, _key: WriteKey) -> JobPublic:
+async def cancel_job(job_id: JobId, db: DbDep, _key: WriteKey) -> JobPublic:
     """queued -> cancelled at once; running -> cancelling (the worker checkpoints and stops);
     a cancelling job is answered as it is; any other state is a 409."""
-    job = crud.request_cancel(session, job_id=job_id)
-    return job_public(job, _latest_reward(session, job.id))
+    return await db.run(
+        lambda session: _public(session, crud.request_cancel(session, job_id=job_id))
+    )
 
 
 @router.post(
@@ -124,14 +141,16 @@ def cancel_job(job_id: JobId, session: SessionDep, _key: WriteKey) -> JobPublic:
     responses=problem_responses(401, 404, 409, 503),
     summary="Queue a stopped job again",
 )
-def resume_job(
-    job_id: JobId, session: SessionDep, settings: SettingsDep, _key: WriteKey
-) -> JobPublic:
+async def resume_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: WriteKey) -> JobPublic:
     """interrupted | failed | cancelled | lost -> queued; the worker continues from the job's
     last checkpoint (or starts over without one). Any other state is a 409."""
-    job = crud.request_resume(session, job_id=job_id)
-    submission.enqueue_or_fail(session, settings=settings, job=job)
-    return job_public(job, _latest_reward(session, job.id))
+
+    def work(session: Session) -> JobPublic:
+        job = crud.request_resume(session, job_id=job_id)
+        submission.enqueue_or_fail(session, settings=settings, job=job)
+        return _public(session, job)
+
+    return await db.run(work)
 
 
 @router.get(
@@ -140,9 +159,9 @@ def resume_job(
     responses=problem_responses(404),
     summary="Metric points",
 )
-def get_metrics(
+async def get_metrics(
     job_id: JobId,
-    session: SessionDep,
+    db: DbDep,
     _key: ReadKey,
     name: Annotated[
         list[Annotated[str, Query(max_length=NAME_CHARS, pattern=NO_NUL_PATTERN)]] | None,
@@ -153,17 +172,20 @@ def get_metrics(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> MetricsPublic:
-    crud.get_job(session, job_id=job_id)
     names = name or ()
-    points = crud.list_metrics(
-        session, job_id=job_id, names=names, since_step=since_step, limit=limit
-    )
-    count = crud.count_metrics(session, job_id=job_id, names=names, since_step=since_step)
-    return MetricsPublic(
-        data=[MetricPoint(step=p.step, name=p.name, value=p.value) for p in points],
-        count=count,
-        names=crud.metric_names(session, job_id=job_id),
-    )
+
+    def work(session: Session) -> MetricsPublic:
+        crud.get_job(session, job_id=job_id)
+        points = crud.list_metrics(
+            session, job_id=job_id, names=names, since_step=since_step, limit=limit
+        )
+        return MetricsPublic(
+            data=[MetricPoint(step=p.step, name=p.name, value=p.value) for p in points],
+            count=crud.count_metrics(session, job_id=job_id, names=names, since_step=since_step),
+            names=crud.metric_names(session, job_id=job_id),
+        )
+
+    return await db.run(work)
 
 
 @router.get(
@@ -182,7 +204,7 @@ async def job_events(
     job_id: JobId,
     request: Request,
     settings: SettingsDep,
-    session: SessionDep,
+    db: DbDep,
     _key: ReadKey,
     since_step: Annotated[
         int | None,
@@ -194,12 +216,9 @@ async def job_events(
         ),
     ] = None,
 ) -> StreamingResponse:
-    from starlette.concurrency import run_in_threadpool
-
-    await run_in_threadpool(crud.get_job, session, job_id=job_id)
-    await run_in_threadpool(session.close)
+    await db.run(lambda session: crud.get_job(session, job_id=job_id))  # 404 before streaming
     stream = events.job_events(
-        factory=session_factory(settings.resolved_database_url),
+        factory=db.factory,
         settings=settings,
         job_id=job_id,
         since_step=since_step,
@@ -225,9 +244,9 @@ async def job_events(
     },
     summary="The job's log",
 )
-def job_logs(
+async def job_logs(
     job_id: JobId,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     _key: ReadKey,
     offset: Annotated[int, Query(ge=0, le=2**62, description="Byte offset to start at.")] = 0,
@@ -235,13 +254,17 @@ def job_logs(
         int, Query(ge=1, le=8 * 1024 * 1024, description="Most bytes to return.")
     ] = 1024 * 1024,
 ) -> Response:
-    crud.get_job(session, job_id=job_id)
-    session.close()
-    try:
-        path = storage.resolve_inside(settings.resolved_artifact_dir, storage.log_relpath(job_id))
-        chunk = files.read_chunk(path, offset, limit)
-    except storage.OutsideStore:
-        chunk = b""
+
+    def work(session: Session) -> bytes:
+        crud.get_job(session, job_id=job_id)
+        root = settings.resolved_artifact_dir
+        try:
+            path = storage.resolve_inside(root, storage.log_relpath(job_id))
+        except storage.OutsideStore:
+            return b""
+        return files.read_chunk(path, offset, limit)
+
+    chunk = await db.run(work)
     return Response(
         chunk,
         media_type="text/plain; charset=utf-8",
@@ -255,17 +278,23 @@ def job_logs(
     responses=problem_responses(404),
     summary="Logged trees",
 )
-def job_trees(
+async def job_trees(
     job_id: JobId,
-    session: SessionDep,
+    db: DbDep,
     _key: ReadKey,
     epoch: Epoch = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> TreesPublic:
-    crud.get_job(session, job_id=job_id)
-    items, count = crud.list_trees(session, job_id=job_id, epoch=epoch, limit=limit, offset=offset)
-    return TreesPublic(data=[tree_summary(item) for item in items], count=count)
+
+    def work(session: Session) -> TreesPublic:
+        crud.get_job(session, job_id=job_id)
+        items, count = crud.list_trees(
+            session, job_id=job_id, epoch=epoch, limit=limit, offset=offset
+        )
+        return TreesPublic(data=[tree_summary(item) for item in items], count=count)
+
+    return await db.run(work)
 
 
 @router.get(
@@ -274,21 +303,27 @@ def job_trees(
     responses=problem_responses(404),
     summary="Gallery items per epoch",
 )
-def job_samples(
+async def job_samples(
     job_id: JobId,
-    session: SessionDep,
+    db: DbDep,
     _key: ReadKey,
     epoch: Epoch = None,
     limit: Limit = 200,
     offset: Offset = 0,
 ) -> SamplesPublic:
-    crud.get_job(session, job_id=job_id)
-    rows, count = crud.list_samples(session, job_id=job_id, epoch=epoch, limit=limit, offset=offset)
-    return SamplesPublic(
-        data=[sample_public(row) for row in rows],
-        count=count,
-        epochs=crud.sample_epochs(session, job_id=job_id),
-    )
+
+    def work(session: Session) -> SamplesPublic:
+        crud.get_job(session, job_id=job_id)
+        rows, count = crud.list_samples(
+            session, job_id=job_id, epoch=epoch, limit=limit, offset=offset
+        )
+        return SamplesPublic(
+            data=[sample_public(row) for row in rows],
+            count=count,
+            epochs=crud.sample_epochs(session, job_id=job_id),
+        )
+
+    return await db.run(work)
 
 
 @router.get(
@@ -303,21 +338,25 @@ def job_samples(
     },
     summary="Download the latest checkpoint",
 )
-def job_checkpoint(
-    job_id: JobId, session: SessionDep, settings: SettingsDep, _key: ReadKey
+async def job_checkpoint(
+    job_id: JobId, db: DbDep, settings: SettingsDep, _key: ReadKey
 ) -> StreamingResponse:
-    job = crud.get_job(session, job_id=job_id)
-    session.close()
     missing = ProblemError(404, f"job {job_id} has no checkpoint", kind="not-found")
-    if not job.checkpoint_path:
-        raise missing
-    try:
-        entries = files.checkpoint_files(settings.resolved_artifact_dir, job.checkpoint_path)
-    except (storage.OutsideStore, OSError) as exc:
-        raise missing from exc
-    if not entries:
-        raise missing
-    name = job.checkpoint_path.rstrip("/").rsplit("/", 1)[-1] or "checkpoint"
+
+    def work(session: Session) -> tuple[str, list[tuple[PathType, str]]]:
+        relpath = crud.get_job(session, job_id=job_id).checkpoint_path
+        if not relpath:
+            raise missing
+        try:
+            entries = files.checkpoint_files(settings.resolved_artifact_dir, relpath)
+        except (storage.OutsideStore, OSError) as exc:
+            raise missing from exc
+        if not entries:
+            raise missing
+        return relpath, entries
+
+    relpath, entries = await db.run(work)
+    name = relpath.rstrip("/").rsplit("/", 1)[-1] or "checkpoint"
     return StreamingResponse(
         files.zip_stream(entries),
         media_type="application/zip",

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from backend import crud
 from backend.api import submission
-from backend.api.deps import ReadKey, SessionDep, SettingsDep, WriteKey
+from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
 from backend.api.problems import problem_responses
 from backend.schemas import MAX_ID, BranchCreate, JobPublic, TreePublic, job_public, tree_public
 
@@ -24,8 +24,8 @@ NodeId = Annotated[int, Path(ge=1, le=MAX_ID, description="A tree_nodes id of th
     responses=problem_responses(404),
     summary="A whole tree with its nodes",
 )
-def get_tree(tree_id: TreeId, session: SessionDep, _key: ReadKey) -> TreePublic:
-    return tree_public(crud.get_tree(session, tree_id=tree_id))
+async def get_tree(tree_id: TreeId, db: DbDep, _key: ReadKey) -> TreePublic:
+    return await db.run(lambda session: tree_public(crud.get_tree(session, tree_id=tree_id)))
 
 
 @router.post(
@@ -35,10 +35,10 @@ def get_tree(tree_id: TreeId, session: SessionDep, _key: ReadKey) -> TreePublic:
     responses=problem_responses(401, 404, 409, 503),
     summary="Regrow k children from a node",
 )
-def branch(
+async def branch(
     tree_id: TreeId,
     node_id: NodeId,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     _key: WriteKey,
     body: BranchCreate | None = None,
@@ -46,8 +46,8 @@ def branch(
     """Creates a `sample` job with params {"branch": {tree_id, node_id, k}} and the config of the
     job that logged the tree. Its children appear in GET /trees/{id} with branch_job_id set.
     A leaf has no steps left to branch: 409."""
-    job = submission.create_branch(
-        session,
+    job = await db.run(
+        submission.create_branch,
         settings=settings,
         tree_id=tree_id,
         node_id=node_id,
