@@ -10,15 +10,33 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import OperationalError
 
 from backend import crud
 from backend.db import session_scope
 from backend.storage import relative_to_store, resolve_inside
 from treegrpo.config import RunConfig
 from workers.joblog import JobLog
+
+T = TypeVar("T")
+# A write that cannot reach the database is tried again for about half a minute before the job
+# fails: a database restart should not cost a training run. Every write here is idempotent.
+DB_RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+def with_db_retry(write: Callable[[], T]) -> T:
+    for pause in DB_RETRY_PAUSES:
+        try:
+            return write()
+        except OperationalError:
+            time.sleep(pause)
+    return write()
 
 
 class LostOwnership(Exception):
@@ -59,14 +77,18 @@ class JobContext:
     def heartbeat(self, progress_step: int | None = None, progress_total: int | None = None) -> str:
         """Refresh the heartbeat (and progress); returns the job's status. LostOwnership when
         this attempt no longer owns the job."""
-        with session_scope() as session:
-            status = crud.heartbeat(
-                session,
-                job_id=self.job_id,
-                attempt=self.attempt,
-                progress_step=progress_step,
-                progress_total=progress_total,
-            )
+
+        def beat() -> str | None:
+            with session_scope() as session:
+                return crud.heartbeat(
+                    session,
+                    job_id=self.job_id,
+                    attempt=self.attempt,
+                    progress_step=progress_step,
+                    progress_total=progress_total,
+                )
+
+        status = with_db_retry(beat)
         if status is None:
             raise LostOwnership(f"job {self.job_id} attempt {self.attempt} no longer owns the job")
         return status

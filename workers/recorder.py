@@ -23,7 +23,7 @@ from treegrpo.artifacts import thumbnail, write_tree
 from treegrpo.branch import save_latent
 from treegrpo.callbacks import Callback, RunInfo, SampleBatch
 from treegrpo.tree_record import TreeRecord
-from workers.context import JobContext, LostOwnership
+from workers.context import JobContext, LostOwnership, with_db_retry
 
 # Metrics shown in the one-line summary of each epoch in the job log.
 SUMMARY = ("reward_mean", "loss", "clip_fraction", "approx_kl", "ratio_mean")
@@ -31,8 +31,12 @@ SUMMARY = ("reward_mean", "loss", "clip_fraction", "approx_kl", "ratio_mean")
 
 def write_metrics(ctx: JobContext, step: int, values: Mapping[str, float]) -> None:
     """One step's points; a point already there (a resumed or repeated step) is replaced."""
-    with session_scope() as session:
-        crud.upsert_metrics(session, job_id=ctx.job_id, step=step, values=dict(values))
+
+    def write() -> None:
+        with session_scope() as session:
+            crud.upsert_metrics(session, job_id=ctx.job_id, step=step, values=dict(values))
+
+    with_db_retry(write)
 
 
 def weighted(rewards: Mapping[str, float], weights: Mapping[str, float]) -> float:
@@ -72,24 +76,27 @@ def store_tree(
                 "latent_path": latent_path,
             }
         )
-    with session_scope() as session:
-        tree = crud.add_tree(
-            session,
-            job_id=ctx.job_id,
-            epoch=epoch,
-            index=record.index,
-            prompt=record.prompt,
-            seed=seed,
-            window_start=record.window_start,
-            k=record.k,
-            depth=record.depth,
-            steps=record.steps,
-            backup=record.backup,
-            nodes=nodes,
-            artifact_dir=rel,
-            meta=record.meta,
-        )
-        return tree.id
+
+    def write() -> int:
+        with session_scope() as session:
+            return crud.add_tree(
+                session,
+                job_id=ctx.job_id,
+                epoch=epoch,
+                index=record.index,
+                prompt=record.prompt,
+                seed=seed,
+                window_start=record.window_start,
+                k=record.k,
+                depth=record.depth,
+                steps=record.steps,
+                backup=record.backup,
+                nodes=nodes,
+                artifact_dir=rel,
+                meta=record.meta,
+            ).id
+
+    return with_db_retry(write)
 
 
 def store_samples(
@@ -119,8 +126,12 @@ def store_samples(
                 "rewards": scores,
             }
         )
-    with session_scope() as session:
-        return crud.add_samples(session, job_id=ctx.job_id, epoch=epoch, items=items)
+
+    def write() -> int:
+        with session_scope() as session:
+            return crud.add_samples(session, job_id=ctx.job_id, epoch=epoch, items=items)
+
+    return with_db_retry(write)
 
 
 class JobRecorder(Callback):
@@ -175,13 +186,17 @@ class JobRecorder(Callback):
         )
 
     def on_checkpoint(self, epoch: int, path: Path) -> None:
-        with session_scope() as session:
-            owned = crud.set_checkpoint(
-                session,
-                job_id=self.ctx.job_id,
-                attempt=self.ctx.attempt,
-                path=self.ctx.relative(path),
-            )
+
+        def write() -> bool:
+            with session_scope() as session:
+                return crud.set_checkpoint(
+                    session,
+                    job_id=self.ctx.job_id,
+                    attempt=self.ctx.attempt,
+                    path=self.ctx.relative(path),
+                )
+
+        owned = with_db_retry(write)
         if not owned:
             raise LostOwnership(f"job {self.ctx.job_id} attempt {self.ctx.attempt} lost the job")
         self.ctx.notes["checkpoint_epoch"] = epoch

@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from backend import crud
 from backend.db import session_scope
+from backend.errors import NotFound
 from backend.models import JobStatus
 from backend.settings import Settings
 from backend.storage import log_relpath
@@ -39,6 +42,7 @@ from workers.joblog import JobLog
 SHUTTING_DOWN = threading.Event()
 
 MAX_TICK_SECONDS = 1.0
+FINISH_RETRY_PAUSES = (1.0, 2.0, 4.0, 8.0, 0.0)
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -110,6 +114,7 @@ class Supervisor:
         self.stop_reason: str | None = None  # cancel | shutdown | lost
         self.stop_since = 0.0
         self.killed = False
+        self.db_down = False
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -167,9 +172,17 @@ class Supervisor:
                     status = self.heartbeat()
                 else:
                     status = self.status()
+            except NotFound:
+                status = None  # the row is gone: nothing to run for
             except Exception as exc:  # the database blinked: keep the job running, try again
-                self.log.write(f"could not reach the database ({type(exc).__name__}: {exc})")
+                if not self.db_down:
+                    self.log.write(f"cannot reach the database ({type(exc).__name__}: {exc})")
+                self.db_down = True
                 status = JobStatus.running.value
+            else:
+                if self.db_down:
+                    self.log.write("the database answers again")
+                self.db_down = False
             if status is None and self.stop_reason != "lost":
                 self.stop_reason, self.stop_since = "lost", now
                 self.log.write(
@@ -258,14 +271,23 @@ class Supervisor:
         return self.finish("failed", f"the job's process {describe_exit(code)}{detail}")
 
     def finish(self, status: str, error: str | None = None) -> str:
-        with session_scope(self.url) as session:
-            changed = crud.finish_job(
-                session,
-                job_id=self.job.job_id,
-                attempt=self.job.attempt,
-                status=status,
-                error=error,
-            )
+        """Write the final state (retrying a few times through a database blink; if it stays
+        down, the heartbeat goes stale and the reconciler takes over)."""
+        for attempt, pause in enumerate(FINISH_RETRY_PAUSES):
+            try:
+                with session_scope(self.url) as session:
+                    changed = crud.finish_job(
+                        session,
+                        job_id=self.job.job_id,
+                        attempt=self.job.attempt,
+                        status=status,
+                        error=error,
+                    )
+                break
+            except OperationalError:
+                if attempt == len(FINISH_RETRY_PAUSES) - 1:
+                    raise
+                time.sleep(pause)
         if not changed:
             self.log.write(f"attempt {self.job.attempt} no longer owns the job; left it as it is")
             return "lost"

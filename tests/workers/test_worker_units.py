@@ -261,3 +261,23 @@ def test_a_child_whose_worker_died_exits_by_itself(tmp_path: Path) -> None:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     finally:
         worker.kill()
+
+
+def test_child_writes_ride_out_a_database_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import workers.context as context
+
+    monkeypatch.setattr(context, "DB_RETRY_PAUSES", (0.0, 0.0))
+    calls = {"n": 0}
+
+    def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise OperationalError("UPDATE jobs", {}, Exception("server closed the connection"))
+        return "written"
+
+    assert context.with_db_retry(flaky) == "written"
+    calls["n"] = -10
+    with pytest.raises(OperationalError):
+        context.with_db_retry(flaky)  # down for longer than the retries: the error surfaces
