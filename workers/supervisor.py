@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy.exc import OperationalError
 
 from backend import crud
@@ -209,9 +210,17 @@ class Supervisor:
         self.stop_reason, self.stop_since = reason, now
 
     def kill(self, child: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the child and everything it started (the ranks of a multi-process job)."""
         self.killed = True
+        try:
+            descendants = psutil.Process(child.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
         with contextlib.suppress(ProcessLookupError):
             child.kill()
+        for process in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
     def heartbeat(self) -> str | None:
         with session_scope(self.url) as session:

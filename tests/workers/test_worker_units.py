@@ -281,3 +281,23 @@ def test_child_writes_ride_out_a_database_blink(monkeypatch: pytest.MonkeyPatch)
     calls["n"] = -10
     with pytest.raises(OperationalError):
         context.with_db_retry(flaky)  # down for longer than the retries: the error surfaces
+
+
+def test_a_forced_stop_kills_the_job_s_whole_process_tree(settings: Settings) -> None:
+    # A child that started a grandchild, as the launcher of a multi-process job starts ranks.
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    grandchild = psutil.Process(int(child.stdout.readline()))
+    job_id = new_job()
+    claim(job_id)
+    supervisor(settings, job_id, []).kill(child)
+    assert child.wait(timeout=10) == -9
+    with contextlib.suppress(psutil.NoSuchProcess):
+        grandchild.wait(timeout=10)
+    assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
