@@ -25,7 +25,7 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from backend.queue import QUEUE, celery_config, task_name
 from backend.settings import Settings, get_settings
-from workers.reconcile import ReconcilerThread
+from workers.reconcile import ReconcilerThread, Send
 from workers.supervisor import SHUTTING_DOWN
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def consumed_queue(app: Celery) -> str:
     return str(queues[0]) if queues else QUEUE
 
 
-def sender(app: Celery, queue: str | None = None) -> Any:
+def sender(app: Celery, queue: str | None = None) -> Send:
     """A function sending a job's message, as the API does (the same task names)."""
 
     def send(job_id: int, kind: str, params: dict[str, Any]) -> None:
@@ -102,7 +102,7 @@ def _start_reconciler(sender: Any = None, **_: Any) -> None:
     logger.info("reconciler: every %.0f s", app.reconciler.interval)
 
 
-def _sender_of(app: WorkerApp) -> Any:
+def _sender_of(app: WorkerApp) -> Send:
     return sender(app, consumed_queue(app))
 
 

@@ -8,7 +8,6 @@ another worker claimed it), the child raises LostOwnership and writes nothing mo
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -44,15 +43,11 @@ class LostOwnership(Exception):
 
 
 class StopRequest:
-    """A stop asked of the child: the supervisor's stop file, SIGTERM/SIGINT, or a dead parent."""
+    """A stop asked of the child: the supervisor's stop file, or SIGTERM / SIGINT."""
 
-    def __init__(self, stop_file: Path | None, parent_pid: int | None) -> None:
+    def __init__(self, stop_file: Path | None) -> None:
         self.stop_file = stop_file
-        self.parent_pid = parent_pid
         self.signalled = threading.Event()
-
-    def orphaned(self) -> bool:
-        return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def requested(self) -> bool:
         if self.signalled.is_set():

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=None)
     args = parser.parse_args(argv)
 
-    stop = StopRequest(args.stop_file, args.parent_pid)
+    stop = StopRequest(args.stop_file)
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         stop.signalled.set()

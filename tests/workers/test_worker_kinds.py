@@ -45,7 +45,7 @@ class StopAtCheckpoint(StopRequest):
     """Asks for a stop once a given checkpoint exists."""
 
     def __init__(self, marker: Path) -> None:
-        super().__init__(None, None)
+        super().__init__(None)
         self.marker = marker
 
     def requested(self) -> bool:
@@ -64,7 +64,7 @@ def context(settings: Settings, job_id: int, stop: StopRequest | None = None) ->
         checkpoint_path=data["checkpoint_path"],
         store=store,
         log=JobLog(store / log_relpath(job_id), "job"),
-        stop=stop or StopRequest(None, None),
+        stop=stop or StopRequest(None),
     )
 
 
