@@ -34,7 +34,7 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _submit(server_url: str, *args: str, key: str | None, **env: str) -> list[str]:
+def _submit(server_url: str, *args: str, key: str | None) -> list[str]:
     command = [TREEGRPO, "submit", "--api", server_url, *args]
     if key is not None:
         command += ["--api-key", key]
