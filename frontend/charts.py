@@ -136,9 +136,11 @@ def line_chart_svg(
     empty_message: str = "no points yet",
     chart_id: str = "",
     integer_x: bool = False,
+    legend: bool | None = None,
 ) -> str:
     """One chart with one line per series (up to 10 colours, then they repeat); `integer_x`
-    keeps x ticks on whole numbers (epochs)."""
+    keeps x ticks on whole numbers (epochs); `legend` None shows one when there are several
+    series."""
     left, right, top, bottom = 58, 14, 30, 42
     drawn = [(s, [(float(x), float(y)) for x, y in zip(s.xs, s.ys, strict=False)]) for s in series]
     drawn = [
@@ -146,10 +148,11 @@ def line_chart_svg(
     ]
     drawn = [(s, sorted(pts)) for s, pts in drawn if pts]
     total = sum(len(pts) for _, pts in drawn)
-    legend = (
-        _legend_layout([s.name for s, _ in drawn], width - left - right) if len(drawn) > 1 else []
+    show_legend = len(drawn) > 1 if legend is None else legend and bool(drawn)
+    legend_items = (
+        _legend_layout([s.name for s, _ in drawn], width - left - right) if show_legend else []
     )
-    legend_rows = max((row for _, _, row in legend), default=-1) + 1
+    legend_rows = max((row for _, _, row in legend_items), default=-1) + 1
     height += 16 * legend_rows
     bottom += 16 * legend_rows
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -259,7 +262,7 @@ def line_chart_svg(
                     f"<title>{_esc(tip)}</title></circle>"
                 )
         out.append("</g>")
-    for i, (x, label, row) in enumerate(legend):
+    for i, (x, label, row) in enumerate(legend_items):
         colour = drawn[i][0].colour or PALETTE[i % len(PALETTE)]
         ly = top + plot_h + 52 + 16 * row
         out.append(

@@ -74,7 +74,12 @@ def compare_html(
         )
         for job, s in rows
     ]
-    kwargs: dict[str, Any] = {"smoothing": smoothing, "width": 620, "height": 300}
+    kwargs: dict[str, Any] = {
+        "smoothing": smoothing,
+        "width": 620,
+        "height": 300,
+        "legend": True,
+    }
     charts = (
         '<div class="tg-charts" id="tg-compare-charts">'
         + line_chart_svg(
@@ -142,6 +147,7 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     with gr.Row(equal_height=True):
         smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="Smoothing (EMA)", scale=3)
         target = gr.Number(
+            None,
             label="Target reward (empty: the lowest final reward of the runs)",
             scale=3,
             elem_id="tg-compare-target",
@@ -189,7 +195,7 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     outputs = [charts, table, metric]
     for trigger in (demo.load, refresh.click, tab.select):
         trigger(choices, [sh.key, runs], runs).then(update, inputs, outputs)
-    for event in (runs.change, metric.input, smoothing.release, target.submit, target.blur):
+    for event in (runs.change, metric.select, smoothing.release, target.submit, target.blur):
         event(update, inputs, outputs, **QUIET)
 
     def tick(

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ class UiContext:
     transport: httpx.BaseTransport | None = None
     thumbs: ThumbnailCache = field(default_factory=ThumbnailCache, repr=False)
     _http: httpx.Client | None = field(default=None, repr=False)
+    _background: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
     def http(self) -> httpx.Client:
@@ -62,6 +64,12 @@ class UiContext:
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=16)
             self._http = httpx.Client(transport=self.transport, timeout=self.timeout, limits=limits)
         return self._http
+
+    def in_background(self, fn: Any, *args: Any) -> Future[Any]:
+        """Run `fn(*args)` on the one background thread (cache warming; never user-visible)."""
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="treegrpo-ui-prefetch")
+        return self._background.submit(fn, *args)
 
     def base_url(self, request: Any = None) -> str:
         if self.api_url:

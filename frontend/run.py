@@ -17,6 +17,7 @@ from frontend.charts import Series, line_chart_svg
 from frontend.client import API_PREFIX, ApiClient, ApiError, Job, Sample
 from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
 from frontend.thumbs import GALLERY_PX
+from frontend.tree import warm_newest_trees
 
 TICK_SECONDS = 2.0
 LOG_TAIL_CHARS = 48_000
@@ -224,7 +225,8 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
 
     demo.load(list_jobs, [sh.key, sh.job], picker)
     refresh.click(list_jobs, [sh.key, sh.job], picker)
-    picker.input(lambda value: as_int(value), picker, sh.job)
+    # `select` fires once per pick (a Dropdown fires `input` twice).
+    picker.select(lambda value: as_int(value), picker, sh.job)
 
     def full(job_id: Any, key: str | None, smooth: float, request: gr.Request) -> tuple[Any, ...]:
         job_id = as_int(job_id)
@@ -290,14 +292,14 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
     ) -> tuple[Any, ...]:
         skip = gr.skip()
         if state.job_id is None or state.store is None:
-            return (skip,) * 8
+            return (skip,) * 9
         if (
             state.status
             and state.status not in ("queued", "running", "cancelling")
             and state.store.count()
         ):
             # A finished job changes no more; one last refresh happened when it finished.
-            return (skip,) * 8
+            return (skip,) * 9
         client = sh.ctx.client(request, key)
         try:
             job = client.get_job(state.job_id)
@@ -305,7 +307,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             chunk = client.logs(state.job_id, offset=state.log_offset)
             epochs = tuple(client.samples(state.job_id, limit=1).epochs)
         except ApiError:
-            return (skip,) * 8
+            return (skip,) * 9
         changed_status = job.status != state.status
         state.status = job.status
         state.log_offset = chunk.next_offset
@@ -313,6 +315,8 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         if chunk.text:
             state.log_text = _log_tail(state.log_text + chunk.text)
             out_log = state.log_text
+        if changed_status or epochs != state.epochs:
+            warm_newest_trees(sh, client, job.id)  # new trees are likely: prepare the inspector
         galleries: tuple[Any, Any, Any] = (skip, skip, skip)
         if epochs != state.epochs:
             state.epochs = epochs
@@ -325,12 +329,20 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             training_charts_html(state.store, smooth) if added or changed_status else skip,
             *galleries,
             out_log,
+            _picker(client, job.id) if changed_status else skip,
         )
+
+    def _picker(client: ApiClient, job_id: int) -> Any:
+        """The job list again, so the picked job's label shows its new status."""
+        try:
+            return gr.update(choices=job_choices(client.list_jobs(limit=100).jobs), value=job_id)
+        except ApiError:
+            return gr.skip()
 
     timer.tick(
         tick,
         [view, sh.key, smoothing],
-        [view, header, reward_html, training_html, baseline_html, latest_html, epoch, log],
+        [view, header, reward_html, training_html, baseline_html, latest_html, epoch, log, picker],
         **QUIET,
     )
 

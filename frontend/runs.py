@@ -171,7 +171,21 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
     table_inputs = [sh.key, status_filter, kind_filter, sh.job]
     for trigger in (refresh.click, status_filter.change, kind_filter.change):
         trigger(refresh_table, table_inputs, table)
-    timer.tick(refresh_table, table_inputs, table, **QUIET)
+
+    def refresh_both(
+        key: str | None, statuses: Any, kind_value: Any, job: Any, request: gr.Request
+    ) -> tuple[str, Any]:
+        """The table and the selected job's line (its status moves too)."""
+        table_html = _table_html(sh, request, key, statuses, kind_value, job)
+        job_id = as_int(job)
+        if job_id is None:
+            return table_html, gr.skip()
+        try:
+            return table_html, _selected_html(sh.ctx.client(request, key).get_job(job_id))
+        except ApiError:
+            return table_html, gr.skip()
+
+    timer.tick(refresh_both, table_inputs, [table, selected], **QUIET)
 
     def select_row(
         key: str | None,
@@ -370,7 +384,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         )
 
     kind.change(lambda value: gr.Column(visible=value != "train"), kind, source_col)
-    preset.input(fill_from_preset, [preset, presets], [*inputs, *errors])
+    preset.select(fill_from_preset, [preset, presets], [*inputs, *errors])
 
     form_inputs: set[gr.blocks.Block] = {
         kind,

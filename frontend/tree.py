@@ -62,12 +62,16 @@ const seen = (e) => {
 // Move the selection ring at once (the panel follows from the server).
 const mark = (id) => {
   const s = svg(); if (!s) return;
-  s.querySelectorAll('g.tn.selected').forEach((g) => {
-    g.classList.remove('selected');
-    g.querySelector('rect.selection')?.setAttribute('display', 'none');
-  });
+  s.querySelectorAll('g.tn.selected').forEach((g) => g.classList.remove('selected'));
+  const ring = s.querySelector('rect.selection');
   const g = s.querySelector(`g.tn[data-node-id="${id}"]`);
-  if (g) { g.classList.add('selected'); g.querySelector('rect.selection')?.setAttribute('display', 'inline'); }
+  const box = g && g.querySelector('rect.box');
+  if (!g || !box || !ring) { if (ring) ring.setAttribute('display', 'none'); return; }
+  g.classList.add('selected');
+  const b = box.getBBox(), pad = 5.5;
+  ring.setAttribute('x', b.x - pad); ring.setAttribute('y', b.y - pad);
+  ring.setAttribute('width', b.width + 2 * pad); ring.setAttribute('height', b.height + 2 * pad);
+  ring.setAttribute('display', 'inline');
 };
 const pick = (id) => { mark(id); trigger('select', {node_id: id}); };
 window.tgMarkTreeNode = mark;
@@ -239,6 +243,36 @@ def _panel(sh: Shared, client: ApiClient, loaded: Loaded, node_id: int | None) -
     )
 
 
+PREFETCH_TREES = 3
+
+
+def _warm(sh: Shared, client: ApiClient, tree_ids: list[int]) -> None:
+    """Fetch the thumbnails of these trees into the cache, so that picking one of them later
+    draws it at once (the tab warms the newest few of a job's trees when it lists them)."""
+    for tree_id in tree_ids:
+        try:
+            tree = client.tree(tree_id)
+        except ApiError:
+            continue
+        urls = [vis.node.image_url for vis in layout_tree(tree).visible.values()]
+        sh.ctx.thumbs.many(client, urls, TREE_PX)
+
+
+def warm_newest_trees(sh: Shared, client: ApiClient, job_id: int) -> None:
+    """In the background: the thumbnails of a job's newest trees (the Run tab calls this when a
+    job moves on, so the inspector opens on a warm cache)."""
+
+    def work() -> None:
+        try:
+            trees = client.trees(job_id, limit=500).trees
+        except ApiError:
+            return
+        newest = sorted(trees, key=lambda t: (-t.epoch, t.index))[:PREFETCH_TREES]
+        _warm(sh, client, [t.id for t in newest])
+
+    sh.ctx.in_background(work)
+
+
 def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     tree_state = gr.State(None)  # Loaded | None
     node_state = gr.State(None)  # selected node id
@@ -248,7 +282,12 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         tree_pick = gr.Dropdown(
             [], label="Logged tree (epoch, prompt)", scale=4, elem_id="tg-tree-pick"
         )
-        refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
+        with gr.Column(scale=0, min_width=150):
+            with gr.Row():
+                newer = gr.Button("◀ newer", size="sm", min_width=70, elem_id="tg-tree-newer")
+                older = gr.Button("older ▶", size="sm", min_width=70, elem_id="tg-tree-older")
+            refresh = gr.Button("Refresh", size="sm", min_width=90)
+    tree_ids = gr.State([])  # the listed trees, newest first
     tree_msg = gr.HTML()
     tree_html = gr.HTML(
         EMPTY_TREE,
@@ -285,18 +324,18 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         key: str | None, job: Any, loaded: Any, request: gr.Request
     ) -> tuple[Any, ...]:
         """Fresh job and tree choices; keeps the loaded tree when it is still listed, else
-        picks the job's newest tree. The last value is the tree to load next: an id, None for
-        no change, or "clear" to empty the view."""
+        picks the job's newest tree. The last value says what to load next: None for no
+        change, "clear" to empty the view, or {"tree": id, "warm": [ids to prefetch after]}."""
         client = sh.ctx.client(request, key)
         job_id = as_int(job)
         try:
             jobs = client.list_jobs(limit=100).jobs
             trees = client.trees(job_id, limit=500).trees if job_id is not None else []
         except ApiError as exc:
-            return gr.skip(), gr.skip(), render.notice(exc.message, "error"), None
+            return gr.skip(), gr.skip(), render.notice(exc.message, "error"), None, gr.skip()
         job_update = gr.update(choices=job_choices(jobs), value=job_id)
         if job_id is None:
-            return job_update, gr.update(choices=[], value=None), "", None
+            return job_update, gr.update(choices=[], value=None), "", None, []
         if not trees:
             message = render.notice(
                 f"Job #{job_id} has no logged tree yet (TreeGRPO runs log one every "
@@ -304,15 +343,20 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
                 "you come back to this tab or press Refresh.",
                 "info",
             )
-            return job_update, gr.update(choices=[], value=None), message, "clear"
+            return job_update, gr.update(choices=[], value=None), message, "clear", []
         trees = sorted(trees, key=lambda t: (-t.epoch, t.index))
         current = loaded.tree.id if isinstance(loaded, Loaded) else None
         keep = current if any(t.id == current for t in trees) else None
         chosen = keep if keep is not None else trees[0].id
+        others = [t.id for t in trees[: PREFETCH_TREES + 1] if t.id != chosen][:PREFETCH_TREES]
         choices = [(tree_choice_label(t), t.id) for t in trees]
-        return job_update, gr.update(choices=choices, value=chosen), "", None if keep else chosen
+        load = None if keep else {"tree": chosen, "warm": others}
+        ids = [t.id for t in trees]
+        return job_update, gr.update(choices=choices, value=chosen), "", load, ids
 
-    def load_tree(tree_id: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def load_tree(
+        tree_id: Any, key: str | None, request: gr.Request, warm: Any = None
+    ) -> tuple[Any, ...]:
         if tree_id is None:  # nothing to change
             return (gr.skip(),) * 5
         tid = as_int(tree_id)
@@ -325,18 +369,48 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         except ApiError as exc:
             return None, None, render.notice(exc.message, "error"), gr.skip(), ""
         loaded = Loaded(tree=tree, pixelated=small_images(job.config))
-        return loaded, None, _view(sh, client, loaded), render.node_panel(tree, None), ""
+        view = _view(sh, client, loaded)
+        if warm:
+            # Drawn: now warm the job's next newest trees while the user looks at this one.
+            sh.ctx.in_background(_warm, sh, client, [int(t) for t in warm])
+        return loaded, None, view, render.node_panel(tree, None), ""
 
     picked_tree = gr.State(None)
     tree_outputs = [tree_state, node_state, tree_html, panel, branch_msg]
     list_inputs = [sh.key, sh.job, tree_state]
-    list_outputs = [job_pick, tree_pick, tree_msg, picked_tree]
+    list_outputs = [job_pick, tree_pick, tree_msg, picked_tree, tree_ids]
+
+    def load_listed(load: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if isinstance(load, dict):
+            return load_tree(load.get("tree"), key, request, warm=load.get("warm"))
+        return load_tree(load, key, request)
+
     for trigger in (demo.load, refresh.click, sh.job.change, tab.select):
         trigger(refresh_lists, list_inputs, list_outputs).then(
-            load_tree, [picked_tree, sh.key], tree_outputs
+            load_listed, [picked_tree, sh.key], tree_outputs
         )
-    job_pick.input(lambda value: as_int(value), job_pick, sh.job)
-    tree_pick.input(load_tree, [tree_pick, sh.key], tree_outputs)
+    # `select` fires once per pick (a Dropdown fires `input` twice).
+    job_pick.select(lambda value: as_int(value), job_pick, sh.job)
+    tree_pick.select(load_tree, [tree_pick, sh.key], tree_outputs, show_progress="minimal")
+
+    def step(direction: int) -> Any:
+        """Show the next newer (-1) or older (+1) tree of the list."""
+
+        def handler(ids: Any, loaded: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+            listed = [int(i) for i in ids or []]
+            if not listed:
+                return (gr.skip(),) * 6
+            current = loaded.tree.id if isinstance(loaded, Loaded) else None
+            at = listed.index(current) if current in listed else -direction
+            target = listed[max(0, min(len(listed) - 1, at + direction))]
+            if target == current:
+                return (gr.skip(),) * 6
+            return (gr.update(value=target), *load_tree(target, key, request))
+
+        return handler
+
+    for button, direction in ((newer, -1), (older, 1)):
+        button.click(step(direction), [tree_ids, tree_state, sh.key], [tree_pick, *tree_outputs])
 
     def select_node(
         loaded: Any, key: str | None, request: gr.Request, evt: gr.EventData

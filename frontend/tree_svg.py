@@ -252,9 +252,6 @@ def _edge(parent: _Vis, child: _Vis, scales: TreeScales) -> list[str]:
         f"<title>{_esc(title)}</title>"
         f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} {x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}" '
         f'fill="none" stroke="{colour}" stroke-width="{width:.2f}"{dash} stroke-linecap="round"/>'
-        # A wide transparent twin makes thin edges easy to hover and click.
-        f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} {x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}" '
-        f'fill="none" stroke="transparent" stroke-width="10"/>'
     ]
     if not sde or steps > 1:
         label = f"{steps} step{'s' if steps != 1 else ''}"
@@ -290,23 +287,21 @@ def _node(
         classes.append("selected")
     title = _node_title(node)
     out = [
-        f'<g class="{" ".join(classes)}" data-node-id="{node.id}" tabindex="0" role="button" '
-        f'aria-label="{_esc(title)}"><title>{_esc(title)}</title>'
+        # The <title> child is both the hover text and the accessible name.
+        f'<g class="{" ".join(classes)}" data-node-id="{node.id}" tabindex="0" role="button">'
+        f"<title>{_esc(title)}</title>"
     ]
+    # One box per node: its stroke is the leaf's reward frame (or a thin grey edge), so a node
+    # stays a handful of elements (a 27-leaf tree is ~70 nodes; the page re-draws them all).
     if is_leaf and node.reward is not None and scales.reward_low is not None:
-        frame = reward_colour(node.reward, scales.reward_low, scales.reward_high or 0.0)
-        out.append(
-            f'<rect class="reward-frame" x="{x - FRAME:.1f}" y="{y - FRAME:.1f}" '
-            f'width="{size + 2 * FRAME}" height="{size + 2 * FRAME}" rx="3" fill="{frame}"/>'
-        )
-    stroke = "#5f6368"
-    dash = ""
-    if node.branch_job_id is not None:
-        stroke = NEW_BRANCH if "new" in classes else "#7c3aed"
-        dash = ' stroke-dasharray="3 2"'
+        stroke = reward_colour(node.reward, scales.reward_low, scales.reward_high or 0.0)
+        inset, stroke_width = -FRAME / 2, FRAME
+    else:
+        stroke, inset, stroke_width = "#5f6368", 0.0, 1
     out.append(
-        f'<rect x="{x:.1f}" y="{y:.1f}" width="{size}" height="{size}" rx="2" fill="#f1f3f4" '
-        f'stroke="{stroke}" stroke-width="1"{dash}/>'
+        f'<rect class="box" x="{x + inset:.1f}" y="{y + inset:.1f}" '
+        f'width="{size - 2 * inset:.1f}" height="{size - 2 * inset:.1f}" rx="2" fill="#f1f3f4" '
+        f'stroke="{stroke}" stroke-width="{stroke_width}"/>'
     )
     href = (sources.get(node.image_url) if node.image_url else None) or artifact_href(
         node.image_url, asset_base
@@ -323,18 +318,12 @@ def _node(
             f'font-size="9" fill="#5f6368">n/a</text>'
         )
     if node.branch_job_id is not None:
+        outline = NEW_BRANCH if "new" in classes else "#7c3aed"
         out.append(
-            f'<rect x="{x - 1:.1f}" y="{y - 1:.1f}" width="{size + 2}" height="{size + 2}" rx="3" '
-            f'fill="none" stroke="{stroke}" stroke-width="2"{dash}/>'
+            f'<rect x="{x - FRAME - 2:.1f}" y="{y - FRAME - 2:.1f}" width="{size + 2 * FRAME + 4}" '
+            f'height="{size + 2 * FRAME + 4}" rx="3" fill="none" stroke="{outline}" '
+            f'stroke-width="2" stroke-dasharray="3 2"/>'
         )
-    # Every node has its selection ring, shown only on the selected one: the page moves the
-    # selection by toggling `display` without re-drawing the tree.
-    pad = FRAME + 4
-    out.append(
-        f'<rect class="selection" x="{x - pad:.1f}" y="{y - pad:.1f}" '
-        f'width="{size + 2 * pad}" height="{size + 2 * pad}" rx="5" fill="none" '
-        f'stroke="{SELECTED}" stroke-width="3" display="{"inline" if node.id == selected else "none"}"/>'
-    )
     if is_leaf and node.reward is not None:
         out.append(
             f'<text class="reward" x="{vis.x:.1f}" y="{y + size + FRAME + 11:.1f}" '
@@ -411,7 +400,23 @@ def render_tree_svg(
                 sources=sources or {},
             )
         )
-    out.append("</g></svg>")
+    out.append("</g>")
+    # One selection ring, over the selected node (the page moves it on a click).
+    ring = lay.visible.get(selected) if selected is not None else None
+    if ring is not None:
+        size, pad = _size(ring), FRAME + 4
+        rx, ry = ring.x - size / 2 - pad, _y(ring.row) - size / 2 - pad
+        out.append(
+            f'<rect class="selection" x="{rx:.1f}" y="{ry:.1f}" width="{size + 2 * pad}" '
+            f'height="{size + 2 * pad}" rx="5" fill="none" stroke="{SELECTED}" '
+            'stroke-width="3" pointer-events="none"/>'
+        )
+    else:
+        out.append(
+            f'<rect class="selection" x="0" y="0" width="0" height="0" rx="5" fill="none" '
+            f'stroke="{SELECTED}" stroke-width="3" pointer-events="none" display="none"/>'
+        )
+    out.append("</svg>")
     return "".join(out)
 
 

@@ -106,7 +106,7 @@ def test_edges_are_coloured_by_advantage_and_leaves_by_reward() -> None:
     assert advantage_colour(0.0, 1.0) == "#c4c4c4"
     frames = {
         int(g.get("data-node-id", "0")): next(
-            r.get("fill") for r in g.iter(f"{SVG}rect") if r.get("class") == "reward-frame"
+            r.get("stroke") for r in g.iter(f"{SVG}rect") if r.get("class") == "box"
         )
         for g in _nodes(root)
         if "leaf" in g.get("class", "")
@@ -161,6 +161,11 @@ def test_selected_and_branched_nodes_are_marked() -> None:
     root = _parse(render_tree_svg(tree, selected=leaf["id"], new_branch_job=77))
     by_id = {int(g.get("data-node-id", "0")): g.get("class", "") for g in _nodes(root)}
     assert "selected" in by_id[leaf["id"]]
+    rings = [r for r in root.iter(f"{SVG}rect") if r.get("class") == "selection"]
+    assert len(rings) == 1 and rings[0].get("display") != "none"
+    unselected = _parse(render_tree_svg(tree))
+    rings = [r for r in unselected.iter(f"{SVG}rect") if r.get("class") == "selection"]
+    assert len(rings) == 1 and rings[0].get("display") == "none"
     assert "branched" in by_id[top + 1] and "new" in by_id[top + 2]
     assert "selected" not in by_id[top + 1]
 

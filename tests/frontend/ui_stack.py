@@ -1,0 +1,181 @@
+"""The real stack for the dashboard's browser tests, in a temporary folder:
+
+- `treegrpo migrate` on a fresh SQLite database, `treegrpo api-key create` for the user's key;
+- `uvicorn backend.main:app` (the API with the dashboard mounted at /ui) on a free loopback port;
+- `treegrpo worker` on kombu's filesystem transport (the embedded default), running the shipped
+  digits model on the CPU.
+
+Every process is started here, in its own session, and stopped here by its id. Their output goes
+to files in the folder; `Stack.logs()` shows their tails when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stack_env(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in list(env):
+        # The stack's own settings only: nothing from the developer's shell or .env.
+        if name.startswith("TREEGRPO_"):
+            del env[name]
+    env.update(
+        {
+            "TREEGRPO_DATA_DIR": str(data_dir),
+            "TREEGRPO_DATABASE_URL": f"sqlite:///{data_dir / 'treegrpo.db'}",
+            "TREEGRPO_HEARTBEAT_SECONDS": "1",
+            "TREEGRPO_CANCEL_GRACE_SECONDS": "20",
+            "TREEGRPO_UI_SECRET": "browser-test-secret",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "PYTHONUNBUFFERED": "1",
+            "OMP_NUM_THREADS": "1",
+        }
+    )
+    return env
+
+
+@dataclass
+class Stack:
+    root: Path
+    base: str  # http://127.0.0.1:PORT
+    key: str
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def ui(self) -> str:
+        return f"{self.base}/ui/"
+
+    def api(self, key: str | None = None) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=f"{self.base}/api/v1", headers=headers, timeout=15)
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        with self.api() as api:
+            return dict(api.get(f"/jobs/{job_id}").json())
+
+    def job_count(self) -> int:
+        with self.api() as api:
+            return int(api.get("/jobs", params={"limit": 1}).json()["count"])
+
+    def wait_job(self, job_id: int, statuses: set[str], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["status"] in statuses:
+                return job
+            if job["status"] in ("failed", "lost") and not statuses & {"failed", "lost"}:
+                raise AssertionError(f"job {job_id} {job['status']}: {job.get('error')}")
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} still {job.get('status')} after {timeout:.0f} s")
+
+    def logs(self, tail: int = 40) -> str:
+        out = []
+        for name in self.procs:
+            path = self.root / f"{name}.log"
+            if path.exists():
+                lines = path.read_text(errors="replace").splitlines()[-tail:]
+                out.append(f"--- {name} ({path}) ---\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        # SIGTERM first (the worker checkpoints and requeues), then SIGKILL; each process leads
+        # its own session, so its children go with it.
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def _run(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def _spawn(stack: Stack, name: str, args: list[str]) -> None:
+    log = (stack.root / f"{name}.log").open("wb")
+    stack.procs[name] = subprocess.Popen(
+        args,
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=stack.root,
+        start_new_session=True,
+    )
+
+
+def start_stack(root: Path, *, worker: bool = True, timeout: float = 90) -> Stack:
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    env = stack_env(data)
+    treegrpo = str(BIN / "treegrpo")
+    _run([treegrpo, "migrate"], env)
+    key = _run([treegrpo, "api-key", "create", "browser-test"], env).split()[0].strip()
+    port = free_port()
+    stack = Stack(root=root, base=f"http://127.0.0.1:{port}", key=key, env=env)
+    try:
+        uvicorn = [sys.executable, "-m", "uvicorn", "backend.main:app"]
+        _spawn(stack, "api", [*uvicorn, "--host", "127.0.0.1", "--port", str(port)])
+        if worker:
+            _spawn(stack, "worker", [treegrpo, "worker", "--loglevel", "info"])
+        deadline = time.monotonic() + timeout
+        while True:
+            if stack.procs["api"].poll() is not None:
+                raise RuntimeError("the API exited:\n" + stack.logs())
+            with suppress(httpx.HTTPError):
+                if httpx.get(stack.ui, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the API did not serve /ui/ in {timeout:.0f} s\n" + stack.logs()
+                )
+            time.sleep(0.3)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
