@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from backend import crud
-from backend.crud.branches import delete_branch_nodes
 from backend.db import session_scope
 from backend.errors import NotFound
 from backend.job_params import BranchParams, EvaluateParams, SampleParams, parse_params
@@ -455,7 +454,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     ctx.heartbeat()
     with session_scope() as session:
         # A branch job that runs again (resumed after a failure) replaces its earlier children.
-        delete_branch_nodes(session, tree_id=params.tree_id, branch_job_id=ctx.job_id)
+        crud.delete_branch_nodes(session, tree_id=params.tree_id, branch_job_id=ctx.job_id)
         crud.add_branch_nodes(
             session,
             tree_id=params.tree_id,

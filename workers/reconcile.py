@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from backend import crud
-from backend.crud.requeue import unqueue_job
 from backend.db import session_scope
 from backend.errors import Conflict, NotFound
 from backend.settings import Settings
@@ -55,7 +54,7 @@ def queue_again(
             f"{exc}); resume the job once the broker is back"
         )
         with session_scope(url) as session:
-            unqueue_job(session, job_id=job_id, status=back_to, error=reason)
+            crud.unqueue_job(session, job_id=job_id, status=back_to, error=reason)
         return reason
     return None
 

@@ -1,6 +1,7 @@
 """Keyword-only CRUD shared by the API and the workers. Each function takes a Session first."""
 
 from backend.crud.api_keys import create_api_key, list_api_keys, revoke_api_key, verify_api_key
+from backend.crud.branches import delete_branch_nodes
 from backend.crud.jobs import (
     claim_job,
     count_active,
@@ -29,6 +30,7 @@ from backend.crud.metrics import (
     metrics_after,
     upsert_metrics,
 )
+from backend.crud.requeue import unqueue_job
 from backend.crud.samples import (
     add_samples,
     list_samples,
@@ -55,6 +57,7 @@ __all__ = [
     "count_metrics",
     "create_api_key",
     "create_job",
+    "delete_branch_nodes",
     "delete_metrics_after",
     "finish_job",
     "get_job",
@@ -83,6 +86,7 @@ __all__ = [
     "sample_epochs_after",
     "set_checkpoint",
     "stale_cutoff",
+    "unqueue_job",
     "upsert_metrics",
     "verify_api_key",
 ]

@@ -1,4 +1,4 @@
-"""Tree nodes grown by branch jobs (workers). Imported from this module directly."""
+"""Tree nodes grown by branch jobs (workers)."""
 
 from __future__ import annotations
 

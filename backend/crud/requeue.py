@@ -1,5 +1,5 @@
 """Queueing a job again from a worker (after a shutdown, or when the reconciler finds it lost),
-and undoing that when the message cannot be sent. Imported from this module directly."""
+and undoing that when the message cannot be sent."""
 
 from __future__ import annotations
 
