@@ -60,7 +60,7 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
         with gr.Row(equal_height=True):
             gr.HTML(
                 f'<div class="tg-header"><h1>{TITLE}</h1><span class="tg-muted">RL fine-tuning '
-                "of diffusion models with TreeGRPO: runs, live curves, trees</span></div>",
+                "of diffusion models: runs, live curves, trees</span></div>",
                 scale=3,
             )
             with gr.Column(scale=2, min_width=320):
@@ -98,9 +98,15 @@ def launch_kwargs() -> dict[str, Any]:
     return {"css": CSS, "theme": gr.themes.Default(), "footer_links": []}
 
 
+# Events of different sessions run side by side (Gradio's default is one at a time per event);
+# submit and branch keep a limit of one each.
+CONCURRENCY = 8
+
+
 def mount(app: Any) -> Any:
     """Mount the dashboard on the API's FastAPI app at /ui (the `treegrpo.ui` entry point)."""
-    return gr.mount_gradio_app(app, build_blocks(), path=MOUNT_PATH, **launch_kwargs())
+    demo = build_blocks().queue(default_concurrency_limit=CONCURRENCY)
+    return gr.mount_gradio_app(app, demo, path=MOUNT_PATH, **launch_kwargs())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     api = args.api.rstrip("/")
     demo = build_blocks(api, public_base=(args.public_api or api).rstrip("/"))
-    demo.queue(default_concurrency_limit=8).launch(
+    demo.queue(default_concurrency_limit=CONCURRENCY).launch(
         server_name=args.host, server_port=args.port, share=False, **launch_kwargs()
     )
 

@@ -137,10 +137,11 @@ def line_chart_svg(
     chart_id: str = "",
     integer_x: bool = False,
     legend: bool | None = None,
+    x_from_zero: bool = False,
 ) -> str:
     """One chart with one line per series (up to 10 colours, then they repeat); `integer_x`
     keeps x ticks on whole numbers (epochs); `legend` None shows one when there are several
-    series."""
+    series; `x_from_zero` starts the x axis at 0 (training time, images seen)."""
     left, right, top, bottom = 58, 14, 30, 42
     drawn = [(s, [(float(x), float(y)) for x, y in zip(s.xs, s.ys, strict=False)]) for s in series]
     drawn = [
@@ -178,7 +179,8 @@ def line_chart_svg(
     }
     xs = [x for _, pts in drawn for x, _ in pts]
     ys = [y for _, pts in drawn for _, y in pts]
-    x_ticks = nice_ticks(min(xs), max(xs), 5, integer=integer_x)
+    x_low = min(0.0, min(xs)) if x_from_zero else min(xs)
+    x_ticks = nice_ticks(x_low, max(xs), 5, integer=integer_x)
     y_ticks = nice_ticks(min(ys), max(ys), 4)
     x0, x1 = min(x_ticks[0], min(xs)), max(x_ticks[-1], max(xs))
     y0, y1 = min(y_ticks[0], min(ys)), max(y_ticks[-1], max(ys))

@@ -87,6 +87,7 @@ def compare_html(
             title=f"{label} vs training time",
             x_label="training wall-clock (s)",
             chart_id="wall_clock",
+            x_from_zero=True,
             empty_message="pick runs above",
             **kwargs,
         )
@@ -95,6 +96,7 @@ def compare_html(
             title=f"{label} vs images seen",
             x_label="images seen",
             chart_id="images_seen",
+            x_from_zero=True,
             empty_message="pick runs above",
             **kwargs,
         )
@@ -146,9 +148,11 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         )
     with gr.Row(equal_height=True):
         smoothing = gr.Slider(0.0, 0.99, value=0.6, step=0.01, label="Smoothing (EMA)", scale=3)
-        target = gr.Number(
-            None,
+        # A Textbox, not a Number: empty must mean "automatic" (a Number shows and sends 0).
+        target = gr.Textbox(
+            "",
             label="Target reward (empty: the lowest final reward of the runs)",
+            placeholder="automatic",
             scale=3,
             elem_id="tg-compare-target",
         )
@@ -175,6 +179,15 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     ) -> tuple[Any, Any, Any]:
         ids = [i for i in (as_int(v) for v in (chosen or [])) if i is not None]
         metric_name = str(metric_value or "reward_mean")
+        text = str(goal or "").strip()
+        try:
+            wanted = float(text) if text else None
+        except ValueError:
+            return (
+                render.notice(f"The target reward {text!r} is not a number.", "error"),
+                "",
+                gr.skip(),
+            )
         client = sh.ctx.client(request, key)
         loaded = []
         names: set[str] = set()
@@ -185,9 +198,7 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
                 loaded.append((job, store))
         except ApiError as exc:
             return render.notice(exc.message, "error"), "", gr.skip()
-        chart_html, table_html = compare_html(
-            loaded, metric_name, float(smooth or 0), None if goal in (None, "") else float(goal)
-        )
+        chart_html, table_html = compare_html(loaded, metric_name, float(smooth or 0), wanted)
         rewards = curves.reward_names(names) or ["reward_mean"]
         return chart_html, table_html, gr.update(choices=rewards, value=metric_name)
 

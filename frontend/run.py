@@ -82,6 +82,7 @@ def reward_charts_html(store: curves.MetricStore, smoothing: float) -> str:
                 width=CHART_W,
                 height=CHART_H,
                 chart_id=f"{names[0]}:wall_clock",
+                x_from_zero=True,
                 empty_message="waiting for the first epoch",
             )
         )

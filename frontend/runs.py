@@ -109,7 +109,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         preset = gr.Dropdown([], label="preset", scale=2, elem_id="tg-preset")
         with gr.Column(scale=3, min_width=200):
             name = gr.Textbox(label="name", placeholder="default: the preset", elem_id="tg-name")
-            name_err = gr.HTML()
+            name_err = gr.HTML(elem_id="tg-name-error")
         with gr.Column(scale=1, min_width=140, visible=False) as source_col:
             source = gr.Number(
                 None,
@@ -117,7 +117,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
                 precision=0,
                 elem_id="tg-source",
             )
-            source_err = gr.HTML()
+            source_err = gr.HTML(elem_id="tg-source-error")
     inputs: list[gr.components.Component] = []
     errors: list[gr.HTML] = []
     per_row = 4
@@ -151,14 +151,14 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
                             elem_id=elem_id,
                         )
                     inputs.append(widget)
-                    errors.append(gr.HTML(elem_classes=["tg-err-slot"]))
+                    errors.append(gr.HTML(elem_classes=["tg-err-slot"], elem_id=f"{elem_id}-error"))
     advanced = gr.Textbox(
         label="more overrides (one `dotted.name = value` per line)",
         lines=2,
         placeholder="train.kl_beta = 0.01\ntree.backup = logprob_softmax",
         elem_id="tg-advanced",
     )
-    advanced_err = gr.HTML()
+    advanced_err = gr.HTML(elem_id="tg-advanced-error")
     submit = gr.Button("Submit run", variant="primary", elem_id="tg-submit")
 
     # -- table -------------------------------------------------------------------------------

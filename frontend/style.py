@@ -2,7 +2,7 @@
 
 CSS = """
 .tg-header { display:flex; align-items:baseline; gap:12px; }
-.tg-header h1 { margin:0; font-size:1.35rem; }
+.tg-header h1 { margin:0; font-size:1.35rem; white-space:nowrap; }
 .tg-muted { color:#5f6368; font-size:0.85em; }
 .tg-empty { color:#5f6368; padding:12px; border:1px dashed #dadce0; border-radius:6px; }
 .tg-notice { padding:8px 12px; border-radius:6px; margin:4px 0; white-space:pre-wrap;

@@ -375,19 +375,26 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             sh.ctx.in_background(_warm, sh, client, [int(t) for t in warm])
         return loaded, None, view, render.node_panel(tree, None), ""
 
-    picked_tree = gr.State(None)
     tree_outputs = [tree_state, node_state, tree_html, panel, branch_msg]
     list_inputs = [sh.key, sh.job, tree_state]
-    list_outputs = [job_pick, tree_pick, tree_msg, picked_tree, tree_ids]
 
-    def load_listed(load: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def refresh_and_load(
+        key: str | None, job: Any, loaded: Any, request: gr.Request
+    ) -> tuple[Any, ...]:
+        """Lists and the tree they point at, in one round trip."""
+        *lists, load, ids = refresh_lists(key, job, loaded, request)
         if isinstance(load, dict):
-            return load_tree(load.get("tree"), key, request, warm=load.get("warm"))
-        return load_tree(load, key, request)
+            shown = load_tree(load.get("tree"), key, request, warm=load.get("warm"))
+        else:
+            shown = load_tree(load, key, request)
+        return (*lists, ids, *shown)
 
     for trigger in (demo.load, refresh.click, sh.job.change, tab.select):
-        trigger(refresh_lists, list_inputs, list_outputs).then(
-            load_listed, [picked_tree, sh.key], tree_outputs
+        trigger(
+            refresh_and_load,
+            list_inputs,
+            [job_pick, tree_pick, tree_msg, tree_ids, *tree_outputs],
+            show_progress="minimal",
         )
     # `select` fires once per pick (a Dropdown fires `input` twice).
     job_pick.select(lambda value: as_int(value), job_pick, sh.job)

@@ -229,8 +229,17 @@ def _story(b: Browser) -> None:
     _submit_is_refused(b, None, "API key is needed")
     _submit_is_refused(b, "tgk_this-is-not-a-valid-key-0000", "refused the key")
 
-    # 2. The real key: the run is created and its curve grows live.
+    # 2. The real key. A value only the API can judge (k=1: the core wants k >= 2) comes back as
+    # a 422 whose message shows under its field; nothing is created.
     b.set_key(stack.key)
+    b.fill("tg-f-tree-k", "1")
+    before = stack.job_count()
+    page.locator("#tg-submit").click()
+    b.wait_text("#tg-f-tree-k-error", ">= 2")
+    b.wait_text("#tg-form-msg", "refused these values")
+    assert stack.job_count() == before
+    # Corrected, the run is created and its curve grows live.
+    b.fill("tg-f-tree-k", "3")
     page.locator("#tg-submit").click()
     created = b.wait_text("#tg-form-msg", r"Created job #\d+")
     job_id = int(re.search(r"#(\d+)", created).group(1))  # type: ignore[union-attr]
@@ -268,10 +277,7 @@ def _story(b: Browser) -> None:
 
     # 3. Tree inspector: timed renders, a leaf's reward, branch again.
     first, images = _timed_tree(b, lambda: b.tab("Tree inspector"), None)
-    print(
-        f"newest tree drawn on opening the tab ({images} thumbnails fetched cold): "
-        f"{first * 1000:.0f} ms"
-    )
+    print(f"newest tree drawn on opening the tab ({images} thumbnails): {first * 1000:.0f} ms")
     svg = page.locator("#tg-tree svg.treegrpo-tree")
     assert svg.get_attribute("data-leaves") == "27"
     tree_id = int(svg.get_attribute("data-tree-id") or 0)
