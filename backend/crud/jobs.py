@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import RowMapping, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -125,6 +126,30 @@ def _latest_metric(name: str) -> Any:
     )
 
 
+@lru_cache(maxsize=32)
+def _job_rows_statement(by_ids: bool, by_status: bool, by_kind: bool, metric: str) -> Select[Any]:
+    """One prepared statement per filter shape: building a select, and its cache key, costs more
+    than running it on a small table, so the API's hot reads reuse these."""
+    query = select(Job.__table__, _latest_metric(metric).label("latest_reward"))
+    if by_ids:
+        query = query.where(Job.id.in_(bindparam("ids", expanding=True)))
+    if by_status:
+        query = query.where(Job.status.in_(bindparam("statuses", expanding=True)))
+    if by_kind:
+        query = query.where(Job.kind.in_(bindparam("kinds", expanding=True)))
+    return query.order_by(Job.id.desc()).limit(bindparam("limit")).offset(bindparam("offset"))
+
+
+@lru_cache(maxsize=8)
+def _count_statement(by_status: bool, by_kind: bool) -> Select[Any]:
+    query = select(func.count(Job.id))
+    if by_status:
+        query = query.where(Job.status.in_(bindparam("statuses", expanding=True)))
+    if by_kind:
+        query = query.where(Job.kind.in_(bindparam("kinds", expanding=True)))
+    return query
+
+
 def job_rows(
     session: Session,
     *,
@@ -137,26 +162,17 @@ def job_rows(
 ) -> list[RowMapping]:
     """Read-only job rows (every column, plus `latest_reward`: the last `reward_metric` point),
     newest first, in one query and without ORM objects: the API's read path."""
-    query = select(Job.__table__, _latest_metric(reward_metric).label("latest_reward"))
-    if job_ids is not None:
-        query = query.where(Job.id.in_(list(job_ids)))
+    ids = None if job_ids is None else list(job_ids)
     statuses, kinds = list(statuses), list(kinds)
-    if statuses:
-        query = query.where(Job.status.in_(statuses))
-    if kinds:
-        query = query.where(Job.kind.in_(kinds))
-    query = query.order_by(Job.id.desc()).limit(limit).offset(offset)
-    return list(session.execute(query).mappings().all())
+    statement = _job_rows_statement(ids is not None, bool(statuses), bool(kinds), reward_metric)
+    params = {"ids": ids, "statuses": statuses, "kinds": kinds, "limit": limit, "offset": offset}
+    return list(session.execute(statement, params).mappings().all())
 
 
 def count_jobs(session: Session, *, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> int:
-    query = select(func.count(Job.id))
     statuses, kinds = list(statuses), list(kinds)
-    if statuses:
-        query = query.where(Job.status.in_(statuses))
-    if kinds:
-        query = query.where(Job.kind.in_(kinds))
-    return session.scalar(query) or 0
+    statement = _count_statement(bool(statuses), bool(kinds))
+    return session.scalar(statement, {"statuses": statuses, "kinds": kinds}) or 0
 
 
 def claim_job(session: Session, *, job_id: int, worker: str) -> Job | None:

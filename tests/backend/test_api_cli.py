@@ -140,64 +140,68 @@ def test_submit_wait_exits_nonzero_when_the_job_fails(
     assert "failed" in err and "CUDA out of memory" in err
 
 
-def test_submit_prints_validation_errors_readably(served: at.LiveServer, api_key: str) -> None:
-    done = subprocess.run(
-        _submit(
-            served.url,
-            "--preset",
-            "tiny-treegrpo",
-            "--set",
-            "tree.k=0",
-            key=api_key,
-        ),
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    assert done.stdout == ""
-    assert "invalid request" in done.stderr
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """In-process CLI runs: no TREEGRPO_* from the outside, and a cwd of the test's own."""
+    for name in list(os.environ):
+        if name.startswith("TREEGRPO_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+def test_submit_prints_validation_errors_readably(
+    served: at.LiveServer,
+    api_key: str,
+    cli_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = _submit(served.url, "--preset", "tiny-treegrpo", "--set", "tree.k=0", key=api_key)
+    assert treegrpo_main(args[1:]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "invalid request" in err
     # The field and the reason, and no traceback.
-    assert "config.tree.k: must be >= 2, got 0" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert "config.tree.k: must be >= 2, got 0" in err
+    assert "Traceback" not in err
+    assert treegrpo_main([*args[1:4], "--set", "novalue"]) == 2
+    assert "--set 'novalue': expected key=value" in capsys.readouterr().err
 
 
-def test_submit_without_a_usable_key_or_api(served: at.LiveServer, tmp_path: Path) -> None:
-    base = _submit(served.url, "--preset", "tiny-treegrpo", key=None)
-    missing = subprocess.run(
-        base, env=_env(TREEGRPO_DATA_DIR=str(tmp_path / "nowhere")), capture_output=True, text=True
-    )
-    assert missing.returncode == 2 and "no API key" in missing.stderr
-    wrong = subprocess.run(
-        [*base, "--api-key", "tgk_wrong"], env=_env(), capture_output=True, text=True
-    )
-    assert wrong.returncode == 2 and "401" in wrong.stderr
-    dead = subprocess.run(
-        [TREEGRPO, "submit", "--api", f"http://127.0.0.1:{at.free_port()}", "--preset", "x"],
-        env=_env(TREEGRPO_API_KEY="tgk_any"),
-        capture_output=True,
-        text=True,
-    )
-    assert dead.returncode == 3 and "cannot reach the API" in dead.stderr
+def test_submit_without_a_usable_key_or_api(
+    served: at.LiveServer,
+    tmp_path: Path,
+    cli_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = _submit(served.url, "--preset", "tiny-treegrpo", key=None)[1:]
+    cli_env.setenv("TREEGRPO_DATA_DIR", str(tmp_path / "nowhere"))
+    assert treegrpo_main(base) == 2
+    assert "no API key" in capsys.readouterr().err
+    assert treegrpo_main([*base, "--api-key", "tgk_wrong"]) == 2
+    assert "401" in capsys.readouterr().err
+    cli_env.setenv("TREEGRPO_API_KEY", "tgk_any")
+    dead = ["submit", "--api", f"http://127.0.0.1:{at.free_port()}", "--preset", "x"]
+    assert treegrpo_main(dead) == 3
+    assert "cannot reach the API" in capsys.readouterr().err
 
 
-def test_submit_reads_the_embedded_local_key(tmp_path: Path, sqlite_url: str) -> None:
+def test_submit_reads_the_embedded_local_key(
+    tmp_path: Path,
+    sqlite_url: str,
+    cli_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from backend.bootstrap import ensure_local_key
 
     settings = at.make_settings(tmp_path, sqlite_url)
     ensure_local_key(settings)
+    cli_env.setenv("TREEGRPO_DATA_DIR", str(settings.data_dir))
     with at.live_server(create_app(settings)) as server:
-        done = subprocess.run(
-            _submit(server.url, "--preset", "tiny-treegrpo", key=None),
-            env=_env(TREEGRPO_DATA_DIR=str(settings.data_dir)),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode == 0, done.stderr
-    assert _job(sqlite_url, int(done.stdout)).status == "queued"
+        code = treegrpo_main(_submit(server.url, "--preset", "tiny-treegrpo", key=None)[1:])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert _job(sqlite_url, int(out)).status == "queued"
 
 
 def test_api_key_create_list_revoke(sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,9 +242,11 @@ def test_migrate_up_and_down(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize("command", ["serve", "migrate", "api-key", "submit"])
-def test_every_command_has_help(command: str) -> None:
-    done = subprocess.run([TREEGRPO, command, "--help"], capture_output=True, text=True)
-    assert done.returncode == 0 and "usage: treegrpo" in done.stdout
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        treegrpo_main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: treegrpo {command}" in capsys.readouterr().out
 
 
 @pytest.mark.slow
