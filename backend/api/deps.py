@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
@@ -39,7 +40,12 @@ class Database:
     """Runs a request's database work in a worker thread, inside one short session."""
 
     def __init__(self, settings: Settings) -> None:
-        self.factory: sessionmaker[Session] = session_factory(settings.resolved_database_url)
+        self.url = settings.resolved_database_url
+
+    @cached_property
+    def factory(self) -> sessionmaker[Session]:
+        # Made on first use: building the app touches neither the database nor its folder.
+        return session_factory(self.url)
 
     def call(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Synchronously, in the calling thread."""
