@@ -6,6 +6,7 @@ gallery beside a later epoch's, and the checkpoint download. A gr.Timer fetches 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -35,6 +36,26 @@ class RunView:
     log_text: str = ""
     epochs: tuple[int, ...] = ()
     status: str = ""
+
+
+# Views a tick is updating right now: a tick that finds its view here (the previous one still
+# waits on a slow API) skips, so a log chunk is never appended twice. Kept outside RunView:
+# Gradio deep-copies State values, and a lock cannot be copied.
+_updating: set[int] = set()
+_updating_lock = threading.Lock()
+
+
+def _claim(view: RunView) -> bool:
+    with _updating_lock:
+        if id(view) in _updating:
+            return False
+        _updating.add(id(view))
+        return True
+
+
+def _release(view: RunView) -> None:
+    with _updating_lock:
+        _updating.discard(id(view))
 
 
 def fetch_metrics(client: ApiClient, job_id: int, store: curves.MetricStore) -> int:
@@ -301,7 +322,16 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         ):
             # A finished job changes no more; one last refresh happened when it finished.
             return (skip,) * 9
-        client = sh.ctx.client(request, key)
+        if not _claim(state):
+            return (skip,) * 9
+        try:
+            return _tick(state, smooth, sh.ctx.client(request, key))
+        finally:
+            _release(state)
+
+    def _tick(state: RunView, smooth: float, client: ApiClient) -> tuple[Any, ...]:
+        skip = gr.skip()
+        assert state.job_id is not None and state.store is not None
         try:
             job = client.get_job(state.job_id)
             added = fetch_metrics(client, state.job_id, state.store)

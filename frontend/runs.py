@@ -26,10 +26,18 @@ DEFAULT_PRESET = "digits-treegrpo"
 
 # One delegated listener: a click (or Enter) on a row tells Python which job it is.
 ROW_CLICK_JS = """
-const pick = (row) => { if (row) trigger('select', {job_id: Number(row.dataset.jobId)}); };
-element.addEventListener('click', (e) => pick(e.target.closest('tr[data-job-id]')));
+// Opening is its own event: Gradio drops a trigger while the same event is still pending, so a
+// second 'select' from a double click would be lost.
+const pick = (row, open) => {
+  if (!row) return;
+  element.querySelectorAll('tr.tg-selected').forEach((r) => r.classList.remove('tg-selected'));
+  row.classList.add('tg-selected');
+  trigger(open ? 'double_click' : 'select', {job_id: Number(row.dataset.jobId), open: open});
+};
+element.addEventListener('click', (e) => pick(e.target.closest('tr[data-job-id]'), false));
+element.addEventListener('dblclick', (e) => pick(e.target.closest('tr[data-job-id]'), true));
 element.addEventListener('keydown', (e) => {
-  if (e.key === 'Enter') pick(e.target.closest('tr[data-job-id]'));
+  if (e.key === 'Enter') pick(e.target.closest('tr[data-job-id]'), true);
 });
 """
 
@@ -68,7 +76,7 @@ def _table_html(
 
 def _selected_html(job: Job | None) -> str:
     if job is None:
-        return '<div class="tg-muted">Click a row to select a job.</div>'
+        return '<div class="tg-muted">Click a row to select a job (double-click opens it).</div>'
     return (
         f'<div>Selected: <b>#{job.id}</b> <span class="tg-job-name">'
         f"{render.esc(job.name or '(unnamed)')}</span> {render.status_badge(job.status)}</div>"
@@ -187,14 +195,11 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
 
     timer.tick(refresh_both, table_inputs, [table, selected], **QUIET)
 
-    def select_row(
-        key: str | None,
-        statuses: Any,
-        kind_value: Any,
-        request: gr.Request,
-        evt: gr.EventData,
-    ) -> tuple[Any, str, str, dict[str, Any], str]:
-        job_id = as_int(event_data(evt).get("job_id"))
+    def select_row(key: str | None, request: gr.Request, evt: gr.EventData) -> tuple[Any, ...]:
+        data = event_data(evt)
+        job_id = as_int(data.get("job_id"))
+        # A double click (or Enter) also opens the job in the Run tab.
+        switch = gr.Tabs(selected=TAB_RUN) if data.get("open") else gr.skip()
         job = None
         if job_id is not None:
             try:
@@ -202,24 +207,24 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             except ApiError as exc:
                 return (
                     job_id,
-                    _table_html(sh, request, key, statuses, kind_value, job_id),
+                    gr.skip(),
                     render.notice(exc.message, "error"),
                     gr.update(visible=False),
                     "",
+                    gr.skip(),
                 )
-        return (
-            job_id,
-            _table_html(sh, request, key, statuses, kind_value, job_id),
-            _selected_html(job),
-            gr.update(visible=False),
-            "",
-        )
+        # The page has highlighted the row already; re-drawing the table here would swap the
+        # rows under a double click. The next refresh draws the selection from the server.
+        return job_id, gr.skip(), _selected_html(job), gr.update(visible=False), "", switch
 
-    table.select(
-        select_row,
-        [sh.key, status_filter, kind_filter],
-        [sh.job, table, selected, confirm_row, action_msg],
-    )
+    # No progress overlay: it would cover the table and take the second click of a double click.
+    for event in (table.select, table.double_click):
+        event(
+            select_row,
+            [sh.key],
+            [sh.job, table, selected, confirm_row, action_msg, sh.tabs],
+            show_progress="hidden",
+        )
 
     def show_selected(job: Any, key: str | None, request: gr.Request) -> str:
         job_id = as_int(job)

@@ -73,7 +73,9 @@ const mark = (id) => {
   ring.setAttribute('width', b.width + 2 * pad); ring.setAttribute('height', b.height + 2 * pad);
   ring.setAttribute('display', 'inline');
 };
-const pick = (id) => { mark(id); trigger('select', {node_id: id}); };
+// Gradio drops a trigger while the previous 'select' is still pending: the panel (PANEL_JS)
+// asks again for `window.tgWantedNode` when what it shows differs.
+const pick = (id) => { mark(id); window.tgWantedNode = id; trigger('select', {node_id: id}); };
 window.tgMarkTreeNode = mark;
 element.addEventListener('load', seen, true);
 element.addEventListener('error', seen, true);
@@ -95,7 +97,11 @@ element.addEventListener('keydown', (e) => {
   if (n) { e.preventDefault(); pick(Number(n.dataset.nodeId)); }
 });
 window.addEventListener('resize', () => { if (!element.dataset.zoom || element.dataset.zoom === 'fit') apply(); });
-watch('value', () => { apply(); count(); });
+watch('value', () => {
+  apply(); count();
+  // A newly drawn tree has no selection: forget the one wanted in the previous tree.
+  if (!svg()?.querySelector('g.tn.selected')) window.tgWantedNode = null;
+});
 apply(); count();
 """
 
@@ -107,12 +113,19 @@ element.addEventListener('click', (e) => {
   if (!n) return;
   const id = Number(n.dataset.nodeId);
   if (window.tgMarkTreeNode) window.tgMarkTreeNode(id);
+  window.tgWantedNode = id;
   trigger('select', {node_id: id});
 });
-// A node was picked: bring its details into view (no jump when they are visible already).
 watch('value', () => {
   const panel = element.querySelector('.tg-panel[data-node-id]');
-  if (panel) panel.scrollIntoView({block: 'nearest', behavior: 'smooth'});
+  if (!panel) return;
+  const wanted = window.tgWantedNode;
+  if (wanted && Number(panel.dataset.nodeId) !== wanted) {
+    trigger('select', {node_id: wanted});  // a later click was dropped while this one ran
+    return;
+  }
+  // A node was picked: bring its details into view (no jump when they are visible already).
+  panel.scrollIntoView({block: 'nearest', behavior: 'smooth'});
 });
 """
 
@@ -428,8 +441,11 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             return gr.skip(), gr.skip()
         return node_id, _panel(sh, sh.ctx.client(request, key), loaded, node_id)
 
-    tree_html.select(select_node, [tree_state, sh.key], [node_state, panel])
-    panel.select(select_node, [tree_state, sh.key], [node_state, panel])
+    # No overlay on the panel: clicks on its path entries must reach them.
+    for source in (tree_html, panel):
+        source.select(
+            select_node, [tree_state, sh.key], [node_state, panel], show_progress="hidden"
+        )
 
     def start_branch(
         state: Any, node: Any, k_value: Any, key: str | None, request: gr.Request

@@ -247,7 +247,12 @@ def _story(b: Browser) -> None:
     b.assert_xss_inert("Runs tab")
     b.shot("1-runs")
 
-    b.tab("Run")
+    # A double click on its row opens the job in the Run tab.
+    page.locator(f"#tg-jobs tr[data-job-id='{job_id}']").dblclick()
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[role=tab]')].some(
+          (t) => t.textContent.trim() === 'Run' && t.getAttribute('aria-selected') === 'true')"""
+    )
     b.wait_text("#tg-run-header", re.escape(XSS))
     counts: list[int] = []
     deadline = time.monotonic() + 150

@@ -211,3 +211,15 @@ def test_rendering_a_27_leaf_tree_is_fast() -> None:
         render_tree_svg(tree)
     per_tree = (time.perf_counter() - started) / 20
     assert per_tree < 0.05, per_tree
+
+
+def test_larger_trees_grow_wide_and_stay_valid() -> None:
+    # k=3, d=4: 81 leaves; the drawing widens (the page scrolls and zooms it) and stays valid.
+    small = layout_tree(Tree.from_json(tree_json(k=3, depth=3)))
+    tree = Tree.from_json(tree_json(k=3, depth=4, steps=10, window_start=1))
+    layout = layout_tree(tree)
+    assert len(layout.leaves) == 81 and layout.width > 2.5 * small.width
+    started = time.perf_counter()
+    root = _parse(render_tree_svg(tree, layout=layout))
+    assert time.perf_counter() - started < 0.2
+    assert len(_nodes(root)) == 1 + 1 + 3 + 9 + 27 + 81 + 81
