@@ -201,6 +201,24 @@ def gallery(
     )
 
 
+def _leaves_below(tree: Tree, node: TreeNode) -> list[TreeNode]:
+    children: dict[int, list[TreeNode]] = {}
+    for n in tree.nodes:
+        if n.parent_id is not None:
+            children.setdefault(n.parent_id, []).append(n)
+    out, stack, seen = [], [node], set()
+    while stack:
+        current = stack.pop()
+        if current.id in seen:
+            continue
+        seen.add(current.id)
+        below = children.get(current.id, [])
+        if not below and current.id != node.id:
+            out.append(current)
+        stack.extend(below)
+    return out
+
+
 def _node_facts(node: TreeNode) -> list[tuple[str, str]]:
     facts = [
         ("node", f"{node.node_index} (id {node.id})"),
@@ -257,9 +275,16 @@ def node_panel(
         if href and full
         else '<div class="tg-noimg">no image</div>'
     )
+    facts = _node_facts(node)
+    leaves = [n for n in _leaves_below(tree, node) if n.reward is not None]
+    if leaves:
+        rewards = [n.reward for n in leaves if n.reward is not None]
+        facts += [
+            ("leaves below", str(len(leaves))),
+            ("their reward", f"mean {sum(rewards) / len(rewards):.4f} · best {max(rewards):.4f}"),
+        ]
     rows = "".join(
-        f'<tr><th>{esc(k)}</th><td data-field="{esc(k)}">{esc(v)}</td></tr>'
-        for k, v in _node_facts(node)
+        f'<tr><th>{esc(k)}</th><td data-field="{esc(k)}">{esc(v)}</td></tr>' for k, v in facts
     )
     path = tree.path_to(node.id)
     steps = []

@@ -43,6 +43,7 @@ NEUTRAL_EDGE = "#9aa0a6"
 SELECTED = "#f59e0b"
 NEW_BRANCH = "#16a34a"
 WINDOW_BAND = "#eef2ff"
+BEST_PATH = "#fcd34d"
 
 # Diverging scale for advantages (ColorBrewer RdBu ends, a grey centre that shows on white).
 _DIVERGING = (
@@ -227,10 +228,27 @@ def _node_title(node: TreeNode) -> str:
     return " · ".join(parts)
 
 
-def _edge(parent: _Vis, child: _Vis, scales: TreeScales) -> list[str]:
+def _edge_ends(parent: _Vis, child: _Vis) -> tuple[float, float, float, float, float]:
     x1, y1 = parent.x, _y(parent.row) + _size(parent) / 2
     x2, y2 = child.x, _y(child.row) - _size(child) / 2 - (FRAME if not child.children else 0)
-    ym = (y1 + y2) / 2
+    return x1, y1, x2, y2, (y1 + y2) / 2
+
+
+def best_path(lay: TreeLayout) -> list[int]:
+    """Visible node ids from the root down to the best-rewarded leaf ("which branch won")."""
+    scored = [i for i in lay.leaves if lay.visible[i].node.reward is not None]
+    if not scored:
+        return []
+    path: list[int] = []
+    current: int | None = max(scored, key=lambda i: lay.visible[i].node.reward or 0.0)
+    while current is not None and len(path) <= len(lay.visible):
+        path.append(current)
+        current = lay.visible[current].parent
+    return path[::-1]
+
+
+def _edge(parent: _Vis, child: _Vis, scales: TreeScales) -> list[str]:
+    x1, y1, x2, y2, ym = _edge_ends(parent, child)
     node = child.node
     sde = node.made_by_sde
     if sde and node.advantage is not None:
@@ -383,6 +401,17 @@ def render_tree_svg(
             f"step {step}</text>"
             f'<text x="6" y="{y + 11:.1f}" font-size="10" fill="#5f6368">{_esc(sigma)}</text>'
         )
+    # "Which branch won": a gold band under the edges from the root to the best leaf.
+    winners = best_path(lay)
+    out.append('<g class="best-path">')
+    for parent_id, child_id in pairwise(winners):
+        x1, y1, x2, y2, ym = _edge_ends(lay.visible[parent_id], lay.visible[child_id])
+        out.append(
+            f'<path data-node-id="{child_id}" d="M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} '
+            f'{x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}" fill="none" stroke="{BEST_PATH}" '
+            'stroke-width="10" stroke-opacity="0.55" stroke-linecap="round"/>'
+        )
+    out.append("</g>")
     out.append('<g class="edges">')
     for vis in lay.visible.values():
         if vis.parent is not None:
@@ -439,8 +468,8 @@ def render_tree_legend(scales: TreeScales) -> str:
         (f"{lo:.3f}", f"{hi:.3f}") if lo is not None and hi is not None else ("n/a", "n/a")
     )
     return (
-        '<svg xmlns="http://www.w3.org/2000/svg" class="treegrpo-legend" width="860" '
-        'height="54" viewBox="0 0 860 54" font-family="ui-sans-serif, system-ui, sans-serif" '
+        '<svg xmlns="http://www.w3.org/2000/svg" class="treegrpo-legend" width="1000" '
+        'height="54" viewBox="0 0 1000 54" font-family="ui-sans-serif, system-ui, sans-serif" '
         'font-size="11" role="img" aria-label="Legend">'
         f"<defs>{_gradient_bar(_DIVERGING, 'lg-adv')}{_gradient_bar(_SEQUENTIAL, 'lg-rew')}</defs>"
         '<text x="0" y="12" fill="#202124">edge: advantage of the node below</text>'
@@ -463,5 +492,9 @@ def render_tree_legend(scales: TreeScales) -> str:
         f'<rect x="712" y="28" width="14" height="14" fill="none" stroke="{SELECTED}" '
         'stroke-width="3"/>'
         '<text x="732" y="40" fill="#202124">selected</text>'
+        f'<line x1="840" y1="14" x2="880" y2="14" stroke="{BEST_PATH}" stroke-width="10" '
+        'stroke-opacity="0.55" stroke-linecap="round"/>'
+        '<text x="886" y="18" fill="#202124">path to the</text>'
+        '<text x="886" y="32" fill="#202124">best leaf</text>'
         "</svg>"
     )

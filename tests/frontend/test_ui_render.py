@@ -219,3 +219,16 @@ def test_api_messages_find_their_field() -> None:
     assert form.slot_for("train.kl_beta", ["train.kl_beta"]) == "advanced"
     assert form.slot_for("params.source_job_id") == "source_job_id"
     assert form.slot_for("something.else") is None
+
+
+def test_node_panel_summarises_the_leaves_below_and_the_path() -> None:
+    tree = Tree.from_json(tree_json(k=3, depth=3))
+    root = next(n for n in tree.nodes if n.parent_id is None)
+    panel = render.node_panel(tree, root.id)
+    assert 'data-field="leaves below">27<' in panel
+    assert "best 1.0000" in panel  # rewards run 0 .. 1 in the factory
+    leaf = next(n for n in tree.nodes if n.is_leaf)
+    panel = render.node_panel(tree, leaf.id, image_src="data:image/png;base64,AAAA")
+    assert panel.count('<li class="tg-hop') == 11  # steps 0..10, every recorded state
+    assert 'src="data:image/png;base64,AAAA"' in panel
+    assert "leaves below" not in panel

@@ -11,6 +11,7 @@ from ui_factories import tree_json
 from frontend.client import Tree
 from frontend.tree_svg import (
     advantage_colour,
+    best_path,
     layout_tree,
     render_tree_legend,
     render_tree_svg,
@@ -223,3 +224,15 @@ def test_larger_trees_grow_wide_and_stay_valid() -> None:
     root = _parse(render_tree_svg(tree, layout=layout))
     assert time.perf_counter() - started < 0.2
     assert len(_nodes(root)) == 1 + 1 + 3 + 9 + 27 + 81 + 81
+
+
+def test_the_path_to_the_best_leaf_is_marked() -> None:
+    tree = Tree.from_json(tree_json(k=3, depth=3))
+    layout = layout_tree(tree)
+    path = best_path(layout)
+    best = max((n for n in tree.nodes if n.is_leaf), key=lambda n: n.reward or 0.0)
+    # Root, branch point, three window nodes, the best leaf: its whole ancestry as drawn.
+    assert path[0] == layout.roots[0] and path[-1] == best.id and len(path) == 6
+    root = _parse(render_tree_svg(tree, layout=layout))
+    band = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "best-path")
+    assert [int(p.get("data-node-id", "0")) for p in band] == path[1:]
