@@ -238,6 +238,7 @@ def _story(b: Browser) -> None:
     b.wait_text("#tg-f-tree-k-error", ">= 2")
     b.wait_text("#tg-form-msg", "refused these values")
     assert stack.job_count() == before
+    b.shot("0-form-422")
     # Corrected, the run is created and its curve grows live.
     b.fill("tg-f-tree-k", "3")
     page.locator("#tg-submit").click()
