@@ -9,8 +9,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from treegrpo.config import ConfigError
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -86,6 +88,17 @@ class Settings(BaseSettings):
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
 
 
+def load_settings() -> Settings:
+    """Settings from the environment and .env; a bad value raises ConfigError naming the
+    variable (the `treegrpo` command prints it as one line instead of a traceback)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = "TREEGRPO_" + "_".join(str(part) for part in error["loc"]).upper()
+        raise ConfigError(name, f"{error['msg']}, got {error.get('input')!r}") from exc
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

@@ -103,9 +103,9 @@ def run_up(args: argparse.Namespace) -> int:
 
     from backend.bootstrap import ensure_local_key
     from backend.migrate import upgrade
-    from backend.settings import Settings
+    from backend.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     print(f"up: data in {data_dir} (database {settings.resolved_database_url})", flush=True)
     upgrade(settings.resolved_database_url)
     key = ensure_local_key(settings)
