@@ -60,11 +60,10 @@ def queue_again(
 
 
 def reconcile(settings: Settings, send: Send) -> list[tuple[int, str]]:
-    """Mark stale running jobs lost and queue again those that have a checkpoint."""
+    """Mark stale running jobs lost (stale cancelling ones cancelled) and queue again the lost
+    ones that have a checkpoint."""
     url = settings.resolved_database_url
     with session_scope(url) as session:
-        jobs, _ = crud.list_jobs(session, statuses=["cancelling"], limit=100_000)
-        cancelling = {job.id for job in jobs}
         lost = crud.mark_stale_lost(
             session, stale_before=crud.stale_cutoff(settings.stale_after_seconds)
         )
@@ -72,12 +71,13 @@ def reconcile(settings: Settings, send: Send) -> list[tuple[int, str]]:
             (job.id, job.kind, dict(job.params or {}), job.checkpoint_path, job.error)
             for job in lost
         ]
+        cancelled = {job.id for job in lost if job.status == "cancelled"}
     actions = []
     for job_id, kind, params, checkpoint, error in found:
         log = JobLog(settings.resolved_artifact_dir / log_relpath(job_id), "reconciler")
         log.write(f"job lost: {error}")
-        if job_id in cancelling:
-            action = "lost while being cancelled; not queued again"
+        if job_id in cancelled:
+            action = "worker lost while the job was being cancelled: cancelled"
         elif not checkpoint:
             action = "lost with no checkpoint; not queued again (resuming starts it over)"
         else:

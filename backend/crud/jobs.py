@@ -330,29 +330,33 @@ def request_resume(session: Session, *, job_id: int) -> Job:
 
 
 def mark_stale_lost(session: Session, *, stale_before: datetime) -> list[Job]:
-    """running/cancelling jobs whose heartbeat is older than `stale_before` -> lost."""
+    """Jobs whose heartbeat is older than `stale_before`: running -> lost; cancelling ->
+    cancelled (the user asked it to stop, and it has stopped: its process is gone). Returns the
+    jobs changed, refreshed."""
     active = [JobStatus.running.value, JobStatus.cancelling.value]
     stale = session.scalars(
         select(Job).where(Job.status.in_(active), Job.heartbeat_at < stale_before)
     ).all()
-    lost: list[Job] = []
+    changed: list[Job] = []
     for job in stale:
+        since = f"heartbeat stale since {job.heartbeat_at} (worker {job.worker})"
+        if job.status == JobStatus.cancelling.value:
+            status = JobStatus.cancelled.value
+            error = f"cancelled, but its worker was lost before it confirmed: {since}"
+        else:
+            status, error = JobStatus.lost.value, since
         result = session.execute(
             update(Job)
-            .where(Job.id == job.id, Job.attempt == job.attempt, Job.status.in_(active))
-            .values(
-                status=JobStatus.lost.value,
-                error=f"heartbeat stale since {job.heartbeat_at} (worker {job.worker})",
-                finished_at=utcnow(),
-            )
+            .where(Job.id == job.id, Job.attempt == job.attempt, Job.status == job.status)
+            .values(status=status, error=error, finished_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
-            lost.append(job)
+            changed.append(job)
     session.commit()
-    for job in lost:
+    for job in changed:
         session.refresh(job)
-    return lost
+    return changed
 
 
 def stale_cutoff(seconds: float) -> datetime:

@@ -199,7 +199,8 @@ def test_reconcile_marks_stale_jobs_lost_and_requeues_those_with_a_checkpoint(
 
     assert row(fresh)["status"] == "running" and fresh not in actions
     assert row(bare)["status"] == "lost" and "no checkpoint" in actions[bare]
-    assert row(stopping)["status"] == "lost" and "being cancelled" in actions[stopping]
+    assert row(stopping)["status"] == "cancelled" and "being cancelled" in actions[stopping]
+    assert "worker was lost" in (row(stopping)["error"] or "")
     assert row(saved)["status"] == "queued"
     assert sent == [(saved, "train", {})]
     log = (settings.resolved_artifact_dir / log_relpath(saved)).read_text()
