@@ -203,7 +203,8 @@ gathered = gather_to_main({"rank": rank})
 assert gathered == ([{"rank": 0}, {"rank": 1}] if rank == 0 else [])
 barrier()
 destroy_process_group()
-print("ok", rank)
+# One write per rank: both ranks share the stdout pipe, and print() writes its parts separately.
+os.write(1, f"ok {rank}\n".encode())
 """
 
 
