@@ -204,7 +204,7 @@ assert gathered == ([{"rank": 0}, {"rank": 1}] if rank == 0 else [])
 barrier()
 destroy_process_group()
 # One write per rank: both ranks share the stdout pipe, and print() writes its parts separately.
-os.write(1, f"ok {rank}\n".encode())
+os.write(1, f"ok {rank}\\n".encode())
 """
 
 
