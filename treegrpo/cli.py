@@ -132,6 +132,7 @@ def _relaunch(command: list[str]) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from treegrpo.checkpoint import latest_checkpoint
     from treegrpo.distributed import (
+        barrier,
         destroy_process_group,
         init_process_group,
         launch_command,
@@ -183,7 +184,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Joining waits for every rank, so no rank writes below before all have checked the above.
     init_process_group(ranks, device)
     try:
-        return _train(args, config, out, checkpoint, device, ranks.is_main)
+        result = _train(args, config, out, checkpoint, device, ranks.is_main)
+        # Every rank is done before the group goes away: gloo aborts a rank (SIGABRT, "terminate
+        # called without an active exception") whose peer tears the group down under it.
+        barrier()
+        return result
     finally:
         destroy_process_group()
 
