@@ -14,10 +14,12 @@ import torch
 from torch import Tensor
 
 EPS = 1e-8
+GLOBAL_STD_EPS = 1e-4  # flow_grpo's stat tracker
 
 
-def group_zscore(values: Tensor, groups: Tensor) -> Tensor:
-    """(x - mean) / (std + 1e-8) within each group id; population std; equal values give 0."""
+def group_zscore(values: Tensor, groups: Tensor, unbiased: bool = False) -> Tensor:
+    """(x - mean) / (std + 1e-8) within each group id; population std (`unbiased`: Bessel's,
+    as DanceGRPO's torch `.std()`); equal values give 0."""
     # float64 inside: in float32 the mean of equal values can miss them by ~1e-8, which the
     # 1e-8 epsilon would blow up into O(1) advantages for a group with no signal at all.
     out = torch.zeros(values.shape, dtype=torch.float64, device=values.device)
@@ -25,29 +27,62 @@ def group_zscore(values: Tensor, groups: Tensor) -> Tensor:
         members = groups == group
         chunk = values[members].double()
         mean = chunk.mean()
-        std = ((chunk - mean) ** 2).mean().sqrt()
+        squares = ((chunk - mean) ** 2).sum()
+        std = (squares / max(1, chunk.numel() - (1 if unbiased else 0))).sqrt()
         out[members] = (chunk - mean) / (std + EPS)
     return out.float()
 
 
-def combine_rewards(
-    rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Tensor
-) -> Tensor:
-    """Normalise each reward within its prompt group, then take the weighted sum.
-
-    Raises ValueError on a non-finite reward: a NaN would make its whole group's advantages NaN.
-    """
-    total: Tensor | None = None
-    for name, weight in weights.items():
+def _check_finite(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) -> None:
+    for name in weights:
         if not bool(torch.isfinite(rewards[name]).all()):
             raise ValueError(
                 f"reward {name!r} holds NaN or infinite values; advantages need finite rewards"
             )
-        term = weight * group_zscore(rewards[name], groups)
+
+
+def combine_rewards(
+    rewards: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+    groups: Tensor,
+    renormalise: bool = True,
+    unbiased: bool = False,
+) -> Tensor:
+    """Normalise each reward within its prompt group, take the weighted sum, and normalise that
+    sum again per group (Algorithm 1, lines 11-13); `renormalise=False` stops at the sum.
+
+    Raises ValueError on a non-finite reward: a NaN would make its whole group's advantages NaN.
+    """
+    _check_finite(rewards, weights)
+    total: Tensor | None = None
+    for name, weight in weights.items():
+        term = weight * group_zscore(rewards[name], groups, unbiased)
         total = term if total is None else total + term
     if total is None:
         raise ValueError("no rewards to combine")
+    if renormalise and len(weights) > 1:
+        return group_zscore(total, groups, unbiased)
     return total
+
+
+def global_std_advantages(
+    rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Tensor
+) -> Tensor:
+    """Flow-GRPO with `global_std`: (R - mean of R's prompt group) / (std of all R + 1e-4).
+
+    R is the weighted sum of the raw rewards (flow_grpo's multi_score `avg`); std is the
+    population std over the whole epoch (flow_grpo's PerPromptStatTracker with global_std).
+    """
+    _check_finite(rewards, weights)
+    total = sum(weight * rewards[name].double() for name, weight in weights.items())
+    if not isinstance(total, Tensor):
+        raise ValueError("no rewards to combine")
+    centred = torch.zeros_like(total)
+    for group in torch.unique(groups):
+        members = groups == group
+        centred[members] = total[members] - total[members].mean()
+    std = ((total - total.mean()) ** 2).mean().sqrt()
+    return (centred / (std + GLOBAL_STD_EPS)).float()
 
 
 def _children(block: Tensor, k: int) -> Tensor:

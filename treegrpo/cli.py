@@ -292,8 +292,6 @@ def cmd_sample_tree(args: argparse.Namespace) -> int:
         settings["sampling.eta"] = args.eta
     config = RunConfig.from_dict(settings)
     adapter = load_model(config.model, config.device, config.dtype)
-    if args.eta is None and adapter.family == "epsilon":
-        config = RunConfig.from_dict({**settings, "sampling.eta": 1.0})
     record = grow_tree(
         adapter,
         args.prompt,

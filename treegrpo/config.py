@@ -22,6 +22,9 @@ ALGORITHMS = ("treegrpo", "dancegrpo", "flowgrpo", "mixgrpo")
 BACKUPS = ("mean", "logprob_softmax", "depth_norm")
 WINDOW_SCHEDULES = ("random", "shift", "fixed")
 LOSS_AGGREGATIONS = ("sum", "mean")
+FLOW_SDES = ("flowgrpo", "dancegrpo")
+GRIDS = ("model", "dancegrpo")
+KL_FORMS = ("flowgrpo", "exact")
 DTYPES = ("float32", "bfloat16", "float16")
 BUILTIN_MODELS = ("digits", "digits-ddim", "tiny-random", "tiny-random-ddim")
 
@@ -37,6 +40,9 @@ Backup = Literal["mean", "logprob_softmax", "depth_norm"]
 WindowSchedule = Literal["random", "shift", "fixed"]
 LossAggregation = Literal["sum", "mean"]
 DType = Literal["float32", "bfloat16", "float16"]
+FlowSDEName = Literal["flowgrpo", "dancegrpo"]
+GridName = Literal["model", "dancegrpo"]
+KLForm = Literal["flowgrpo", "exact"]
 
 
 class ConfigError(ValueError):
@@ -202,9 +208,26 @@ class SamplingConfig:
     cfg_scale: float = field(
         default=4.5, metadata=_help("Classifier-free guidance scale; 1 turns guidance off.")
     )
-    eta: float = field(
-        default=0.7,
-        metadata=_help("SDE noise level (flow: sigma_t scale, 0.7 official; DDIM: eta, 1.0)."),
+    eta: float | None = field(
+        default=None,
+        metadata=_help(
+            "SDE noise level; null = the SDE's own: 0.7 (Flow-GRPO SDE), 0.3 (DanceGRPO SDE), "
+            "1.0 (DDIM, as DDPO)."
+        ),
+    )
+    sde: FlowSDEName | None = field(
+        default=None,
+        metadata=_help(
+            "Flow models' SDE: flowgrpo or dancegrpo; null = the algorithm's own (DanceGRPO's "
+            "for dancegrpo, Flow-GRPO's otherwise). DDIM models use DDIM's."
+        ),
+    )
+    grid: GridName = field(
+        default="model",
+        metadata=_help(
+            "Step grid: model (the model's diffusers scheduler) or dancegrpo "
+            "(linspace(1, 0, T + 1), shifted; flow models only)."
+        ),
     )
     max_batch: int = field(
         default=0,
@@ -214,7 +237,13 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         _int("sampling.steps", self.steps, 1, MAX_STEPS)
         object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
-        object.__setattr__(self, "eta", _float("sampling.eta", self.eta, 0.0, 10.0, lo_open=True))
+        if self.eta is not None:
+            object.__setattr__(
+                self, "eta", _float("sampling.eta", self.eta, 0.0, 10.0, lo_open=True)
+            )
+        if self.sde is not None:
+            _choice("sampling.sde", self.sde, FLOW_SDES)
+        _choice("sampling.grid", self.grid, GRIDS)
         _int("sampling.max_batch", self.max_batch, 0)
         if self.max_batch == 1 and self.cfg_scale != 1.0:
             raise ConfigError(
@@ -228,7 +257,10 @@ class TreeConfig:
     depth: int = field(default=3, metadata=_help("d: width of the SDE window in steps."))
     window: WindowSchedule = field(
         default="random",
-        metadata=_help("Window placement: random (paper), shift (official code) or fixed."),
+        metadata=_help(
+            "Window placement: random (paper Eq. 7), shift (official code) or fixed; the window "
+            "never covers the last step."
+        ),
     )
     window_ratio: float = field(
         default=0.5, metadata=_help("r of the truncated geometric P[s] ~ (1 - r) r^s.")
@@ -236,7 +268,9 @@ class TreeConfig:
     window_start: int = field(
         default=0, metadata=_help("s for the fixed schedule; first s for shift.")
     )
-    shift_every: int = field(default=1, metadata=_help("Shift schedule: epochs per move."))
+    shift_every: int = field(
+        default=50, metadata=_help("Shift schedule: epochs per move (50 in the official code).")
+    )
     shift_by: int = field(default=1, metadata=_help("Shift schedule: steps per move."))
     backup: Backup = field(
         default="mean",
@@ -270,21 +304,50 @@ class FlatConfig:
     group_size: int = field(
         default=27, metadata=_help("G: independent trajectories per prompt (flat baselines).")
     )
-    timestep_fraction: float = field(
-        default=0.6, metadata=_help("DanceGRPO: fraction of steps trained per epoch.")
+    timestep_fraction: float | None = field(
+        default=None,
+        metadata=_help(
+            "Fraction of steps trained: DanceGRPO draws int(f (T - 1)) per trajectory, "
+            "Flow-GRPO trains the first int(f T); null = the algorithm's (0.6, 0.99)."
+        ),
+    )
+    same_noise: bool | None = field(
+        default=None,
+        metadata=_help(
+            "One initial noise per prompt group; null = the algorithm's (DanceGRPO and MixGRPO "
+            "yes, Flow-GRPO no)."
+        ),
+    )
+    global_std: bool | None = field(
+        default=None,
+        metadata=_help(
+            "Advantages divide by the epoch's reward std instead of the group's; null = the "
+            "algorithm's (Flow-GRPO yes, others no)."
+        ),
     )
     window: int = field(
-        default=3, metadata=_help("MixGRPO: SDE window width; placed like tree.window.")
+        default=4, metadata=_help("MixGRPO: width of the sliding SDE window in steps.")
+    )
+    slide_every: int = field(
+        default=25,
+        metadata=_help(
+            "MixGRPO: iterations before the window moves one step (back to 0 at the end)."
+        ),
     )
 
     def __post_init__(self) -> None:
         _int("flat.group_size", self.group_size, 2, MAX_LEAVES_PER_TREE)
-        object.__setattr__(
-            self,
-            "timestep_fraction",
-            _float("flat.timestep_fraction", self.timestep_fraction, 0.0, 1.0, lo_open=True),
-        )
+        if self.timestep_fraction is not None:
+            object.__setattr__(
+                self,
+                "timestep_fraction",
+                _float("flat.timestep_fraction", self.timestep_fraction, 0.0, 1.0, lo_open=True),
+            )
         _int("flat.window", self.window, 1)
+        _int("flat.slide_every", self.slide_every, 1)
+        for name in ("same_noise", "global_std"):
+            if getattr(self, name) is not None:
+                _bool(f"flat.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -293,8 +356,19 @@ class TrainConfig:
     weight_decay: float = field(default=1e-4, metadata=_help("AdamW weight decay."))
     clip_range: float = field(default=1e-4, metadata=_help("PPO ratio clip epsilon."))
     adv_clip: float = field(default=5.0, metadata=_help("Advantages are clamped to +-adv_clip."))
-    kl_beta: float = field(
-        default=0.0, metadata=_help("Weight of the KL to the reference policy; 0 = none (paper).")
+    kl_beta: float | None = field(
+        default=None,
+        metadata=_help(
+            "Weight of the KL to the reference policy; 0 = none; null = the algorithm's "
+            "(Flow-GRPO 0.01 as its PickScore recipe, the others 0)."
+        ),
+    )
+    kl_form: KLForm = field(
+        default="flowgrpo",
+        metadata=_help(
+            "KL denominator: flowgrpo (2 sigma_t^2, without the step length, as flow_grpo) or "
+            "exact (2 std^2, the Gaussian KL)."
+        ),
     )
     loss_agg: LossAggregation = field(
         default="sum", metadata=_help("Over the k children of a node: sum (official) or mean.")
@@ -322,7 +396,9 @@ class TrainConfig:
         object.__setattr__(
             self, "adv_clip", _float("train.adv_clip", self.adv_clip, 0.0, 1e6, lo_open=True)
         )
-        object.__setattr__(self, "kl_beta", _float("train.kl_beta", self.kl_beta, 0.0, 1e6))
+        if self.kl_beta is not None:
+            object.__setattr__(self, "kl_beta", _float("train.kl_beta", self.kl_beta, 0.0, 1e6))
+        _choice("train.kl_form", self.kl_form, KL_FORMS)
         _choice("train.loss_agg", self.loss_agg, LOSS_AGGREGATIONS)
         object.__setattr__(
             self,
@@ -429,26 +505,36 @@ class RunConfig:
     def _check_windows(self) -> None:
         steps = self.sampling.steps
         if self.algorithm == "treegrpo":
-            width, width_field = self.tree.depth, "tree.depth"
+            # The window never covers the last step (paper Eq. 7: s = 0 .. T - d - 1): branching
+            # there would only add noise that the clean leaf image does not show.
+            width, width_field, last_start = (
+                self.tree.depth,
+                "tree.depth",
+                steps - self.tree.depth - 1,
+            )
         elif self.algorithm == "mixgrpo":
-            width, width_field = self.flat.window, "flat.window"
+            # MixGRPO's window runs over steps 0 .. T - 3 (the last two stay ODE).
+            width, width_field, last_start = self.flat.window, "flat.window", steps - 3
         else:
             return
-        if width > steps:
+        if last_start < 0:
             raise ConfigError(
-                width_field, f"window of {width} steps is longer than sampling.steps = {steps}"
+                width_field,
+                f"a window of {width} steps does not fit in sampling.steps = {steps}"
+                + (
+                    " before the last step"
+                    if self.algorithm == "treegrpo"
+                    else " (MixGRPO needs at least 3 steps)"
+                ),
             )
-        if self.tree.window == "fixed" and self.tree.window_start + width > steps:
+        if self.algorithm != "treegrpo":
+            return
+        if self.tree.window in ("fixed", "shift") and self.tree.window_start > last_start:
             raise ConfigError(
                 "tree.window_start",
-                f"window [{self.tree.window_start}, {self.tree.window_start + width}) runs past "
-                f"the last step ({steps} steps)",
-            )
-        if self.tree.window == "shift" and self.tree.window_start > steps - width:
-            raise ConfigError(
-                "tree.window_start",
-                f"first window start {self.tree.window_start} is past the last valid start "
-                f"{steps - width}",
+                f"window [{self.tree.window_start}, {self.tree.window_start + width}) is past the "
+                f"last valid start {last_start} ({steps} steps; the window ends before the last "
+                "step)",
             )
 
     # -- conversion --------------------------------------------------------------------------
@@ -630,24 +716,30 @@ ALLOWED: dict[str, str] = {
     "sample_every": ">= 0",
     "sampling.steps": f"1..{MAX_STEPS}",
     "sampling.cfg_scale": ">= 1",
-    "sampling.eta": "(0, 10]",
+    "sampling.eta": "null \\| (0, 10]",
+    "sampling.sde": "null \\| " + " \\| ".join(FLOW_SDES),
+    "sampling.grid": " \\| ".join(GRIDS),
     "sampling.max_batch": ">= 0; >= 2 with CFG",
     "tree.k": "2..16",
-    "tree.depth": f">= 1, <= sampling.steps, k^depth <= {MAX_LEAVES_PER_TREE}",
+    "tree.depth": f">= 1, < sampling.steps, k^depth <= {MAX_LEAVES_PER_TREE}",
     "tree.window": " \\| ".join(WINDOW_SCHEDULES),
     "tree.window_ratio": "(0, 1)",
-    "tree.window_start": "0..steps - width",
+    "tree.window_start": "0..steps - depth - 1",
     "tree.shift_every": ">= 1",
     "tree.shift_by": ">= 0",
     "tree.backup": " \\| ".join(BACKUPS),
     "flat.group_size": f"2..{MAX_LEAVES_PER_TREE}",
-    "flat.timestep_fraction": "(0, 1]",
+    "flat.timestep_fraction": "null \\| (0, 1]",
+    "flat.same_noise": "null \\| true \\| false",
+    "flat.global_std": "null \\| true \\| false",
     "flat.window": "1..sampling.steps",
+    "flat.slide_every": ">= 1",
     "train.lr": "(0, 1]",
     "train.weight_decay": "[0, 10]",
     "train.clip_range": "(0, 10]",
     "train.adv_clip": "> 0",
-    "train.kl_beta": ">= 0",
+    "train.kl_beta": "null \\| >= 0",
+    "train.kl_form": " \\| ".join(KL_FORMS),
     "train.loss_agg": " \\| ".join(LOSS_AGGREGATIONS),
     "train.max_grad_norm": "> 0",
     "train.minibatches": "1..1024",

@@ -69,26 +69,36 @@ def tree_edges(rollout: TreeRollout, values: list[Tensor]) -> EdgeBatch:
     return EdgeBatch.cat(parts)
 
 
-def flat_edges(rollout: FlatRollout, advantages: Tensor, train_steps: list[int]) -> EdgeBatch:
-    """Every trajectory at each trained step; all steps of a trajectory share its advantage."""
+def flat_edges(rollout: FlatRollout, advantages: Tensor, train_steps: Tensor) -> EdgeBatch:
+    """The trained steps of every trajectory; all steps of a trajectory share its advantage.
+
+    `train_steps` is (rows, m) long: trajectory r trains its steps train_steps[r] (DanceGRPO
+    draws them per trajectory; the others give every row the same m steps). Edges come step
+    slot by step slot: slot j holds every row's j-th trained step.
+    """
     rows = rollout.states.shape[0]
     device = rollout.states.device
+    if train_steps.ndim != 2 or train_steps.shape[0] != rows:
+        raise ValueError(f"need (rows={rows}, m) trained steps, got {tuple(train_steps.shape)}")
+    untrainable = sorted({int(s) for s in train_steps.flatten() if not bool(rollout.sde_steps[s])})
+    if untrainable:
+        raise ValueError(f"steps {untrainable} were deterministic and cannot be trained")
     prompt_of_row = torch.arange(len(rollout.prompts), device=device).repeat_interleave(
         rollout.group_size
     )
+    row_index = torch.arange(rows, device=device)
     parts = []
-    for step in train_steps:
-        if not bool(rollout.sde_steps[step]):
-            raise ValueError(f"step {step} was deterministic and cannot be trained")
+    for slot in range(train_steps.shape[1]):
+        steps = train_steps[:, slot].to(device)  # (rows,)
         parts.append(
             EdgeBatch(
-                parents=rollout.states[:, step],
-                steps=torch.full((rows,), step, dtype=torch.long, device=device),
+                parents=rollout.states[row_index, steps],
+                steps=steps,
                 prompt_index=prompt_of_row,
-                children=rollout.states[:, step + 1, None],  # (rows, 1, C, H, W)
-                log_prob_old=rollout.log_probs[:, step, None],
+                children=rollout.states[row_index, steps + 1][:, None],  # (rows, 1, C, H, W)
+                log_prob_old=rollout.log_probs[row_index, steps][:, None],
                 advantages=advantages.to(device)[:, None],
-                depth=torch.full((rows,), step + 1, dtype=torch.long, device=device),
+                depth=steps + 1,
             )
         )
     return EdgeBatch.cat(parts)

@@ -2,15 +2,22 @@
 
 - `tiny-*`: seconds on the random-init test model with the brightness reward (tests, smoke runs).
 - `digits-*`: the shipped digits model with the digit-judge reward; a CPU shows TreeGRPO's gain
-  in minutes. Galleries use held-out prompt phrasings.
-- `sd35-treegrpo`: the paper's SD3.5-Medium settings (T=10, k=3, d=3, random window r=0.5,
-  lr 1e-5, clip 1e-4, eta 0.7, CFG 4.5, advantage clip 5, reward 0.8 HPS + 0.2 CLIPScore).
-- `sd15-treegrpo`: SD1.5 with DDIM (eta 1), LoRA rank 16, as DDPO-style SD1.5 runs do.
+  in minutes. Evaluation uses held-out prompt phrasings.
+  Each baseline runs its authors' recipe (TREEGRPO.md 7, docs/FIDELITY.md): its own SDE and eta,
+  noise sharing, group size, trained steps, advantage normalisation, KL and optimiser steps per
+  iteration. What stays matched across the family is what belongs to the model rather than the
+  method: prompts, reward, T, CFG, learning rate and clip range (the originals' lr and clip
+  are tuned for SD-scale models).
+- `digits-<baseline>-matched`: a matched-budget comparison, labelled as such: the baseline with
+  G = k^d = 27, so it makes as many images per iteration as the tree (4 x 27 = 108).
+- `sd35-treegrpo`: the paper's Table 1 run on SD3.5-Medium (HPS-v2.1 reward; T = 10, k = 3,
+  d = 3, random window r = 0.5, eta 0.7, CFG 4.5, lr 1e-5, clip 1e-4, advantage clip 5);
+  `sd35-treegrpo-multi`: Table 2 (0.8 HPS + 0.2 CLIPScore). 512 x 512 needs
+  `sampling.height/width` (the models issue); until then a folder runs at its sample_size.
+- `sd35-dancegrpo`, `sd35-flowgrpo`: the baselines' own SD3.5 recipes.
+- `sd15-treegrpo`: SD1.5 with DDIM (eta 1 as DDPO), LoRA rank 16, as DDPO-style SD1.5 runs do.
 The SD presets name local folders under ./models; point `model` and `reward_options.*.path` at
-your own with `--set`.
-
-Each baseline preset matches its TreeGRPO sibling on prompts, reward, lr, steps and images per
-prompt per epoch (flat.group_size = k^d), so comparisons between them are fair.
+your own with `--set`. Every preset evaluates on prompts it never trains on.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ _TINY: dict[str, Any] = {
     "model": "tiny-random",
     "reward": "brightness",
     "prompts": "tiny",
+    "eval_prompts": "tiny-heldout",
     "prompts_per_epoch": 2,
     "epochs": 2,
-    "sampling": {"steps": 6, "cfg_scale": 2.0, "eta": 0.7},
+    "sampling": {"steps": 6, "cfg_scale": 2.0},
     "tree": {"k": 2, "depth": 2, "window": "random"},
     "flat": {"group_size": 4, "window": 2},
     "train": {"lr": 1e-3, "clip_range": 0.2, "minibatches": 2},
@@ -45,32 +53,52 @@ _DIGITS: dict[str, Any] = {
     "sample_every": 10,
     # CFG 1.5: the base model then draws the prompt's digit ~75% of the time (it was pre-trained
     # with 30% mislabelled prompts), which leaves RL room to show its gain.
-    "sampling": {"steps": 10, "cfg_scale": 1.5, "eta": 0.7},
+    "sampling": {"steps": 10, "cfg_scale": 1.5},
     "tree": {"k": 3, "depth": 3, "window": "random", "window_ratio": 0.5},
-    "flat": {"group_size": 27, "window": 3},
+    "flat": {"group_size": 27},
     "train": {"lr": 1e-4, "clip_range": 1e-3, "minibatches": 2},
+}
+
+# The authors' recipes, as far as they are the method's and not the model's (docs/FIDELITY.md).
+_RECIPES: dict[str, dict[str, Any]] = {
+    "treegrpo": {},
+    # DanceGRPO FLUX script: 12 images per prompt, 3 optimiser steps per iteration.
+    "dancegrpo": {"flat": {"group_size": 12}, "train": {"minibatches": 3}},
+    # Flow-GRPO pickscore_sd3: 24 images per prompt, 2 optimiser steps per epoch, KL 0.01.
+    "flowgrpo": {"flat": {"group_size": 24}, "train": {"minibatches": 2}},
+    # MixGRPO FLUX script: 12 per prompt, window 4 sliding every 25 iterations.
+    "mixgrpo": {
+        "flat": {"group_size": 12, "window": 4, "slide_every": 25},
+        "train": {"minibatches": 3},
+    },
 }
 
 _SD35: dict[str, Any] = {
     "model": "./models/stable-diffusion-3.5-medium",
-    "reward": {"hps": 0.8, "clipscore": 0.2},
-    "reward_options": {
-        "hps": {"path": "./models/hps-v2-clip"},
-        "clipscore": {"path": "./models/clip-vit-large-patch14"},
-    },
+    "reward": "hps",
+    "reward_options": {"hps": {"path": "./models/hps-v2.1-clip"}},
     "prompts": "general",
+    "eval_prompts": "general-heldout",
     "prompts_per_epoch": 8,
-    "epochs": 300,
+    "epochs": 250,
     "device": "cuda",
     "dtype": "bfloat16",
     "checkpoint_every": 10,
     "log_tree_every": 10,
     "sample_every": 10,
-    "sampling": {"steps": 10, "cfg_scale": 4.5, "eta": 0.7},
-    "tree": {"k": 3, "depth": 3, "window": "random", "window_ratio": 0.5, "backup": "mean"},
-    "flat": {"group_size": 27, "window": 3},
+    "sampling": {"steps": 10, "cfg_scale": 4.5},
+    # Paper: k = d = 3, random window r = 0.5, probability-weighted backup (Alg. 1, Eq. 10-11).
+    "tree": {
+        "k": 3,
+        "depth": 3,
+        "window": "random",
+        "window_ratio": 0.5,
+        "backup": "logprob_softmax",
+    },
+    "flat": {"group_size": 27},
     "train": {
         "lr": 1e-5,
+        "weight_decay": 0.01,  # paper: AdamW, lr 1e-5, weight decay 0.01, 250 epochs
         "clip_range": 1e-4,
         "adv_clip": 5.0,
         "max_grad_norm": 1.0,
@@ -79,12 +107,20 @@ _SD35: dict[str, Any] = {
         "grad_checkpointing": True,
     },
 }
+_SD35_MULTI: dict[str, Any] = {
+    "reward": {"hps": 0.8, "clipscore": 0.2},
+    "reward_options": {
+        "hps": {"path": "./models/hps-v2.1-clip"},
+        "clipscore": {"path": "./models/clip-vit-large-patch14"},
+    },
+}
 
 _SD15: dict[str, Any] = {
     "model": "./models/stable-diffusion-v1-5",
     "reward": "pickscore",
     "reward_options": {"pickscore": {"path": "./models/pickscore-clip"}},
     "prompts": "general",
+    "eval_prompts": "general-heldout",
     "prompts_per_epoch": 8,
     "epochs": 200,
     "device": "cuda",
@@ -92,20 +128,38 @@ _SD15: dict[str, Any] = {
     "checkpoint_every": 10,
     "log_tree_every": 10,
     "sample_every": 10,
-    "sampling": {"steps": 10, "cfg_scale": 7.5, "eta": 1.0},
+    "sampling": {"steps": 10, "cfg_scale": 7.5},
     "tree": {"k": 3, "depth": 3, "window": "random", "window_ratio": 0.5},
-    "flat": {"group_size": 27, "window": 3},
+    "flat": {"group_size": 27},
     "train": {"lr": 3e-4, "clip_range": 1e-4, "lora_rank": 16, "micro_batch": 16},
 }
 
-PRESETS: dict[str, dict[str, Any]] = {
-    f"{family}-{algorithm}": deep_merge(base, {"algorithm": algorithm})
-    for family, base in (("tiny", _TINY), ("digits", _DIGITS))
-    for algorithm in _ALGORITHMS
+
+def _family(base: dict[str, Any], algorithm: str, recipe: bool = True) -> dict[str, Any]:
+    merged = deep_merge(base, {"algorithm": algorithm})
+    return deep_merge(merged, _RECIPES[algorithm]) if recipe else merged
+
+
+PRESETS: dict[str, dict[str, Any]] = {}
+for _algorithm in _ALGORITHMS:
+    # The tiny presets are smoke tests: one shape for all, so tests can count images.
+    PRESETS[f"tiny-{_algorithm}"] = _family(_TINY, _algorithm, recipe=False)
+    PRESETS[f"digits-{_algorithm}"] = _family(_DIGITS, _algorithm)
+    if _algorithm != "treegrpo":
+        # Matched budget: as many images per iteration as the tree (G = k^d = 27).
+        PRESETS[f"digits-{_algorithm}-matched"] = deep_merge(
+            _family(_DIGITS, _algorithm), {"flat": {"group_size": 27}}
+        )
+PRESETS["sd35-treegrpo"] = _family(_SD35, "treegrpo")
+PRESETS["sd35-treegrpo-multi"] = deep_merge(PRESETS["sd35-treegrpo"], _SD35_MULTI)
+PRESETS["sd35-dancegrpo"] = _family(_SD35, "dancegrpo")
+# Flow-GRPO's SD3.5 recipe trains PickScore (config/grpo.py `pickscore_sd3`).
+PRESETS["sd35-flowgrpo"] = {
+    **_family(_SD35, "flowgrpo"),
+    "reward": "pickscore",
+    "reward_options": {"pickscore": {"path": "./models/pickscore-clip"}},
 }
-PRESETS["sd35-treegrpo"] = deep_merge(_SD35, {"algorithm": "treegrpo"})
-PRESETS["sd35-dancegrpo"] = deep_merge(_SD35, {"algorithm": "dancegrpo"})
-PRESETS["sd15-treegrpo"] = deep_merge(_SD15, {"algorithm": "treegrpo"})
+PRESETS["sd15-treegrpo"] = _family(_SD15, "treegrpo")
 
 
 def preset_dict(name: str) -> dict[str, Any]:

@@ -44,6 +44,18 @@ GENERAL_PROMPTS = (
     "a snowy owl perched on a branch, detailed feathers",
 )
 
+# Never trained on by the presets that train on GENERAL_PROMPTS: evaluation measures the model.
+GENERAL_HELDOUT_PROMPTS = (
+    "a lighthouse keeper's cat asleep on a windowsill",
+    "a paper boat floating down a rainy city gutter",
+    "a jazz trio playing in a dim basement club",
+    "a desert canyon at sunrise, long shadows",
+    "a hummingbird drinking from a red flower, high-speed photo",
+    "a children's book illustration of a dragon baking bread",
+    "a futuristic train crossing a glass bridge",
+    "a still life of lemons and a copper kettle, oil painting",
+)
+
 PROMPT_SETS: dict[str, tuple[str, ...]] = {
     "tiny": (
         "a bright square",
@@ -53,9 +65,11 @@ PROMPT_SETS: dict[str, tuple[str, ...]] = {
         "a white circle",
         "a black circle",
     ),
+    "tiny-heldout": ("a light gray square", "a small white dot"),
     "digits": digit_prompts(),
     "digits-heldout": digit_prompts(HELDOUT_DIGIT_TEMPLATES),
     "general": GENERAL_PROMPTS,
+    "general-heldout": GENERAL_HELDOUT_PROMPTS,
 }
 
 

@@ -252,7 +252,8 @@ def rollout_tree_node_by_node(
 
 @dataclass
 class FlatNoise:
-    initial: Tensor  # (prompts, C, H, W): shared by the G trajectories of a prompt
+    initial: Tensor  # (prompts * G, C, H, W): each trajectory's start (equal within a group
+    #                  when drawn with same_noise)
     steps: Tensor  # (prompts * G, T, C, H, W): per-trajectory step noise
 
     @staticmethod
@@ -267,8 +268,15 @@ def draw_flat_noise(
     steps: int,
     latent_shape: Sequence[int],
     generator: torch.Generator,
+    same_noise: bool = True,
 ) -> FlatNoise:
-    initial = torch.randn((prompts, *latent_shape), generator=generator)
+    """Initial and step noise of `prompts` groups of G trajectories. `same_noise`: one initial
+    noise per group (DanceGRPO's init_same_noise, Flow-GRPO's same_latent), else one per
+    trajectory."""
+    starts = prompts if same_noise else prompts * group_size
+    initial = torch.randn((starts, *latent_shape), generator=generator)
+    if same_noise:
+        initial = initial.repeat_interleave(group_size, dim=0)  # (prompts * G, C, H, W)
     step_noise = torch.randn((prompts * group_size, steps, *latent_shape), generator=generator)
     return FlatNoise(initial, step_noise)
 
@@ -282,6 +290,7 @@ class FlatRollout:
     sde_steps: Tensor  # (T,) bool: which steps were stochastic
     states: Tensor  # (prompts * G, T + 1, C, H, W)
     log_probs: Tensor  # (prompts * G, T): log p_old of each step; NaN at ODE steps
+    last_x0: Tensor  # (prompts * G, C, H, W): the model's clean estimate at the last step
     model_calls: int = 0
     model_evals: int = 0
 
@@ -308,11 +317,16 @@ def rollout_flat(
     rows = len(prompts) * group_size
     prompt_of_row = torch.arange(len(prompts)).repeat_interleave(group_size)
     row_cond = cond.select(prompt_of_row)
-    x = noise.initial.to(device)[prompt_of_row]  # (rows, C, H, W)
+    x = noise.initial.to(device)  # (rows, C, H, W)
+    if x.shape[0] != rows:
+        raise ValueError(f"{x.shape[0]} initial noises for {rows} trajectories")
     states = [x]
     log_probs = torch.full((rows, schedule.steps), float("nan"), device=device)
+    last_x0 = x
     for step in range(schedule.steps):
         out = evaluator(x, step, row_cond)
+        if step == schedule.steps - 1:
+            last_x0 = schedule.predicted_x0(x, out, step)
         if bool(sde_steps[step]):
             mean, std = schedule.gaussian(x, out, step, eta)
             x = mean + std * noise.steps[:, step].to(device)
@@ -326,6 +340,7 @@ def rollout_flat(
         sde_steps=sde_steps.clone(),
         states=torch.stack(states, dim=1),  # (rows, T + 1, C, H, W)
         log_probs=log_probs,
+        last_x0=last_x0,
         model_calls=evaluator.calls,
         model_evals=evaluator.evals,
     )

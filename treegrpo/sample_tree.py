@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from treegrpo.algorithms import resolve_for_model
 from treegrpo.config import RunConfig
 from treegrpo.models.base import ModelAdapter
 from treegrpo.rewards.registry import RewardFn, score_images
@@ -23,8 +24,9 @@ def grow_tree(
     window_start: int,
 ) -> TreeRecord:
     """One tree with config.tree.k / depth / backup and config.sampling, seeded by config.seed."""
+    config, schedule = resolve_for_model(config, adapter)
+    assert config.sampling.eta is not None
     shape = TreeShape(config.tree.k, config.tree.depth, config.sampling.steps, window_start)
-    schedule = adapter.make_schedule(shape.steps)
     generator = torch.Generator().manual_seed(config.seed)
     noise = draw_tree_noise(1, shape, adapter.latent_shape, generator)
     adapter.denoiser.eval()

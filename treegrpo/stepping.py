@@ -51,6 +51,26 @@ def flow_sde_mean_std(
     return mean, std
 
 
+def dancegrpo_sde_mean_std(
+    x: Tensor, v: Tensor, sigma: Tensor, sigma_next: Tensor, eta: float
+) -> tuple[Tensor, Tensor]:
+    """Mean and std of DanceGRPO's own flow SDE step (`flux_step` in fastvideo/train_grpo_flux.py).
+
+    D = sigma - sigma_next > 0 is the step length, x0_hat = x - sigma v the clean estimate.
+    1. score = -(x - (1 - sigma) x0_hat) / sigma^2   (the Gaussian score of x_t given x0_hat).
+    2. mu = x - D v + 0.5 eta^2 D score: the Euler step x + v (sigma_next - sigma) plus the
+       original's `-0.5 eta^2 score * dsigma` with dsigma = -D (the sign as the code has it;
+       the reverse-time SDE's correction pulls towards the data).
+    3. std = eta sqrt(D).
+    """
+    step = sigma - sigma_next
+    x0_hat = flow_predicted_x0(x, v, sigma)
+    score = -(x - (1.0 - sigma) * x0_hat) / sigma**2
+    mean = x - step * v + 0.5 * eta**2 * step * score
+    std = eta * torch.sqrt(step)
+    return mean, std
+
+
 def flow_ode_step(x: Tensor, v: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
     """Euler step of the probability-flow ODE: x' = x + v dt (the SDE at eta = 0)."""
     return x + v * (sigma_next - sigma)

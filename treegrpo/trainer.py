@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from treegrpo.advantages import combine_rewards
+from treegrpo.algorithms import get_algorithm
 from treegrpo.callbacks import Callback, CallbackList, RunInfo, SampleBatch
 from treegrpo.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from treegrpo.config import RunConfig
@@ -42,26 +42,15 @@ from treegrpo.distributed import (
     shard_range,
     sum_over_ranks,
 )
-from treegrpo.edges import EdgeBatch, flat_edges, tree_edges
+from treegrpo.edges import EdgeBatch
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn, score_images
-from treegrpo.rollout import (
-    FlatNoise,
-    TreeNoise,
-    TreeRollout,
-    draw_flat_noise,
-    draw_tree_noise,
-    rollout_flat,
-    rollout_trees,
-    sample_ode,
-)
+from treegrpo.rollout import TreeRollout, sample_ode
 from treegrpo.stepping import gaussian_log_prob
-from treegrpo.tree import TreeShape, model_evaluations, trained_edge_count
 from treegrpo.tree_record import build_tree_records
-from treegrpo.tree_scoring import advantages_from_scores, decode_steps
-from treegrpo.windows import window_start
+from treegrpo.tree_scoring import decode_steps
 
 EVAL_PROMPTS_DEFAULT = 8
 # Galleries cycle their prompts (each time with new noise) up to this many images, so the eval
@@ -107,6 +96,10 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         checkpoint_root: Path | None = None,
     ) -> None:
+        # Nulls in the config (eta, SDE, the baselines' knobs) take the algorithm's defaults.
+        self.algorithm = get_algorithm(config.algorithm)
+        self.requested_config = config
+        config = self.algorithm.resolve(config, adapter.family)
         self.config = config
         self.adapter = adapter
         self.rewards = rewards
@@ -124,7 +117,13 @@ class Trainer:
         self.stop_requests = CallbackList(callbacks)
         self.callbacks = CallbackList(callbacks if self.ranks.is_main else ())
         self.checkpoint_root = checkpoint_root
-        self.schedule = adapter.make_schedule(config.sampling.steps)
+        assert config.sampling.sde is not None and config.sampling.eta is not None
+        self.schedule = adapter.make_schedule(
+            config.sampling.steps, config.sampling.grid, config.sampling.sde
+        )
+        # Every step an epoch may sample stochastically must have noise to sample.
+        sde_steps = config.sampling.steps - (1 if config.algorithm == "treegrpo" else 0)
+        self.schedule.check_stochastic(range(sde_steps), config.sampling.eta)
         self.prompts = list(resolve_prompts(config.prompts))
         if config.eval_prompts is not None:
             self.eval_prompts = list(resolve_prompts(config.eval_prompts))
@@ -144,9 +143,10 @@ class Trainer:
         )
         # The reference policy for the optional KL is the model as loaded, before any update.
         self.reference = None
-        if config.train.kl_beta > 0:
+        if config.train.kl_beta:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
         self.state = TrainState()
+        self.reward_seconds = 0.0  # time spent decoding and scoring in the current epoch
 
     # -- public --------------------------------------------------------------------------------
 
@@ -208,17 +208,8 @@ class Trainer:
         return path
 
     def run_info(self) -> RunInfo:
-        config, prompts = self.config, self.config.prompts_per_epoch
-        steps = config.sampling.steps
-        if config.algorithm == "treegrpo":
-            k, d = config.tree.k, config.tree.depth
-            images = prompts * k**d
-            edges = prompts * trained_edge_count(k, d)
-            evals = prompts * model_evaluations(k, d, steps, 0)
-        else:
-            images = prompts * config.flat.group_size
-            edges = images * len(self.flat_train_steps(random.Random(0), 0))
-            evals = images * steps
+        config = self.config
+        images, edges, evals = self.algorithm.epoch_counts(config)
         return RunInfo(
             algorithm=config.algorithm,
             start_epoch=self.state.epoch,
@@ -242,22 +233,20 @@ class Trainer:
             prompts = rng.choices(self.prompts, k=count)
         ids = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
         groups = torch.tensor([ids[p] for p in prompts])
-        start = window_start(config.tree, config.sampling.steps, config.window_width, epoch, rng)
+        start = self.algorithm.window_start(config, epoch, rng)
         local = shard_range(count, self.ranks.rank, self.ranks.world)
         return EpochPlan(epoch, prompts, groups, start, generator, rng, local)
 
     def train_epoch(self, epoch: int) -> dict[str, float] | None:
         """Roll out, score, update. Returns the epoch's metrics, or None if asked to stop."""
-        config = self.config
         plan = self.plan_epoch(epoch)
         started = time.perf_counter()
+        self.reward_seconds = 0.0
         self.adapter.denoiser.eval()
         cond = self.adapter.encode_prompts(plan.local_prompts)
         with torch.no_grad():
-            if config.algorithm == "treegrpo":
-                edges, metrics, images = self._tree_epoch(plan, cond)
-            else:
-                edges, metrics, images = self._flat_epoch(plan, cond)
+            epoch_rollout = self.algorithm.roll_out(self, plan, cond)
+        edges, metrics, images = epoch_rollout.edges, epoch_rollout.metrics, epoch_rollout.images
         rollout_seconds = time.perf_counter() - started
         if self.should_stop():
             return None
@@ -275,19 +264,35 @@ class Trainer:
                 "window_start": float(plan.window_start),
                 "images_seen": float(self.state.images_seen),
                 "model_evals": float(self.state.model_evals),
-                "time/rollout": rollout_seconds,
+                "time/rollout": rollout_seconds - self.reward_seconds,
+                "time/reward": self.reward_seconds,
                 "time/update": epoch_seconds - rollout_seconds,
                 "time/epoch": epoch_seconds,
+                "throughput/images_per_s": images / epoch_seconds,
                 "wall_clock": self.state.wall_clock,
             }
         )
         return metrics
 
-    def _score(self, latents: Tensor, prompts: list[str]) -> dict[str, Tensor]:
-        images = self.adapter.decode(latents)
-        return score_images(self.rewards, images, prompts)
+    # -- services the algorithms use -----------------------------------------------------------
 
-    def _reward_metrics(self, rewards: dict[str, Tensor]) -> dict[str, float]:
+    def noise_generator(self, tree: int) -> torch.Generator:
+        """The noise generator of tree (or flat group) `tree` of the current epoch."""
+        return noise_generator(self.config.seed, self.state.epoch, tree)
+
+    def logs_tree(self, epoch: int) -> bool:
+        every = self.config.log_tree_every
+        return bool(every) and epoch % every == 0
+
+    def score(self, latents: Tensor, prompts: list[str]) -> dict[str, Tensor]:
+        """Decode and score; the time counts as the epoch's reward time."""
+        started = time.perf_counter()
+        images = self.adapter.decode(latents)
+        scores = score_images(self.rewards, images, prompts)
+        self.reward_seconds += time.perf_counter() - started
+        return scores
+
+    def reward_metrics(self, rewards: dict[str, Tensor]) -> dict[str, float]:
         metrics: dict[str, float] = {}
         total = 0.0
         for name, values in rewards.items():
@@ -297,58 +302,7 @@ class Trainer:
         metrics["reward_mean"] = total
         return metrics
 
-    def _tree_epoch(
-        self, plan: EpochPlan, cond: Conditioning
-    ) -> tuple[EdgeBatch, dict[str, float], int]:
-        config, epoch = self.config, plan.epoch
-        shape = TreeShape(
-            config.tree.k, config.tree.depth, config.sampling.steps, plan.window_start
-        )
-        latent_shape = self.adapter.latent_shape
-        noise = TreeNoise.cat(
-            [
-                draw_tree_noise(1, shape, latent_shape, noise_generator(config.seed, epoch, tree))
-                for tree in plan.local
-            ]
-        )
-        log_tree = bool(config.log_tree_every) and epoch % config.log_tree_every == 0
-        rollout = rollout_trees(
-            self.adapter,
-            self.schedule,
-            plan.local_prompts,
-            cond,
-            shape,
-            noise,
-            config.sampling.cfg_scale,
-            config.sampling.eta,
-            config.sampling.max_batch,
-            record=log_tree,
-        )
-        self.state.model_evals += int(sum_over_ranks(rollout.model_evals))
-        leaves = rollout.leaves.reshape(-1, *rollout.leaves.shape[2:])  # (trees * k^d, C, H, W)
-        leaf_prompts = [p for p in plan.local_prompts for _ in range(shape.width(shape.steps))]
-        rewards = self._score(leaves, leaf_prompts)
-        # Advantages normalise over a prompt's group, which may span ranks (a prompt drawn
-        # twice): every rank gathers the epoch's leaf rewards and window log-probs (a few
-        # numbers per leaf), computes all advantages as one process would, and keeps its own.
-        all_rewards = {name: all_gather_cat(r) for name, r in rewards.items()}
-        all_log_probs = {step: all_gather_cat(lp) for step, lp in rollout.log_probs.items()}
-        _, all_values = advantages_from_scores(
-            shape, all_log_probs, all_rewards, self.reward_weights, plan.groups, config.tree.backup
-        )
-        values = [block[plan.local.start : plan.local.stop] for block in all_values]
-        edges = tree_edges(rollout, values)
-        trees = len(plan.local)
-        assert len(edges) * shape.k == trees * trained_edge_count(shape.k, shape.depth)
-        metrics = self._reward_metrics(all_rewards)
-        for depth, block in enumerate(all_values):
-            metrics[f"advantage/depth{depth}_mean"] = float(block.mean())
-            metrics[f"advantage/depth{depth}_std"] = float(block.std(unbiased=False))
-        if log_tree:
-            self._log_trees(rollout, rewards, values, epoch + 1, plan.local.start)
-        return edges, metrics, len(plan.prompts) * shape.width(shape.steps)
-
-    def _log_trees(
+    def log_trees(
         self,
         rollout: TreeRollout,
         rewards: dict[str, Tensor],
@@ -382,61 +336,6 @@ class Trainer:
             }
             self.callbacks.on_tree(epoch, record)
 
-    def flat_train_steps(self, rng: random.Random, window_start_step: int) -> list[int]:
-        """Which steps the flat baselines train this epoch."""
-        config, steps = self.config, self.config.sampling.steps
-        if config.algorithm == "dancegrpo":
-            count = max(1, round(config.flat.timestep_fraction * steps))
-            return sorted(rng.sample(range(steps), count))
-        if config.algorithm == "flowgrpo":
-            return list(range(max(1, steps - 1)))
-        return list(range(window_start_step, window_start_step + config.flat.window))
-
-    def _flat_epoch(
-        self, plan: EpochPlan, cond: Conditioning
-    ) -> tuple[EdgeBatch, dict[str, float], int]:
-        config = self.config
-        steps, group = config.sampling.steps, config.flat.group_size
-        sde = torch.ones(steps, dtype=torch.bool)
-        if config.algorithm == "mixgrpo":
-            sde = torch.zeros(steps, dtype=torch.bool)
-            sde[plan.window_start : plan.window_start + config.flat.window] = True
-        train_steps = self.flat_train_steps(plan.rng, plan.window_start)
-        latent_shape = self.adapter.latent_shape
-        noise = FlatNoise.cat(
-            [
-                draw_flat_noise(
-                    1, group, steps, latent_shape, noise_generator(config.seed, plan.epoch, i)
-                )
-                for i in plan.local
-            ]
-        )
-        rollout = rollout_flat(
-            self.adapter,
-            self.schedule,
-            plan.local_prompts,
-            cond,
-            group,
-            sde,
-            noise,
-            config.sampling.cfg_scale,
-            config.sampling.eta,
-            config.sampling.max_batch,
-        )
-        self.state.model_evals += int(sum_over_ranks(rollout.model_evals))
-        row_prompts = [p for p in plan.local_prompts for _ in range(group)]
-        rewards = self._score(rollout.leaves, row_prompts)
-        # As for trees: group z-scores over the whole epoch's rows, this rank keeps its own.
-        all_rewards = {name: all_gather_cat(r) for name, r in rewards.items()}
-        row_groups = plan.groups.repeat_interleave(group)
-        all_advantages = combine_rewards(all_rewards, self.reward_weights, row_groups)
-        advantages = all_advantages[plan.local.start * group : plan.local.stop * group]
-        edges = flat_edges(rollout, advantages, train_steps)
-        metrics = self._reward_metrics(all_rewards)
-        metrics["advantage/mean"] = float(all_advantages.mean())
-        metrics["advantage/std"] = float(all_advantages.std(unbiased=False))
-        return edges, metrics, all_advantages.shape[0]
-
     # -- policy update -------------------------------------------------------------------------
 
     def update(
@@ -450,11 +349,13 @@ class Trainer:
         size, and summing the gradients over ranks gives exactly the one-process gradient.
         """
         train, sampling = self.config.train, self.config.sampling
+        assert sampling.eta is not None
         first = self.ranks.rank * len(edges)
         order = torch.randperm(len(edges) * self.ranks.world, generator=generator)
         losses, kls, grad_norms = [], [], []
-        ratios, new_lps, old_lps = [], [], []
-        for minibatch in order.chunk(train.minibatches):
+        ratios, new_lps, old_lps, advantages = [], [], [], []
+        first_minibatch_deviation = torch.zeros(())
+        for number, minibatch in enumerate(order.chunk(train.minibatches)):
             self.optimizer.zero_grad(set_to_none=True)
             mine = minibatch[(minibatch >= first) & (minibatch < first + len(edges))] - first
             micro = train.micro_batch or max(1, len(mine))
@@ -485,12 +386,23 @@ class Trainer:
                         ref_mean, _ = self.schedule.gaussian(
                             batch.parents, ref_out, batch.steps, sampling.eta
                         )
-                    kl = kl_to_reference(mean, ref_mean, std)
-                    loss = loss + train.kl_beta * kl.sum() / len(minibatch)
+                    scale = (
+                        std
+                        if train.kl_form == "exact"
+                        else self.schedule.kl_scale(std, batch.steps)
+                    )
+                    kl = kl_to_reference(mean, ref_mean, scale)
+                    loss = loss + float(train.kl_beta or 0.0) * kl.sum() / len(minibatch)
                     kls.append(kl.detach())
                 loss.backward()
                 losses.append(float(loss.detach()))
                 ratios.append(ratio.detach().flatten())
+                advantages.append(batch.advantages.flatten())
+                if number == 0:
+                    # Before the first optimiser step the policy is the rollout's: any gap
+                    # between rollout and training log-probs shows here as ratio != 1.
+                    deviation = (ratio.detach() - 1.0).abs().max().cpu()
+                    first_minibatch_deviation = torch.maximum(first_minibatch_deviation, deviation)
                 new_lps.append(log_prob.detach().flatten())
                 old_lps.append(batch.log_prob_old.flatten())
             all_reduce_gradients(self.parameters)
@@ -505,6 +417,12 @@ class Trainer:
         metrics["loss"] = sum_over_ranks(sum(losses)) / train.minibatches
         metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
         metrics["trained_edges"] = float(ratio.numel())
+        all_advantages = all_gather_cat(torch.cat(advantages))
+        metrics["check/adv_clipped"] = float((all_advantages.abs() > train.adv_clip).float().mean())
+        metrics["check/ratio_dev_first_minibatch"] = float(
+            all_gather_cat(first_minibatch_deviation.reshape(1)).max()
+        )
+        metrics["check/clip_fraction"] = metrics["clip_fraction"]
         if self.reference is not None:
             metrics["kl"] = float(all_gather_cat(torch.cat(kls)).mean())
         return metrics

@@ -220,13 +220,7 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
             return "stopped"
         prompt = prompts[index % len(prompts)]
         tree_config = with_seed(config, config.seed + index)
-        start = window_start(
-            config.tree,
-            config.sampling.steps,
-            config.tree.depth,
-            0,
-            random.Random(tree_config.seed),
-        )
+        start = window_start(config.tree, config.sampling.steps, 0, random.Random(tree_config.seed))
         record = grow_tree(adapter, prompt, tree_config, rewards, start)
         record.index = index
         store_tree(ctx, source.epoch, record, tree_config.seed, {"policy": source.meta()})
@@ -360,6 +354,7 @@ def branch_origin(params: BranchParams) -> BranchOrigin:
 
 
 def run_branch(ctx: JobContext, params: BranchParams) -> str:
+    from treegrpo.algorithms import resolve_for_model
     from treegrpo.artifacts import thumbnail
     from treegrpo.branch import advantages_against, load_latent, regrow, save_latent
     from treegrpo.policy import load_policy
@@ -389,7 +384,8 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     ctx.heartbeat(progress_step=0, progress_total=1)
     adapter = load_policy(config, source.checkpoint)
     rewards = load_run_rewards(config, adapter.device)
-    schedule = adapter.make_schedule(steps)
+    config, schedule = resolve_for_model(config, adapter)
+    assert config.sampling.eta is not None
     latent = load_latent(ctx.path(origin.latent_path))
     generator = torch.Generator().manual_seed(
         (ctx.config.seed * 1_000_003 + ctx.job_id * 7_919) % 2**62

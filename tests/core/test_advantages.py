@@ -13,6 +13,7 @@ from treegrpo.advantages import (
     backup_logprob_softmax,
     backup_mean,
     combine_rewards,
+    global_std_advantages,
     group_zscore,
 )
 
@@ -79,14 +80,36 @@ def test_combine_rewards_normalises_each_reward_then_weights() -> None:
     # b = (0, 0, 10, 10): mean 5, std 5 -> z_b = (-1, -1, 1, 1)
     # 0.8 z_a + 0.2 z_b = (-1.0733126 - 0.2, -0.3577709 - 0.2, 0.3577709 + 0.2, 1.0733126 + 0.2)
     #                   = (-1.2733126, -0.5577709, 0.5577709, 1.2733126)
+    # then Algorithm 1 (lines 11-13) normalises the sum again: population std
+    #   sqrt((1.2733126^2 + 0.5577709^2) / 2) = 0.9829632
+    #   -> (-1.2953817, -0.5674382, 0.5674382, 1.2953817)
     rewards = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.tensor([0.0, 0.0, 10.0, 10.0])}
+    summed = combine_rewards(rewards, {"a": 0.8, "b": 0.2}, one_group(4), renormalise=False)
+    torch.testing.assert_close(summed, torch.tensor([-1.2733126, -0.5577709, 0.5577709, 1.2733126]))
     out = combine_rewards(rewards, {"a": 0.8, "b": 0.2}, one_group(4))
-    torch.testing.assert_close(out, torch.tensor([-1.2733126, -0.5577709, 0.5577709, 1.2733126]))
+    torch.testing.assert_close(out, torch.tensor([-1.2953817, -0.5674382, 0.5674382, 1.2953817]))
     # Normalising each reward first makes the result blind to a reward's scale.
     scaled = combine_rewards(
         {"a": rewards["a"], "b": 1000 * rewards["b"]}, {"a": 0.8, "b": 0.2}, one_group(4)
     )
     torch.testing.assert_close(scaled, out)
+
+
+def test_unbiased_group_zscore_as_dancegrpo() -> None:
+    # (1, 2, 3, 4): mean 2.5, unbiased std sqrt(5/3) = 1.2909944 -> (-1.161895, -0.387298, ...)
+    out = group_zscore(torch.tensor([1.0, 2.0, 3.0, 4.0]), one_group(4), unbiased=True)
+    torch.testing.assert_close(out, torch.tensor([-1.161895, -0.387298, 0.387298, 1.161895]))
+
+
+def test_global_std_advantages_as_flow_grpo() -> None:
+    # Two prompts: (1, 3) and (10, 14). Centred per prompt: (-1, 1, -2, 2).
+    # Global population std of (1, 3, 10, 14): mean 7, squares 36, 16, 9, 49 -> sqrt(27.5)
+    #   = 5.2440442; + 1e-4 -> 5.2441442. Advantages: (-0.190689, 0.190689, -0.381378, 0.381378).
+    rewards = {"r": torch.tensor([1.0, 3.0, 10.0, 14.0])}
+    out = global_std_advantages(rewards, {"r": 1.0}, torch.tensor([0, 0, 1, 1]))
+    torch.testing.assert_close(
+        out, torch.tensor([-0.190689, 0.190689, -0.381378, 0.381378]), atol=1e-6, rtol=1e-5
+    )
 
 
 def test_combine_rewards_needs_a_reward() -> None:

@@ -73,7 +73,7 @@ def test_paper_default_tree_has_229_nodes_and_the_documented_fields(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("k", "depth", "steps", "start"), [(3, 3, 10, 0), (2, 2, 6, 2), (2, 3, 5, 2), (4, 1, 4, 3)]
+    ("k", "depth", "steps", "start"), [(3, 3, 10, 0), (2, 2, 6, 2), (2, 3, 5, 1), (4, 1, 4, 2)]
 )
 def test_structure_and_counts(tmp_path: Path, k: int, depth: int, steps: int, start: int) -> None:
     nodes = _sample(tmp_path, k, depth, steps, start, "mean")["nodes"]

@@ -29,7 +29,8 @@ def test_defaults_validate() -> None:
     cfg = RunConfig()
     assert cfg.algorithm == "treegrpo"
     assert (cfg.tree.k, cfg.tree.depth, cfg.sampling.steps) == (3, 3, 10)
-    assert cfg.sampling.eta == 0.7
+    # Null: the SDE's own eta (0.7 for the Flow-GRPO SDE TreeGRPO uses), set by the algorithm.
+    assert cfg.sampling.eta is None and cfg.sampling.grid == "model"
     assert cfg.train.clip_range == 1e-4 and cfg.train.adv_clip == 5.0
     # The product's default is the shipped digits model with its judge.
     assert (cfg.model, cfg.prompts) == ("digits", "digits")
@@ -129,14 +130,14 @@ def test_error_message_names_the_field() -> None:
 def test_boundary_values_are_accepted() -> None:
     cfg = RunConfig.from_dict(
         {
-            "tree": {"window": "fixed", "window_start": 7, "depth": 3},
+            "tree": {"window": "fixed", "window_start": 6, "depth": 3},
             "sampling": {"steps": 10},
             "prompts": ["x" * 500],
             "device": "cuda:1",
             "model": "./models/sd3-medium",
         }
     )
-    assert cfg.tree.window_start == 7 and cfg.device == "cuda:1"
+    assert cfg.tree.window_start == 6 and cfg.device == "cuda:1"
 
 
 def test_sections_validate_on_their_own() -> None:
@@ -151,13 +152,19 @@ def test_every_preset_validates(name: str) -> None:
     assert cfg.algorithm == PRESETS[name]["algorithm"]
 
 
-def test_presets_match_tree_and_flat_image_counts() -> None:
-    # Baselines are fair: flat.group_size = k^d of the tree preset of the same family.
+def test_baseline_presets_follow_their_authors_and_matched_ones_the_tree() -> None:
+    # Authors' group sizes (DanceGRPO 12, Flow-GRPO 24, MixGRPO 12); `-matched` presets make
+    # as many images per iteration as the tree (G = k^d).
+    assert resolve_config(preset="digits-dancegrpo").flat.group_size == 12
+    assert resolve_config(preset="digits-flowgrpo").flat.group_size == 24
+    assert resolve_config(preset="digits-mixgrpo").flat.window == 4
     for name in PRESETS:
         cfg = resolve_config(preset=name)
-        assert cfg.flat.group_size == cfg.tree.k**cfg.tree.depth, name
+        assert cfg.eval_prompts is not None and cfg.eval_prompts != cfg.prompts, name
+        if name.endswith("-matched") or name.startswith("tiny-"):
+            assert cfg.flat.group_size == cfg.tree.k**cfg.tree.depth, name
         data = preset_dict(name)
-        assert data["flat"]["group_size"] == data["tree"]["k"] ** data["tree"]["depth"], name
+        assert "eta" not in data.get("sampling", {}), name  # the SDE's own eta
 
 
 def test_unknown_preset_raises() -> None:

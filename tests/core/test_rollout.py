@@ -254,7 +254,7 @@ def test_reevaluating_a_tree_on_policy_gives_ratio_one(adapter: TinyAdapter, sta
 def test_reevaluating_flat_trajectories_on_policy_gives_ratio_one(adapter: TinyAdapter) -> None:
     rollout, schedule, cond = run_flat(adapter, torch.tensor([True] * STEPS))
     eta = ETA[adapter.family]
-    edges = flat_edges(rollout, torch.zeros(6), list(range(STEPS)))
+    edges = flat_edges(rollout, torch.zeros(6), torch.arange(STEPS).expand(6, STEPS))
     out = adapter.predict(
         edges.parents, edges.steps, schedule, cond.select(edges.prompt_index), 2.0
     )

@@ -6,7 +6,20 @@ import pytest
 import torch
 
 from treegrpo import stepping
+from treegrpo.grids import DEFAULT_FLOW_CONFIG, build_schedule, flow_schedule
 from treegrpo.schedules import DDIMSchedule, FlowMatchSchedule, Schedule
+
+
+def linear_flow(steps: int, shift: float = 1.0) -> FlowMatchSchedule:
+    """linspace(1, 0, T + 1), shifted: DanceGRPO's grid, whose literals are easy to write."""
+    return flow_schedule({**DEFAULT_FLOW_CONFIG, "shift": shift}, steps, grid="dancegrpo")
+
+
+def sd15_ddim(steps: int) -> DDIMSchedule:
+    """SD1.5's DDIM grid (scaled-linear betas, leading spacing, steps_offset 1)."""
+    schedule = build_schedule("epsilon", None, steps)
+    assert isinstance(schedule, DDIMSchedule)
+    return schedule
 
 
 def sd15_alphas_cumprod() -> torch.Tensor:
@@ -20,7 +33,7 @@ def sd15_alphas_cumprod() -> torch.Tensor:
 
 @pytest.mark.parametrize("steps", [1, 4, 10])
 def test_flow_sigmas_fall_from_one_to_zero(steps: int) -> None:
-    schedule = FlowMatchSchedule(steps)
+    schedule = linear_flow(steps)
     assert schedule.sigma.shape == (steps + 1,)
     assert schedule.t.shape == (steps + 1,)
     assert schedule.sigma[0].item() == 1.0
@@ -31,20 +44,20 @@ def test_flow_sigmas_fall_from_one_to_zero(steps: int) -> None:
 
 def test_flow_sigmas_linear_literal() -> None:
     # T = 4, no shift: linspace(1, 0, 5)
-    schedule = FlowMatchSchedule(4)
+    schedule = linear_flow(4)
     torch.testing.assert_close(schedule.sigma, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
 
 
 def test_flow_sigmas_shift_literal() -> None:
     # shift 3: sigma' = 3 s / (1 + 2 s) on s = 1, .75, .5, .25, 0
     #   1 -> 3/3 = 1;  .75 -> 2.25/2.5 = 0.9;  .5 -> 1.5/2 = 0.75;  .25 -> .75/1.5 = 0.5;  0 -> 0
-    schedule = FlowMatchSchedule(4, shift=3.0)
+    schedule = linear_flow(4, shift=3.0)
     torch.testing.assert_close(schedule.sigma, torch.tensor([1.0, 0.9, 0.75, 0.5, 0.0]))
     torch.testing.assert_close(schedule.t, torch.tensor([1000.0, 900.0, 750.0, 500.0, 0.0]))
 
 
 def test_flow_gaussian_uses_sigma_of_step_and_next() -> None:
-    schedule = FlowMatchSchedule(4)
+    schedule = linear_flow(4)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 4, 4, generator=g)
     v = torch.randn(2, 3, 4, 4, generator=g)
@@ -59,7 +72,7 @@ def test_flow_gaussian_uses_sigma_of_step_and_next() -> None:
 
 
 def test_flow_first_step_is_finite() -> None:
-    schedule = FlowMatchSchedule(10)
+    schedule = linear_flow(10)
     x = torch.ones(1, 1, 2, 2)
     mean, std = schedule.gaussian(x, x, 0, eta=0.7)
     assert torch.isfinite(mean).all() and torch.isfinite(std).all()
@@ -71,26 +84,26 @@ def test_flow_first_step_is_finite() -> None:
 
 def test_ddim_timesteps_descending_literal() -> None:
     # leading spacing, stride 1000 // 10 = 100, offset 1: 901, 801, ..., 1
-    schedule = DDIMSchedule(10)
+    schedule = sd15_ddim(10)
     assert schedule.timesteps.tolist() == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]
-    assert schedule.alpha.shape == (11,)
+    assert schedule.alpha.shape == schedule.alpha_prev.shape == (10,)
     assert schedule.t.shape == (11,)
 
 
 @pytest.mark.parametrize("steps", [1, 4, 10, 50])
 def test_ddim_alphas_per_state(steps: int) -> None:
-    schedule = DDIMSchedule(steps)
+    schedule = sd15_ddim(steps)
     acp = sd15_alphas_cumprod()
     assert torch.all(schedule.timesteps[1:] < schedule.timesteps[:-1])
-    expected = torch.cat([acp[schedule.timesteps], acp[:1]]).float()
-    torch.testing.assert_close(schedule.alpha, expected)
-    # alphas rise towards the clean end; the last state sits at alphas_cumprod[0] = 1 - 0.00085
+    torch.testing.assert_close(schedule.alpha, acp[schedule.timesteps].float())
+    # each step lands on the next step's alpha; the last on alphas_cumprod[0] = 1 - 0.00085
+    torch.testing.assert_close(schedule.alpha_prev[:-1], schedule.alpha[1:])
     assert torch.all(schedule.alpha[1:] > schedule.alpha[:-1])
-    assert schedule.alpha[-1].item() == pytest.approx(0.99915, abs=1e-6)
+    assert schedule.alpha_prev[-1].item() == pytest.approx(0.99915, abs=1e-6)
 
 
 def test_ddim_last_sde_step_has_positive_std() -> None:
-    schedule = DDIMSchedule(10)
+    schedule = sd15_ddim(10)
     x = torch.ones(1, 1, 2, 2)
     for i in range(10):
         _, std = schedule.gaussian(x, x, i, eta=1.0)
@@ -108,7 +121,7 @@ def test_ddim_steps_stay_distinct(steps: int) -> None:
     # Every step must move to a strictly less noisy state, or the SDE std
     # sqrt(1 - alpha_t / alpha_prev) is 0 and log p is NaN. 500 is the config's limit and 999
     # the most a 1000-timestep DDIM allows with steps_offset 1.
-    schedule = DDIMSchedule(steps)
+    schedule = sd15_ddim(steps)
     assert torch.all(schedule.timesteps[1:] < schedule.timesteps[:-1])
     x = torch.ones(steps, 1, 1, 1)
     _, std = schedule.gaussian(x, x, torch.arange(steps), eta=1.0)
@@ -117,15 +130,15 @@ def test_ddim_steps_stay_distinct(steps: int) -> None:
 
 def test_ddim_refuses_more_steps_than_distinct_timesteps() -> None:
     with pytest.raises(ValueError, match="at most 999 steps"):
-        DDIMSchedule(1000)
+        sd15_ddim(1000)
 
 
 def test_ddim_ode_is_deterministic_ddim() -> None:
-    schedule = DDIMSchedule(10)
+    schedule = sd15_ddim(10)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 4, 4, generator=g)
     eps = torch.randn(2, 3, 4, 4, generator=g)
-    a_t, a_p = schedule.alpha[3], schedule.alpha[4]
+    a_t, a_p = schedule.alpha[3], schedule.alpha_prev[3]
     x0 = (x - torch.sqrt(1 - a_t) * eps) / torch.sqrt(a_t)
     torch.testing.assert_close(
         schedule.ode(x, eps, 3), torch.sqrt(a_p) * x0 + torch.sqrt(1 - a_p) * eps
@@ -135,9 +148,7 @@ def test_ddim_ode_is_deterministic_ddim() -> None:
 # -- per-sample step indices --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "schedule", [FlowMatchSchedule(10), DDIMSchedule(10)], ids=["flow", "ddim"]
-)
+@pytest.mark.parametrize("schedule", [linear_flow(10), sd15_ddim(10)], ids=["flow", "ddim"])
 def test_per_sample_steps_match_scalar_steps(schedule: Schedule) -> None:
     g = torch.Generator().manual_seed(2)
     x = torch.randn(4, 3, 4, 4, generator=g)

@@ -1,4 +1,5 @@
-"""SDE window placement: random (truncated geometric), shift and fixed (TREEGRPO.md section 3)."""
+"""SDE window placement: random (truncated geometric), shift and fixed (TREEGRPO.md 3, 7.4), and
+MixGRPO's sliding window (7.3)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections import Counter
 import pytest
 
 from treegrpo.config import TreeConfig
-from treegrpo.windows import truncated_geometric_probabilities, window_start
+from treegrpo.windows import sliding_window, truncated_geometric_probabilities, window_start
 
 
 def test_truncated_geometric_literal() -> None:
@@ -24,40 +25,58 @@ def test_truncated_geometric_other_ratio() -> None:
 
 
 def test_random_draws_stay_in_range_and_follow_the_probabilities() -> None:
-    tree = TreeConfig(window="random", window_ratio=0.5)
-    steps, width, draws = 10, 3, 20_000
+    # Paper Eq. 7: s = 0 .. T - d - 1, so the window never covers the last step.
+    tree = TreeConfig(window="random", window_ratio=0.5, depth=3)
+    steps, draws = 10, 20_000
     rng = random.Random(0)
-    counts = Counter(window_start(tree, steps, width, epoch, rng) for epoch in range(draws))
-    assert set(counts) <= set(range(steps - width + 1))
-    probs = truncated_geometric_probabilities(steps - width, 0.5)
+    counts = Counter(window_start(tree, steps, epoch, rng) for epoch in range(draws))
+    assert set(counts) == set(range(steps - 3))  # 0..6
+    probs = truncated_geometric_probabilities(steps - 3 - 1, 0.5)
     for s, p in enumerate(probs):
         assert counts[s] / draws == pytest.approx(p, abs=0.015), f"s = {s}"
 
 
 def test_random_draws_are_reproducible_from_the_rng() -> None:
     tree = TreeConfig(window="random")
-    a = [window_start(tree, 10, 3, e, random.Random(7)) for e in range(5)]
-    b = [window_start(tree, 10, 3, e, random.Random(7)) for e in range(5)]
+    a = [window_start(tree, 10, e, random.Random(7)) for e in range(5)]
+    b = [window_start(tree, 10, e, random.Random(7)) for e in range(5)]
     assert a == b
 
 
-def test_shift_moves_and_wraps() -> None:
-    # T = 6, width 2 -> valid starts 0..4; start 3, +1 every 2 epochs:
-    # epochs 0,1 -> 3; 2,3 -> 4; 4,5 -> 5 mod 5 = 0; 6,7 -> 1
-    tree = TreeConfig(window="shift", window_start=3, shift_every=2, shift_by=1)
+def test_shift_moves_and_stays_at_the_last_start() -> None:
+    # T = 6, depth 2 -> starts 0..3 (the window leaves the last step out); start 1, +1 every
+    # 2 epochs: epochs 0,1 -> 1; 2,3 -> 2; 4,5 -> 3; then it stays at 3 (no wrap-around).
+    tree = TreeConfig(window="shift", window_start=1, shift_every=2, shift_by=1, depth=2)
     rng = random.Random(0)
-    starts = [window_start(tree, 6, 2, epoch, rng) for epoch in range(8)]
-    assert starts == [3, 3, 4, 4, 0, 0, 1, 1]
+    starts = [window_start(tree, 6, epoch, rng) for epoch in range(10)]
+    assert starts == [1, 1, 2, 2, 3, 3, 3, 3, 3, 3]
 
 
-def test_shift_by_two_every_epoch() -> None:
-    # T = 10, width 3 -> starts 0..7 (8 of them); 0, 2, 4, 6, 8 mod 8 = 0, 2, ...
-    tree = TreeConfig(window="shift", window_start=0, shift_every=1, shift_by=2)
-    starts = [window_start(tree, 10, 3, epoch, random.Random(0)) for epoch in range(6)]
-    assert starts == [0, 2, 4, 6, 0, 2]
+def test_shift_default_moves_every_50_epochs() -> None:
+    # The official code's period: start 0 for epochs 0..49, 1 for 50..99, ..., 6 from 300 on.
+    tree = TreeConfig(window="shift")
+    starts = [window_start(tree, 10, epoch, random.Random(0)) for epoch in (0, 49, 50, 299, 300)]
+    assert starts == [0, 0, 1, 5, 6]
+    assert window_start(tree, 10, 10_000, random.Random(0)) == 6
 
 
 def test_fixed_returns_window_start() -> None:
     tree = TreeConfig(window="fixed", window_start=4)
     rng = random.Random(0)
-    assert [window_start(tree, 10, 3, epoch, rng) for epoch in range(5)] == [4] * 5
+    assert [window_start(tree, 10, epoch, rng) for epoch in range(5)] == [4] * 5
+
+
+def test_mixgrpo_window_slides_narrows_and_rolls_back() -> None:
+    # T = 10, width 4, every 25 iterations: steps below T - 2 = 8 only, so
+    # starts 0..7; windows [0..3], [1..4], ..., [4..7], [5, 6, 7], [6, 7], [7], then [0..3].
+    windows = [sliding_window(10, 4, 25, it) for it in (0, 24, 25, 100, 125, 150, 175, 200)]
+    assert windows == [
+        [0, 1, 2, 3],
+        [0, 1, 2, 3],
+        [1, 2, 3, 4],
+        [4, 5, 6, 7],
+        [5, 6, 7],
+        [6, 7],
+        [7],
+        [0, 1, 2, 3],
+    ]

@@ -3,7 +3,7 @@
 An adapter bundles a text encoder, a denoiser (the trained module), a step schedule and a decoder:
 
     cond   = adapter.encode_prompts(["a photo of a cat"])   # Conditioning, batch-first
-    sched  = adapter.make_schedule(steps=10)                 # FlowMatchSchedule | DDIMSchedule
+    sched  = adapter.make_schedule(steps=10)                 # from the model's own scheduler
     out    = adapter.predict(x, i, sched, cond, cfg_scale)   # CFG: cond and uncond in one call
     images = adapter.decode(x0)                              # (B, C, H, W) in [0, 1]
 
@@ -15,12 +15,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from treegrpo.config import ConfigError
-from treegrpo.schedules import Family, Schedule
+from treegrpo.grids import Grid, build_schedule
+from treegrpo.schedules import Family, FlowSDE, Schedule
 
 
 @dataclass
@@ -60,10 +62,22 @@ class ModelAdapter(ABC):
     # Mixed precision: run the denoiser under torch.autocast in this dtype (e.g. bf16 on a GPU
     # with float32 master weights); None = plain `dtype` arithmetic.
     autocast_dtype: torch.dtype | None = None
+    # The model's diffusers scheduler config (scheduler/scheduler_config.json of a folder);
+    # None = the family's default (grids.DEFAULT_FLOW_CONFIG / DEFAULT_DDIM_CONFIG).
+    scheduler_config: dict[str, Any] | None = None
 
-    @abstractmethod
-    def make_schedule(self, steps: int) -> Schedule:
-        """The step schedule this model samples with, for T = steps."""
+    def image_seq_len(self) -> int | None:
+        """Latent tokens per image, for schedulers with dynamic shifting; None if not a DiT."""
+        return None
+
+    def make_schedule(
+        self, steps: int, grid: Grid = "model", sde: FlowSDE = "flowgrpo"
+    ) -> Schedule:
+        """The step schedule this model samples with for T = steps: its own scheduler's grid
+        (or DanceGRPO's, `grid="dancegrpo"`), stepping with the flow SDE `sde`."""
+        return build_schedule(
+            self.family, self.scheduler_config, steps, grid, sde, self.image_seq_len()
+        )
 
     @abstractmethod
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:

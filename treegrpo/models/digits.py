@@ -11,8 +11,10 @@ Weights ship in `treegrpo/models/weights/` and are made by `treegrpo pretrain di
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,6 +60,13 @@ def build_transformer(seed: int = 0) -> torch.nn.Module:
 
 def weights_path(variant: str) -> Path:
     return WEIGHTS_DIR / f"{variant}.safetensors"
+
+
+def scheduler_config(variant: str) -> dict[str, Any]:
+    """The variant's diffusers scheduler config, shipped beside its weights: flow matching
+    without shift (as pre-trained), or DDIM on linear DDPM betas with leading spacing."""
+    config: dict[str, Any] = json.loads((WEIGHTS_DIR / f"{variant}-scheduler.json").read_text())
+    return config
 
 
 @cache
@@ -108,6 +117,6 @@ def make_adapter(
         device=device,
         dtype=torch.float32,
         family="flow" if variant == "digits" else "epsilon",
-        alphas_cumprod=ddpm_alphas_cumprod() if variant == "digits-ddim" else None,
+        scheduler_config=scheduler_config(variant),
         autocast_dtype=None if dtype == torch.float32 else dtype,
     )

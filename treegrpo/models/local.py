@@ -35,7 +35,7 @@ from transformers import (
 
 from treegrpo.models.base import ModelAdapter
 from treegrpo.models.sd3 import SD3StyleAdapter
-from treegrpo.models.sd15 import SD15Adapter, alphas_cumprod_from_config
+from treegrpo.models.sd15 import SD15Adapter
 
 FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "sd15"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -306,11 +306,6 @@ def load_sd3(
         )
 
     scheduler = scheduler_config(folder)
-    if scheduler.get("use_dynamic_shifting"):
-        raise ValueError(
-            f"model folder {str(folder)!r}: a scheduler with use_dynamic_shifting is not "
-            "supported (SD3-family sampling uses one fixed `shift`)"
-        )
     height, width = image_size(config["sample_size"])
     return SD3StyleAdapter(
         name,
@@ -321,7 +316,7 @@ def load_sd3(
         device=device,
         dtype=torch.float32,  # inputs match the float32 master weights; autocast lowers them
         family="flow",
-        shift=float(scheduler.get("shift", 3.0)),
+        scheduler_config=scheduler,
         autocast_dtype=None if dtype == torch.float32 else dtype,
     )
 
@@ -372,9 +367,7 @@ def load_sd15(
         VaeDecoder(vae, device),
         latent_shape=(channels, height, width),
         device=device,
-        alphas_cumprod=alphas_cumprod_from_config(scheduler),
-        num_train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
-        steps_offset=int(scheduler.get("steps_offset", 0)),
+        scheduler_config=scheduler,
         dtype=torch.float32,
         autocast_dtype=None if dtype == torch.float32 else dtype,
     )

@@ -9,13 +9,14 @@ for both. `family="epsilon"` reuses the transformer as a noise predictor with DD
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from treegrpo.models.base import Conditioning
 from treegrpo.models.diffusers_adapter import DiffusersAdapter
-from treegrpo.schedules import DDIMSchedule, Family, FlowMatchSchedule, Schedule
+from treegrpo.schedules import Family
 
 # (token states (B, L, D), pooled (B, P)) for a batch of prompts.
 TextEncoderFn = Callable[[Sequence[str]], tuple[Tensor, Tensor]]
@@ -37,8 +38,7 @@ class SD3StyleAdapter(DiffusersAdapter):
         device: torch.device,
         dtype: torch.dtype = torch.float32,
         family: Family = "flow",
-        shift: float = 1.0,
-        alphas_cumprod: Tensor | None = None,
+        scheduler_config: dict[str, Any] | None = None,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.name = name
@@ -49,14 +49,12 @@ class SD3StyleAdapter(DiffusersAdapter):
         self.latent_shape = latent_shape
         self.device = device
         self.dtype = dtype
-        self.shift = shift
-        self.alphas_cumprod = alphas_cumprod
+        self.scheduler_config = scheduler_config
         self.autocast_dtype = autocast_dtype
 
-    def make_schedule(self, steps: int) -> Schedule:
-        if self.family == "flow":
-            return FlowMatchSchedule(steps, shift=self.shift)
-        return DDIMSchedule(steps, alphas_cumprod=self.alphas_cumprod)
+    def image_seq_len(self) -> int | None:
+        patch = int(getattr(self.denoiser, "config", {}).get("patch_size", 1))
+        return (self.latent_shape[-2] // patch) * (self.latent_shape[-1] // patch)
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:

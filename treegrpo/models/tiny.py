@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from treegrpo.models.base import Conditioning, ModelAdapter
-from treegrpo.schedules import DDIMSchedule, Family, FlowMatchSchedule, Schedule
+from treegrpo.schedules import Family
 
 TEXT_DIM = 64
 
@@ -94,9 +94,6 @@ class TinyAdapter(ModelAdapter):
             torch.manual_seed(seed)
             self.denoiser = TinyDenoiser(channels, width, blocks)
         self.denoiser.to(device=self.device, dtype=dtype)
-
-    def make_schedule(self, steps: int) -> Schedule:
-        return FlowMatchSchedule(steps) if self.family == "flow" else DDIMSchedule(steps)
 
     def encode_prompts(self, prompts: Sequence[str]) -> Conditioning:
         return Conditioning({"text": hashed_text_embedding(prompts).to(self.device)})

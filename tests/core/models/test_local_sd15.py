@@ -24,7 +24,7 @@ from tiny_diffusers import (
 )
 
 from treegrpo.models.registry import load_model
-from treegrpo.models.sd15 import SD15Adapter, alphas_cumprod_from_config
+from treegrpo.models.sd15 import SD15Adapter
 from treegrpo.rewards.registry import load_run_rewards
 from treegrpo.schedules import DDIMSchedule
 from treegrpo.trainer import Trainer
@@ -78,29 +78,13 @@ def test_schedule_uses_the_models_noise_schedule(
     adapter = load(folder)
     # SD1.5 ships a PNDM config; its betas define the same alphas DDIM uses.
     reference = DDIMScheduler.from_config(pipe.scheduler.config)
-    alphas = alphas_cumprod_from_config(pipe.scheduler.config)
-    torch.testing.assert_close(alphas.float(), reference.alphas_cumprod)
     schedule = adapter.make_schedule(4)
     assert isinstance(schedule, DDIMSchedule)
     # Leading spacing with steps_offset 1: 1000 // 4 = 250 apart, starting at 751.
     assert schedule.timesteps.tolist() == [751, 501, 251, 1]
     torch.testing.assert_close(schedule.alpha[0], reference.alphas_cumprod[751])
-    torch.testing.assert_close(schedule.alpha[-1], reference.alphas_cumprod[0])
-
-
-def test_linear_betas_and_unknown_schedules() -> None:
-    config = {
-        "num_train_timesteps": 10,
-        "beta_start": 0.1,
-        "beta_end": 0.1,
-        "beta_schedule": "linear",
-    }
-    # Constant beta 0.1: alpha_bar_t = 0.9^(t + 1).
-    torch.testing.assert_close(
-        alphas_cumprod_from_config(config), 0.9 ** torch.arange(1, 11, dtype=torch.float64)
-    )
-    with pytest.raises(ValueError, match="squaredcos_cap_v2"):
-        alphas_cumprod_from_config({"beta_schedule": "squaredcos_cap_v2"})
+    torch.testing.assert_close(schedule.alpha_prev[0], reference.alphas_cumprod[501])
+    torch.testing.assert_close(schedule.alpha_prev[-1], reference.alphas_cumprod[0])
 
 
 def test_decode(sd15: tuple[Path, StableDiffusionPipeline]) -> None:

@@ -63,7 +63,7 @@ def test_loads_flow_family_with_the_saved_weights(
     assert adapter.family == "flow"
     assert adapter.name == str(folder)
     assert adapter.latent_shape == (4, 8, 8)
-    assert adapter.shift == 3.0
+    assert adapter.scheduler_config is not None and adapter.scheduler_config["shift"] == 3.0
     assert adapter.autocast_dtype is None
     assert_same_weights(pipe.transformer, adapter.denoiser)
     encoder = adapter.encode_text
@@ -228,3 +228,32 @@ def test_wrong_folders_give_clear_errors(
 
     with pytest.raises(ValueError, match="dtype"):
         load_local_model(folder, "cpu", "float64")
+
+
+@pytest.mark.parametrize("steps", [4, 10])
+def test_ode_sample_equals_the_pipelines_own(
+    sd3: tuple[Path, StableDiffusion3Pipeline], steps: int
+) -> None:
+    """A T-step ODE sample on the model's grid is the pipeline's own output for the same latents
+    (the grid comes from the folder's scheduler, shift 3: sigmas 1, .960, ..., .009, 0 at 10)."""
+    from treegrpo.rollout import sample_ode
+
+    folder, _ = sd3
+    adapter = load(folder)
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True)
+    prompts = PROMPTS[:2]
+    latents = torch.randn((2, *adapter.latent_shape), generator=torch.Generator().manual_seed(5))
+    schedule = adapter.make_schedule(steps)
+    ours = sample_ode(adapter, schedule, adapter.encode_prompts(prompts), latents, cfg_scale=4.5)
+    height = adapter.latent_shape[1] * pipe.vae_scale_factor
+    theirs = pipe(
+        prompt=prompts,
+        num_inference_steps=steps,
+        guidance_scale=4.5,
+        latents=latents.clone(),
+        height=height,
+        width=height,
+        output_type="latent",
+    ).images
+    assert pipe.scheduler.sigmas.tolist() == pytest.approx(schedule.sigma.tolist(), abs=1e-7)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,132 @@
+"""What every algorithm tells the trainer, and the rules they share.
+
+An algorithm owns one epoch's rollout: how it samples (trees or flat groups, which steps are
+stochastic, which noise is shared), which SDE edges it trains, which latent it decodes and
+scores, and how rewards become advantages. The trainer loop (`trainer.py`) knows only this
+interface: it plans the epoch, calls `roll_out`, and runs the same PPO update on the edges.
+
+Defaults: a setting the config leaves null (`sampling.eta`, `sampling.sde`,
+`flat.timestep_fraction`, `flat.same_noise`, `flat.global_std`, `train.kl_beta`) takes the
+algorithm's value from `defaults`, each next to the original's file in the algorithm's module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from treegrpo.config import ConfigError, RunConfig
+from treegrpo.edges import EdgeBatch
+from treegrpo.schedules import Family, Schedule
+
+if TYPE_CHECKING:
+    from treegrpo.models.base import Conditioning
+    from treegrpo.trainer import EpochPlan, Trainer
+
+# The SDE noise level each SDE samples with when `sampling.eta` is null.
+SDE_ETA = {"flowgrpo": 0.7, "dancegrpo": 0.3, "ddim": 1.0}
+# A last SDE step whose std is at most this leaves no visible noise in the final state (Flow-GRPO
+# on the diffusers grid: sigma 0.009, std 0.006); above it, the clean estimate is decoded.
+DECODE_NOISE_TOLERANCE = 0.01
+
+
+@dataclass
+class EpochRollout:
+    """What one epoch's rollout hands to the update and the metrics."""
+
+    edges: EdgeBatch  # this rank's trained edges
+    metrics: dict[str, float]
+    images: int  # images of the whole epoch (all ranks)
+
+
+class Algorithm(ABC):
+    name: ClassVar[str]
+    # The SDE of flow models when `sampling.sde` is null.
+    sde: ClassVar[str] = "flowgrpo"
+    # Settings used where the config says null: dotted name -> value.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def resolve(self, config: RunConfig, family: Family) -> RunConfig:
+        """`config` with every null that this algorithm decides filled in, for a model of
+        `family`. Raises ConfigError for a choice the family cannot run."""
+        sampling, flat, train = config.sampling, config.flat, config.train
+        if family == "epsilon":
+            if sampling.sde == "dancegrpo" or sampling.grid != "model":
+                field = "sampling.sde" if sampling.sde == "dancegrpo" else "sampling.grid"
+                raise ConfigError(
+                    field, "applies to flow-matching models only; DDIM models use DDIM steps"
+                )
+            sde = "flowgrpo"  # unused by DDIM; the field is not null after resolving
+            eta = sampling.eta if sampling.eta is not None else SDE_ETA["ddim"]
+        else:
+            sde = sampling.sde or self.sde
+            eta = sampling.eta if sampling.eta is not None else SDE_ETA[sde]
+        defaults = {**GENERIC_DEFAULTS, **self.defaults}
+        return dataclasses.replace(
+            config,
+            sampling=dataclasses.replace(sampling, sde=sde, eta=eta),  # type: ignore[arg-type]
+            flat=dataclasses.replace(
+                flat,
+                **{
+                    name: getattr(flat, name)
+                    if getattr(flat, name) is not None
+                    else defaults[f"flat.{name}"]
+                    for name in ("timestep_fraction", "same_noise", "global_std")
+                },
+            ),
+            train=dataclasses.replace(
+                train,
+                kl_beta=train.kl_beta if train.kl_beta is not None else defaults["train.kl_beta"],
+            ),
+        )
+
+    def window_start(self, config: RunConfig, epoch: int, rng: random.Random) -> int:
+        """The first SDE step of the epoch's window (0 where the algorithm has none)."""
+        return 0
+
+    @abstractmethod
+    def roll_out(self, trainer: Trainer, plan: EpochPlan, cond: Conditioning) -> EpochRollout:
+        """Sample this rank's share of the epoch, score it, and return its trained edges."""
+
+    @abstractmethod
+    def epoch_counts(self, config: RunConfig) -> tuple[int, int, int]:
+        """(images, trained edges, model evaluations before CFG) of one epoch, for run info."""
+
+
+# Used where neither the config nor the algorithm says otherwise.
+GENERIC_DEFAULTS: dict[str, Any] = {
+    "flat.timestep_fraction": 1.0,
+    "flat.same_noise": True,
+    "flat.global_std": False,
+    "train.kl_beta": 0.0,
+}
+
+
+def decoded_latents(
+    final: Tensor, last_x0: Tensor, schedule: Schedule, last_step_stochastic: bool, eta: float
+) -> Tensor:
+    """The latent to decode and score: the final state, unless the last step was an SDE step
+    whose noise would still show (std above DECODE_NOISE_TOLERANCE); then the model's clean
+    estimate at that step, as DanceGRPO decodes (`pred_original_sample` of its last step)."""
+    last = schedule.steps - 1
+    if last_step_stochastic and schedule.step_std(last, eta) > DECODE_NOISE_TOLERANCE:
+        return last_x0
+    return final
+
+
+def zero_std_fraction(total: Tensor, groups: Tensor) -> float:
+    """Fraction of prompt groups whose rewards are all equal (no signal for GRPO)."""
+    groups_seen = torch.unique(groups)
+    flat = [float(total[groups == g].double().std(unbiased=False)) == 0.0 for g in groups_seen]
+    return sum(flat) / max(1, len(flat))
+
+
+def weighted_total(rewards: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """sum_name weight * reward, float64: one number per image, for group statistics."""
+    return sum(w * rewards[n].double() for n, w in weights.items())  # type: ignore[return-value]
