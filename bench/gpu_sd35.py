@@ -45,7 +45,6 @@ import argparse
 import gc
 import json
 import platform
-import random
 import statistics
 import sys
 import time
@@ -68,6 +67,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from treegrpo.advantages import combine_rewards  # noqa: E402
+from treegrpo.algorithms.dancegrpo import dancegrpo_train_steps  # noqa: E402
 from treegrpo.config import FlatConfig, RunConfig, SamplingConfig, TrainConfig, TreeConfig  # noqa: E402
 from treegrpo.edges import EdgeBatch, flat_edges, tree_edges  # noqa: E402
 from treegrpo.models.base import Conditioning  # noqa: E402
@@ -333,7 +333,7 @@ def build_adapter(s: Settings, device: torch.device) -> SD3StyleAdapter:
         device=device,
         dtype=torch.float32,  # inputs match the float32 master weights; autocast lowers them
         family="flow",
-        shift=size.shift,
+        scheduler_config={"shift": size.shift},
         autocast_dtype=torch.bfloat16 if s.dtype == "bfloat16" else None,
     )
 
@@ -652,10 +652,10 @@ class Bench:
     def dance(self, round_index: int) -> Iteration:
         s = self.s
         generator = torch.Generator().manual_seed(s.seed * 1000 + 500 + round_index)
-        rng = random.Random(s.seed * 1000 + round_index)
-        # DanceGRPO: a random fraction of the steps, as Trainer.flat_train_steps picks them.
-        count = max(1, round(s.timestep_fraction * s.steps))
-        train_steps = sorted(rng.sample(range(s.steps), count))
+        # DanceGRPO: per trajectory, a random subset of the steps without the last one.
+        train_steps = dancegrpo_train_steps(
+            s.prompts * s.group_size, s.steps, s.timestep_fraction, generator
+        )
         sde = torch.ones(s.steps, dtype=torch.bool)  # (T,) SDE at every step
         noise = draw_flat_noise(
             s.prompts, s.group_size, s.steps, self.adapter.latent_shape, generator
@@ -688,7 +688,7 @@ class Bench:
         start = time.perf_counter()
         with torch.no_grad():
             row_prompts = [p for p in self.prompts for _ in range(s.group_size)]
-            rewards = self._score(rollout.leaves, row_prompts)
+            rewards = self._score(rollout.last_x0, row_prompts)  # DanceGRPO decodes x0_hat
             row_groups = self.groups.repeat_interleave(s.group_size)
             advantages = combine_rewards(rewards, {REWARD_LABEL: 1.0}, row_groups)
             edges = flat_edges(rollout, advantages, train_steps)

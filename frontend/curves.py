@@ -20,7 +20,26 @@ TRAINING_METRICS = (
     ("clip fraction", ("clip_fraction",)),
     ("KL", ("kl", "approx_kl")),
     ("ratio", ("ratio_mean", "ratio_min", "ratio_max")),
+    # Correctness checks the trainer logs every epoch, for every algorithm.
+    ("on-policy gap: max |ratio - 1|, first minibatch", ("check/ratio_dev_first_minibatch",)),
+    ("groups without signal / advantages clipped", ("check/zero_std_groups", "check/adv_clipped")),
+    ("seconds per epoch", ("time/rollout", "time/reward", "time/update")),
+    ("images per second", ("throughput/images_per_s",)),
 )
+# The last epoch's checks, as a table above the charts: (label, metric, format, warn above).
+CHECKS = (
+    ("max |ratio - 1| on the first minibatch", "check/ratio_dev_first_minibatch", "{:.1e}", 1e-3),
+    ("clip fraction", "clip_fraction", "{:.3f}", None),
+    ("prompt groups with zero reward std", "check/zero_std_groups", "{:.0%}", 0.5),
+    ("advantages clipped", "check/adv_clipped", "{:.1%}", 0.05),
+    ("rollout / reward / update (s)", "", "", None),
+    ("images per second", "throughput/images_per_s", "{:.1f}", None),
+)
+
+
+def last_value(values: Mapping[str, Mapping[int, float]], name: str) -> float | None:
+    series = values.get(name, {})
+    return series[max(series)] if series else None
 
 
 @dataclass

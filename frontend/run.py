@@ -110,6 +110,35 @@ def reward_charts_html(store: curves.MetricStore, smoothing: float) -> str:
     return f'<div class="tg-charts" id="tg-reward-charts">{"".join(charts)}</div>'
 
 
+def checks_html(store: curves.MetricStore) -> str:
+    """The last epoch's correctness checks and timings; a value past its bound is flagged."""
+    rows = []
+    for label, name, fmt, warn in curves.CHECKS:
+        if not name:  # the three phase timings in one cell
+            parts = [
+                curves.last_value(store.values, f"time/{p}")
+                for p in ("rollout", "reward", "update")
+            ]
+            if all(p is None for p in parts):
+                continue
+            text = " / ".join("-" if p is None else f"{p:.2f}" for p in parts)
+            rows.append(f"<tr><td>{label}</td><td>{text}</td></tr>")
+            continue
+        value = curves.last_value(store.values, name)
+        if value is None:
+            continue
+        flagged = warn is not None and value > warn
+        cls = ' class="tg-check-warn"' if flagged else ""
+        rows.append(f"<tr{cls}><td>{label}</td><td>{fmt.format(value)}</td></tr>")
+    if not rows:
+        return ""
+    epoch = store.last_step
+    return (
+        f'<table class="tg-checks" id="tg-checks"><caption>Checks at epoch {epoch}</caption>'
+        f"{''.join(rows)}</table>"
+    )
+
+
 def training_charts_html(store: curves.MetricStore, smoothing: float) -> str:
     charts = []
     for title, names in curves.TRAINING_METRICS:
@@ -131,7 +160,9 @@ def training_charts_html(store: curves.MetricStore, smoothing: float) -> str:
                 integer_x=True,
             )
         )
-    return f'<div class="tg-charts" id="tg-training-charts">{"".join(charts)}</div>'
+    return checks_html(store) + (
+        f'<div class="tg-charts" id="tg-training-charts">{"".join(charts)}</div>'
+    )
 
 
 def _checkpoint_href(sh: Shared, job: Job) -> str | None:

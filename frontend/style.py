@@ -52,6 +52,10 @@ CSS = """
   color:#fff !important; text-decoration:none; font-size:0.9em; }
 .tg-error-text { background:#fce8e6; color:#a50e0e; padding:8px; border-radius:6px;
   white-space:pre-wrap; max-height:160px; overflow:auto; }
+.tg-checks { border-collapse:collapse; margin:0 0 8px 0; font-size:13px; }
+.tg-checks caption { text-align:left; font-weight:600; padding-bottom:4px; }
+.tg-checks td { padding:2px 12px 2px 0; border-bottom:1px solid #f1f3f4; }
+.tg-check-warn td { color:#b3261e; font-weight:600; }
 .tg-charts { display:grid; grid-template-columns:repeat(auto-fill, minmax(440px, 1fr)); gap:10px; }
 .tg-charts svg { background:#fff; border:1px solid #f1f3f4; border-radius:6px; width:100%;
   height:auto; }

@@ -66,10 +66,11 @@ _RECIPES: dict[str, dict[str, Any]] = {
     "dancegrpo": {"flat": {"group_size": 12}, "train": {"minibatches": 3}},
     # Flow-GRPO pickscore_sd3: 24 images per prompt, 2 optimiser steps per epoch, KL 0.01.
     "flowgrpo": {"flat": {"group_size": 24}, "train": {"minibatches": 2}},
-    # MixGRPO FLUX script: 12 per prompt, window 4 sliding every 25 iterations.
+    # MixGRPO FLUX script: 12 per prompt, window 4 sliding every 25 iterations, 4 optimiser
+    # steps per iteration (gradient accumulation 3 over 12 images).
     "mixgrpo": {
         "flat": {"group_size": 12, "window": 4, "slide_every": 25},
-        "train": {"minibatches": 3},
+        "train": {"minibatches": 4},
     },
 }
 
@@ -146,10 +147,11 @@ for _algorithm in _ALGORITHMS:
     PRESETS[f"tiny-{_algorithm}"] = _family(_TINY, _algorithm, recipe=False)
     PRESETS[f"digits-{_algorithm}"] = _family(_DIGITS, _algorithm)
     if _algorithm != "treegrpo":
-        # Matched budget: as many images per iteration as the tree (G = k^d = 27).
+        # Matched budget: as many images per iteration as the tree (G = k^d).
         PRESETS[f"digits-{_algorithm}-matched"] = deep_merge(
             _family(_DIGITS, _algorithm), {"flat": {"group_size": 27}}
         )
+        PRESETS[f"tiny-{_algorithm}-matched"] = PRESETS[f"tiny-{_algorithm}"]
 PRESETS["sd35-treegrpo"] = _family(_SD35, "treegrpo")
 PRESETS["sd35-treegrpo-multi"] = deep_merge(PRESETS["sd35-treegrpo"], _SD35_MULTI)
 PRESETS["sd35-dancegrpo"] = _family(_SD35, "dancegrpo")

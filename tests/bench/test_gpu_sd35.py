@@ -94,10 +94,11 @@ def test_tiny_cpu_iteration_writes_results(
         assert result["last_update_metrics"]["ratio_mean"] == pytest.approx(1.0, abs=1e-4)
     # Counts for 2 prompts, k = 2, d = 2, T = 4, s = 0 (TREEGRPO.md section 3):
     # tree evals per prompt s + (k^d - 1)/(k - 1) + k^d (T - s - d) = 0 + 3 + 4 * 2 = 11;
-    # flat G = k^d = 4 trajectories x 4 steps = 16; DanceGRPO trains round(0.6 * 4) = 2 steps.
+    # flat G = k^d = 4 trajectories x 4 steps = 16; DanceGRPO trains int(0.6 * (4 - 1)) = 1
+    # step per trajectory (never the last).
     assert (tree["images"], tree["model_evals"], tree["trained_parents"]) == (8, 22, 6)
     assert tree["trained_edges"] == 12  # (k^(d+1) - k) / (k - 1) = 6 per tree
-    assert (dance["images"], dance["model_evals"], dance["trained_parents"]) == (8, 32, 16)
+    assert (dance["images"], dance["model_evals"], dance["trained_parents"]) == (8, 32, 8)
     ratio = tree["seconds_per_iteration"], dance["seconds_per_iteration"]
     assert report["tree_vs_dance_seconds_per_iteration"] == pytest.approx(ratio[1] / ratio[0])
 

@@ -232,3 +232,31 @@ def test_node_panel_summarises_the_leaves_below_and_the_path() -> None:
     assert panel.count('<li class="tg-hop') == 11  # steps 0..10, every recorded state
     assert 'src="data:image/png;base64,AAAA"' in panel
     assert "leaves below" not in panel
+
+
+def test_run_tab_shows_the_last_epochs_checks_and_flags_an_off_policy_gap() -> None:
+    store = curves.MetricStore(job_id=1)
+    store.add(
+        [
+            MetricPoint(1, "check/ratio_dev_first_minibatch", 2e-7),
+            MetricPoint(2, "check/ratio_dev_first_minibatch", 0.05),  # rollout != training
+            MetricPoint(2, "check/zero_std_groups", 0.25),
+            MetricPoint(2, "check/adv_clipped", 0.0),
+            MetricPoint(2, "clip_fraction", 0.125),
+            MetricPoint(2, "time/rollout", 1.5),
+            MetricPoint(2, "time/reward", 0.25),
+            MetricPoint(2, "time/update", 0.75),
+            MetricPoint(2, "throughput/images_per_s", 43.2),
+        ]
+    )
+    html = training_charts_html(store, 0.0)
+    table = html[: html.index('<div class="tg-charts"')]
+    assert "Checks at epoch 2" in table
+    assert '<tr class="tg-check-warn"><td>max |ratio - 1| on the first minibatch</td><td>5.0e-02' in table
+    assert "<td>prompt groups with zero reward std</td><td>25%</td>" in table
+    assert "<td>rollout / reward / update (s)</td><td>1.50 / 0.25 / 0.75</td>" in table
+    assert "<td>images per second</td><td>43.2</td>" in table
+    assert table.count("tg-check-warn") == 1
+    # ... and each check as a chart over epochs.
+    assert html.count("<svg") == len(curves.TRAINING_METRICS)
+    assert training_charts_html(curves.MetricStore(job_id=1), 0.0).count("tg-checks") == 0

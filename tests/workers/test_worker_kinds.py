@@ -146,7 +146,7 @@ def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> Non
     )
     with session_scope() as session:
         samples, total = crud.list_samples(session, job_id=evaluate)
-        assert total == 6 * 2  # the tiny set's 6 prompts, 2 samples each
+        assert total == 2 * 2  # the tiny preset's 2 held-out prompts, 2 samples each
         assert samples[0].reward == pytest.approx(
             samples[0].rewards["brightness"] + 2.0 * samples[0].rewards["contrast"]
         )

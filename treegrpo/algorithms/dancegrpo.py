@@ -9,9 +9,9 @@ never reaches the decoded image).
 Decoded: the model's clean estimate x0_hat at the last step (`pred_original_sample`), never the
 noisy last state.
 Advantages: z-score within the prompt's group (mean and unbiased std of the G rewards, as torch's
-`.std()`, + 1e-8); several
-rewards are normalised each, summed with their weights and normalised again; one advantage for
-every step of a trajectory; clip 1e-4, advantage clip 5.
+`.std()`, + 1e-8); several rewards are z-scored each and summed with their weights, without a
+second normalisation (MixGRPO's `advantage_aggr`, same codebase); one advantage for every step
+of a trajectory; clip 1e-4, advantage clip 5.
 
 Defaults and the originals (docs/FIDELITY.md cites each):
     sampling.sde = dancegrpo, eta 0.3     flux_step, `--eta 0.3`
@@ -28,8 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from treegrpo.advantages import combine_rewards
-from treegrpo.algorithms.flat import FlatAlgorithm
+from treegrpo.algorithms.flat import FlatAlgorithm, dancegrpo_advantages
 from treegrpo.config import RunConfig
 
 
@@ -73,6 +72,4 @@ class DanceGRPO(FlatAlgorithm):
         weights: dict[str, float],
         groups: Tensor,
     ) -> Tensor:
-        if config.flat.global_std:
-            return super().advantages(config, rewards, weights, groups)
-        return combine_rewards(rewards, weights, groups, unbiased=True)
+        return dancegrpo_advantages(config, rewards, weights, groups)

@@ -125,6 +125,17 @@ class FlatAlgorithm(Algorithm):
         return EpochRollout(edges, metrics, int(all_advantages.shape[0]))
 
 
+def dancegrpo_advantages(
+    config: RunConfig, rewards: dict[str, Tensor], weights: dict[str, float], groups: Tensor
+) -> Tensor:
+    """DanceGRPO's and MixGRPO's: a group z-score with torch's unbiased std + 1e-8, per reward,
+    summed with the weights and not normalised again (MixGRPO `advantage_aggr`); Flow-GRPO's
+    global std when `flat.global_std` asks for it."""
+    if config.flat.global_std:
+        return global_std_advantages(rewards, weights, groups)
+    return combine_rewards(rewards, weights, groups, renormalise=False, unbiased=True)
+
+
 def same_steps_for_every_row(steps: list[int], rows: int) -> Tensor:
     """(rows, m) long: every trajectory trains `steps`."""
     return torch.tensor(steps, dtype=torch.long).expand(rows, len(steps)).clone()
