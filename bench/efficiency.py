@@ -77,6 +77,7 @@ from typing import Any
 
 import torch
 
+from treegrpo.algorithms import get_algorithm
 from treegrpo.callbacks import Callback
 from treegrpo.config import RunConfig, resolve_config
 from treegrpo.models.registry import load_model
@@ -781,13 +782,20 @@ def describe_setup(
     report(
         f"model {first.model} | reward {plain['reward']} | prompts {plain['prompts']} "
         f"({first.prompts_per_epoch}/epoch) | held-out {plain['eval_prompts']} | "
-        f"T={first.sampling.steps} cfg={first.sampling.cfg_scale} eta={first.sampling.eta} | "
+        f"T={first.sampling.steps} cfg={first.sampling.cfg_scale} grid {first.sampling.grid} | "
         f"lr {first.train.lr} | budget {s.budget_s:g} s/run | seeds "
         f"{','.join(map(str, s.seeds))} | smoothing: trailing mean of {s.smooth} epochs"
     )
     for name in s.methods:
         m = summaries[name]
-        report(f"  {name:<14} {m.group:<22} {m.images_per_iteration} images/iter")
+        family = "epsilon" if configs[name].model.endswith("-ddim") else "flow"
+        resolved = get_algorithm(configs[name].algorithm).resolve(configs[name], family)
+        report(
+            f"  {name:<18} {m.group:<22} {m.images_per_iteration:>4} images/iter | "
+            f"{resolved.sampling.sde} SDE, eta {resolved.sampling.eta} | "
+            f"{resolved.train.minibatches} optimiser steps/iter"
+            + (f" | KL {resolved.train.kl_beta}" if resolved.train.kl_beta else "")
+        )
     tree_cfg = configs.get("treegrpo")
     flat = [configs[n] for n in s.methods if n in MAIN_METHODS and n != "treegrpo"]
     if tree_cfg is not None and flat:

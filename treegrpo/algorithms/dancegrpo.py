@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from treegrpo.algorithms.flat import FlatAlgorithm, dancegrpo_advantages
+from treegrpo.algorithms.flat import FlatAlgorithm
 from treegrpo.config import RunConfig
 
 
@@ -47,15 +47,13 @@ class DanceGRPO(FlatAlgorithm):
     name: ClassVar[str] = "dancegrpo"
     sde: ClassVar[str] = "dancegrpo"
     decode_clean_estimate: ClassVar[bool] = True
+    dancegrpo_advantages: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "flat.timestep_fraction": 0.6,
         "flat.same_noise": True,
         "flat.global_std": False,
         "train.kl_beta": 0.0,
     }
-
-    def sde_steps(self, config: RunConfig, window_start: int) -> Tensor:
-        return torch.ones(config.sampling.steps, dtype=torch.bool)
 
     def train_steps(
         self, config: RunConfig, rows: int, window_start: int, generator: torch.Generator
@@ -64,12 +62,3 @@ class DanceGRPO(FlatAlgorithm):
         return dancegrpo_train_steps(
             rows, config.sampling.steps, config.flat.timestep_fraction, generator
         )
-
-    def advantages(
-        self,
-        config: RunConfig,
-        rewards: dict[str, Tensor],
-        weights: dict[str, float],
-        groups: Tensor,
-    ) -> Tensor:
-        return dancegrpo_advantages(config, rewards, weights, groups)

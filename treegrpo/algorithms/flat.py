@@ -34,10 +34,15 @@ if TYPE_CHECKING:
 class FlatAlgorithm(Algorithm):
     # DanceGRPO decodes the clean estimate of its last step whatever that step's noise.
     decode_clean_estimate: ClassVar[bool] = False
+    # DanceGRPO's advantage rule, which MixGRPO inherits: a group z-score with torch's unbiased
+    # std + 1e-8 per reward, summed with the weights and not normalised again (MixGRPO's
+    # `advantage_aggr`). Otherwise Algorithm 1's: population std, the sum normalised again.
+    dancegrpo_advantages: ClassVar[bool] = False
 
-    @abstractmethod
     def sde_steps(self, config: RunConfig, window_start: int) -> Tensor:
-        """(T,) bool: which steps sample from the SDE (the rest are ODE steps)."""
+        """(T,) bool: which steps sample from the SDE (the rest are ODE steps); all of them
+        unless the algorithm has a window."""
+        return torch.ones(config.sampling.steps, dtype=torch.bool)
 
     @abstractmethod
     def train_steps(
@@ -52,9 +57,12 @@ class FlatAlgorithm(Algorithm):
         weights: dict[str, float],
         groups: Tensor,
     ) -> Tensor:
-        """(rows,) advantages of the epoch's trajectories; `groups` are their prompt ids."""
+        """(rows,) advantages of the epoch's trajectories; `groups` are their prompt ids.
+        `flat.global_std` divides by the epoch's std (Flow-GRPO)."""
         if config.flat.global_std:
             return global_std_advantages(rewards, weights, groups)
+        if self.dancegrpo_advantages:
+            return combine_rewards(rewards, weights, groups, renormalise=False, unbiased=True)
         return combine_rewards(rewards, weights, groups)
 
     def epoch_counts(self, config: RunConfig) -> tuple[int, int, int]:
@@ -123,17 +131,6 @@ class FlatAlgorithm(Algorithm):
             weighted_total(all_rewards, trainer.reward_weights), row_groups
         )
         return EpochRollout(edges, metrics, int(all_advantages.shape[0]))
-
-
-def dancegrpo_advantages(
-    config: RunConfig, rewards: dict[str, Tensor], weights: dict[str, float], groups: Tensor
-) -> Tensor:
-    """DanceGRPO's and MixGRPO's: a group z-score with torch's unbiased std + 1e-8, per reward,
-    summed with the weights and not normalised again (MixGRPO `advantage_aggr`); Flow-GRPO's
-    global std when `flat.global_std` asks for it."""
-    if config.flat.global_std:
-        return global_std_advantages(rewards, weights, groups)
-    return combine_rewards(rewards, weights, groups, renormalise=False, unbiased=True)
 
 
 def same_steps_for_every_row(steps: list[int], rows: int) -> Tensor:

@@ -35,9 +35,6 @@ class FlowGRPO(FlatAlgorithm):
         "train.kl_beta": 0.01,
     }
 
-    def sde_steps(self, config: RunConfig, window_start: int) -> Tensor:
-        return torch.ones(config.sampling.steps, dtype=torch.bool)
-
     def train_steps(
         self, config: RunConfig, rows: int, window_start: int, generator: torch.Generator
     ) -> Tensor:

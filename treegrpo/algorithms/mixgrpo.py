@@ -9,7 +9,7 @@ ODE), and rolls back to 0 after the last start (`windows.sliding_window`).
 Trained steps: the window's steps.
 Decoded: the final state, or the clean estimate when the window covers a noisy last step.
 Advantages: z-score within the prompt's group with the unbiased std, several rewards summed
-without a second normalisation (`advantage_aggr`), as DanceGRPO (`flat.dancegrpo_advantages`).
+without a second normalisation (`advantage_aggr`), as DanceGRPO (`FlatAlgorithm.dancegrpo_advantages`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from treegrpo.algorithms.flat import (
-    FlatAlgorithm,
-    dancegrpo_advantages,
-    same_steps_for_every_row,
-)
+from treegrpo.algorithms.flat import FlatAlgorithm, same_steps_for_every_row
 from treegrpo.config import RunConfig
 from treegrpo.windows import sliding_window
 
@@ -32,21 +28,13 @@ from treegrpo.windows import sliding_window
 class MixGRPO(FlatAlgorithm):
     name: ClassVar[str] = "mixgrpo"
     sde: ClassVar[str] = "flowgrpo"
+    dancegrpo_advantages: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "flat.timestep_fraction": 1.0,
         "flat.same_noise": True,
         "flat.global_std": False,
         "train.kl_beta": 0.0,
     }
-
-    def advantages(
-        self,
-        config: RunConfig,
-        rewards: dict[str, Tensor],
-        weights: dict[str, float],
-        groups: Tensor,
-    ) -> Tensor:
-        return dancegrpo_advantages(config, rewards, weights, groups)
 
     def window_start(self, config: RunConfig, epoch: int, rng: random.Random) -> int:
         return self.window(config, epoch)[0]
