@@ -3,6 +3,9 @@ matches the SQLAlchemy models (what `alembic check` verifies)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +62,20 @@ def test_up_down_up(empty_url: str) -> None:
 def test_the_migrated_schema_matches_the_models(empty_url: str) -> None:
     migrate.upgrade(empty_url)
     assert _differences(empty_url) == []
+
+
+def test_treegrpo_migrate_from_another_working_directory(tmp_path: Path) -> None:
+    """alembic.ini and migrations/ are found beside the source tree, not in the working folder."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    database = tmp_path / "other.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TREEGRPO_")}
+    env["TREEGRPO_DATABASE_URL"] = f"sqlite:///{database}"
+    treegrpo = Path(sys.executable).with_name("treegrpo")
+    done = subprocess.run(
+        [str(treegrpo), "migrate"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"at revision {migrate.head_revision()}" in done.stdout
+    assert migrate.tables(f"sqlite:///{database}") >= TABLES
+    assert list(elsewhere.iterdir()) == []  # nothing was written where it ran

@@ -127,6 +127,10 @@ def test_every_built_image_comes_from_docker_and_its_copy_sources_exist() -> Non
                 *sources, _target = line.split()[1:]
                 for source in sources:
                     assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}"
+        # Every image runs `treegrpo` commands that read the schema's revisions (migrate, and the
+        # startup check of serve and worker): alembic.ini and migrations/ must be in it.
+        copied = dockerfile.read_text()
+        assert "COPY alembic.ini" in copied and "COPY migrations migrations" in copied, dockerfile
 
 
 def test_worker_images_pin_the_torch_build_and_the_gpu_one_is_cuda() -> None:
