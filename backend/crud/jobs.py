@@ -12,9 +12,19 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, Text, bindparam, cast, func, select, update
+from sqlalchemy import (
+    RowMapping,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from backend.errors import Conflict, NotFound
 from backend.models import (
@@ -49,21 +59,23 @@ def create_job(
         existing = _by_idempotency_key(session, idempotency_key, request_hash)
         if existing is not None:
             return existing, False
-    job = Job(
-        kind=kind,
-        name=name,
-        status=JobStatus.queued.value,
-        config=config,
-        params=params or {},
-        algorithm=algorithm,
-        preset=preset,
-        parent_job_id=parent_job_id,
-        progress_total=progress_total,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
-    )
-    session.add(job)
+    values = {
+        "kind": kind,
+        "name": name,
+        "status": JobStatus.queued.value,
+        "config": config,
+        "params": params or {},
+        "algorithm": algorithm,
+        "preset": preset,
+        "parent_job_id": parent_job_id,
+        "progress_total": progress_total,
+        "idempotency_key": idempotency_key,
+        "request_hash": request_hash,
+    }
     try:
+        # A Core INSERT ... RETURNING rather than the ORM's unit of work, which was a fifth of a
+        # POST /jobs's server CPU. The row comes back whole (column defaults filled in).
+        row = session.connection().execute(_INSERT_JOB, values).mappings().one()
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -74,7 +86,14 @@ def create_job(
         if existing is None:
             raise
         return existing, False
+    job = Job(**row)
+    # As if loaded and the session closed: attached to a session later, it is this row, never
+    # a new one to insert.
+    make_transient_to_detached(job)
     return job, True
+
+
+_INSERT_JOB = insert(Job).returning(*Job.__table__.c)
 
 
 def _by_idempotency_key(session: Session, key: str, request_hash: str | None) -> Job | None:
