@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(
         default=120.0, gt=0, description="A running job whose heartbeat is older is `lost`."
     )
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job's lease: a redelivered message may take over a job with a "
+        "checkpoint whose heartbeat is older than this (its worker is presumed dead); while the "
+        "heartbeat is fresher, the message waits and comes back.",
+    )
+    broker_visibility_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after which Redis hands an unacknowledged message to another "
+        "worker; default max_job_seconds + 1 h (never while a job runs). Tests set it short.",
+    )
     cancel_grace_seconds: float = Field(
         default=20.0, gt=0, description="After a cancel, how long before the trainer is killed."
     )

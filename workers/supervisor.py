@@ -63,12 +63,27 @@ class Claimed:
 
 
 def claim(settings: Settings, job_id: int, worker: str) -> Claimed | None:
-    """queued -> running for `worker`; None when the job is missing or not queued."""
+    """queued -> running for `worker`, or a takeover of a running job whose lease expired (its
+    worker died; the job has a checkpoint to resume from). None when the job is missing,
+    finished, or held by a live worker."""
     with session_scope(settings.resolved_database_url) as session:
-        job = crud.claim_job(session, job_id=job_id, worker=worker)
+        job = crud.claim_job(
+            session,
+            job_id=job_id,
+            worker=worker,
+            lease_expired_before=crud.stale_cutoff(settings.lease_seconds),
+        )
         if job is None:
             return None
         return Claimed(job.id, job.attempt, job.kind, dict(job.params or {}))
+
+
+def held_elsewhere(settings: Settings, job_id: int) -> bool:
+    """Whether another worker holds the job's lease now (a fresh heartbeat)."""
+    with session_scope(settings.resolved_database_url) as session:
+        return crud.lease_held(
+            session, job_id=job_id, lease_expired_before=crud.stale_cutoff(settings.lease_seconds)
+        )
 
 
 def describe_exit(code: int) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from backend.queue import TASK_BRANCH, TASK_EVALUATE, TASK_RECONCILE, TASK_SAMPLE, TASK_TRAIN
 from workers.reconcile import reconcile
-from workers.supervisor import SHUTTING_DOWN, Supervisor, claim
+from workers.supervisor import SHUTTING_DOWN, Supervisor, claim, held_elsewhere
 
 if TYPE_CHECKING:
     from workers.app import WorkerApp
@@ -93,6 +93,15 @@ def run_job_message(app: WorkerApp, task: Task, job_id: int) -> str:
         )
         raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
     if claimed is None:
+        if held_elsewhere(settings, job_id):
+            # A second copy of the message (Redis redelivers an unacknowledged message after its
+            # visibility timeout): the lease says its worker is alive, so this copy waits. If
+            # that worker dies, the copy comes back after the lease and takes the job over.
+            wait = max(1.0, settings.lease_seconds)
+            logger.info(
+                "job %s is held by a live worker: this message comes back in %.0f s", job_id, wait
+            )
+            raise task.retry(countdown=wait, max_retries=None)
         logger.info("job %s is not queued (running, finished or unknown): message ignored", job_id)
         return "ignored"
     logger.info("job %s (%s) claimed as attempt %s", job_id, claimed.kind, claimed.attempt)

@@ -16,10 +16,12 @@ from sqlalchemy import (
     RowMapping,
     Select,
     Text,
+    and_,
     bindparam,
     cast,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -224,13 +226,31 @@ def count_jobs(session: Session, *, statuses: Iterable[str] = (), kinds: Iterabl
     return session.connection().execute(statement, params).scalar() or 0
 
 
-def claim_job(session: Session, *, job_id: int, worker: str) -> Job | None:
+def claim_job(
+    session: Session, *, job_id: int, worker: str, lease_expired_before: datetime | None = None
+) -> Job | None:
     """queued -> running for this worker, atomically. None when the job is not queued (a
-    redelivered message for a running or finished job does nothing)."""
+    redelivered message for a running or finished job does nothing).
+
+    With `lease_expired_before`, a running job that has a checkpoint and whose last heartbeat
+    is older may be taken over too (its worker is presumed dead; the job resumes from the
+    checkpoint). The attempt goes up, so the old process, should it still be alive, can write
+    nothing more and stops at its next heartbeat.
+    """
     now = utcnow()
+    claimable = Job.status == JobStatus.queued.value
+    if lease_expired_before is not None:
+        claimable = or_(
+            claimable,
+            and_(
+                Job.status == JobStatus.running.value,
+                Job.heartbeat_at < lease_expired_before,
+                Job.checkpoint_path.is_not(None),
+            ),
+        )
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+        .where(Job.id == job_id, claimable)
         .values(
             status=JobStatus.running.value,
             worker=worker,
@@ -250,6 +270,17 @@ def claim_job(session: Session, *, job_id: int, worker: str) -> Job | None:
     if job is not None:
         session.refresh(job)
     return job
+
+
+def lease_held(session: Session, *, job_id: int, lease_expired_before: datetime) -> bool:
+    """Whether a worker holds the job now: running or cancelling, heartbeat still fresh."""
+    heartbeat = session.scalar(
+        select(Job.heartbeat_at).where(
+            Job.id == job_id,
+            Job.status.in_([JobStatus.running.value, JobStatus.cancelling.value]),
+        )
+    )
+    return heartbeat is not None and heartbeat >= lease_expired_before
 
 
 def heartbeat(
