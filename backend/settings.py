@@ -38,6 +38,22 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(
         default=None, description="The artifact store (images, trees, checkpoints, logs)."
     )
+    artifact_url: str | None = Field(
+        default=None,
+        description="An S3-compatible bucket for the artifact store, s3://bucket/prefix "
+        "(credentials from the AWS_* variables); artifact_dir is then each worker's local cache.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="The S3 API's address for anything but AWS (MinIO, R2, ...)."
+    )
+    artifact_redirect: bool = Field(
+        default=False,
+        description="With a bucket: answer GET /artifacts/... with a redirect to a short-lived "
+        "presigned URL instead of streaming the object through the API.",
+    )
+    artifact_redirect_seconds: int = Field(
+        default=300, gt=0, le=7 * 24 * 3600, description="How long a presigned URL is valid."
+    )
     reads_require_key: bool = Field(
         default=False, description="Require X-API-Key on GET routes too."
     )

@@ -1,6 +1,7 @@
 """Request-scoped dependencies, as `Annotated` aliases the routes declare.
 
 - SettingsDep: the app's Settings (create_app(settings) or the environment's).
+- StoreDep: the app's artifact store (a folder, or a bucket: backend/artifact_store.py).
 - DbDep: the app's Database. `await db.run(work, ...)` calls `work(session, ...)` in one
   worker-thread call with one short session, closed before the answer is sent: one thread hop
   per request, and the event loop never waits on the database.
@@ -21,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend import crud
 from backend.api.problems import ProblemError
+from backend.artifact_store import ArtifactStore
 from backend.db import session_factory
 from backend.settings import Settings
 
@@ -81,7 +83,13 @@ async def get_db(request: Request) -> Database:
     return db
 
 
+async def get_store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 DbDep = Annotated[Database, Depends(get_db)]
 
 

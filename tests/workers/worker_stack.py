@@ -132,7 +132,8 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def start_worker(self, name: str = "w") -> WorkerProcess:
+    def start_worker(self, name: str = "w", env: dict[str, str] | None = None) -> WorkerProcess:
+        """A `treegrpo worker` process; `env` adds to (or replaces) the stack's variables."""
         output = self.root / f"worker-{name}-{len(self.workers)}.out"
         command = [
             sys.executable,
@@ -150,7 +151,7 @@ class Stack:
             process = subprocess.Popen(
                 command,
                 cwd=self.root,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

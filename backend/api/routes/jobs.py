@@ -9,11 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
+from starlette.concurrency import iterate_in_threadpool
 
 from backend import crud, storage
 from backend.api import answers, events, files, submission
-from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
+from backend.api.deps import Database, DbDep, ReadKey, SettingsDep, StoreDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses
+from backend.artifact_store import ArtifactStore, check_key
 from backend.errors import NotFound
 from backend.models import NAME_CHARS, Job
 from backend.schemas import (
@@ -256,6 +258,7 @@ async def job_logs(
     job_id: JobId,
     db: DbDep,
     settings: SettingsDep,
+    store: StoreDep,
     _key: ReadKey,
     offset: Annotated[int, Query(ge=0, le=2**62, description="Byte offset to start at.")] = 0,
     limit: Annotated[
@@ -265,6 +268,8 @@ async def job_logs(
 
     def work(session: Session) -> bytes:
         crud.get_job(session, job_id=job_id)
+        if store.remote:
+            return store.read_range(storage.log_relpath(job_id), offset, limit)
         root = settings.resolved_artifact_dir
         try:
             path = storage.resolve_inside(root, storage.log_relpath(job_id))
@@ -347,9 +352,11 @@ async def job_samples(
     summary="Download the latest checkpoint",
 )
 async def job_checkpoint(
-    job_id: JobId, db: DbDep, settings: SettingsDep, _key: ReadKey
+    job_id: JobId, db: DbDep, settings: SettingsDep, store: StoreDep, _key: ReadKey
 ) -> StreamingResponse:
     missing = ProblemError(404, f"job {job_id} has no checkpoint", kind="not-found")
+    if store.remote:
+        return await _remote_checkpoint(job_id, db, store, missing)
 
     def work(session: Session) -> tuple[str, list[tuple[PathType, str]]]:
         relpath = crud.get_job(session, job_id=job_id).checkpoint_path
@@ -375,5 +382,29 @@ async def job_checkpoint(
     )
 
 
+async def _remote_checkpoint(
+    job_id: int, db: Database, store: ArtifactStore, missing: ProblemError
+) -> StreamingResponse:
+    def work(session: Session) -> str:
+        relpath = crud.get_job(session, job_id=job_id).checkpoint_path
+        try:
+            if not relpath or not store.keys(check_key(relpath.rstrip("/"))):
+                raise missing
+        except storage.OutsideStore as exc:
+            raise missing from exc
+        return relpath.rstrip("/")
+
+    relpath = await db.run(work)
+    return StreamingResponse(
+        iterate_in_threadpool(files.store_zip_stream(store, relpath)),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="job-{job_id}-'
+            f'{_ascii(relpath.rsplit("/", 1)[-1])}.zip"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
 def _ascii(name: str) -> str:
-    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    return files.ascii_name(name)
