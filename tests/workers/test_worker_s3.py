@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from moto_s3 import AWS_ENV, make_bucket, moto_server
-from worker_stack import DIGITS_SMALL, make_stack
+from worker_stack import DIGITS_SMALL, Stack, make_stack
 
+from backend import crud
 from backend.api import create_app
+from backend.db import session_scope
+from backend.queue import QUEUE
 from backend.s3_store import S3Store
 from backend.storage import log_relpath
 
@@ -31,6 +34,7 @@ def test_a_digits_job_lives_in_a_bucket_and_resumes_on_a_worker_with_an_empty_ca
         s3 = {"artifact_url": bucket_url, "s3_endpoint_url": endpoint}
         with make_stack("filesystem", tmp_path / "stack", **s3) as stack:
             stack.env.update(AWS_ENV)
+            stack.queue = QUEUE  # the API's branch below goes to the default queue
             cache_a, cache_b = tmp_path / "cache-a", tmp_path / "cache-b"
             first = stack.start_worker("a", env={"TREEGRPO_ARTIFACT_DIR": str(cache_a)})
             job_id = stack.submit(
@@ -56,6 +60,7 @@ def test_a_digits_job_lives_in_a_bucket_and_resumes_on_a_worker_with_an_empty_ca
 
             with TestClient(create_app(stack.settings)) as client:
                 _read_through_the_api(client, job_id, epochs)
+                _branch_again_from_a_tree_the_first_worker_logged(client, stack, cache_b, job_id)
 
 
 def _read_through_the_api(client: TestClient, job_id: int, epochs: int) -> None:
@@ -75,3 +80,30 @@ def _read_through_the_api(client: TestClient, job_id: int, epochs: int) -> None:
     assert state["state"]["epoch"] == epochs and "COMPLETE" not in archive.namelist()
     log = client.get(f"/api/v1/jobs/{job_id}/logs").text
     assert "job succeeded" in log
+
+
+def _branch_again_from_a_tree_the_first_worker_logged(
+    client: TestClient, stack: Stack, cache_b: Path, job_id: int
+) -> None:
+    """Worker b never had epoch 1's tree in its cache: the node's latent comes from the bucket."""
+    with session_scope(stack.url) as session:
+        _, key = crud.create_api_key(session, name="tests")
+    first = client.get(f"/api/v1/jobs/{job_id}/trees", params={"epoch": 1}).json()["data"][0]
+    tree = client.get(f"/api/v1/trees/{first['id']}").json()
+    root = next(node for node in tree["nodes"] if node["parent_id"] is None)
+    latents = cache_b / f"jobs/{job_id}/trees/epoch-000001"
+    assert not latents.exists()
+    made = client.post(
+        f"/api/v1/trees/{first['id']}/nodes/{root['id']}/branch",
+        json={"k": 2},
+        headers={"X-API-Key": key},
+    )
+    assert made.status_code == 201, made.text
+    branch_id = made.json()["id"]
+    done = stack.wait_status(branch_id, ("succeeded", "failed", "cancelled"), timeout=120)
+    assert done["status"] == "succeeded", stack.explain(branch_id)()
+    assert any(latents.rglob("*.safetensors"))  # fetched into b's cache from the bucket
+    regrown = client.get(f"/api/v1/trees/{first['id']}").json()["nodes"]
+    children = [node for node in regrown if node["branch_job_id"] == branch_id]
+    assert children and all(node["image_url"] for node in children)
+    assert client.get(children[-1]["image_url"]).content.startswith(b"\x89PNG")
