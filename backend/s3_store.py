@@ -1,6 +1,7 @@
 """The artifact store in an S3-compatible bucket (AWS S3, MinIO, R2, GCS's S3 API), through
-obstore (Rust's object_store; chosen over boto3 by measurement, see docs/BENCHMARKS.md: 7x less
-client CPU per small upload, 15x faster to import, multipart uploads and presigned URLs built in).
+obstore (Rust's object_store; chosen over boto3 by measurement, bench/s3_clients.py in
+docs/BENCHMARKS.md: a third of the wall time and a fifth of the CPU per small upload, a quarter
+of the import time, the same on a big multipart upload; presigned URLs built in).
 
     TREEGRPO_ARTIFACT_URL=s3://bucket/prefix     the bucket, and a prefix inside it (optional)
     TREEGRPO_S3_ENDPOINT_URL=http://minio:9000   anything but AWS itself
