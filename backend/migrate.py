@@ -12,13 +12,22 @@ from sqlalchemy.engine import make_url
 from backend.db import engine_for
 from backend.settings import get_settings
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+# alembic.ini and migrations/ sit at the top of the source tree, beside this package, so they are
+# found from any working directory. The project is installed editable (`make install`, and the
+# Docker images), which keeps `backend` importing from that tree.
+ALEMBIC_INI = Path(__file__).resolve().parents[1] / "alembic.ini"
 
 
 def alembic_config(url: str | None = None) -> Config:
+    if not ALEMBIC_INI.is_file():
+        raise FileNotFoundError(
+            f"{ALEMBIC_INI} not found: migrations ship with the source tree; install the project "
+            "from it with `pip install -e .`"
+        )
     url = url or get_settings().resolved_database_url
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    # Config(file_=...) resolves %(here)s in alembic.ini to the file's folder, so script_location
+    # does not depend on the working directory.
+    config = Config(file_=str(ALEMBIC_INI))
     # ConfigParser interpolation would read a '%' in a password as a placeholder.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

@@ -119,6 +119,10 @@ class Job(Base):
         String(NAME_CHARS), nullable=True, unique=True
     )
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The last reward_mean point and its step, kept here by crud.upsert_metrics so that reads
+    # of a job (and of a page of 50) need no metrics lookup.
+    latest_reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latest_reward_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     metrics: Mapped[list[Metric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True

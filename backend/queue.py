@@ -42,8 +42,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "broker_connection_retry_on_startup": True,
-        # A job can run for days; a shorter visibility timeout would redeliver it mid-run.
-        "broker_transport_options": {"visibility_timeout": settings.max_job_seconds + 3600},
+        "broker_transport_options": _redis_options(settings),
     }
     if url.startswith("filesystem://"):
         folder = settings.broker_folder
@@ -62,6 +61,21 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.05,
         }
     return config
+
+
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_visibility_timeout is None:
+        # A job can run for days; a shorter visibility timeout would redeliver it mid-run (the
+        # database lease would hold the copy back, but there is no need for the traffic).
+        return {"visibility_timeout": settings.max_job_seconds + 3600}
+    timeout = settings.broker_visibility_timeout
+    return {
+        "visibility_timeout": timeout,
+        # kombu looks for expired messages every interval x throttle seconds (100 s by
+        # default); a short timeout wants them found about as fast.
+        "unacked_restore_interval": max(1.0, timeout / 2),
+        "unacked_restore_throttle": 1,
+    }
 
 
 _senders: dict[tuple[str, str, int], Celery] = {}

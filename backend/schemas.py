@@ -109,14 +109,15 @@ class BranchCreate(_Request):
     name: Name | None = Field(default=None, description="Default: 'branch of tree T node N'.")
 
 
-class JobPublic(BaseModel):
+class JobSummary(BaseModel):
+    """A job as GET /jobs lists it: everything but the frozen config (GET /jobs/{id} has it)."""
+
     id: int
     kind: str
     name: str
     status: JobStatusName
     preset: str | None
     algorithm: str
-    config: dict[str, Any] = Field(description="The fully resolved config, frozen at creation.")
     params: dict[str, Any]
     parent_job_id: int | None
     created_at: datetime
@@ -134,8 +135,14 @@ class JobPublic(BaseModel):
     latest_reward: float | None = Field(description="The last reward_mean point, or null.")
 
 
+class JobPublic(JobSummary):
+    """One job, with its fully resolved config."""
+
+    config: dict[str, Any] = Field(description="The fully resolved config, frozen at creation.")
+
+
 class JobsPublic(BaseModel):
-    data: list[JobPublic]
+    data: list[JobSummary]
     count: int
 
 
@@ -289,48 +296,37 @@ def _finite(value: float | None) -> float | None:
     return value
 
 
-def job_public(
-    job: Job | Mapping[str, Any] | RowMapping, latest_reward: float | None = None
-) -> JobPublic:
-    """From an ORM Job, or from a crud.job_rows mapping (which carries its latest_reward)."""
+def _progress(row: Mapping[str, Any] | RowMapping) -> float:
+    total, step = row["progress_total"], row["progress_step"]
+    if total > 0:
+        return float(min(1.0, max(0.0, step / total)))
+    return 1.0 if row["status"] == JobStatus.succeeded.value else 0.0
+
+
+def job_fields(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
+    """A JobSummary as plain JSON-ready values, from a crud.job_rows mapping or a dict of Job
+    columns: the hot read routes encode this with orjson without building a pydantic model
+    (tests/backend/test_api_cheap_reads.py holds it equal to the model's own dump)."""
+    fields = {name: row[name] for name in _SUMMARY_COLUMNS}
+    fields["params"] = fields["params"] or {}
+    fields["progress"] = _progress(row)
+    fields["latest_reward"] = _finite(row["latest_reward"])
+    return fields
+
+
+def job_public(job: Job | Mapping[str, Any] | RowMapping) -> JobPublic:
+    """From an ORM Job, or from a mapping of every Job column (crud.job_rows(with_config=True)
+    gives one, with the config decoded)."""
     row: Mapping[str, Any]
     if isinstance(job, Mapping | RowMapping):
         row = job  # type: ignore[assignment]
-        latest_reward = row.get("latest_reward", latest_reward)
     else:
         row = {column: getattr(job, column) for column in _JOB_COLUMNS}
-    total, step, status = row["progress_total"], row["progress_step"], row["status"]
-    if total > 0:
-        progress = min(1.0, max(0.0, step / total))
-    else:
-        progress = 1.0 if status == JobStatus.succeeded.value else 0.0
-    return JobPublic(
-        id=row["id"],
-        kind=row["kind"],
-        name=row["name"],
-        status=status,
-        preset=row["preset"],
-        algorithm=row["algorithm"],
-        config=row["config"],
-        params=row["params"] or {},
-        parent_job_id=row["parent_job_id"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        heartbeat_at=row["heartbeat_at"],
-        worker=row["worker"],
-        attempt=row["attempt"],
-        progress_step=step,
-        progress_total=total,
-        progress=progress,
-        error=row["error"],
-        checkpoint_path=row["checkpoint_path"],
-        latest_reward=_finite(latest_reward),
-    )
+    return JobPublic(**job_fields(row), config=row["config"])
 
 
-_JOB_COLUMNS = tuple(field for field in JobPublic.model_fields if field in Job.__table__.c)
+_SUMMARY_COLUMNS = tuple(field for field in JobSummary.model_fields if field in Job.__table__.c)
+_JOB_COLUMNS = (*_SUMMARY_COLUMNS, "config")
 
 
 def _tree_fields(tree: Tree) -> dict[str, Any]:

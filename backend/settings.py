@@ -38,12 +38,41 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(
         default=None, description="The artifact store (images, trees, checkpoints, logs)."
     )
+    artifact_url: str | None = Field(
+        default=None,
+        description="An S3-compatible bucket for the artifact store, s3://bucket/prefix "
+        "(credentials from the AWS_* variables); artifact_dir is then each worker's local cache.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="The S3 API's address for anything but AWS (MinIO, R2, ...)."
+    )
+    artifact_redirect: bool = Field(
+        default=False,
+        description="With a bucket: answer GET /artifacts/... with a redirect to a short-lived "
+        "presigned URL instead of streaming the object through the API.",
+    )
+    artifact_redirect_seconds: int = Field(
+        default=300, gt=0, le=7 * 24 * 3600, description="How long a presigned URL is valid."
+    )
     reads_require_key: bool = Field(
         default=False, description="Require X-API-Key on GET routes too."
     )
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="Worker heartbeat period.")
     stale_after_seconds: float = Field(
         default=120.0, gt=0, description="A running job whose heartbeat is older is `lost`."
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A running job's lease: a redelivered message may take over a job with a "
+        "checkpoint whose heartbeat is older than this (its worker is presumed dead); while the "
+        "heartbeat is fresher, the message waits and comes back.",
+    )
+    broker_visibility_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after which Redis hands an unacknowledged message to another "
+        "worker; default max_job_seconds + 1 h (never while a job runs). Tests set it short.",
     )
     cancel_grace_seconds: float = Field(
         default=20.0, gt=0, description="After a cancel, how long before the trainer is killed."

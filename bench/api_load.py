@@ -15,7 +15,7 @@ earlier one, keeping the rest).
 What is measured: wall time from sending a request to having read the whole answer, on loopback,
 with the load generator in its own process (asyncio, a minimal keep-alive HTTP/1.1 client: see
 `Connection`). GET /jobs asks for the default page
-(50 jobs, each with its full config, newest first, with its latest reward); GET /jobs/{id} picks
+(50 jobs, newest first, with their latest rewards, without their configs); GET /jobs/{id} picks
 a random seeded job; POST /jobs creates a train job from a preset (config validation, insert,
 commit, and a message to the filesystem queue). A failed request (non-2xx or transport error)
 counts as an error and is left out of the percentiles. The load generator shares the machine's
@@ -457,14 +457,16 @@ At those costs one free core serves about: {capacity}. Meeting the target needs 
 {settings["clients"] * 10} req/s (a queue of {settings["clients"]} drained in ~100 ms), that is
 under ~{1000 / (settings["clients"] * 10):.1f} ms of server CPU per request on a core of its own.
 
-Where the time goes (profiles of the server on this machine): the HTTP layer (uvicorn on its
-pure-Python h11 parser and the default asyncio loop: uvloop and httptools are not installed) and
-FastAPI routing take about 0.4 ms per request (`GET /health`); a read adds one worker-thread
-call, one short SQLAlchemy session and one PostgreSQL query (a prepared select, the latest
-reward as an index probe); `GET /jobs` returns 50 jobs with their full frozen configs (about
-60 KB of JSON) plus a count; `POST /jobs` validates the config, inserts and commits, and writes
-a message to the queue. Levers outside this code: `uvicorn[standard]` (uvloop, httptools),
-`treegrpo serve --workers N` on a machine with cores to spare, smaller pages (`limit`).
+Where the time goes (py-spy profiles of the server on this machine): the HTTP layer (uvicorn
+with uvloop and httptools), FastAPI's routing and dependencies and the hop to a worker thread
+are about half of a read; the rest is one autocommit PostgreSQL round trip (no BEGIN or
+ROLLBACK; `GET /jobs` gets its page and the total in one query, the latest reward from the job
+row) and orjson encoding of plain rows (no pydantic model built or validated; a job's config
+is spliced in as the stored JSON text, and list items leave it out). `POST /jobs` checks the
+key with one Core select, validates the config, inserts with one INSERT ... RETURNING, commits,
+and writes a message to the queue (kombu and Celery's send_task are about a fifth of it).
+Levers outside this code: `treegrpo serve --workers N` on a machine with cores to spare, smaller
+pages (`limit`), `If-None-Match` for pollers.
 """
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(DOCS_TITLE)}\n.*?(?=^## |\Z)", re.S | re.M)

@@ -19,7 +19,11 @@ COPY treegrpo treegrpo
 COPY backend backend
 COPY workers workers
 COPY frontend frontend
-RUN pip install .
+# Migrations sit beside the packages; an editable install keeps `backend` importing from /app,
+# where `treegrpo migrate` finds alembic.ini and migrations/ (backend/migrate.py).
+COPY alembic.ini ./
+COPY migrations migrations
+RUN pip install -e .
 
 RUN useradd --create-home --uid 1000 treegrpo && mkdir -p /data && chown treegrpo /data
 USER treegrpo

@@ -22,6 +22,7 @@ from backend.db import session_scope
 from backend.storage import relative_to_store, resolve_inside
 from treegrpo.config import RunConfig
 from workers.joblog import JobLog
+from workers.mirror import Mirror
 
 T = TypeVar("T")
 # A write that cannot reach the database is tried again for about half a minute before the job
@@ -68,6 +69,8 @@ class JobContext:
     stop: StopRequest
     # Filled in while the job runs, for error messages: the epoch in progress, the last saved.
     notes: dict[str, Any] = field(default_factory=dict)
+    # The bucket behind `store` when the artifact store is remote (store is then a local cache).
+    mirror: Mirror | None = None
 
     def heartbeat(self, progress_step: int | None = None, progress_total: int | None = None) -> str:
         """Refresh the heartbeat (and progress); returns the job's status. LostOwnership when
@@ -94,3 +97,22 @@ class JobContext:
 
     def relative(self, path: Path) -> str:
         return relative_to_store(self.store, path)
+
+    # With a remote store: what is written goes up before any row names it; what is read comes
+    # down first. With a folder store these do nothing.
+
+    def publish(self, relpath: str) -> None:
+        if self.mirror is not None:
+            self.mirror.publish(relpath)
+
+    def publish_checkpoint(self, relpath: str) -> None:
+        if self.mirror is not None:
+            self.mirror.publish_checkpoint(relpath)
+
+    def fetch(self, relpath: str) -> None:
+        if self.mirror is not None:
+            self.mirror.fetch(relpath)
+
+    def fetch_checkpoints(self, relpath: str) -> None:
+        if self.mirror is not None:
+            self.mirror.fetch_checkpoints(relpath)

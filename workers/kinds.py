@@ -75,6 +75,7 @@ def run_train(ctx: JobContext) -> str:
         raise JobError(f"gpus = {config.gpus}, but {ranks.world} processes were started")
     checkpoint: Path | None = None
     if ctx.checkpoint_path:
+        ctx.fetch(ctx.checkpoint_path)
         checkpoint = ctx.path(ctx.checkpoint_path)
         if not (checkpoint / "state.json").exists():
             raise JobError(
@@ -149,6 +150,7 @@ def source_policy(ctx: JobContext, source_job_id: int | None, epoch: int | None)
             latest = crud.get_job(session, job_id=source_job_id).checkpoint_path
     except NotFound as exc:
         raise JobError(f"params.source_job_id: job {source_job_id} does not exist") from exc
+    ctx.fetch_checkpoints(checkpoints_relpath(source_job_id))
     available = checkpoint_epochs(ctx.path(checkpoints_relpath(source_job_id)))
     if epoch is not None:
         if epoch in available:
@@ -180,6 +182,7 @@ def policy_for_tree(ctx: JobContext, meta: dict[str, Any], fallback_job: int) ->
     epoch = int(policy.get("epoch", 0) or 0)
     if job_id is None or epoch <= 0:
         return PolicySource(None, 0, job_id)
+    ctx.fetch_checkpoints(checkpoints_relpath(int(job_id)))
     found = nearest_checkpoint(ctx.path(checkpoints_relpath(int(job_id))), epoch)
     if found is None:
         ctx.log.write(f"job {job_id} kept no checkpoint; branching with its base model")
@@ -386,6 +389,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     rewards = load_run_rewards(config, adapter.device)
     config, schedule = resolve_for_model(config, adapter)
     assert config.sampling.eta is not None
+    ctx.fetch(origin.latent_path)
     latent = load_latent(ctx.path(origin.latent_path))
     generator = torch.Generator().manual_seed(
         (ctx.config.seed * 1_000_003 + ctx.job_id * 7_919) % 2**62
@@ -447,6 +451,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
                     "latent_path": latent_path,
                 }
             )
+    ctx.publish(rel)
     ctx.heartbeat()
     with session_scope() as session:
         # A branch job that runs again (resumed after a failure) replaces its earlier children.

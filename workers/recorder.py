@@ -77,6 +77,8 @@ def store_tree(
             }
         )
 
+    ctx.publish(rel)  # before the row: the API never names an image the store lacks
+
     def write() -> int:
         with session_scope() as session:
             return crud.add_tree(
@@ -126,6 +128,7 @@ def store_samples(
                 "rewards": scores,
             }
         )
+    ctx.publish(rel)
 
     def write() -> int:
         with session_scope() as session:
@@ -186,6 +189,9 @@ class JobRecorder(Callback):
         )
 
     def on_checkpoint(self, epoch: int, path: Path) -> None:
+        # Uploaded whole (marker last) before the row names it: a crash mid-upload leaves the
+        # previous checkpoint as the job's latest.
+        self.ctx.publish_checkpoint(self.ctx.relative(path))
 
         def write() -> bool:
             with session_scope() as session:

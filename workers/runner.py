@@ -160,6 +160,7 @@ def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobCont
     from workers.context import JobContext, LostOwnership
     from workers.joblog import JobLog
     from workers.kinds import run_job
+    from workers.mirror import Mirror
 
     settings = get_settings()
     store = settings.resolved_artifact_dir
@@ -179,6 +180,7 @@ def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobCont
         store=store,
         log=JobLog(store / log_relpath(job_id), "job"),
         stop=stop,
+        mirror=Mirror.of(settings),
     )
     running["job"] = ctx
     if kind == "train" and ctx.config.gpus > 1 and "WORLD_SIZE" not in os.environ:

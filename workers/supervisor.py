@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -37,6 +38,9 @@ from backend.models import JobStatus
 from backend.settings import Settings
 from backend.storage import log_relpath
 from workers.joblog import JobLog
+from workers.mirror import Mirror
+
+logger = logging.getLogger(__name__)
 
 # Set when the worker begins a warm shutdown (SIGTERM / first Ctrl-C): running jobs checkpoint,
 # end `interrupted` and are queued again for the next worker.
@@ -63,12 +67,27 @@ class Claimed:
 
 
 def claim(settings: Settings, job_id: int, worker: str) -> Claimed | None:
-    """queued -> running for `worker`; None when the job is missing or not queued."""
+    """queued -> running for `worker`, or a takeover of a running job whose lease expired (its
+    worker died; the job has a checkpoint to resume from). None when the job is missing,
+    finished, or held by a live worker."""
     with session_scope(settings.resolved_database_url) as session:
-        job = crud.claim_job(session, job_id=job_id, worker=worker)
+        job = crud.claim_job(
+            session,
+            job_id=job_id,
+            worker=worker,
+            lease_expired_before=crud.stale_cutoff(settings.lease_seconds),
+        )
         if job is None:
             return None
         return Claimed(job.id, job.attempt, job.kind, dict(job.params or {}))
+
+
+def held_elsewhere(settings: Settings, job_id: int) -> bool:
+    """Whether another worker holds the job's lease now (a fresh heartbeat)."""
+    with session_scope(settings.resolved_database_url) as session:
+        return crud.lease_held(
+            session, job_id=job_id, lease_expired_before=crud.stale_cutoff(settings.lease_seconds)
+        )
 
 
 def describe_exit(code: int) -> str:
@@ -111,7 +130,9 @@ class Supervisor:
         self.gpu = gpu
         self.url = settings.resolved_database_url
         self.store = settings.resolved_artifact_dir
-        self.log = JobLog(self.store / log_relpath(job.job_id), "worker")
+        self.log_key = log_relpath(job.job_id)
+        self.log = JobLog(self.store / self.log_key, "worker")
+        self.mirror = Mirror.of(settings)
         self.stop_reason: str | None = None  # cancel | shutdown | lost
         self.stop_since = 0.0
         self.killed = False
@@ -121,6 +142,23 @@ class Supervisor:
 
     def run(self) -> str:
         """Returns the job's final status, or 'lost' when another attempt owns it now."""
+        try:
+            # With a bucket, the log continues the one an earlier attempt left there.
+            self.mirror.fetch_log(self.log_key)
+        except Exception as exc:
+            self.log.write(f"could not read the job's log from the artifact store: {exc}")
+        try:
+            return self._run()
+        finally:
+            self.publish_log()
+
+    def publish_log(self) -> None:
+        try:
+            self.mirror.publish(self.log_key)
+        except Exception as exc:  # the store blinked: the next heartbeat tries again
+            logger.warning("job %s: could not upload the log: %s", self.job.job_id, exc)
+
+    def _run(self) -> str:
         job = self.job
         self.log.write(f"attempt {job.attempt} claimed by {self.worker}")
         with tempfile.TemporaryDirectory(prefix=f"treegrpo-job{job.job_id}-") as scratch:
@@ -171,6 +209,7 @@ class Supervisor:
                 if now >= next_beat:
                     next_beat = now + beat
                     status = self.heartbeat()
+                    self.publish_log()
                 else:
                     status = self.status()
             except NotFound:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from backend.queue import TASK_BRANCH, TASK_EVALUATE, TASK_RECONCILE, TASK_SAMPLE, TASK_TRAIN
 from workers.reconcile import reconcile
-from workers.supervisor import SHUTTING_DOWN, Supervisor, claim
+from workers.supervisor import SHUTTING_DOWN, Supervisor, claim, held_elsewhere
 
 if TYPE_CHECKING:
     from workers.app import WorkerApp
@@ -91,8 +91,17 @@ def run_job_message(app: WorkerApp, task: Task, job_id: int) -> str:
         logger.warning(
             "job %s: database unreachable (%s); retrying in %s s", job_id, exc, countdown
         )
-        raise task.retry(countdown=countdown, max_retries=None, exc=exc) from exc
+        raise task.retry(countdown=countdown, exc=exc) from exc
     if claimed is None:
+        if held_elsewhere(settings, job_id):
+            # A second copy of the message (Redis redelivers an unacknowledged message after its
+            # visibility timeout): the lease says its worker is alive, so this copy waits. If
+            # that worker dies, the copy comes back after the lease and takes the job over.
+            wait = max(1.0, settings.lease_seconds)
+            logger.info(
+                "job %s is held by a live worker: this message comes back in %.0f s", job_id, wait
+            )
+            raise task.retry(countdown=wait)
         logger.info("job %s is not queued (running, finished or unknown): message ignored", job_id)
         return "ignored"
     logger.info("job %s (%s) claimed as attempt %s", job_id, claimed.kind, claimed.attempt)
@@ -107,7 +116,9 @@ def register_tasks(app: WorkerApp) -> None:
         return run_job_message(app, task, int(job_id))
 
     for name in JOB_TASKS:
-        app.task(name=name, bind=True, ignore_result=True)(run_job)
+        # max_retries=None: a message that waits (a lease held elsewhere, a database that is
+        # down) comes back as often as it takes; Celery's default gives up after 3.
+        app.task(name=name, bind=True, ignore_result=True, max_retries=None)(run_job)
 
     def reconcile_now() -> list[tuple[int, str]]:
         from workers.app import sender

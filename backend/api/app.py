@@ -17,6 +17,7 @@ from backend.api import problems
 from backend.api.deps import Database
 from backend.api.limits import BodyLimitMiddleware
 from backend.api.routes import api_router
+from backend.artifact_store import open_store
 from backend.schemas import API_PREFIX
 from backend.settings import Settings, get_settings
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.db = Database(settings)
+    app.state.store = open_store(settings)
     app.state.ui_mounted = False
     problems.install(app)
     app.include_router(api_router, prefix=API_PREFIX)

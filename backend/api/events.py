@@ -68,8 +68,7 @@ def _job_key(job: Job) -> tuple[Any, ...]:
 
 
 def _job_json(session: Session, job: Job) -> str:
-    latest = crud.latest_values(session, job_ids=[job.id], name="reward_mean").get(job.id)
-    return job_public(job, latest).model_dump_json()
+    return job_public(job).model_dump_json()
 
 
 def _poll(factory: sessionmaker[Session], job_id: int, cursor: _Cursor) -> tuple[list[bytes], bool]:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import time
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from backend.artifact_store import CHECKPOINT_MARKER, ArtifactStore
 from backend.storage import OutsideStore, resolve_inside
 
 # Served as themselves; anything else (html, svg, js, ...) is a download, so nothing written into
@@ -33,7 +35,12 @@ SAFE_HEADERS = {
 }
 
 
-def media_type(path: Path) -> tuple[str, bool]:
+def ascii_name(name: str) -> str:
+    """A file name safe inside a Content-Disposition header."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+
+
+def media_type(path: Path | PurePosixPath) -> tuple[str, bool]:
     """(media type, inline?) for an artifact file."""
     guessed, _ = mimetypes.guess_type(path.name)
     if path.suffix in {".log", ".jsonl"}:
@@ -91,6 +98,28 @@ def checkpoint_files(root: Path, relpath: str) -> list[tuple[Path, str]]:
             if real.is_file():
                 files.append((real, arcname))
     return sorted(files, key=lambda item: item[1])
+
+
+def store_zip_stream(store: ArtifactStore, prefix: str) -> Iterator[bytes]:
+    """A zip of every object under `prefix` in a remote store (a checkpoint), streamed from it
+    as it is read; the upload marker is left out."""
+    sink = _Sink()
+    keys = [key for key in store.keys(prefix) if not key.endswith("/" + CHECKPOINT_MARKER)]
+    stamp = time.localtime()[:6]
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
+        for key in keys:
+            info = zipfile.ZipInfo(key[len(prefix.rstrip("/")) + 1 :], date_time=stamp)
+            info.compress_type = zipfile.ZIP_STORED
+            info.file_size = store.size(key) or 0
+            with archive.open(info, "w") as target:
+                for block in store.stream(key):
+                    target.write(block)
+                    if data := sink.take():
+                        yield data
+            if data := sink.take():
+                yield data
+    if data := sink.take():
+        yield data
 
 
 def zip_stream(files: list[tuple[Path, str]], chunk: int = 1 << 20) -> Iterator[bytes]:

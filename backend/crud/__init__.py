@@ -1,6 +1,12 @@
 """Keyword-only CRUD shared by the API and the workers. Each function takes a Session first."""
 
-from backend.crud.api_keys import create_api_key, list_api_keys, revoke_api_key, verify_api_key
+from backend.crud.api_keys import (
+    active_key_id,
+    create_api_key,
+    list_api_keys,
+    revoke_api_key,
+    verify_api_key,
+)
 from backend.crud.branches import delete_branch_nodes
 from backend.crud.jobs import (
     claim_job,
@@ -10,7 +16,9 @@ from backend.crud.jobs import (
     finish_job,
     get_job,
     heartbeat,
+    job_page,
     job_rows,
+    lease_held,
     list_jobs,
     mark_enqueue_failed,
     mark_stale_lost,
@@ -48,6 +56,7 @@ from backend.crud.trees import (
 )
 
 __all__ = [
+    "active_key_id",
     "add_branch_nodes",
     "add_samples",
     "add_tree",
@@ -64,9 +73,11 @@ __all__ = [
     "get_node",
     "get_tree",
     "heartbeat",
+    "job_page",
     "job_rows",
     "last_step",
     "latest_values",
+    "lease_held",
     "list_api_keys",
     "list_jobs",
     "list_metrics",

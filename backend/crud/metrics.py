@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from backend.models import Job, Metric
+
+# The metric a job row keeps its latest value of (jobs.latest_reward): the run tables' reward.
+REWARD_METRIC = "reward_mean"
 
 
 def upsert_metrics(session: Session, *, job_id: int, step: int, values: Mapping[str, float]) -> int:
@@ -30,6 +33,18 @@ def upsert_metrics(session: Session, *, job_id: int, step: int, values: Mapping[
         index_elements=["job_id", "step", "name"], set_={"value": statement.excluded.value}
     )
     session.execute(statement)
+    reward = next((row["value"] for row in rows if row["name"] == REWARD_METRIC), None)
+    if reward is not None:
+        # Same transaction as the point. A rewrite of an older step leaves a later one standing.
+        session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                or_(Job.latest_reward_step.is_(None), Job.latest_reward_step <= step),
+            )
+            .values(latest_reward=reward, latest_reward_step=step)
+            .execution_options(synchronize_session=False)
+        )
     session.commit()
     return len(rows)
 
@@ -37,8 +52,28 @@ def upsert_metrics(session: Session, *, job_id: int, step: int, values: Mapping[
 def delete_metrics_after(session: Session, *, job_id: int, step: int) -> int:
     """Drop points past a checkpoint's step before a resumed run writes them again."""
     result = session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > step))
+    _refresh_latest_reward(session, job_id=job_id)
     session.commit()
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _refresh_latest_reward(session: Session, *, job_id: int) -> None:
+    """The job row's latest reward from the points that remain (after a resume's delete)."""
+    last = session.execute(
+        select(Metric.step, Metric.value)
+        .where(Metric.job_id == job_id, Metric.name == REWARD_METRIC)
+        .order_by(Metric.step.desc())
+        .limit(1)
+    ).first()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            latest_reward=None if last is None else last.value,
+            latest_reward_step=None if last is None else last.step,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def list_metrics(

@@ -62,7 +62,28 @@ def test_a_missing_secret_fails_fast_and_says_which(tmp_path: Path) -> None:
 
 
 def test_the_services_of_the_architecture_are_there() -> None:
-    assert set(services()) == {"postgres", "redis", "migrate", "api", "worker", "worker-gpu"}
+    assert set(services()) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "api",
+        "worker",
+        "worker-gpu",
+        "minio",
+        "minio-bucket",
+    }
+
+
+def test_minio_is_an_s3_profile_and_every_studio_service_can_be_pointed_at_a_bucket() -> None:
+    svc = services()
+    for name in ("minio", "minio-bucket"):
+        assert svc[name]["profiles"] == ["s3"], name
+    assert svc["minio-bucket"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert "s3/treegrpo" in " ".join(svc["minio-bucket"]["command"])
+    for name in ("migrate", "api", "worker", "worker-gpu"):
+        env = svc[name]["environment"]
+        for variable in ("TREEGRPO_ARTIFACT_URL", "TREEGRPO_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"):
+            assert variable in env, (name, variable)
 
 
 @pytest.mark.parametrize("name", ["postgres", "redis", "api"])
@@ -108,7 +129,7 @@ def test_every_service_speaks_to_postgres_and_redis_by_service_name() -> None:
 def test_every_built_image_comes_from_docker_and_its_copy_sources_exist() -> None:
     dockerfiles = set()
     for name, svc in services().items():
-        if name in ("postgres", "redis"):
+        if name in ("postgres", "redis", "minio", "minio-bucket"):  # upstream images
             assert "build" not in svc
             continue
         build = svc["build"]
@@ -127,6 +148,10 @@ def test_every_built_image_comes_from_docker_and_its_copy_sources_exist() -> Non
                 *sources, _target = line.split()[1:]
                 for source in sources:
                     assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source}"
+        # Every image runs `treegrpo` commands that read the schema's revisions (migrate, and the
+        # startup check of serve and worker): alembic.ini and migrations/ must be in it.
+        copied = dockerfile.read_text()
+        assert "COPY alembic.ini" in copied and "COPY migrations migrations" in copied, dockerfile
 
 
 def test_worker_images_pin_the_torch_build_and_the_gpu_one_is_cuda() -> None:

@@ -38,8 +38,14 @@ T = TypeVar("T")
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_DB = int(os.environ.get("TREEGRPO_TEST_WORKER_REDIS_DB", "12"))
-# Fast clocks for tests: heartbeats every 0.3 s, a job is lost after 4 s without one.
-FAST = {"heartbeat_seconds": 0.3, "stale_after_seconds": 4.0, "cancel_grace_seconds": 8.0}
+# Fast clocks for tests: heartbeats every 0.3 s, a job is lost after 4 s without one, and a
+# duplicate message waits 4 s (the lease) while the job it names runs.
+FAST = {
+    "heartbeat_seconds": 0.3,
+    "stale_after_seconds": 4.0,
+    "lease_seconds": 4.0,
+    "cancel_grace_seconds": 8.0,
+}
 FINAL = ("succeeded", "failed", "cancelled")
 
 # The shipped digits model, kept small: 2 prompts per epoch, trees of k=2, d=2 over 4 steps.
@@ -126,7 +132,8 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def start_worker(self, name: str = "w") -> WorkerProcess:
+    def start_worker(self, name: str = "w", env: dict[str, str] | None = None) -> WorkerProcess:
+        """A `treegrpo worker` process; `env` adds to (or replaces) the stack's variables."""
         output = self.root / f"worker-{name}-{len(self.workers)}.out"
         command = [
             sys.executable,
@@ -144,7 +151,7 @@ class Stack:
             process = subprocess.Popen(
                 command,
                 cwd=self.root,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -281,15 +288,17 @@ def _env(settings: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def make_stack(transport: str, root: Path) -> Iterator[Stack]:
+def make_stack(transport: str, root: Path, **overrides: Any) -> Iterator[Stack]:
+    """A stack on `transport`; `overrides` replace settings (FAST's clocks, broker_url, ...)."""
     tag = uuid.uuid4().hex[:10]
     data_dir = root / "data"
-    values: dict[str, Any] = {"data_dir": data_dir, **FAST}
+    clocks = {**FAST, **overrides}
+    values: dict[str, Any] = {"data_dir": data_dir, **clocks}
     database: str | None = None
     if transport == "redis":
         database = f"treegrpo_w_{tag}"
         values["database_url"] = f"postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
-        values["broker_url"] = f"redis://127.0.0.1:6379/{REDIS_DB}"
+        values.setdefault("broker_url", f"redis://127.0.0.1:6379/{REDIS_DB}")
         _create_database(database)
     else:
         values["database_url"] = f"sqlite:///{data_dir / 'treegrpo.db'}"
@@ -301,7 +310,7 @@ def make_stack(transport: str, root: Path) -> Iterator[Stack]:
             "TREEGRPO_DATA_DIR": str(data_dir),
             "TREEGRPO_DATABASE_URL": settings.resolved_database_url,
             "TREEGRPO_BROKER_URL": settings.broker_url,
-            **{f"TREEGRPO_{key.upper()}": str(value) for key, value in FAST.items()},
+            **{f"TREEGRPO_{key.upper()}": str(value) for key, value in clocks.items()},
         }
     )
     stack = Stack(transport, root, settings, env, queue=f"treegrpo-test-{tag}")
@@ -311,7 +320,7 @@ def make_stack(transport: str, root: Path) -> Iterator[Stack]:
         stack.stop_workers()
         engine_for(settings.resolved_database_url).dispose()
         if transport == "redis":
-            _forget_queue(stack.queue)
+            _forget_queue(stack.queue, str(values["broker_url"]))
         if database is not None:
             _drop_database(database)
 
@@ -330,11 +339,15 @@ def _drop_database(name: str) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
-def _forget_queue(queue: str) -> None:
+def _forget_queue(queue: str, broker_url: str) -> None:
     """Delete this stack's keys from the shared Redis database (never anyone else's)."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client = redis.Redis.from_url(broker_url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        return  # a private server that is gone already took its keys with it
     for key in client.scan_iter(match=f"*{queue}*"):
         client.delete(key)
     # Messages a SIGKILLed worker never acknowledged wait in the shared `unacked` hash.

@@ -9,11 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
+from starlette.concurrency import iterate_in_threadpool
 
 from backend import crud, storage
-from backend.api import events, files, submission
-from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
+from backend.api import answers, events, files, submission
+from backend.api.deps import Database, DbDep, ReadKey, SettingsDep, StoreDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses
+from backend.artifact_store import ArtifactStore, check_key
 from backend.errors import NotFound
 from backend.models import NAME_CHARS, Job
 from backend.schemas import (
@@ -26,10 +28,10 @@ from backend.schemas import (
     JobPublic,
     JobsPublic,
     JobStatusName,
-    MetricPoint,
     MetricsPublic,
     SamplesPublic,
     TreesPublic,
+    job_fields,
     job_public,
     sample_public,
     tree_summary,
@@ -43,12 +45,10 @@ Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 Epoch = Annotated[int | None, Query(ge=0, le=MAX_INT, description="Only this epoch.")]
 
 
-def _latest_reward(session: Session, job_id: int) -> float | None:
-    return crud.latest_values(session, job_ids=[job_id], name="reward_mean").get(job_id)
-
-
-def _public(session: Session, job: Job) -> JobPublic:
-    return job_public(job, _latest_reward(session, job.id))
+def _job_body(job: Job) -> bytes:
+    """An ORM job (fresh from a write) as the same JSON bytes GET /jobs/{id} gives."""
+    row = {column.name: getattr(job, column.name) for column in Job.__table__.c}
+    return answers.encode({**job_fields(row), "config": job.config})
 
 
 @router.post(
@@ -63,7 +63,7 @@ def _public(session: Session, job: Job) -> JobPublic:
 )
 async def create_job(
     body: JobCreate,
-    response: Response,
+    request: Request,
     db: DbDep,
     settings: SettingsDep,
     _key: WriteKey,
@@ -76,49 +76,55 @@ async def create_job(
             "another body with the key is a 409.",
         ),
     ] = None,
-) -> JobPublic:
+) -> Response:
     """Validate the whole config (preset + overrides), freeze it in a new `queued` job and send
     the job to the workers. A bad setting is a 422 whose `loc` is ["body", "config", field]."""
 
-    def work(session: Session) -> tuple[JobPublic, bool]:
+    def work(session: Session) -> tuple[bytes, bool]:
         job, created = submission.create(
             session, settings=settings, body=body, idempotency_key=idempotency_key
         )
-        return (job_public(job) if created else _public(session, job)), created
+        return _job_body(job), created
 
-    job, created = await db.run(work)
-    if not created:
-        response.status_code = 200
-    return job
+    content, created = await db.run(work)
+    return answers.answer(request, content, status_code=201 if created else 200)
 
 
 @router.get("", response_model=JobsPublic, summary="List jobs, newest first")
 async def list_jobs(
+    request: Request,
     db: DbDep,
     _key: ReadKey,
     status: Annotated[list[JobStatusName] | None, Query(description="Any of these.")] = None,
     kind: Annotated[list[JobKindName] | None, Query(description="Any of these.")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> JobsPublic:
+) -> Response:
+    """Each item is a job without its config (GET /jobs/{id} has it)."""
 
-    def work(session: Session) -> JobsPublic:
+    def work(session: Session) -> bytes:
         statuses, kinds = status or (), kind or ()
-        rows = crud.job_rows(session, statuses=statuses, kinds=kinds, limit=limit, offset=offset)
-        count = crud.count_jobs(session, statuses=statuses, kinds=kinds)
-        return JobsPublic(data=[job_public(row) for row in rows], count=count)
+        rows, count = crud.job_page(
+            session, statuses=statuses, kinds=kinds, limit=limit, offset=offset
+        )
+        return answers.encode({"data": [job_fields(row) for row in rows], "count": count})
 
-    return await db.run(work)
+    return answers.answer(request, await db.read(work))
 
 
 @router.get(
     "/{job_id}", response_model=JobPublic, responses=problem_responses(404), summary="One job"
 )
-async def get_job(job_id: JobId, db: DbDep, _key: ReadKey) -> JobPublic:
-    rows = await db.run(lambda session: crud.job_rows(session, job_ids=[job_id]))
-    if not rows:
-        raise NotFound("job", job_id)
-    return job_public(rows[0])
+async def get_job(job_id: JobId, request: Request, db: DbDep, _key: ReadKey) -> Response:
+    """With an ETag; If-None-Match with it answers 304 without a body."""
+
+    def work(session: Session) -> bytes:
+        rows = crud.job_rows(session, job_ids=[job_id], with_config=True)
+        if not rows:
+            raise NotFound("job", job_id)
+        return answers.job_body(rows[0])
+
+    return answers.answer(request, await db.read(work))
 
 
 @router.post(
@@ -130,9 +136,7 @@ async def get_job(job_id: JobId, db: DbDep, _key: ReadKey) -> JobPublic:
 async def cancel_job(job_id: JobId, db: DbDep, _key: WriteKey) -> JobPublic:
     """queued -> cancelled at once; running -> cancelling (the worker checkpoints and stops);
     a cancelling job is answered as it is; any other state is a 409."""
-    return await db.run(
-        lambda session: _public(session, crud.request_cancel(session, job_id=job_id))
-    )
+    return await db.run(lambda session: job_public(crud.request_cancel(session, job_id=job_id)))
 
 
 @router.post(
@@ -148,7 +152,7 @@ async def resume_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: Writ
     def work(session: Session) -> JobPublic:
         job = crud.request_resume(session, job_id=job_id)
         submission.enqueue_or_fail(session, settings=settings, job=job)
-        return _public(session, job)
+        return job_public(job)
 
     return await db.run(work)
 
@@ -161,6 +165,7 @@ async def resume_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: Writ
 )
 async def get_metrics(
     job_id: JobId,
+    request: Request,
     db: DbDep,
     _key: ReadKey,
     name: Annotated[
@@ -171,21 +176,26 @@ async def get_metrics(
         int | None, Query(ge=MIN_INT, le=MAX_INT, description="Only steps after this one.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-) -> MetricsPublic:
+) -> Response:
+    """With an ETag; If-None-Match with it answers 304 without a body."""
     names = name or ()
 
-    def work(session: Session) -> MetricsPublic:
+    def work(session: Session) -> bytes:
         crud.get_job(session, job_id=job_id)
         points = crud.list_metrics(
             session, job_id=job_id, names=names, since_step=since_step, limit=limit
         )
-        return MetricsPublic(
-            data=[MetricPoint(step=p.step, name=p.name, value=p.value) for p in points],
-            count=crud.count_metrics(session, job_id=job_id, names=names, since_step=since_step),
-            names=crud.metric_names(session, job_id=job_id),
+        return answers.encode(
+            {
+                "data": [{"step": p.step, "name": p.name, "value": p.value} for p in points],
+                "count": crud.count_metrics(
+                    session, job_id=job_id, names=names, since_step=since_step
+                ),
+                "names": crud.metric_names(session, job_id=job_id),
+            }
         )
 
-    return await db.run(work)
+    return answers.answer(request, await db.read(work))
 
 
 @router.get(
@@ -248,6 +258,7 @@ async def job_logs(
     job_id: JobId,
     db: DbDep,
     settings: SettingsDep,
+    store: StoreDep,
     _key: ReadKey,
     offset: Annotated[int, Query(ge=0, le=2**62, description="Byte offset to start at.")] = 0,
     limit: Annotated[
@@ -257,6 +268,8 @@ async def job_logs(
 
     def work(session: Session) -> bytes:
         crud.get_job(session, job_id=job_id)
+        if store.remote:
+            return store.read_range(storage.log_relpath(job_id), offset, limit)
         root = settings.resolved_artifact_dir
         try:
             path = storage.resolve_inside(root, storage.log_relpath(job_id))
@@ -339,9 +352,11 @@ async def job_samples(
     summary="Download the latest checkpoint",
 )
 async def job_checkpoint(
-    job_id: JobId, db: DbDep, settings: SettingsDep, _key: ReadKey
+    job_id: JobId, db: DbDep, settings: SettingsDep, store: StoreDep, _key: ReadKey
 ) -> StreamingResponse:
     missing = ProblemError(404, f"job {job_id} has no checkpoint", kind="not-found")
+    if store.remote:
+        return await _remote_checkpoint(job_id, db, store, missing)
 
     def work(session: Session) -> tuple[str, list[tuple[PathType, str]]]:
         relpath = crud.get_job(session, job_id=job_id).checkpoint_path
@@ -367,5 +382,29 @@ async def job_checkpoint(
     )
 
 
+async def _remote_checkpoint(
+    job_id: int, db: Database, store: ArtifactStore, missing: ProblemError
+) -> StreamingResponse:
+    def work(session: Session) -> str:
+        relpath = crud.get_job(session, job_id=job_id).checkpoint_path
+        try:
+            if not relpath or not store.keys(check_key(relpath.rstrip("/"))):
+                raise missing
+        except storage.OutsideStore as exc:
+            raise missing from exc
+        return relpath.rstrip("/")
+
+    relpath = await db.run(work)
+    return StreamingResponse(
+        iterate_in_threadpool(files.store_zip_stream(store, relpath)),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="job-{job_id}-'
+            f'{_ascii(relpath.rsplit("/", 1)[-1])}.zip"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
 def _ascii(name: str) -> str:
-    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in name)
+    return files.ascii_name(name)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request, Response
+from sqlalchemy.orm import Session
 
 from backend import crud
-from backend.api import submission
+from backend.api import answers, submission
 from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
 from backend.api.problems import problem_responses
 from backend.schemas import MAX_ID, BranchCreate, JobPublic, TreePublic, job_public, tree_public
@@ -24,8 +25,13 @@ NodeId = Annotated[int, Path(ge=1, le=MAX_ID, description="A tree_nodes id of th
     responses=problem_responses(404),
     summary="A whole tree with its nodes",
 )
-async def get_tree(tree_id: TreeId, db: DbDep, _key: ReadKey) -> TreePublic:
-    return await db.run(lambda session: tree_public(crud.get_tree(session, tree_id=tree_id)))
+async def get_tree(tree_id: TreeId, request: Request, db: DbDep, _key: ReadKey) -> Response:
+    """With an ETag (a branch that adds nodes changes it); If-None-Match with it answers 304."""
+
+    def work(session: Session) -> bytes:
+        return tree_public(crud.get_tree(session, tree_id=tree_id)).model_dump_json().encode()
+
+    return answers.answer(request, await db.read(work))
 
 
 @router.post(
