@@ -150,14 +150,25 @@ def test_efficiency_runs_every_method_and_seed(
         ("treegrpo", 1),
         ("dancegrpo", 1),
     ]
-    # The target: the base model's held-out reward plus half of DanceGRPO's held-out gain,
-    # each run's final held-out level being the mean of its last 3 evaluations.
-    base = statistics.median(saved["base_gallery_reward"].values())
-    dance_finals = [
-        r["curve"]["heldout_smoothed"][-1] for r in saved["runs"] if r["method"] == "dancegrpo"
+    # The target of a seed: its base model's held-out reward plus half of DanceGRPO's median
+    # held-out gain, a run's final level being the mean of its last 3 evaluations.
+    bases = {int(k): v for k, v in saved["base_gallery_reward"].items()}
+    gains = [
+        r["curve"]["heldout_smoothed"][-1] - bases[r["seed"]]
+        for r in saved["runs"]
+        if r["method"] == "dancegrpo"
     ]
-    expected = base + 0.5 * (statistics.median(dance_finals) - base)
-    assert saved["target_reward"] == pytest.approx(expected)
+    gain = statistics.median(gains)
+    assert saved["target_gain"] == pytest.approx(gain)
+    for seed, base in bases.items():
+        assert saved["target_by_seed"][str(seed)] == pytest.approx(base + 0.5 * gain)
+    for run in saved["runs"]:
+        # The time to target: the first epoch whose mean of 3 held-out evaluations (from the
+        # third evaluation on) reaches the seed's target.
+        curve, goal = run["curve"], saved["target_by_seed"][str(run["seed"])]
+        pairs = list(zip(curve["wall_clock"], curve["heldout_smoothed"], strict=True))[2:]
+        expected = next((t for t, v in pairs if v >= goal), None)
+        assert run["time_to_target"] == expected
     for run in saved["runs"]:
         curve = run["curve"]
         epochs = len(curve["epoch"])

@@ -252,7 +252,10 @@ def test_run_tab_shows_the_last_epochs_checks_and_flags_an_off_policy_gap() -> N
     html = training_charts_html(store, 0.0)
     table = html[: html.index('<div class="tg-charts"')]
     assert "Checks at epoch 2" in table
-    assert '<tr class="tg-check-warn"><td>max |ratio - 1| on the first minibatch</td><td>5.0e-02' in table
+    assert (
+        '<tr class="tg-check-warn"><td>max |ratio - 1| on the first minibatch</td><td>5.0e-02'
+        in table
+    )
     assert "<td>prompt groups with zero reward std</td><td>25%</td>" in table
     assert "<td>rollout / reward / update (s)</td><td>1.50 / 0.25 / 0.75</td>" in table
     assert "<td>images per second</td><td>43.2</td>" in table
