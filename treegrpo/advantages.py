@@ -65,6 +65,11 @@ def combine_rewards(
     return total
 
 
+def weighted_total(rewards: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """sum_name weight * reward, float64: one number per image, for group statistics."""
+    return sum(w * rewards[n].double() for n, w in weights.items())  # type: ignore[return-value]
+
+
 def global_std_advantages(
     rewards: Mapping[str, Tensor], weights: Mapping[str, float], groups: Tensor
 ) -> Tensor:
@@ -74,9 +79,9 @@ def global_std_advantages(
     population std over the whole epoch (flow_grpo's PerPromptStatTracker with global_std).
     """
     _check_finite(rewards, weights)
-    total = sum(weight * rewards[name].double() for name, weight in weights.items())
-    if not isinstance(total, Tensor):
+    if not weights:
         raise ValueError("no rewards to combine")
+    total = weighted_total(rewards, weights)
     centred = torch.zeros_like(total)
     for group in torch.unique(groups):
         members = groups == group

@@ -80,7 +80,8 @@ def flat_edges(rollout: FlatRollout, advantages: Tensor, train_steps: Tensor) ->
     device = rollout.states.device
     if train_steps.ndim != 2 or train_steps.shape[0] != rows:
         raise ValueError(f"need (rows={rows}, m) trained steps, got {tuple(train_steps.shape)}")
-    untrainable = sorted({int(s) for s in train_steps.flatten() if not bool(rollout.sde_steps[s])})
+    stochastic = rollout.sde_steps.cpu()[train_steps.cpu()]  # (rows, m) bool
+    untrainable = sorted(set(train_steps.cpu()[~stochastic].tolist()))
     if untrainable:
         raise ValueError(f"steps {untrainable} were deterministic and cannot be trained")
     prompt_of_row = torch.arange(len(rollout.prompts), device=device).repeat_interleave(

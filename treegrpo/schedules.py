@@ -61,9 +61,12 @@ class Schedule(ABC):
     def predicted_x0(self, x: Tensor, out: Tensor, i: int | Tensor) -> Tensor:
         """The model's estimate of the clean sample at state i; float32."""
 
-    @abstractmethod
     def step_std(self, i: int, eta: float) -> float:
-        """The std of the stochastic step from state i (the same for every sample)."""
+        """The std of the stochastic step from state i (the same for every sample: it depends
+        only on the step's noise levels, so a zero state and output probe it)."""
+        probe = torch.zeros(1, 1)
+        _, std = self.gaussian(probe, probe, i, eta)
+        return float(std.reshape(-1)[0])
 
     @abstractmethod
     def kl_scale(self, std: Tensor, i: int | Tensor) -> Tensor:
@@ -143,11 +146,6 @@ class FlowMatchSchedule(Schedule):
         sigma = _per_sample(self.sigma, i, x)
         return stepping.flow_predicted_x0(x.float(), out.float(), sigma)
 
-    def step_std(self, i: int, eta: float) -> float:
-        probe = torch.zeros(1, 1)
-        _, std = self.gaussian(probe, probe, i, eta)
-        return float(std.reshape(-1)[0])
-
     def kl_scale(self, std: Tensor, i: int | Tensor) -> Tensor:
         index = torch.as_tensor(i, dtype=torch.long).cpu()
         step = (self.sigma[index] - self.sigma[index + 1]).to(std.device)  # (B,) or ()
@@ -217,11 +215,6 @@ class DDIMSchedule(Schedule):
     def predicted_x0(self, x: Tensor, out: Tensor, i: int | Tensor) -> Tensor:
         alpha_t = _per_sample(self.alpha, i, x)
         return stepping.ddim_predicted_x0(x.float(), out.float(), alpha_t)
-
-    def step_std(self, i: int, eta: float) -> float:
-        probe = torch.zeros(1, 1)
-        _, std = self.gaussian(probe, probe, i, eta)
-        return float(std.reshape(-1)[0])
 
     def kl_scale(self, std: Tensor, i: int | Tensor) -> Tensor:
         return std

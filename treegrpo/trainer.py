@@ -122,8 +122,9 @@ class Trainer:
             config.sampling.steps, config.sampling.grid, config.sampling.sde
         )
         # Every step an epoch may sample stochastically must have noise to sample.
-        sde_steps = config.sampling.steps - (1 if config.algorithm == "treegrpo" else 0)
-        self.schedule.check_stochastic(range(sde_steps), config.sampling.eta)
+        self.schedule.check_stochastic(
+            self.algorithm.possible_sde_steps(config), config.sampling.eta
+        )
         self.prompts = list(resolve_prompts(config.prompts))
         if config.eval_prompts is not None:
             self.eval_prompts = list(resolve_prompts(config.eval_prompts))
@@ -276,9 +277,9 @@ class Trainer:
 
     # -- services the algorithms use -----------------------------------------------------------
 
-    def noise_generator(self, tree: int) -> torch.Generator:
-        """The noise generator of tree (or flat group) `tree` of the current epoch."""
-        return noise_generator(self.config.seed, self.state.epoch, tree)
+    def noise_generator(self, epoch: int, tree: int) -> torch.Generator:
+        """The noise generator of tree (or flat group) `tree` of `epoch`."""
+        return noise_generator(self.config.seed, epoch, tree)
 
     def logs_tree(self, epoch: int) -> bool:
         every = self.config.log_tree_every

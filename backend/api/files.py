@@ -10,7 +10,7 @@ import mimetypes
 import os
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from backend.artifact_store import CHECKPOINT_MARKER, ArtifactStore
@@ -100,19 +100,15 @@ def checkpoint_files(root: Path, relpath: str) -> list[tuple[Path, str]]:
     return sorted(files, key=lambda item: item[1])
 
 
-def store_zip_stream(store: ArtifactStore, prefix: str) -> Iterator[bytes]:
-    """A zip of every object under `prefix` in a remote store (a checkpoint), streamed from it
-    as it is read; the upload marker is left out."""
+def _stored_zip(entries: Iterable[tuple[zipfile.ZipInfo, Iterable[bytes]]]) -> Iterator[bytes]:
+    """A zip of (entry, its blocks), yielded as it is written (stored, not deflated: weights
+    don't shrink), so neither side holds a whole file."""
     sink = _Sink()
-    keys = [key for key in store.keys(prefix) if not key.endswith("/" + CHECKPOINT_MARKER)]
-    stamp = time.localtime()[:6]
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
-        for key in keys:
-            info = zipfile.ZipInfo(key[len(prefix.rstrip("/")) + 1 :], date_time=stamp)
+        for info, blocks in entries:
             info.compress_type = zipfile.ZIP_STORED
-            info.file_size = store.size(key) or 0
             with archive.open(info, "w") as target:
-                for block in store.stream(key):
+                for block in blocks:
                     target.write(block)
                     if data := sink.take():
                         yield data
@@ -120,21 +116,32 @@ def store_zip_stream(store: ArtifactStore, prefix: str) -> Iterator[bytes]:
                 yield data
     if data := sink.take():
         yield data
+
+
+def store_zip_stream(store: ArtifactStore, prefix: str) -> Iterator[bytes]:
+    """A zip of every object under `prefix` in a remote store (a checkpoint), streamed from it
+    as it is read; the upload marker is left out. Nothing is listed or read before the first
+    block is asked for (the route iterates it in a worker thread)."""
+    keys = [key for key in store.keys(prefix) if not key.endswith("/" + CHECKPOINT_MARKER)]
+    stamp = time.localtime()[:6]
+
+    def entries() -> Iterator[tuple[zipfile.ZipInfo, Iterable[bytes]]]:
+        for key in keys:
+            info = zipfile.ZipInfo(key[len(prefix.rstrip("/")) + 1 :], date_time=stamp)
+            info.file_size = store.size(key) or 0
+            yield info, store.stream(key)
+
+    yield from _stored_zip(entries())
 
 
 def zip_stream(files: list[tuple[Path, str]], chunk: int = 1 << 20) -> Iterator[bytes]:
-    """A zip of `files`, produced as it is read (stored, not deflated: weights don't shrink)."""
-    sink = _Sink()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[call-overload]
-        for real, arcname in files:
-            info = zipfile.ZipInfo.from_file(real, arcname)
-            info.compress_type = zipfile.ZIP_STORED
-            with real.open("rb") as source, archive.open(info, "w") as target:
-                while block := source.read(chunk):
-                    target.write(block)
-                    if data := sink.take():
-                        yield data
-            if data := sink.take():
-                yield data
-    if data := sink.take():
-        yield data
+    """A zip of `files`, produced as it is read."""
+
+    def blocks(path: Path) -> Iterator[bytes]:
+        with path.open("rb") as source:
+            while block := source.read(chunk):
+                yield block
+
+    yield from _stored_zip(
+        (zipfile.ZipInfo.from_file(real, name), blocks(real)) for real, name in files
+    )

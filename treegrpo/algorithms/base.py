@@ -86,6 +86,10 @@ class Algorithm(ABC):
             ),
         )
 
+    def possible_sde_steps(self, config: RunConfig) -> range:
+        """Every step some epoch may sample stochastically (checked for noise up front)."""
+        return range(config.sampling.steps)
+
     def window_start(self, config: RunConfig, epoch: int, rng: random.Random) -> int:
         """The first SDE step of the epoch's window (0 where the algorithm has none)."""
         return 0
@@ -125,8 +129,3 @@ def zero_std_fraction(total: Tensor, groups: Tensor) -> float:
     groups_seen = torch.unique(groups)
     flat = [float(total[groups == g].double().std(unbiased=False)) == 0.0 for g in groups_seen]
     return sum(flat) / max(1, len(flat))
-
-
-def weighted_total(rewards: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    """sum_name weight * reward, float64: one number per image, for group statistics."""
-    return sum(w * rewards[n].double() for n, w in weights.items())  # type: ignore[return-value]

@@ -13,14 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
-from treegrpo.advantages import combine_rewards, global_std_advantages
-from treegrpo.algorithms.base import (
-    Algorithm,
-    EpochRollout,
-    decoded_latents,
-    weighted_total,
-    zero_std_fraction,
-)
+from treegrpo.advantages import combine_rewards, global_std_advantages, weighted_total
+from treegrpo.algorithms.base import Algorithm, EpochRollout, decoded_latents, zero_std_fraction
 from treegrpo.config import RunConfig
 from treegrpo.distributed import all_gather_cat, sum_over_ranks
 from treegrpo.edges import flat_edges
@@ -87,7 +81,7 @@ class FlatAlgorithm(Algorithm):
                     group,
                     steps,
                     trainer.adapter.latent_shape,
-                    trainer.noise_generator(i),
+                    trainer.noise_generator(plan.epoch, i),
                     same_noise=config.flat.same_noise,
                 )
                 for i in plan.local

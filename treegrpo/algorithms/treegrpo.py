@@ -23,9 +23,8 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, ClassVar
 
-import torch
-
-from treegrpo.algorithms.base import Algorithm, EpochRollout, weighted_total, zero_std_fraction
+from treegrpo.advantages import weighted_total
+from treegrpo.algorithms.base import Algorithm, EpochRollout, zero_std_fraction
 from treegrpo.config import RunConfig
 from treegrpo.distributed import all_gather_cat, sum_over_ranks
 from treegrpo.edges import tree_edges
@@ -42,6 +41,9 @@ if TYPE_CHECKING:
 class TreeGRPO(Algorithm):
     name: ClassVar[str] = "treegrpo"
     sde: ClassVar[str] = "flowgrpo"
+
+    def possible_sde_steps(self, config: RunConfig) -> range:
+        return range(config.sampling.steps - 1)  # the window never covers the last step
 
     def window_start(self, config: RunConfig, epoch: int, rng: random.Random) -> int:
         return window_start(config.tree, config.sampling.steps, epoch, rng)
@@ -62,7 +64,7 @@ class TreeGRPO(Algorithm):
         noise = TreeNoise.cat(
             [
                 draw_tree_noise(
-                    1, shape, trainer.adapter.latent_shape, trainer.noise_generator(tree)
+                    1, shape, trainer.adapter.latent_shape, trainer.noise_generator(epoch, tree)
                 )
                 for tree in plan.local
             ]
@@ -115,6 +117,3 @@ class TreeGRPO(Algorithm):
             trainer.log_trees(rollout, rewards, values, epoch + 1, plan.local.start)
         images = len(plan.prompts) * leaves_per_tree
         return EpochRollout(edges, metrics, images)
-
-
-__all__ = ["TreeGRPO", "torch"]
