@@ -22,6 +22,8 @@ import os
 from typing import Any
 
 import gradio as gr
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
 
 from frontend import compare, run, runs, tree
 from frontend.context import MOUNT_PATH, UiContext
@@ -106,7 +108,32 @@ CONCURRENCY = 8
 def mount(app: Any) -> Any:
     """Mount the dashboard on the API's FastAPI app at /ui (the `treegrpo.ui` entry point)."""
     demo = build_blocks().queue(default_concurrency_limit=CONCURRENCY)
+    add_root_icons(app)
     return gr.mount_gradio_app(app, demo, path=MOUNT_PATH, **launch_kwargs())
+
+
+# Gradio's page asks for these at the site's root whatever its mount path; without an answer
+# every page load logged 404s in the browser console.
+ROOT_ICONS = ("/favicon.ico", "/manifest.json")
+
+
+def add_root_icons(app: Any) -> None:
+    """Answer /favicon.ico and /manifest.json at the root of the app the dashboard is mounted on
+    with a redirect to the dashboard's own (unless the app serves them itself)."""
+
+    def redirect_to(path: str) -> Any:
+        def redirect(request: Request) -> RedirectResponse:
+            root = str(request.scope.get("root_path") or "").rstrip("/")
+            return RedirectResponse(f"{root}{MOUNT_PATH}{path}", status_code=307)
+
+        return redirect
+
+    taken = {getattr(route, "path", None) for route in getattr(app, "routes", [])}
+    for path in ROOT_ICONS:
+        if path not in taken:
+            app.add_api_route(
+                path, redirect_to(path), methods=["GET", "HEAD"], include_in_schema=False
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,8 +64,10 @@ def nice_ticks(low: float, high: float, count: int = 5, *, integer: bool = False
     if high < low:
         low, high = high, low
     if high == low:
+        # One value: a small range around it, which never crosses zero when the value does
+        # not (a single epoch-0 point gets 0..1, not -1..1).
         pad = abs(low) * 0.1 or 1.0
-        low, high = low - pad, high + pad
+        low, high = (low - pad if low - pad >= 0 or low < 0 else 0.0), high + pad
     raw = (high - low) / max(1, count)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)

@@ -382,29 +382,69 @@ class TreeNode:
         return self.log_prob is not None
 
 
+def _branch_nodes(raw: Any) -> list[TreeNode]:
+    """Branch results (docs/API.md, BranchPublic): groups `{job_id, node_id,
+    from_branch_node_id, nodes}` whose nodes have their own id space. Here a branch node's id
+    is negated (-7 for branch node 7), so it never collides with a training node's id; a node
+    with no parent hangs from the group's origin (a training node, or a negated branch node)."""
+    out: list[TreeNode] = []
+    for group in raw if isinstance(raw, list) else []:
+        if not isinstance(group, Mapping) or not isinstance(group.get("nodes"), list):
+            continue
+        job = group.get("job_id")
+        origin_branch = _opt_int(group.get("from_branch_node_id"))
+        origin = -origin_branch if origin_branch is not None else _opt_int(group.get("node_id"))
+        for n in group["nodes"]:
+            if not isinstance(n, Mapping):
+                continue
+            node = dict(n)
+            node["id"] = -_int(n.get("id"))
+            parent = _opt_int(n.get("parent_id"))
+            node["parent_id"] = -parent if parent is not None else origin
+            node["branch_job_id"] = job
+            out.append(TreeNode.from_json(node))
+    return out
+
+
 @dataclass(frozen=True)
 class Tree:
+    """A logged tree: `nodes` are the training tree's (never changed by a branch); `branches`
+    are the nodes later grown from it by "branch again" (each has its `branch_job_id`)."""
+
     summary: TreeSummary
     nodes: list[TreeNode]
+    branches: list[TreeNode] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tree:
-        nodes = [TreeNode.from_json(n) for n in data.get("nodes") or [] if isinstance(n, Mapping)]
-        return cls(summary=TreeSummary.from_json(data), nodes=nodes)
+        parsed = [TreeNode.from_json(n) for n in data.get("nodes") or [] if isinstance(n, Mapping)]
+        # Older APIs mixed branch results into the tree's nodes: keep them apart here.
+        nodes = [n for n in parsed if n.branch_job_id is None]
+        branches = [n for n in parsed if n.branch_job_id is not None]
+        known = {n.id for n in branches}
+        branches += [n for n in _branch_nodes(data.get("branches")) if n.id not in known]
+        return cls(summary=TreeSummary.from_json(data), nodes=nodes, branches=branches)
 
     @property
     def id(self) -> int:
         return self.summary.id
 
+    @property
+    def all_nodes(self) -> list[TreeNode]:
+        return [*self.nodes, *self.branches]
+
+    def training_leaves(self) -> list[TreeNode]:
+        return [n for n in self.nodes if n.is_leaf]
+
     def node(self, node_id: int) -> TreeNode | None:
-        for node in self.nodes:
+        for node in self.all_nodes:
             if node.id == node_id:
                 return node
         return None
 
     def path_to(self, node_id: int) -> list[TreeNode]:
         """The nodes from the root down to `node_id` (empty when it is not in the tree)."""
-        by_id = {n.id: n for n in self.nodes}
+        by_id = {n.id: n for n in self.all_nodes}
         path: list[TreeNode] = []
         current = by_id.get(node_id)
         while current is not None and len(path) <= len(by_id):
@@ -649,10 +689,12 @@ class ApiClient:
         return Tree.from_json(self._json("GET", f"/trees/{int(tree_id)}"))
 
     def branch(self, tree_id: int, node_id: int, *, k: int = 3) -> Job:
+        """Regrow k children from a node; a negative `node_id` is a branch node (see Tree)."""
+        where = f"nodes/{int(node_id)}" if node_id >= 0 else f"branch-nodes/{-int(node_id)}"
         return Job.from_json(
             self._json(
                 "POST",
-                f"/trees/{int(tree_id)}/nodes/{int(node_id)}/branch",
+                f"/trees/{int(tree_id)}/{where}/branch",
                 body={"k": int(k)},
                 mutating=True,
             )

@@ -70,6 +70,23 @@ def field_error(text: str | None) -> str:
     return f'<div class="tg-field-error" role="alert">{esc(text)}</div>'
 
 
+_STATUS_PHRASES = {
+    "queued": "is queued",
+    "running": "is running",
+    "cancelling": "is stopping (cancel requested)",
+    "succeeded": "has succeeded",
+    "failed": "has failed",
+    "cancelled": "was cancelled",
+    "interrupted": "was interrupted",
+    "lost": "was lost (its worker stopped answering)",
+}
+
+
+def status_phrase(status: str) -> str:
+    """A job status as a verb phrase: "has succeeded", "was cancelled" (never "is succeeded")."""
+    return _STATUS_PHRASES.get(status, f"is {status}")
+
+
 def status_badge(status: str) -> str:
     return f'<span class="tg-badge tg-s-{esc(status)}">{esc(status)}</span>'
 
@@ -202,8 +219,11 @@ def gallery(
 
 
 def _leaves_below(tree: Tree, node: TreeNode) -> list[TreeNode]:
+    """Leaves under `node`: the training tree's for a training node, the branch's for a node a
+    branch grew (branch results never count as training leaves)."""
     children: dict[int, list[TreeNode]] = {}
-    for n in tree.nodes:
+    pool = tree.nodes if node.branch_job_id is None else tree.all_nodes
+    for n in pool:
         if n.parent_id is not None:
             children.setdefault(n.parent_id, []).append(n)
     out, stack, seen = [], [node], set()
@@ -314,12 +334,28 @@ def node_panel(
 
 
 def tree_caption(tree: Tree) -> str:
+    """The tree's one-line summary: its training leaves only (branch results are counted apart,
+    never in the leaves, best or mean)."""
     s = tree.summary
+    leaves = tree.training_leaves()
+    rewards = [n.reward for n in leaves if n.reward is not None]
+    count = len(leaves) if tree.nodes else s.leaves
+    best = max(rewards) if rewards else s.best_reward
+    mean = sum(rewards) / len(rewards) if rewards else s.mean_reward
+    jobs = sorted({n.branch_job_id for n in tree.branches if n.branch_job_id is not None})
+    extra = (
+        f" · plus {len(tree.branches)} branch states from {len(jobs)} branch "
+        f"job{'s' if len(jobs) != 1 else ''} (not counted)"
+        if jobs
+        else ""
+    )
     return (
-        f'<div class="tg-tree-caption"><b>Tree {s.id}</b> · job #{s.job_id} · epoch {s.epoch} · '
-        f'tree {s.index} · prompt <q class="tg-prompt">{esc(s.prompt)}</q> · k={s.k}, d={s.depth}, '
-        f"T={s.steps}, window at step {s.window_start} · backup {esc(s.backup)} · "
-        f"{s.leaves} leaves · best reward {fmt(s.best_reward)} · mean {fmt(s.mean_reward)}</div>"
+        f'<div class="tg-tree-caption" data-leaves="{count}"><b>Tree {s.id}</b> · job #{s.job_id} '
+        f"· epoch {s.epoch} · tree {s.index} · prompt <q>{esc(s.prompt)}</q> · k={s.k}, "
+        f"d={s.depth}, T={s.steps}, window at step {s.window_start} · backup {esc(s.backup)} · "
+        f'<span data-field="leaves">{count} leaves</span> · best reward '
+        f'<span data-field="best">{fmt(best)}</span> · mean '
+        f'<span data-field="mean">{fmt(mean)}</span>{extra}</div>'
     )
 
 

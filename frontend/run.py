@@ -219,6 +219,32 @@ def _log_tail(text: str) -> str:
     return text[-LOG_TAIL_CHARS:]
 
 
+def log_html(text: str) -> str:
+    """The log tail as a scrollable block (LOG_JS keeps it scrolled to its end)."""
+    if not text:
+        return '<pre class="tg-log tg-log-empty">No log lines yet.</pre>'
+    return f'<pre class="tg-log">{render.esc(text)}</pre>'
+
+
+# The log opens at its newest line and follows new lines, unless the reader scrolled up to read
+# older ones. A box drawn while its tab is hidden has no height, so it also scrolls when it
+# becomes visible (ResizeObserver).
+LOG_JS = """
+const box = () => element.querySelector('pre.tg-log');
+let follow = true;
+const toEnd = () => { const b = box(); if (b && follow) b.scrollTop = b.scrollHeight; };
+element.addEventListener('scroll', (e) => {
+  const b = e.target;
+  if (b && b.classList && b.classList.contains('tg-log')) {
+    follow = b.scrollTop + b.clientHeight >= b.scrollHeight - 4;
+  }
+}, true);
+new ResizeObserver(toEnd).observe(element);
+watch('value', () => { toEnd(); const b = box(); if (b) new ResizeObserver(toEnd).observe(b); });
+toEnd();
+"""
+
+
 def build(sh: Shared, demo: gr.Blocks) -> None:
     view = gr.State(RunView())
     with gr.Row(equal_height=True):
@@ -250,15 +276,8 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             latest_html = gr.HTML(elem_id="tg-gallery-latest")
     with gr.Row():
         with gr.Column(scale=3):
-            log = gr.Textbox(
-                label="Log (tail)",
-                placeholder="No log lines yet.",
-                lines=14,
-                max_lines=14,
-                autoscroll=True,
-                interactive=False,
-                elem_id="tg-log",
-            )
+            gr.Markdown("Log (tail)")
+            log = gr.HTML(log_html(""), js_on_load=LOG_JS, elem_id="tg-log")
         with gr.Column(scale=2):
             config = gr.Code(
                 label="Config (resolved, frozen)",
@@ -321,7 +340,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             base,
             late,
             _slider(epochs),
-            new_view.log_text,
+            log_html(new_view.log_text),
             json.dumps(job.config, indent=2, sort_keys=True),
         )
 
@@ -376,7 +395,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         out_log: Any = skip
         if chunk.text:
             state.log_text = _log_tail(state.log_text + chunk.text)
-            out_log = state.log_text
+            out_log = log_html(state.log_text)
         if changed_status or epochs != state.epochs:
             warm_newest_trees(sh, client, job.id)  # new trees are likely: prepare the inspector
         galleries: tuple[Any, Any, Any] = (skip, skip, skip)

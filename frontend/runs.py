@@ -194,6 +194,8 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             return table_html, gr.skip()
 
     timer.tick(refresh_both, table_inputs, [table, selected], **QUIET)
+    # At once on page load, not only at the first tick (the table stayed blank for 3 s).
+    demo.load(refresh_table, table_inputs, table, **QUIET)
 
     def select_row(key: str | None, request: gr.Request, evt: gr.EventData) -> tuple[Any, ...]:
         data = event_data(evt)
@@ -266,7 +268,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
                     hide,
                     "",
                     render.notice(
-                        f"Job #{job_id} is {current.status}; only {what} jobs can be "
+                        f"Job #{job_id} {render.status_phrase(current.status)}; only {what} jobs can be "
                         f"{'cancelled' if action == 'cancel' else 'resumed'}.",
                         "warn",
                     ),

@@ -66,7 +66,7 @@ CSS = """
 .tg-sample { margin:0; font-size:0.75em; }
 .tg-sample img { width:100%; aspect-ratio:1; object-fit:cover; border-radius:4px;
   background:#f1f3f4; }
-.tg-prompt { overflow:hidden; text-overflow:ellipsis; white-space:nowrap; color:#3c4043; }
+.tg-prompt { white-space:normal; overflow-wrap:anywhere; color:#3c4043; }
 .tg-pixelated { image-rendering:pixelated; }
 .tg-noimg { aspect-ratio:1; background:#f1f3f4; display:flex; align-items:center;
   justify-content:center; color:#80868b; }
@@ -81,6 +81,17 @@ CSS = """
 .treegrpo-tree g.tn:focus { outline:none; }
 .treegrpo-tree g.tn:focus-visible rect { stroke:#f59e0b; stroke-width:2; }
 .tg-tree-caption { font-size:0.9em; margin:4px 0; }
+.tg-tree-toolbar button.tg-on { background:#e8f0fe; border-color:#1a73e8; }
+.tg-no-overlay g.branch-overlay { display:none; }
+.treegrpo-tree .tg-dim { opacity:0.12; }
+.treegrpo-tree g.fold { cursor:pointer; }
+.tg-ranks { display:none; gap:24px; font-size:0.85em; margin:4px 0; }
+.tg-tree-view[data-filter=best] .tg-ranks, .tg-tree-view[data-filter=worst] .tg-ranks {
+  display:flex; }
+.tg-tree-view[data-filter=best] .tg-rank-worst,
+.tg-tree-view[data-filter=worst] .tg-rank-best { display:none; }
+.tg-ranks ol { margin:2px 0 0 18px; padding:0; }
+.tg-ranks li { cursor:pointer; }
 .tg-panel { border:1px solid #dadce0; border-radius:8px; padding:10px; }
 .tg-panel-top { display:flex; gap:12px; flex-wrap:wrap; }
 .tg-panel-image { display:flex; flex-direction:column; gap:2px; }
@@ -98,4 +109,8 @@ CSS = """
 .tg-hop img { width:44px; height:44px; border-radius:3px; background:#f1f3f4; }
 .tg-hop.tg-current { border-color:#f59e0b; }
 .tg-key-status { font-size:0.85em; }
+.tg-log { height:300px; overflow:auto; margin:0; padding:8px; font-size:12px; line-height:1.35;
+  background:#f8f9fa; border:1px solid #dadce0; border-radius:6px; white-space:pre-wrap;
+  word-break:break-word; }
+.tg-log-empty { color:#5f6368; }
 """

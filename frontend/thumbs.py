@@ -101,6 +101,15 @@ class ThumbnailCache:
         self._put(self._key(client, url, max_px), uri)
         return uri
 
+    def cached(self, client: ApiClient, urls: Iterable[str | None], max_px: int) -> dict[str, str]:
+        """url -> data: URI of the URLs already in the cache (no request)."""
+        out: dict[str, str] = {}
+        for url in dict.fromkeys(u for u in urls if u):
+            hit = self.get(client, url, max_px)
+            if hit is not None:
+                out[url] = hit
+        return out
+
     def many(self, client: ApiClient, urls: Iterable[str | None], max_px: int) -> dict[str, str]:
         """url -> data: URI for every URL that could be had (misses fetched in parallel)."""
         wanted = list(dict.fromkeys(u for u in urls if u))

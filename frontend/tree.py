@@ -22,7 +22,13 @@ from frontend.client import (
 )
 from frontend.shared import QUIET, Shared, as_int, event_data, job_choices, small_images
 from frontend.thumbs import PANEL_PX, TREE_PX
-from frontend.tree_svg import TreeLayout, layout_tree, render_tree_legend, render_tree_svg
+from frontend.tree_svg import (
+    TreeLayout,
+    layout_tree,
+    ranked_leaves,
+    render_tree_legend,
+    render_tree_svg,
+)
 
 POLL_SECONDS = 2.0
 
@@ -40,12 +46,61 @@ const apply = () => {
   let z = element.dataset.zoom;
   if (!z || z === 'fit') {
     const room = box ? box.clientWidth - 4 : w;
-    z = Math.max(0.6, Math.min(1.0, room / w));
+    z = Math.max(0.2, Math.min(1.0, room / w));
   } else { z = Number(z); }
   s.style.width = (w * z) + 'px'; s.style.height = (h * z) + 'px';
   const l = label(); if (l) l.textContent = Math.round(z * 100) + '%';
   element.dataset.zoomValue = String(z);
 };
+// A big tree wider than the view even when fitted: bring its root to the middle.
+const centreRoot = () => {
+  const s = svg(), box = element.querySelector('.tg-tree-scroll'); if (!s || !box) return;
+  const z = Number(element.dataset.zoomValue || 1);
+  box.scrollLeft = Math.max(0, Number(s.dataset.rootX || 0) * z - box.clientWidth / 2);
+  box.scrollTop = 0;
+};
+// Folded subtrees: everything that has a folded node among its ancestors is hidden.
+let folded = new Set();
+const applyFold = () => {
+  const s = svg(); if (!s) return;
+  s.querySelectorAll('[data-anc]').forEach((g) => {
+    const hide = folded.size && g.dataset.anc.split(' ').some((a) => folded.has(a));
+    g.style.display = hide ? 'none' : '';
+  });
+  s.querySelectorAll('g.fold').forEach((f) => {
+    const on = folded.has(f.dataset.fold);
+    f.classList.toggle('folded', on);
+    const t = f.querySelector('text'); if (t) t.textContent = on ? '+' : '−';
+  });
+  element.dataset.folded = String(folded.size);
+};
+// The best / worst leaves filter: their paths stay, the rest is dimmed.
+const applyFilter = () => {
+  const s = svg(); if (!s) return;
+  const f = element.dataset.filter || 'all';
+  s.querySelectorAll('.tg-dim').forEach((g) => g.classList.remove('tg-dim'));
+  element.querySelectorAll('[data-filter]').forEach(
+    (b) => b.classList.toggle('tg-on', b.dataset.filter === f));
+  if (f === 'all') return;
+  const keep = new Set();
+  (s.dataset[f] || '').split(' ').filter(Boolean).forEach((id) => {
+    keep.add(id);
+    const g = s.querySelector(`g.tn[data-node-id="${id}"]`);
+    (g ? g.dataset.anc : '').split(' ').filter(Boolean).forEach((a) => keep.add(a));
+  });
+  s.querySelectorAll('g.tn, g.edge').forEach((g) => {
+    if (!keep.has(g.dataset.nodeId)) g.classList.add('tg-dim');
+  });
+};
+const overlayBox = () => element.querySelector('input[data-overlay]');
+const applyOverlay = () => {
+  const b = overlayBox(); if (b) b.checked = !element.classList.contains('tg-no-overlay');
+};
+element.addEventListener('change', (e) => {
+  if (e.target && e.target.matches('input[data-overlay]')) {
+    element.classList.toggle('tg-no-overlay', !e.target.checked);
+  }
+});
 const loaded = new Set(), failed = new Set();
 const count = () => {
   const s = svg(); if (!s) return;
@@ -80,6 +135,14 @@ window.tgMarkTreeNode = mark;
 element.addEventListener('load', seen, true);
 element.addEventListener('error', seen, true);
 element.addEventListener('click', (e) => {
+  const fb = e.target.closest('[data-fold]');
+  if (fb) {
+    const id = fb.dataset.fold;
+    if (folded.has(id)) folded.delete(id); else folded.add(id);
+    applyFold(); return;
+  }
+  const fl = e.target.closest('[data-filter]');
+  if (fl) { element.dataset.filter = fl.dataset.filter; applyFilter(); return; }
   const zb = e.target.closest('[data-zoom]');
   if (zb) {
     const cur = Number(element.dataset.zoomValue || 1);
@@ -97,12 +160,20 @@ element.addEventListener('keydown', (e) => {
   if (n) { e.preventDefault(); pick(Number(n.dataset.nodeId)); }
 });
 window.addEventListener('resize', () => { if (!element.dataset.zoom || element.dataset.zoom === 'fit') apply(); });
+const drawn = () => {
+  const s = svg();
+  const id = s ? s.dataset.treeId : '';
+  const fresh = id !== element.dataset.shownTree;
+  if (fresh) { folded = new Set(); element.dataset.filter = 'all'; }
+  apply(); count(); applyFold(); applyFilter(); applyOverlay();
+  if (fresh && s) { element.dataset.shownTree = id; centreRoot(); }
+};
 watch('value', () => {
-  apply(); count();
+  drawn();
   // A newly drawn tree has no selection: forget the one wanted in the previous tree.
   if (!svg()?.querySelector('g.tn.selected')) window.tgWantedNode = null;
 });
-apply(); count();
+drawn();
 """
 
 EMPTY_TREE = '<div class="tg-empty">Pick a job and one of its logged trees.</div>'
@@ -150,6 +221,7 @@ def tree_view_html(
     pixelated: bool = False,
     sources: Mapping[str, str] | None = None,
     layout: TreeLayout | None = None,
+    fallback: bool = True,
 ) -> str:
     """Caption, legend, zoom toolbar and the scrollable SVG of one tree."""
     lay = layout or layout_tree(tree)
@@ -161,6 +233,13 @@ def tree_view_html(
         pixelated=pixelated,
         layout=lay,
         sources=sources,
+        fallback=fallback,
+    )
+    overlay = (
+        f'<label class="tg-overlay-toggle"><input type="checkbox" data-overlay checked> '
+        f"show branch results ({len(tree.branches)} states)</label>"
+        if tree.branches
+        else ""
     )
     return (
         render.tree_caption(tree)
@@ -171,10 +250,40 @@ def tree_view_html(
         '<button type="button" data-zoom="in" aria-label="zoom in">+</button>'
         '<button type="button" data-zoom="fit">fit</button>'
         '<button type="button" data-zoom="1">100%</button>'
-        f'<span class="tg-muted">{len(lay.visible)} nodes drawn of {len(tree.nodes)} states · '
-        "click a node or an edge</span></div>"
-        f'<div class="tg-tree-scroll">{svg}</div>'
+        '<span class="tg-muted">leaves</span>'
+        '<button type="button" data-filter="all">all</button>'
+        f'<button type="button" data-filter="best">best {RANKED}</button>'
+        f'<button type="button" data-filter="worst">worst {RANKED}</button>'
+        f"{overlay}"
+        f'<span class="tg-muted">{len(lay.visible)} nodes drawn of {len(tree.all_nodes)} states · '
+        "click a node or an edge; ± folds a subtree</span></div>"
+        + ranked_leaves_html(lay)
+        + f'<div class="tg-tree-scroll">{svg}</div>'
     )
+
+
+RANKED = 5
+
+
+def ranked_leaves_html(lay: TreeLayout) -> str:
+    """The best and worst training leaves with their paths (shown by the leaves filter)."""
+    best, worst = ranked_leaves(lay, RANKED)
+    parts = []
+    for kind, ids in (("best", best), ("worst", worst)):
+        items = []
+        for leaf_id in ids:
+            vis = lay.visible[leaf_id]
+            hops = [lay.visible[a].node for a in vis.ancestors] + [vis.node]
+            path = " → ".join(f"step {n.step_index}" for n in hops)
+            items.append(
+                f'<li data-node-id="{leaf_id}">reward <b>{render.fmt(vis.node.reward)}</b> · '
+                f"node {vis.node.node_index} · {render.esc(path)}</li>"
+            )
+        parts.append(
+            f'<div class="tg-rank tg-rank-{kind}"><b>{kind.capitalize()} {len(ids)} leaves</b>'
+            f"<ol>{''.join(items)}</ol></div>"
+        )
+    return f'<div class="tg-ranks">{"".join(parts)}</div>'
 
 
 def tree_choice_label(summary: TreeSummary) -> str:
@@ -187,20 +296,20 @@ def tree_choice_label(summary: TreeSummary) -> str:
 
 
 def _branch_status(tree: Tree, branching: Branching, status: str) -> str:
-    children = [n for n in tree.nodes if n.branch_job_id == branching.job_id]
+    children = [n for n in tree.branches if n.branch_job_id == branching.job_id]
     leaves = [n for n in children if n.is_leaf and n.reward is not None]
     if children:
         rewards = ", ".join(f"{n.reward:.3f}" for n in leaves) or "not scored"
         grown = sum(1 for n in children if n.parent_id == branching.node_id)
         text = (
-            f"Branch job #{branching.job_id} is {status}: {grown} new children of node "
+            f"Branch job #{branching.job_id} {render.status_phrase(status)}: {grown} new children of node "
             f"{branching.node_id} ({len(children)} new states); their leaves' rewards: {rewards}. "
             "They have a green dashed frame in the tree."
         )
         return render.notice(text, "ok")
     if status in ACTIVE_STATUSES:
         return render.notice(
-            f"Branch job #{branching.job_id} is {status}: growing {branching.k} children from node "
+            f"Branch job #{branching.job_id} {render.status_phrase(status)}: growing {branching.k} children from node "
             f"{branching.node_id}. They appear here when the job has scored them.",
             "info",
         )
@@ -217,6 +326,7 @@ class Loaded:
 
     tree: Tree
     pixelated: bool
+    complete: bool = True  # False: drawn before its thumbnails (they follow)
 
 
 def _view(
@@ -226,18 +336,38 @@ def _view(
     *,
     selected: int | None = None,
     new_branch_job: int | None = None,
+    stream: bool = False,
 ) -> str:
+    """The tree's HTML. With `stream`, a tree with more than STREAM_AFTER thumbnails not yet
+    cached is drawn at once without them (clickable at once); `_view` without `stream` then
+    draws it complete (Gradio's `.then`)."""
     lay = layout_tree(loaded.tree)
     urls = [vis.node.image_url for vis in lay.visible.values()]
+    thumbs = sh.ctx.thumbs
+    partial = False
+    if stream:
+        sources = thumbs.cached(client, urls, TREE_PX)
+        partial = len({u for u in urls if u}) - len(sources) > STREAM_AFTER
+        if not partial:
+            sources = thumbs.many(client, urls, TREE_PX)
+    else:
+        sources = thumbs.many(client, urls, TREE_PX)
+    loaded.complete = not partial
     return tree_view_html(
         loaded.tree,
         selected=selected,
         new_branch_job=new_branch_job,
         asset_base=sh.ctx.public_base,
         pixelated=loaded.pixelated,
-        sources=sh.ctx.thumbs.many(client, urls, TREE_PX),
+        sources=sources,
         layout=lay,
+        fallback=not partial,
     )
+
+
+# A 27-leaf tree has ~68 thumbnails: fetched at once (~0.2 s cold). Beyond this many missing,
+# the tree is drawn first and its thumbnails follow.
+STREAM_AFTER = 80
 
 
 def _panel(sh: Shared, client: ApiClient, loaded: Loaded, node_id: int | None) -> str:
@@ -382,13 +512,24 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         except ApiError as exc:
             return None, None, render.notice(exc.message, "error"), gr.skip(), ""
         loaded = Loaded(tree=tree, pixelated=small_images(job.config))
-        view = _view(sh, client, loaded)
+        view = _view(sh, client, loaded, stream=True)
         if warm:
             # Drawn: now warm the job's next newest trees while the user looks at this one.
             sh.ctx.in_background(_warm, sh, client, [int(t) for t in warm])
         return loaded, None, view, render.node_panel(tree, None), ""
 
     tree_outputs = [tree_state, node_state, tree_html, panel, branch_msg]
+
+    def complete(loaded: Any, node: Any, key: str | None, request: gr.Request) -> tuple[Any, Any]:
+        """The thumbnails of a tree drawn without them (a big tree's second render)."""
+        if not isinstance(loaded, Loaded) or loaded.complete:
+            return gr.skip(), gr.skip()
+        view = _view(sh, sh.ctx.client(request, key), loaded, selected=as_int(node))
+        return loaded, view
+
+    def then_complete(event: Any) -> None:
+        event.then(complete, [tree_state, node_state, sh.key], [tree_state, tree_html], **QUIET)
+
     list_inputs = [sh.key, sh.job, tree_state]
 
     def refresh_and_load(
@@ -403,15 +544,19 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         return (*lists, ids, *shown)
 
     for trigger in (demo.load, refresh.click, sh.job.change, tab.select):
-        trigger(
-            refresh_and_load,
-            list_inputs,
-            [job_pick, tree_pick, tree_msg, tree_ids, *tree_outputs],
-            show_progress="minimal",
+        then_complete(
+            trigger(
+                refresh_and_load,
+                list_inputs,
+                [job_pick, tree_pick, tree_msg, tree_ids, *tree_outputs],
+                show_progress="minimal",
+            )
         )
     # `select` fires once per pick (a Dropdown fires `input` twice).
     job_pick.select(lambda value: as_int(value), job_pick, sh.job)
-    tree_pick.select(load_tree, [tree_pick, sh.key], tree_outputs, show_progress="minimal")
+    then_complete(
+        tree_pick.select(load_tree, [tree_pick, sh.key], tree_outputs, show_progress="minimal")
+    )
 
     def step(direction: int) -> Any:
         """Show the next newer (-1) or older (+1) tree of the list."""
@@ -430,7 +575,11 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         return handler
 
     for button, direction in ((newer, -1), (older, 1)):
-        button.click(step(direction), [tree_ids, tree_state, sh.key], [tree_pick, *tree_outputs])
+        then_complete(
+            button.click(
+                step(direction), [tree_ids, tree_state, sh.key], [tree_pick, *tree_outputs]
+            )
+        )
 
     def select_node(
         loaded: Any, key: str | None, request: gr.Request, evt: gr.EventData
@@ -511,7 +660,7 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             tree = client.tree(branching.tree_id)
         except ApiError as exc:
             return skip, skip, skip, skip, render.notice(exc.message, "error"), skip
-        arrived = any(n.branch_job_id == branching.job_id for n in tree.nodes)
+        arrived = any(n.branch_job_id == branching.job_id for n in tree.branches)
         final = job.status not in ACTIVE_STATUSES
         message = _branch_status(tree, branching, job.status)
         if not arrived and not final:

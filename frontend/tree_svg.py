@@ -42,6 +42,7 @@ ODE_EDGE = "#9aa0a6"
 NEUTRAL_EDGE = "#9aa0a6"
 SELECTED = "#f59e0b"
 NEW_BRANCH = "#16a34a"
+BRANCHED = "#7c3aed"
 WINDOW_BAND = "#eef2ff"
 BEST_PATH = "#fcd34d"
 
@@ -105,6 +106,8 @@ class _Vis:
     children: list[int] = field(default_factory=list)
     x: float = 0.0
     row: int = 0
+    overlay: bool = False  # grown by a branch job, drawn beside the training tree
+    ancestors: tuple[int, ...] = ()  # visible ancestors, root first
 
 
 @dataclass(frozen=True)
@@ -121,77 +124,150 @@ class TreeLayout:
     visible: dict[int, _Vis]
     roots: list[int]
     rows: list[int]  # step index of each row
-    leaves: list[int]  # visible leaf ids, left to right
+    leaves: list[int]  # visible training leaf ids, left to right
     scales: TreeScales
     width: int
     height: int
+    overlay_leaves: list[int] = field(default_factory=list)  # branch leaves, right of the tree
+    overlay_x: float = 0.0  # where the branch overlay starts (0: no overlay)
+
+
+def branch_outline(x: float, y: float, size: float, *, latest: bool = False) -> str:
+    """The dashed frame of a node grown by "branch again" (green: the branch just run). The
+    legend draws its sample with this same function, so the two cannot differ."""
+    colour = NEW_BRANCH if latest else BRANCHED
+    return (
+        f'<rect class="branch-outline" x="{x:.1f}" y="{y:.1f}" width="{size:.1f}" '
+        f'height="{size:.1f}" rx="3" fill="none" stroke="{colour}" stroke-width="2" '
+        'stroke-dasharray="3 2"/>'
+    )
 
 
 def _is_ode_chain(node: TreeNode, n_children: int) -> bool:
     return n_children == 1 and not node.made_by_sde and node.parent_id is not None
 
 
-def layout_tree(tree: Tree) -> TreeLayout:
-    """Collapse ODE chains and place the visible nodes (leaves evenly, parents above the middle
-    of their children, rows by denoising step)."""
-    by_id = {n.id: n for n in tree.nodes}
-    children: dict[int, list[TreeNode]] = {n.id: [] for n in tree.nodes}
-    roots: list[TreeNode] = []
-    for node in tree.nodes:
-        if node.parent_id is not None and node.parent_id in by_id and node.parent_id != node.id:
-            children[node.parent_id].append(node)
-        else:
-            roots.append(node)
+def _children_of(nodes: Sequence[TreeNode]) -> dict[int, list[TreeNode]]:
+    children: dict[int, list[TreeNode]] = {}
+    for node in nodes:
+        if node.parent_id is not None and node.parent_id != node.id:
+            children.setdefault(node.parent_id, []).append(node)
     for kids in children.values():
         kids.sort(key=lambda n: (n.node_index, n.id))
-    roots.sort(key=lambda n: (n.node_index, n.id))
+    return children
 
-    visible: dict[int, _Vis] = {}
-    seen: set[int] = set()
-    # Walk down from each root; `anchor` is the nearest visible ancestor.
-    stack: list[tuple[TreeNode, int | None, int]] = [(r, None, 0) for r in reversed(roots)]
+
+def _walk(
+    start: list[tuple[TreeNode, int | None, int]],
+    children: dict[int, list[TreeNode]],
+    visible: dict[int, _Vis],
+    seen: set[int],
+    *,
+    overlay: bool,
+) -> None:
+    """Add the visible nodes under `start` (node, nearest visible ancestor, hidden count),
+    collapsing ODE chains."""
+    stack = list(reversed(start))
     while stack:
         node, anchor, hidden = stack.pop()
         if node.id in seen:  # malformed input (a cycle): draw each node once
             continue
         seen.add(node.id)
-        kids = children[node.id]
+        kids = children.get(node.id, [])
         if anchor is not None and _is_ode_chain(node, len(kids)):
             stack.append((kids[0], anchor, hidden + 1))
             continue
         steps = node.step_index - visible[anchor].node.step_index if anchor is not None else 0
-        visible[node.id] = _Vis(node=node, parent=anchor, steps=steps, hidden=hidden)
-        if anchor is not None:
+        ancestors = (*visible[anchor].ancestors, anchor) if anchor is not None else ()
+        visible[node.id] = _Vis(
+            node=node,
+            parent=anchor,
+            steps=steps,
+            hidden=hidden,
+            overlay=overlay,
+            ancestors=ancestors,
+        )
+        if anchor is not None and overlay == visible[anchor].overlay:
             visible[anchor].children.append(node.id)
         for kid in reversed(kids):
             stack.append((kid, node.id, 0))
+
+
+def layout_tree(tree: Tree) -> TreeLayout:
+    """Collapse ODE chains and place the visible nodes (leaves evenly, parents above the middle
+    of their children, rows by denoising step). The training tree is placed from its own nodes
+    only, so a branch never moves it; branch results are placed to its right (an overlay), each
+    joined to the node it was grown from."""
+    by_id = {n.id: n for n in tree.nodes}
+    children = _children_of(tree.nodes)
+    roots = sorted(
+        (
+            n
+            for n in tree.nodes
+            if n.parent_id is None or n.parent_id not in by_id or n.parent_id == n.id
+        ),
+        key=lambda n: (n.node_index, n.id),
+    )
+    visible: dict[int, _Vis] = {}
+    seen: set[int] = set()
+    _walk([(r, None, 0) for r in roots], children, visible, seen, overlay=False)
+    training = set(visible)
     for vis in visible.values():
         vis.children.sort(key=lambda i: (visible[i].node.node_index, i))
+
+    # Branch results: each group hangs from the nearest drawn ancestor of its origin.
+    branch_children = _children_of(tree.branches)
+    branch_ids = {n.id for n in tree.branches}
+    origins: list[tuple[TreeNode, int | None]] = []
+    for node in sorted(tree.branches, key=lambda n: (n.branch_job_id or 0, n.node_index, n.id)):
+        if node.parent_id in branch_ids:
+            continue
+        anchor = node.parent_id
+        while anchor is not None and anchor not in visible and anchor in by_id:
+            anchor = by_id[anchor].parent_id
+        origins.append((node, anchor if anchor in visible else None))
+    _walk(
+        [(n, a, 0) for n, a in origins],
+        {k: v for k, v in branch_children.items()},
+        visible,
+        seen,
+        overlay=True,
+    )
 
     rows = sorted({v.node.step_index for v in visible.values()})
     row_of = {step: i for i, step in enumerate(rows)}
     leaves: list[int] = []
+    overlay_leaves: list[int] = []
     root_ids = [r.id for r in roots if r.id in visible]
 
-    def place(node_id: int) -> None:
+    def place(node_id: int, out: list[int], offset: float) -> None:
         vis = visible[node_id]
         vis.row = row_of[vis.node.step_index]
         if not vis.children:
-            vis.x = GUTTER + PAD + SLOT * len(leaves) + SLOT / 2
-            leaves.append(node_id)
+            vis.x = offset + SLOT * len(out) + SLOT / 2
+            out.append(node_id)
             return
         for kid in vis.children:
-            place(kid)
+            place(kid, out, offset)
         vis.x = (visible[vis.children[0]].x + visible[vis.children[-1]].x) / 2
 
     # Iterative-depth trees are shallow (T <= ~50 rows); recursion depth is the visible depth.
     for root in root_ids:
-        place(root)
+        place(root, leaves, GUTTER + PAD)
+    overlay_x = 0.0
+    overlay_roots = [n.id for n, _ in origins if n.id in visible]
+    if overlay_roots:
+        overlay_x = GUTTER + PAD + SLOT * max(1, len(leaves)) + SLOT / 2
+        for root in overlay_roots:
+            place(root, overlay_leaves, overlay_x + SLOT / 2)
 
     coloured = [
         abs(v.node.advantage)
         for v in visible.values()
-        if v.parent is not None and v.node.made_by_sde and v.node.advantage is not None
+        if v.parent is not None
+        and v.node.made_by_sde
+        and v.node.advantage is not None
+        and v.node.id in training
     ]
     leaf_rewards = [r for r in (visible[i].node.reward for i in leaves) if r is not None]
     scales = TreeScales(
@@ -199,9 +275,19 @@ def layout_tree(tree: Tree) -> TreeLayout:
         reward_low=min(leaf_rewards) if leaf_rewards else None,
         reward_high=max(leaf_rewards) if leaf_rewards else None,
     )
-    width = int(GUTTER + 2 * PAD + SLOT * max(1, len(leaves)))
+    extra = SLOT * (len(overlay_leaves) + 1) if overlay_leaves else 0
+    width = int(GUTTER + 2 * PAD + SLOT * max(1, len(leaves)) + extra)
     height = int(2 * PAD + ROW * max(0, len(rows) - 1) + NODE + LABEL_H + 6)
-    return TreeLayout(visible, root_ids, rows, leaves, scales, width, height)
+    return TreeLayout(
+        visible, root_ids, rows, leaves, scales, width, height, overlay_leaves, overlay_x
+    )
+
+
+def ranked_leaves(lay: TreeLayout, count: int = 5) -> tuple[list[int], list[int]]:
+    """The `count` best and worst scored training leaves (ids, best first / worst first)."""
+    scored = [i for i in lay.leaves if lay.visible[i].node.reward is not None]
+    scored.sort(key=lambda i: -(lay.visible[i].node.reward or 0.0))
+    return scored[:count], scored[::-1][:count]
 
 
 def _y(row: int) -> float:
@@ -265,8 +351,9 @@ def _edge(parent: _Vis, child: _Vis, scales: TreeScales) -> list[str]:
         f"step {parent.node.step_index} → {node.step_index}: {steps} step"
         f"{'s' if steps != 1 else ''} · {kind}"
     )
+    anc = " ".join(str(a) for a in child.ancestors)
     out = [
-        f'<g class="edge{" sde" if sde else " ode"}" data-node-id="{node.id}">'
+        f'<g class="edge{" sde" if sde else " ode"}" data-node-id="{node.id}" data-anc="{anc}">'
         f"<title>{_esc(title)}</title>"
         f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} {x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}" '
         f'fill="none" stroke="{colour}" stroke-width="{width:.2f}"{dash} stroke-linecap="round"/>'
@@ -291,6 +378,7 @@ def _node(
     asset_base: str,
     pixelated: bool,
     sources: Mapping[str, str],
+    fallback: bool = True,
 ) -> list[str]:
     node = vis.node
     size = _size(vis)
@@ -304,10 +392,11 @@ def _node(
     if node.id == selected:
         classes.append("selected")
     title = _node_title(node)
+    anc = " ".join(str(a) for a in vis.ancestors)
     out = [
         # The <title> child is both the hover text and the accessible name.
-        f'<g class="{" ".join(classes)}" data-node-id="{node.id}" tabindex="0" role="button">'
-        f"<title>{_esc(title)}</title>"
+        f'<g class="{" ".join(classes)}" data-node-id="{node.id}" data-anc="{anc}" tabindex="0" '
+        f'role="button"><title>{_esc(title)}</title>'
     ]
     # One box per node: its stroke is the leaf's reward frame (or a thin grey edge), so a node
     # stays a handful of elements (a 27-leaf tree is ~70 nodes; the page re-draws them all).
@@ -321,10 +410,12 @@ def _node(
         f'width="{size - 2 * inset:.1f}" height="{size - 2 * inset:.1f}" rx="2" fill="#f1f3f4" '
         f'stroke="{stroke}" stroke-width="{stroke_width}"/>'
     )
-    href = (sources.get(node.image_url) if node.image_url else None) or artifact_href(
-        node.image_url, asset_base
-    )
-    if href:
+    href = sources.get(node.image_url) if node.image_url else None
+    if href is None and fallback:
+        href = artifact_href(node.image_url, asset_base)
+    if href is None and node.image_url:
+        pass  # streaming: the thumbnail comes with the next render
+    elif href:
         render = ' style="image-rendering:pixelated"' if pixelated else ""
         out.append(
             f'<image href="{_esc(href)}" x="{x:.1f}" y="{y:.1f}" width="{size}" height="{size}" '
@@ -336,11 +427,19 @@ def _node(
             f'font-size="9" fill="#5f6368">n/a</text>'
         )
     if node.branch_job_id is not None:
-        outline = NEW_BRANCH if "new" in classes else "#7c3aed"
+        pad = FRAME + 2
         out.append(
-            f'<rect x="{x - FRAME - 2:.1f}" y="{y - FRAME - 2:.1f}" width="{size + 2 * FRAME + 4}" '
-            f'height="{size + 2 * FRAME + 4}" rx="3" fill="none" stroke="{outline}" '
-            f'stroke-width="2" stroke-dasharray="3 2"/>'
+            branch_outline(x - pad, y - pad, size + 2 * pad, latest="new" in classes),
+        )
+    if len(vis.children) > 1:
+        # Fold / unfold the subtree below (the page hides what has this node as an ancestor).
+        fy = y + size + 7
+        out.append(
+            f'<g class="fold" data-fold="{node.id}" role="button" aria-label="fold the subtree">'
+            f"<title>fold or unfold the {len(vis.children)} subtrees below</title>"
+            f'<circle cx="{vis.x:.1f}" cy="{fy:.1f}" r="6" fill="#ffffff" stroke="#5f6368"/>'
+            f'<text x="{vis.x:.1f}" y="{fy + 3.5:.1f}" text-anchor="middle" font-size="10" '
+            'fill="#202124">−</text></g>'
         )
     if is_leaf and node.reward is not None:
         out.append(
@@ -360,13 +459,18 @@ def render_tree_svg(
     pixelated: bool = False,
     layout: TreeLayout | None = None,
     sources: Mapping[str, str] | None = None,
+    fallback: bool = True,
 ) -> str:
     """The tree as an `<svg>` element. Thumbnails: `sources[image_url]` when given (data: URIs,
     see frontend/thumbs.py), else the `/api/v1/artifacts/...` URL prefixed with `asset_base`
-    (empty when the UI is served by the API itself). `pixelated` keeps tiny images sharp when
-    scaled up."""
+    (empty when the UI is served by the API itself); with `fallback` False a node missing from
+    `sources` is drawn without its image (it streams in with the next render). `pixelated`
+    keeps tiny images sharp when scaled up. Branch results are drawn in `g.branch-overlay`, to
+    the right of the training tree, which they never move."""
     lay = layout or layout_tree(tree)
     summary = tree.summary
+    best, worst = ranked_leaves(lay)
+    root_x = lay.visible[lay.roots[0]].x if lay.roots else 0.0
     label = (
         f"Tree {summary.id} of job {summary.job_id}, epoch {summary.epoch}: "
         f"{len(lay.visible)} drawn nodes, {len(lay.leaves)} leaves. Prompt: {summary.prompt}"
@@ -374,7 +478,10 @@ def render_tree_svg(
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="treegrpo-tree" '
         f'data-tree-id="{summary.id}" data-leaves="{len(lay.leaves)}" '
-        f'data-nodes="{len(lay.visible)}" width="{lay.width}" height="{lay.height}" '
+        f'data-nodes="{len(lay.visible)}" data-branch-nodes="{len(lay.visible) - sum(1 for v in lay.visible.values() if not v.overlay)}" '
+        f'data-root-x="{root_x:.1f}" data-best="{" ".join(map(str, best))}" '
+        f'data-worst="{" ".join(map(str, worst))}" '
+        f'width="{lay.width}" height="{lay.height}" '
         f'viewBox="0 0 {lay.width} {lay.height}" role="img" aria-label="{_esc(label)}" '
         f'font-family="ui-sans-serif, system-ui, sans-serif">'
     ]
@@ -412,24 +519,37 @@ def render_tree_svg(
             'stroke-width="10" stroke-opacity="0.55" stroke-linecap="round"/>'
         )
     out.append("</g>")
-    out.append('<g class="edges">')
-    for vis in lay.visible.values():
-        if vis.parent is not None:
-            out.extend(_edge(lay.visible[vis.parent], vis, lay.scales))
-    out.append('</g><g class="nodes">')
-    for vis in lay.visible.values():
-        out.extend(
-            _node(
-                vis,
-                lay.scales,
-                selected=selected,
-                new_branch_job=new_branch_job,
-                asset_base=asset_base,
-                pixelated=pixelated,
-                sources=sources or {},
+    for overlay in (False, True):
+        group = [v for v in lay.visible.values() if v.overlay == overlay]
+        if overlay:
+            if not group:
+                break
+            out.append(
+                f'<g class="branch-overlay"><text x="{lay.overlay_x + 4:.1f}" y="{PAD - 2}" '
+                'font-size="10" fill="#7c3aed">grown by branch (not part of the training '
+                "tree)</text>"
             )
-        )
-    out.append("</g>")
+        out.append('<g class="edges">')
+        for vis in group:
+            if vis.parent is not None:
+                out.extend(_edge(lay.visible[vis.parent], vis, lay.scales))
+        out.append('</g><g class="nodes">')
+        for vis in group:
+            out.extend(
+                _node(
+                    vis,
+                    lay.scales,
+                    selected=selected,
+                    new_branch_job=new_branch_job,
+                    asset_base=asset_base,
+                    pixelated=pixelated,
+                    sources=sources or {},
+                    fallback=fallback,
+                )
+            )
+        out.append("</g>")
+        if overlay:
+            out.append("</g>")
     # One selection ring, over the selected node (the page moves it on a click).
     ring = lay.visible.get(selected) if selected is not None else None
     if ring is not None:
@@ -486,15 +606,15 @@ def render_tree_legend(scales: TreeScales) -> str:
         '<text x="456" y="18" fill="#202124">ODE chain (collapsed, labelled with its steps)</text>'
         '<line x1="410" y1="36" x2="450" y2="36" stroke="#2166ac" stroke-width="4"/>'
         '<text x="456" y="40" fill="#202124">SDE step (width grows with |advantage|)</text>'
-        '<rect x="712" y="6" width="14" height="14" fill="none" stroke="#7c3aed" '
-        'stroke-width="2" stroke-dasharray="3 2"/>'
+        f'<g class="legend-branched">{branch_outline(712, 4, 16)}</g>'
         '<text x="732" y="18" fill="#202124">grown by branch</text>'
+        f'<g class="legend-branched-new">{branch_outline(836, 4, 16, latest=True)}</g>'
+        '<text x="856" y="18" fill="#202124">just grown</text>'
         f'<rect x="712" y="28" width="14" height="14" fill="none" stroke="{SELECTED}" '
         'stroke-width="3"/>'
         '<text x="732" y="40" fill="#202124">selected</text>'
-        f'<line x1="840" y1="14" x2="880" y2="14" stroke="{BEST_PATH}" stroke-width="10" '
+        f'<line x1="836" y1="36" x2="876" y2="36" stroke="{BEST_PATH}" stroke-width="10" '
         'stroke-opacity="0.55" stroke-linecap="round"/>'
-        '<text x="886" y="18" fill="#202124">path to the</text>'
-        '<text x="886" y="32" fill="#202124">best leaf</text>'
+        '<text x="882" y="40" fill="#202124">path to the best leaf</text>'
         "</svg>"
     )

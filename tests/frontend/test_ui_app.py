@@ -48,3 +48,16 @@ def test_context_prefers_fixed_url_then_env_then_request(monkeypatch: pytest.Mon
     assert UiContext(api_url="http://127.0.0.1:1").base_url(request) == "http://127.0.0.1:1"
     client = UiContext(api_url="http://127.0.0.1:1").client(request, key="  ")
     assert client.api_key is None
+
+
+def test_root_icons_do_not_404() -> None:
+    """Gradio's page asks for /favicon.ico and /manifest.json at the site's root (a console 404
+    on every page load before): they lead to the dashboard's own."""
+    app = FastAPI()
+    mount(app)
+    with TestClient(app) as client:
+        for path in ("/favicon.ico", "/manifest.json"):
+            answer = client.get(path)
+            assert answer.status_code == 200, (path, answer.status_code)
+            assert str(answer.url).endswith(f"/ui{path}")
+        assert "icons" in client.get("/manifest.json").json()

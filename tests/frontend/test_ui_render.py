@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
@@ -263,3 +264,21 @@ def test_run_tab_shows_the_last_epochs_checks_and_flags_an_off_policy_gap() -> N
     # ... and each check as a chart over epochs.
     assert html.count("<svg") == len(curves.TRAINING_METRICS)
     assert training_charts_html(curves.MetricStore(job_id=1), 0.0).count("tg-checks") == 0
+
+
+def test_single_point_charts_have_no_negative_axis() -> None:
+    # Issue 18: one epoch-0 point drew an x axis from -1 to 1.
+    assert nice_ticks(0, 0, integer=True)[0] == 0.0
+    assert min(nice_ticks(0.5, 0.5)) >= 0 and min(nice_ticks(3, 3)) >= 0
+    assert min(nice_ticks(-2, -2)) < -2  # a negative value keeps room on both sides
+    svg = line_chart_svg([Series("r", [0], [0.5])], title="t", x_label="epoch", integer_x=True)
+    ticks = [t for t in re.findall(r'text-anchor="middle" fill="#5f6368">([^<]+)<', svg)]
+    assert ticks and not any(t.startswith("-") for t in ticks), ticks
+
+
+def test_status_phrases_read_as_english() -> None:
+    from frontend.render import status_phrase
+
+    assert status_phrase("succeeded") == "has succeeded"
+    assert status_phrase("cancelled") == "was cancelled"
+    assert status_phrase("running") == "is running"
