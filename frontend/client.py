@@ -227,6 +227,11 @@ class Job:
     error: str | None
     checkpoint_path: str | None
     latest_reward: float | None
+    tags: tuple[str, ...] = ()
+    notes: str = ""
+    queue_position: int | None = None  # while queued: 1 = next to start in its lane
+    lane: str = ""  # training | interactive
+    schedule: dict[str, Any] = field(default_factory=dict)  # next gallery / tree epochs
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
@@ -260,6 +265,11 @@ class Job:
                 None if data.get("checkpoint_path") is None else str(data.get("checkpoint_path"))
             ),
             latest_reward=_float(data.get("latest_reward")),
+            tags=tuple(str(t) for t in data.get("tags") or [] if t is not None),
+            notes=str(data.get("notes") or ""),
+            queue_position=_opt_int(data.get("queue_position")),
+            lane=str(data.get("lane") or ""),
+            schedule=_dict(data.get("schedule")),
         )
 
     @property
@@ -583,10 +593,15 @@ class ApiClient:
         kind: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        q: str | None = None,
+        tags: Iterable[str] = (),
     ) -> JobPage:
         params: list[tuple[str, str | int]] = [("status", s) for s in statuses]
         if kind:
             params.append(("kind", kind))
+        if q:
+            params.append(("q", q))
+        params += [("tag", t) for t in tags]
         params += [("limit", limit), ("offset", offset)]
         payload = self._json("GET", "/jobs", params=params)
         jobs = [Job.from_json(j) for j in self._data(payload) if isinstance(j, Mapping)]
@@ -618,6 +633,33 @@ class ApiClient:
 
     def resume_job(self, job_id: int) -> Job:
         return Job.from_json(self._json("POST", f"/jobs/{int(job_id)}/resume", mutating=True))
+
+    def update_job(
+        self,
+        job_id: int,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        notes: str | None = None,
+    ) -> Job:
+        """PATCH: rename, set the tags (the whole list) or the notes; None leaves one as is."""
+        body = {
+            k: v for k, v in (("name", name), ("tags", tags), ("notes", notes)) if v is not None
+        }
+        if tags is not None:
+            body["tags"] = list(tags)
+        return Job.from_json(self._json("PATCH", f"/jobs/{int(job_id)}", body=body, mutating=True))
+
+    def delete_job(self, job_id: int) -> None:
+        """Soft delete (409 while the job is queued, running or cancelling)."""
+        self._request("DELETE", f"/jobs/{int(job_id)}", mutating=True)
+
+    def compare_gallery(self, job_ids: Sequence[int], *, epoch: int | None = None) -> Any:
+        """The runs' held-out galleries at one epoch (same prompts and seeds), as JSON."""
+        params: list[tuple[str, int]] = [("job_id", int(j)) for j in job_ids]
+        if epoch is not None:
+            params.append(("epoch", int(epoch)))
+        return self._json("GET", "/compare/gallery", params=params)
 
     def metrics(
         self,

@@ -87,6 +87,18 @@ def status_phrase(status: str) -> str:
     return _STATUS_PHRASES.get(status, f"is {status}")
 
 
+def queue_text(job: Job) -> str:
+    """'2nd in the interactive queue' for a queued job with a position."""
+    n = job.queue_position or 0
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    lane = f" {job.lane}" if job.lane else ""
+    return (
+        "next to start" + (f" in the{lane} queue" if lane else "")
+        if n == 1
+        else (f"{n}{suffix} in the{lane} queue")
+    )
+
+
 def status_badge(status: str) -> str:
     return f'<span class="tg-badge tg-s-{esc(status)}">{esc(status)}</span>'
 
@@ -125,7 +137,7 @@ def jobs_table(
             f'<tr class="tg-job{sel}" data-job-id="{job.id}" tabindex="0">'
             f'<td class="tg-num">#{job.id}</td>'
             f'<td class="tg-name"><div class="tg-job-name">{esc(job.name or "(unnamed)")}</div>'
-            f"{error}</td>"
+            f"{_tags(job)}{error}</td>"
             f"<td>{esc(job.kind)}</td>"
             f"<td>{status_badge(job.status)}</td>"
             f"<td>{progress_bar(job)}</td>"
@@ -139,6 +151,16 @@ def jobs_table(
         '<table class="tg-table tg-jobs"><thead><tr><th>id</th><th>name</th><th>kind</th>'
         "<th>status</th><th>progress</th><th>algorithm</th><th>preset</th><th>reward</th>"
         "<th>created</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _tags(job: Job) -> str:
+    if not job.tags:
+        return ""
+    return (
+        '<div class="tg-tags">'
+        + "".join(f'<span class="tg-tag">{esc(t)}</span>' for t in job.tags)
+        + "</div>"
     )
 
 

@@ -11,6 +11,7 @@ import gradio as gr
 
 from frontend import form, render
 from frontend.client import (
+    ACTIVE_STATUSES,
     CANCELLABLE_STATUSES,
     KEY_REQUIRED_MESSAGE,
     RESUMABLE_STATUSES,
@@ -21,6 +22,7 @@ from frontend.client import (
 from frontend.shared import QUIET, TAB_RUN, TAB_TREE, Shared, as_int, event_data
 
 REFRESH_SECONDS = 3.0
+PAST = {"cancel": "cancelled", "resume": "resumed", "delete": "deleted"}
 PAGE = 50
 DEFAULT_PRESET = "digits-treegrpo"
 
@@ -47,18 +49,36 @@ class RunsTab:
     table: gr.HTML
 
 
-def _filters(statuses: list[str] | None, kind: str | None) -> dict[str, Any]:
+def _filters(
+    statuses: list[str] | None, kind: str | None, search: Any = "", tags: Any = ""
+) -> dict[str, Any]:
     return {
         "statuses": [s for s in (statuses or []) if s in STATUSES],
         "kind": None if kind in (None, "", "all") else kind,
+        "q": str(search or "").strip() or None,
+        "tags": split_tags(tags),
     }
 
 
+def split_tags(text: Any) -> list[str]:
+    """'a, b ,,c' -> ['a', 'b', 'c'] (duplicates dropped, order kept)."""
+    return list(dict.fromkeys(t.strip() for t in str(text or "").split(",") if t.strip()))
+
+
 def _table_html(
-    sh: Shared, request: Any, key: str | None, statuses: Any, kind: Any, job: Any
+    sh: Shared,
+    request: Any,
+    key: str | None,
+    statuses: Any,
+    kind: Any,
+    job: Any,
+    search: Any = "",
+    tags: Any = "",
 ) -> str:
     try:
-        page = sh.ctx.client(request, key).list_jobs(**_filters(statuses, kind), limit=PAGE)
+        page = sh.ctx.client(request, key).list_jobs(
+            **_filters(statuses, kind, search, tags), limit=PAGE
+        )
     except ApiError as exc:
         return render.notice(f"Could not list the jobs: {exc.message}", "error")
     more = (
@@ -77,10 +97,41 @@ def _table_html(
 def _selected_html(job: Job | None) -> str:
     if job is None:
         return '<div class="tg-muted">Click a row to select a job (double-click opens it).</div>'
+    waiting = (
+        f" · {render.queue_text(job)}" if job.status == "queued" and job.queue_position else ""
+    )
     return (
         f'<div>Selected: <b>#{job.id}</b> <span class="tg-job-name">'
-        f"{render.esc(job.name or '(unnamed)')}</span> {render.status_badge(job.status)}</div>"
+        f"{render.esc(job.name or '(unnamed)')}</span> {render.status_badge(job.status)}"
+        f"{render.esc(waiting)}</div>"
     )
+
+
+def _watched(watch: Any, client: Any) -> tuple[Any, Any]:
+    """A notice about a job, re-worded when the job's status moves on (never left stale, such
+    as "now cancelling" after it was cancelled). `watch`: {"job_id", "text", "status"}."""
+    if not isinstance(watch, dict) or watch.get("status") in FINAL:
+        return gr.skip(), gr.skip()
+    try:
+        job = client.get_job(int(watch["job_id"]))
+    except ApiError:
+        return gr.skip(), gr.skip()
+    if job.status == watch.get("status"):
+        return gr.skip(), gr.skip()
+    new = {**watch, "status": job.status}
+    return new, watch_notice(new, job)
+
+
+FINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted", "lost"})
+
+
+def watch_notice(watch: dict[str, Any], job: Job | None = None) -> str:
+    status = str(watch.get("status") or "")
+    text = f"{watch['text']} Job #{watch['job_id']} {render.status_phrase(status)}"
+    if job is not None and status == "queued" and job.queue_position:
+        text += f" ({render.queue_text(job)})"
+    kind = "error" if status in ("failed", "lost") else "ok"
+    return render.notice(text + ".", kind)
 
 
 def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
@@ -92,6 +143,19 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             ["all", "train", "sample", "evaluate"], value="all", label="Kind", scale=2
         )
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
+    with gr.Row():
+        search = gr.Textbox(
+            label="Search names",
+            placeholder="part of a run's name",
+            scale=3,
+            elem_id="tg-search",
+        )
+        tag_filter = gr.Textbox(
+            label="Tags (all of them; comma-separated)",
+            placeholder="baseline, sweep-3",
+            scale=2,
+            elem_id="tg-tag-filter",
+        )
     table = gr.HTML(elem_id="tg-jobs", js_on_load=ROW_CLICK_JS)
     with gr.Row(equal_height=True):
         selected = gr.HTML(_selected_html(None), elem_id="tg-selected-job")
@@ -99,12 +163,23 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         open_tree = gr.Button("Open trees", size="sm", scale=0, min_width=120)
         cancel = gr.Button("Cancel run…", size="sm", variant="stop", scale=0, min_width=120)
         resume = gr.Button("Resume run…", size="sm", scale=0, min_width=120)
+        delete = gr.Button(
+            "Delete run…", size="sm", variant="stop", scale=0, min_width=120, elem_id="tg-delete"
+        )
+    with gr.Accordion("Name, tags and notes of the selected run", open=False, elem_id="tg-manage"):
+        with gr.Row():
+            edit_name = gr.Textbox(label="name", scale=2, elem_id="tg-edit-name")
+            edit_tags = gr.Textbox(label="tags (comma-separated)", scale=2, elem_id="tg-edit-tags")
+        edit_notes = gr.Textbox(label="notes", lines=2, elem_id="tg-edit-notes")
+        save = gr.Button("Save name, tags and notes", size="sm", elem_id="tg-save")
     with gr.Row(visible=False, elem_id="tg-confirm") as confirm_row:
         confirm_text = gr.HTML()
         confirm_yes = gr.Button("Yes, do it", variant="stop", size="sm", scale=0, min_width=120)
         confirm_no = gr.Button("No, keep it", size="sm", scale=0, min_width=120)
     action_msg = gr.HTML(elem_id="tg-action-msg")
-    pending = gr.State(None)  # {"action": "cancel" | "resume", "job_id": int}
+    pending = gr.State(None)  # {"action": "cancel" | "resume" | "delete", "job_id": int}
+    action_watch = gr.State(None)  # the job the action notice is about (see _watched)
+    form_watch = gr.State(None)  # the job the form's "Created job" notice is about
     timer = gr.Timer(REFRESH_SECONDS)
 
     gr.Markdown("### Submit a run")
@@ -172,28 +247,58 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
     # -- table -------------------------------------------------------------------------------
 
     def refresh_table(
-        key: str | None, statuses: Any, kind_value: Any, job: Any, request: gr.Request
+        key: str | None,
+        statuses: Any,
+        kind_value: Any,
+        job: Any,
+        text: Any,
+        tags: Any,
+        request: gr.Request,
     ) -> str:
-        return _table_html(sh, request, key, statuses, kind_value, job)
+        return _table_html(sh, request, key, statuses, kind_value, job, text, tags)
 
-    table_inputs = [sh.key, status_filter, kind_filter, sh.job]
-    for trigger in (refresh.click, status_filter.change, kind_filter.change):
+    table_inputs = [sh.key, status_filter, kind_filter, sh.job, search, tag_filter]
+    for trigger in (
+        refresh.click,
+        status_filter.change,
+        kind_filter.change,
+        search.submit,
+        search.blur,
+        tag_filter.submit,
+        tag_filter.blur,
+    ):
         trigger(refresh_table, table_inputs, table)
 
     def refresh_both(
-        key: str | None, statuses: Any, kind_value: Any, job: Any, request: gr.Request
-    ) -> tuple[str, Any]:
-        """The table and the selected job's line (its status moves too)."""
-        table_html = _table_html(sh, request, key, statuses, kind_value, job)
+        key: str | None,
+        statuses: Any,
+        kind_value: Any,
+        job: Any,
+        text: Any,
+        tags: Any,
+        watch_a: Any,
+        watch_f: Any,
+        request: gr.Request,
+    ) -> tuple[Any, ...]:
+        """The table, the selected job's line (its status moves too) and the notices that
+        speak about a job's status."""
+        table_html = _table_html(sh, request, key, statuses, kind_value, job, text, tags)
+        client = sh.ctx.client(request, key)
+        notices = (*_watched(watch_a, client), *_watched(watch_f, client))
         job_id = as_int(job)
         if job_id is None:
-            return table_html, gr.skip()
+            return table_html, gr.skip(), *notices
         try:
-            return table_html, _selected_html(sh.ctx.client(request, key).get_job(job_id))
+            return table_html, _selected_html(client.get_job(job_id)), *notices
         except ApiError:
-            return table_html, gr.skip()
+            return table_html, gr.skip(), *notices
 
-    timer.tick(refresh_both, table_inputs, [table, selected], **QUIET)
+    timer.tick(
+        refresh_both,
+        [*table_inputs, action_watch, form_watch],
+        [table, selected, action_watch, action_msg, form_watch, form_msg],
+        **QUIET,
+    )
     # At once on page load, not only at the first tick (the table stayed blank for 3 s).
     demo.load(refresh_table, table_inputs, table, **QUIET)
 
@@ -244,7 +349,11 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
     # -- cancel / resume, confirmed in the page (no browser dialog) ----------------------------
 
     def ask(action: str) -> Any:
-        allowed = CANCELLABLE_STATUSES if action == "cancel" else RESUMABLE_STATUSES
+        allowed = {
+            "cancel": CANCELLABLE_STATUSES,
+            "resume": RESUMABLE_STATUSES,
+            "delete": frozenset(STATUSES) - ACTIVE_STATUSES,
+        }[action]
 
         def handler(job: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
             hide = gr.update(visible=False)
@@ -258,27 +367,28 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             except ApiError as exc:
                 return None, hide, "", render.notice(exc.message, "error")
             if current.status not in allowed:
-                what = (
-                    "queued or running"
-                    if action == "cancel"
-                    else "interrupted, failed, cancelled or lost"
-                )
+                what = {
+                    "cancel": "queued or running",
+                    "resume": "interrupted, failed, cancelled or lost",
+                    "delete": "finished (not queued, running or cancelling: cancel it first)",
+                }[action]
                 return (
                     None,
                     hide,
                     "",
                     render.notice(
                         f"Job #{job_id} {render.status_phrase(current.status)}; only {what} jobs can be "
-                        f"{'cancelled' if action == 'cancel' else 'resumed'}.",
+                        f"{PAST[action]}.",
                         "warn",
                     ),
                 )
-            verb = "Cancel" if action == "cancel" else "Resume"
-            effect = (
-                "It stops at its next step boundary, after a checkpoint."
-                if action == "cancel"
-                else "It continues from its last checkpoint."
-            )
+            verb = action.capitalize()
+            effect = {
+                "cancel": "It stops at its next step boundary, after a checkpoint.",
+                "resume": "It continues from its last checkpoint.",
+                "delete": "It disappears from every list; its images, trees and checkpoints "
+                "are removed. This cannot be undone.",
+            }[action]
             text = (
                 f'<div class="tg-notice tg-warn">{verb} job <b>#{job_id}</b> '
                 f'<span class="tg-job-name">{render.esc(current.name or "(unnamed)")}</span>? '
@@ -291,6 +401,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
     confirm_outputs = [pending, confirm_row, confirm_text, action_msg]
     cancel.click(ask("cancel"), [sh.job, sh.key], confirm_outputs)
     resume.click(ask("resume"), [sh.job, sh.key], confirm_outputs)
+    delete.click(ask("delete"), [sh.job, sh.key], confirm_outputs)
 
     def confirmed(
         action: Any,
@@ -298,21 +409,31 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         statuses: Any,
         kind_value: Any,
         job: Any,
+        text: Any,
+        tags: Any,
         request: gr.Request,
     ) -> tuple[Any, ...]:
         hide = gr.update(visible=False)
         if not isinstance(action, dict):
-            return None, hide, "", "", gr.skip()
+            return None, hide, "", "", gr.skip(), gr.skip(), gr.skip()
         client = sh.ctx.client(request, key)
         job_id = int(action["job_id"])
+        watch: Any = None
+        new_job: Any = gr.skip()
         try:
-            if action["action"] == "cancel":
-                done = client.cancel_job(job_id)
-                message = f"Job #{done.id} is now {done.status}."
+            if action["action"] == "delete":
+                client.delete_job(job_id)
+                note = render.notice(f"Job #{job_id} was deleted.", "ok")
+                new_job = None
             else:
-                done = client.resume_job(job_id)
-                message = f"Job #{done.id} is {done.status} again; a worker will pick it up."
-            note = render.notice(message, "ok")
+                if action["action"] == "cancel":
+                    done = client.cancel_job(job_id)
+                    prefix = "Cancel requested."
+                else:
+                    done = client.resume_job(job_id)
+                    prefix = "Resumed from its last checkpoint."
+                watch = {"job_id": done.id, "text": prefix, "status": done.status}
+                note = watch_notice(watch, done)
         except ApiError as exc:
             note = render.notice(exc.message, "error")
         return (
@@ -320,13 +441,75 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             hide,
             "",
             note,
-            _table_html(sh, request, key, statuses, kind_value, job),
+            _table_html(sh, request, key, statuses, kind_value, job, text, tags),
+            watch,
+            new_job,
         )
 
     confirm_yes.click(
         confirmed,
-        [pending, sh.key, status_filter, kind_filter, sh.job],
-        [pending, confirm_row, confirm_text, action_msg, table],
+        [pending, sh.key, status_filter, kind_filter, sh.job, search, tag_filter],
+        [pending, confirm_row, confirm_text, action_msg, table, action_watch, sh.job],
+    )
+
+    # -- name, tags, notes ----------------------------------------------------------------------
+
+    def fill_edit(job: Any, key: str | None, request: gr.Request) -> tuple[Any, Any, Any]:
+        job_id = as_int(job)
+        if job_id is None:
+            return "", "", ""
+        try:
+            found = sh.ctx.client(request, key).get_job(job_id)
+        except ApiError:
+            return gr.skip(), gr.skip(), gr.skip()
+        return found.name, ", ".join(found.tags), found.notes
+
+    sh.job.change(fill_edit, [sh.job, sh.key], [edit_name, edit_tags, edit_notes])
+
+    def save_edit(
+        job: Any,
+        key: str | None,
+        name_value: Any,
+        tags_value: Any,
+        notes_value: Any,
+        statuses: Any,
+        kind_value: Any,
+        text: Any,
+        tags: Any,
+        request: gr.Request,
+    ) -> tuple[Any, Any]:
+        job_id = as_int(job)
+        if job_id is None:
+            return render.notice("Select a job in the table first.", "warn"), gr.skip()
+        client = sh.ctx.client(request, key)
+        try:
+            done = client.update_job(
+                job_id,
+                name=str(name_value or "").strip() or None,
+                tags=split_tags(tags_value),
+                notes=str(notes_value or ""),
+            )
+        except ApiError as exc:
+            return render.notice(exc.message, "warn" if exc.status == 401 else "error"), gr.skip()
+        return (
+            render.notice(f"Job #{done.id} saved: name, {len(done.tags)} tags, notes.", "ok"),
+            _table_html(sh, request, key, statuses, kind_value, job, text, tags),
+        )
+
+    save.click(
+        save_edit,
+        [
+            sh.job,
+            sh.key,
+            edit_name,
+            edit_tags,
+            edit_notes,
+            status_filter,
+            kind_filter,
+            search,
+            tag_filter,
+        ],
+        [action_msg, table],
     )
     confirm_no.click(
         lambda: (None, gr.update(visible=False), "", render.notice("Nothing was changed.", "info")),
@@ -428,6 +611,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             elif source_id is not None:
                 params["source_job_id"] = source_id
         message = ""
+        new_watch: Any = gr.skip()
         new_job: Any = gr.skip()
         new_token: Any = gr.skip()
         if slots:
@@ -461,11 +645,14 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
                     message = render.notice(exc.message, "warn" if exc.status == 401 else "error")
             else:
                 sent = ", ".join(f"{k}={v}" for k, v in result.config.items()) or "none"
-                message = render.notice(
-                    f"Created job #{job.id} ({job.status}) from preset "
-                    f"{preset_value or 'defaults'}; overrides: {sent}.",
-                    "ok",
-                )
+                watch = {
+                    "job_id": job.id,
+                    "text": f"Created job #{job.id} from preset {preset_value or 'defaults'}; "
+                    f"overrides: {sent}.",
+                    "status": job.status,
+                }
+                message = watch_notice(watch, job)
+                new_watch = watch
                 new_job = job.id
                 new_token = uuid.uuid4().hex
         return (
@@ -476,12 +663,13 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             *(render.field_error(slots.get(spec.name)) for spec in form.FIELDS),
             new_job,
             new_token,
+            new_watch,
         )
 
     submit.click(
         do_submit,
         form_inputs,
-        [form_msg, name_err, source_err, advanced_err, *errors, sh.job, token],
+        [form_msg, name_err, source_err, advanced_err, *errors, sh.job, token, form_watch],
         concurrency_limit=1,
     ).then(refresh_table, table_inputs, table, **QUIET)
 

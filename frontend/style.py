@@ -109,6 +109,8 @@ CSS = """
 .tg-hop img { width:44px; height:44px; border-radius:3px; background:#f1f3f4; }
 .tg-hop.tg-current { border-color:#f59e0b; }
 .tg-key-status { font-size:0.85em; }
+.tg-tags { display:flex; flex-wrap:wrap; gap:4px; margin-top:2px; }
+.tg-tag { font-size:0.75em; padding:0 6px; border-radius:8px; background:#e8f0fe; color:#174ea6; }
 .tg-log { height:300px; overflow:auto; margin:0; padding:8px; font-size:12px; line-height:1.35;
   background:#f8f9fa; border:1px solid #dadce0; border-radius:6px; white-space:pre-wrap;
   word-break:break-word; }
