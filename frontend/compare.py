@@ -1,5 +1,7 @@
 """The Compare tab: several runs' reward curves overlaid against training wall-clock and against
-images seen (e.g. TreeGRPO vs DanceGRPO on the same preset), with a time-to-reward table."""
+images seen (e.g. TreeGRPO vs DanceGRPO on the same preset), with a time-to-reward table; where
+each run's time goes per epoch (rollout / reward / update); and their held-out galleries side by
+side at one epoch (same prompts, same seeds: the images differ only by the policy)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ import gradio as gr
 
 from frontend import curves, render
 from frontend.charts import Series, line_chart_svg
-from frontend.client import ApiClient, ApiError, Job
-from frontend.shared import QUIET, Shared, as_int, job_choices
+from frontend.client import ApiClient, ApiError, Job, Sample
+from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
+from frontend.thumbs import GALLERY_PX
+
+PHASES = ("time/rollout", "time/reward", "time/update")
 
 REFRESH_SECONDS = 5.0
 MAX_RUNS = 10
@@ -27,7 +32,9 @@ def fetch_run(client: ApiClient, job_id: int, metric: str) -> tuple[Job, curves.
     for _ in range(20):
         since = store.last_step
         page = client.metrics(
-            job_id, names=[metric, curves.WALL_CLOCK, curves.IMAGES_SEEN], since_step=since
+            job_id,
+            names=[metric, curves.WALL_CLOCK, curves.IMAGES_SEEN, *PHASES],
+            since_step=since,
         )
         store.add(page.points)
         store.names.update(page.names)
@@ -114,6 +121,123 @@ def compare_html(
     return charts, render.compare_table(table_rows, metric=metric)
 
 
+def phase_chart_svg(runs: list[tuple[Job, curves.MetricStore]]) -> str:
+    """Mean seconds per epoch of each run in rollout, reward and update, as stacked bars."""
+    colours = {"time/rollout": "#1f77b4", "time/reward": "#ff7f0e", "time/update": "#2ca02c"}
+    rows = []
+    for job, store in runs:
+        means = []
+        for phase in PHASES:
+            series = store.values.get(phase, {})
+            means.append(sum(series.values()) / len(series) if series else 0.0)
+        rows.append((job, means))
+    if not any(sum(m) for _, m in rows):
+        return (
+            '<div class="tg-empty" id="tg-phase-chart">No per-phase timing logged yet '
+            "(time/rollout, time/reward, time/update).</div>"
+        )
+    left, bar_h, gap, width = 230, 20, 10, 820
+    longest = max(sum(m) for _, m in rows) or 1.0
+    scale = (width - left - 90) / longest
+    height = 34 + len(rows) * (bar_h + gap) + 24
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="tg-phase-chart" class="chart" '
+        f'data-runs="{len(rows)}" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="ui-sans-serif, system-ui, sans-serif" '
+        'font-size="11" role="img" aria-label="seconds per epoch by phase">'
+        '<text x="0" y="14" font-size="13" font-weight="600" fill="#202124">'
+        "Seconds per epoch by phase (mean over the epochs logged)</text>"
+    ]
+    for i, (job, means) in enumerate(rows):
+        y = 30 + i * (bar_h + gap)
+        out.append(
+            f'<text x="{left - 8}" y="{y + 14}" text-anchor="end" fill="#3c4043">'
+            f"{render.esc(_series_label(job)[:38])}</text>"
+        )
+        x = float(left)
+        for phase, value in zip(PHASES, means, strict=True):
+            w = value * scale
+            out.append(
+                f'<rect class="phase" data-job-id="{job.id}" data-phase="{phase}" '
+                f'data-seconds="{value:.4f}" x="{x:.1f}" y="{y}" width="{w:.1f}" '
+                f'height="{bar_h}" fill="{colours[phase]}"><title>'
+                f"{render.esc(phase.split('/')[1])}: {value:.2f} s</title></rect>"
+            )
+            x += w
+        out.append(f'<text x="{x + 6:.1f}" y="{y + 14}" fill="#3c4043">{sum(means):.2f} s</text>')
+    ly = height - 8
+    for j, phase in enumerate(PHASES):
+        lx = left + j * 110
+        out.append(
+            f'<rect x="{lx}" y="{ly - 9}" width="12" height="10" fill="{colours[phase]}"/>'
+            f'<text x="{lx + 16}" y="{ly}" fill="#3c4043">{phase.split("/")[1]}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def gallery_epochs(pages: list[list[int]]) -> list[int]:
+    """The gallery epochs every run has (the galleries can be set side by side there)."""
+    if not pages:
+        return []
+    common = set(pages[0])
+    for epochs in pages[1:]:
+        common &= set(epochs)
+    return sorted(common)
+
+
+def side_by_side_html(
+    runs: list[tuple[Job, list[Sample]]],
+    epoch: int | None,
+    *,
+    sources: dict[str, str],
+    pixelated: bool,
+) -> str:
+    """One row per held-out prompt, one column per run, at `epoch`."""
+    if len(runs) < 2:
+        return '<div class="tg-empty" id="tg-side-by-side">Pick two or more runs.</div>'
+    if epoch is None:
+        return (
+            '<div class="tg-empty" id="tg-side-by-side">These runs have no gallery epoch in '
+            "common.</div>"
+        )
+    seeds = {j.config.get("seed") for j, _ in runs}
+    prompts = {tuple(x.prompt for x in samples) for _, samples in runs}
+    same = len(seeds) == 1 and len(prompts) == 1
+    note = (
+        "Same held-out prompts and seeds: the images differ only by the policy."
+        if same
+        else "Careful: the runs differ in seed or held-out prompts, so the images also differ "
+        "by their noise."
+    )
+    pix = ' class="tg-pixelated"' if pixelated else ""
+    head = "".join(f'<th data-job-id="{j.id}">{render.esc(_series_label(j))}</th>' for j, _ in runs)
+    rows = []
+    count = max(len(samples) for _, samples in runs)
+    for i in range(count):
+        prompt = next((s[i].prompt for _, s in runs if i < len(s)), "")
+        cells = []
+        for _, samples in runs:
+            if i >= len(samples):
+                cells.append("<td>-</td>")
+                continue
+            item = samples[i]
+            src = sources.get(item.image_url or "") or ""
+            image = f'<img src="{render.esc(src)}" alt=""{pix}>' if src else "no image"
+            cells.append(
+                f'<td class="tg-sbs-cell">{image}<div>reward <b>{render.fmt(item.reward)}</b>'
+                "</div></td>"
+            )
+        rows.append(f'<tr><th class="tg-prompt">{render.esc(prompt)}</th>{"".join(cells)}</tr>')
+    return (
+        f'<div id="tg-side-by-side" data-epoch="{epoch}" data-same="{int(same)}">'
+        f'<div class="tg-gallery-title">Held-out galleries at epoch {epoch}</div>'
+        f'<div class="tg-muted">{render.esc(note)}</div>'
+        f'<table class="tg-table tg-sbs"><thead><tr><th>prompt</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def default_runs(jobs: list[Job]) -> list[int]:
     """The newest finished-or-running train job of each algorithm (the head-to-head view)."""
     picked: dict[str, int] = {}
@@ -159,7 +283,38 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=90)
     charts = gr.HTML(elem_id="tg-compare")
     table = gr.HTML(elem_id="tg-compare-table")
+    gr.Markdown("#### Held-out galleries side by side")
+    gallery_epoch = gr.Dropdown(
+        [], label="Gallery epoch (those every picked run has)", elem_id="tg-compare-epoch"
+    )
+    side = gr.HTML(elem_id="tg-compare-gallery")
     timer = gr.Timer(REFRESH_SECONDS)
+
+    def galleries(
+        chosen: Any, wanted: Any, key: str | None, request: gr.Request
+    ) -> tuple[Any, Any]:
+        ids = [i for i in (as_int(v) for v in (chosen or [])) if i is not None]
+        client = sh.ctx.client(request, key)
+        try:
+            jobs = [client.get_job(i) for i in ids]
+            common = gallery_epochs([client.samples(i, limit=1).epochs for i in ids])
+            epoch = as_int(wanted)
+            if epoch not in common:
+                epoch = common[-1] if common else None
+            runs = [
+                (j, client.samples(j.id, epoch=epoch).samples if epoch is not None else [])
+                for j in jobs
+            ]
+        except ApiError as exc:
+            return gr.skip(), render.notice(exc.message, "error")
+        urls = [x.image_url for _, samples in runs for x in samples]
+        html = side_by_side_html(
+            runs,
+            epoch,
+            sources=sh.ctx.thumbs.many(client, urls, GALLERY_PX),
+            pixelated=any(small_images(j.config) for j in jobs),
+        )
+        return gr.update(choices=common, value=epoch), html
 
     def choices(key: str | None, chosen: Any, request: gr.Request) -> Any:
         try:
@@ -200,14 +355,23 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             return render.notice(exc.message, "error"), "", gr.skip()
         chart_html, table_html = compare_html(loaded, metric_name, float(smooth or 0), wanted)
         rewards = curves.reward_names(names) or ["reward_mean"]
-        return chart_html, table_html, gr.update(choices=rewards, value=metric_name)
+        return (
+            chart_html,
+            table_html + phase_chart_svg(loaded),
+            gr.update(choices=rewards, value=metric_name),
+        )
 
     inputs = [runs, metric, smoothing, target, sh.key]
     outputs = [charts, table, metric]
+    gallery_io = ([runs, gallery_epoch, sh.key], [gallery_epoch, side])
     for trigger in (demo.load, refresh.click, tab.select):
-        trigger(choices, [sh.key, runs], runs).then(update, inputs, outputs)
+        trigger(choices, [sh.key, runs], runs).then(update, inputs, outputs).then(
+            galleries, *gallery_io, **QUIET
+        )
     for event in (runs.change, metric.select, smoothing.release, target.submit, target.blur):
         event(update, inputs, outputs, **QUIET)
+    runs.change(galleries, *gallery_io, **QUIET)
+    gallery_epoch.select(galleries, *gallery_io, **QUIET)
 
     def tick(
         chosen: Any,

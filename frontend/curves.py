@@ -192,3 +192,20 @@ def auto_target(finals: Iterable[float | None]) -> float | None:
     so the table answers 'how soon did each run reach what the weakest one ended with'."""
     known = [f for f in finals if f is not None]
     return min(known) if known else None
+
+
+# The over-optimisation watch (docs/API.md): per gallery epoch, the gap between the training
+# reward and the held-out gallery's, and the gallery's diversity (mean pairwise image distance).
+GAP, DIVERSITY, OVEROPT = "watch/reward_gap", "watch/diversity", "watch/overopt"
+
+
+def overoptimising(values: Mapping[str, Mapping[int, float]]) -> tuple[int, int] | None:
+    """(previous, latest) gallery epochs when, between the last two that have both numbers, the
+    gap rose and the diversity fell (the signature of reward hacking); None otherwise."""
+    gap, div = values.get(GAP, {}), values.get(DIVERSITY, {})
+    both = sorted(set(gap) & set(div))
+    if len(both) < 2:
+        flagged = values.get(OVEROPT, {})
+        return None if not flagged or not flagged[max(flagged)] else (max(flagged), max(flagged))
+    a, b = both[-2], both[-1]
+    return (a, b) if gap[b] > gap[a] and div[b] < div[a] else None

@@ -55,6 +55,17 @@ FIELDS: tuple[FormField, ...] = (
     FormField("checkpoint_every", "checkpoint every (epochs)", "int", minimum=0),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
+TREE_ONLY = frozenset({"tree.k", "tree.depth", "tree.window", "log_tree_every"})
+FLAT_ONLY = frozenset({"flat.group_size"})
+
+
+def fields_for(algorithm: str) -> frozenset[str]:
+    """The form fields that mean something for `algorithm`: TreeGRPO has no flat group, the
+    flat baselines (DanceGRPO, Flow-GRPO, MixGRPO) log no tree. Unknown: all of them."""
+    hidden = FLAT_ONLY if algorithm == "treegrpo" else TREE_ONLY if algorithm in ALGORITHMS else ()
+    return frozenset(FIELD_NAMES) - frozenset(hidden)
+
+
 # Form-level slots that also receive messages.
 NAME_SLOT, ADVANCED_SLOT, SOURCE_SLOT = "name", "advanced", "source_job_id"
 

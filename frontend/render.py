@@ -87,6 +87,33 @@ def status_phrase(status: str) -> str:
     return _STATUS_PHRASES.get(status, f"is {status}")
 
 
+def schedule_facts(job: Job) -> list[tuple[str, str]]:
+    """When the next gallery and tree are due (the final epoch always logs both)."""
+    sched = job.schedule
+    if not sched or job.kind != "train":
+        return []
+    epochs = sched.get("epochs")
+    out = []
+    for label, key, every in (
+        ("next gallery", "next_gallery_epoch", "sample_every"),
+        ("next tree", "next_tree_epoch", "log_tree_every"),
+    ):
+        due = sched.get(key)
+        if due is None:
+            text = "none left" if job.status not in ACTIVE else "-"
+        else:
+            text = f"epoch {due}"
+            if epochs is not None and key == "next_gallery_epoch" and due == epochs:
+                text += " (the final one)"
+            if sched.get(every):
+                text += f" · every {sched[every]}"
+        out.append((label, text))
+    return out
+
+
+ACTIVE = frozenset({"queued", "running", "cancelling"})
+
+
 def queue_text(job: Job) -> str:
     """'2nd in the interactive queue' for a queued job with a position."""
     n = job.queue_position or 0
@@ -187,6 +214,9 @@ def job_header(job: Job, *, checkpoint_href: str | None, now: datetime | None = 
     ]
     if job.parent_job_id is not None:
         facts.append(("parent job", f"#{job.parent_job_id}"))
+    if job.status == "queued" and job.queue_position:
+        facts.append(("waiting", esc(queue_text(job))))
+    facts += [(label, esc(text)) for label, text in schedule_facts(job)]
     cells = "".join(f'<div class="tg-fact"><span>{k}</span><b>{v}</b></div>' for k, v in facts)
     if checkpoint_href:
         download = (

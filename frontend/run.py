@@ -107,7 +107,51 @@ def reward_charts_html(store: curves.MetricStore, smoothing: float) -> str:
                 empty_message="waiting for the first epoch",
             )
         )
-    return f'<div class="tg-charts" id="tg-reward-charts">{"".join(charts)}</div>'
+    return f'<div class="tg-charts" id="tg-reward-charts">{"".join(charts)}</div>' + watch_html(
+        store, smoothing
+    )
+
+
+def watch_html(store: curves.MetricStore, smoothing: float) -> str:
+    """The over-optimisation watch: the train - held-out reward gap and the held-out gallery's
+    diversity per gallery epoch, flagged when the gap rises while the diversity falls."""
+    charts = []
+    for name, title in (
+        (curves.GAP, "train − held-out reward gap"),
+        (curves.DIVERSITY, "held-out gallery diversity"),
+    ):
+        xs, ys = curves.xy(store.values, name)
+        charts.append(
+            line_chart_svg(
+                [Series(name, xs, ys)] if xs else [],
+                title=f"{title} vs epoch",
+                x_label="gallery epoch",
+                smoothing=0.0,
+                width=CHART_W,
+                height=200,
+                chart_id=name,
+                empty_message="from the second gallery on",
+                integer_x=True,
+            )
+        )
+    flagged = curves.overoptimising(store.values)
+    if flagged:
+        a, b = flagged
+        note = render.notice(
+            f"Over-optimisation warning: from epoch {a} to {b} the training reward pulled away "
+            "from the held-out reward while the held-out images grew more alike. The policy may "
+            "be exploiting the reward; compare the galleries below.",
+            "warn",
+        )
+    elif store.values.get(curves.GAP):
+        note = '<div class="tg-muted">No sign of over-optimisation so far.</div>'
+    else:
+        note = ""
+    return (
+        f'<div id="tg-watch" data-flagged="{"1" if flagged else "0"}">'
+        '<div class="tg-gallery-title">Over-optimisation watch</div>'
+        f'{note}<div class="tg-charts">{"".join(charts)}</div></div>'
+    )
 
 
 def checks_html(store: curves.MetricStore) -> str:

@@ -203,11 +203,13 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             source_err = gr.HTML(elem_id="tg-source-error")
     inputs: list[gr.components.Component] = []
     errors: list[gr.HTML] = []
+    columns: list[gr.Column] = []
     per_row = 4
     for start in range(0, len(form.FIELDS), per_row):
         with gr.Row():
             for spec in form.FIELDS[start : start + per_row]:
-                with gr.Column(min_width=180):
+                with gr.Column(min_width=180) as column:
+                    columns.append(column)
                     elem_id = "tg-f-" + spec.name.replace(".", "-").replace("_", "-")
                     widget: gr.components.Component
                     if spec.kind == "choice":
@@ -574,6 +576,16 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         )
 
     kind.change(lambda value: gr.Column(visible=value != "train"), kind, source_col)
+
+    algorithm_widget = inputs[form.FIELD_NAMES.index("algorithm")]
+    assert isinstance(algorithm_widget, gr.Dropdown)
+
+    def fields_for(algorithm: Any) -> list[Any]:
+        """Tree fields only for TreeGRPO, the flat group size only for the flat baselines."""
+        shown = form.fields_for(str(algorithm or ""))
+        return [gr.Column(visible=spec.name in shown) for spec in form.FIELDS]
+
+    algorithm_widget.change(fields_for, algorithm_widget, columns, **QUIET)
     preset.select(fill_from_preset, [preset, presets], [*inputs, *errors])
 
     form_inputs: set[gr.blocks.Block] = {

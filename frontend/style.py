@@ -109,6 +109,10 @@ CSS = """
 .tg-hop img { width:44px; height:44px; border-radius:3px; background:#f1f3f4; }
 .tg-hop.tg-current { border-color:#f59e0b; }
 .tg-key-status { font-size:0.85em; }
+.tg-sbs th.tg-prompt { max-width:220px; font-weight:500; }
+.tg-sbs-cell img { width:96px; height:96px; border-radius:4px; background:#f1f3f4;
+  object-fit:contain; }
+#tg-phase-chart { margin-top:10px; max-width:100%; height:auto; }
 .tg-tags { display:flex; flex-wrap:wrap; gap:4px; margin-top:2px; }
 .tg-tag { font-size:0.75em; padding:0 6px; border-radius:8px; background:#e8f0fe; color:#174ea6; }
 .tg-log { height:300px; overflow:auto; margin:0; padding:8px; font-size:12px; line-height:1.35;

@@ -458,7 +458,10 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
                 elem_id="tg-branch-k",
             )
             branch = gr.Button(
-                "Branch again from this node", variant="primary", elem_id="tg-branch"
+                "Branch again from this node",
+                variant="primary",
+                interactive=False,
+                elem_id="tg-branch",
             )
             branch_msg = gr.HTML(elem_id="tg-branch-msg")
     timer = gr.Timer(POLL_SECONDS, active=False)
@@ -480,10 +483,24 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         if job_id is None:
             return job_update, gr.update(choices=[], value=None), "", None, []
         if not trees:
+            picked = next((j for j in jobs if j.id == job_id), None)
+            flat = (
+                picked is not None
+                and picked.kind == "train"
+                and picked.algorithm
+                not in (
+                    "",
+                    "treegrpo",
+                )
+            )
             message = render.notice(
-                f"Job #{job_id} has no logged tree yet (TreeGRPO runs log one every "
-                "`log_tree_every` epochs; sample jobs log theirs). This list refreshes when "
-                "you come back to this tab or press Refresh.",
+                f"Job #{job_id} is a {picked.algorithm} run: flat baselines sample "
+                "independent images and grow no tree, so there is nothing to inspect or "
+                "branch from here."
+                if flat and picked is not None
+                else f"Job #{job_id} has no logged tree yet (TreeGRPO runs log one every "
+                "`log_tree_every` epochs and at the final epoch; sample jobs log theirs). This "
+                "list refreshes when you come back to this tab or press Refresh.",
                 "info",
             )
             return job_update, gr.update(choices=[], value=None), message, "clear", []
@@ -519,6 +536,13 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         return loaded, None, view, render.node_panel(tree, None), ""
 
     tree_outputs = [tree_state, node_state, tree_html, panel, branch_msg]
+    # No tree (a flat baseline's run, or none logged yet): nothing to branch from.
+    tree_state.change(
+        lambda loaded: gr.Button(interactive=isinstance(loaded, Loaded)),
+        tree_state,
+        branch,
+        **QUIET,
+    )
 
     def complete(loaded: Any, node: Any, key: str | None, request: gr.Request) -> tuple[Any, Any]:
         """The thumbnails of a tree drawn without them (a big tree's second render)."""
