@@ -448,13 +448,19 @@ class RunConfig:
         default="float32", metadata=_help("Model dtype; step math always runs in float32.")
     )
     checkpoint_every: int = field(
-        default=1, metadata=_help("Epochs between checkpoints; 0 = only at the end.")
+        default=1, metadata=_help("Epochs between checkpoints; the final epoch always saves one.")
     )
     log_tree_every: int = field(
-        default=0, metadata=_help("Epochs between logged trees (with images); 0 = never.")
+        default=0,
+        metadata=_help(
+            "Epochs between logged trees (with images); the final epoch always logs its trees."
+        ),
     )
     sample_every: int = field(
-        default=0, metadata=_help("Epochs between sample galleries (epoch 0 too); 0 = never.")
+        default=0,
+        metadata=_help(
+            "Epochs between sample galleries (epoch 0 too); the final epoch always has one."
+        ),
     )
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tree: TreeConfig = field(default_factory=TreeConfig)
@@ -595,6 +601,53 @@ class RunConfig:
         return cls(**kwargs)
 
 
+# ---------------------------------------------------------------------------------------------
+# When a run logs. The final epoch always logs a gallery, its trees and a checkpoint, whatever
+# the *_every settings, so a short run always shows its trained model. Gallery and checkpoint
+# epochs count finished epochs (1..epochs; gallery 0 = the baseline before training); tree
+# epochs number the rollout that grew them (0..epochs - 1).
+
+
+def is_gallery_epoch(epoch: int, *, epochs: int, every: int) -> bool:
+    return epoch == epochs or (every > 0 and epoch % every == 0)
+
+
+def is_tree_epoch(epoch: int, *, epochs: int, every: int) -> bool:
+    return epoch == epochs - 1 or (every > 0 and epoch % every == 0)
+
+
+def is_checkpoint_epoch(epoch: int, *, epochs: int, every: int) -> bool:
+    return epoch == epochs or (every > 0 and epoch % every == 0)
+
+
+def _next_multiple(start: int, every: int, last: int) -> int:
+    """The smallest multiple of `every` >= start, or the final epoch `last` if sooner."""
+    if every <= 0:
+        return last
+    return min(-(-start // every) * every, last)
+
+
+def logging_schedule(
+    *,
+    epochs: int,
+    epochs_done: int,
+    sample_every: int,
+    log_tree_every: int,
+    checkpoint_every: int,
+) -> dict[str, int | None]:
+    """The next gallery, tree and checkpoint epochs still to come after `epochs_done` finished
+    epochs (None when none is left), in the numbering of the stored rows."""
+    done = max(0, epochs_done)
+    gallery = _next_multiple(done + 1, sample_every, epochs) if done < epochs else None
+    tree = _next_multiple(done, log_tree_every, epochs - 1) if done < epochs else None
+    checkpoint = _next_multiple(done + 1, checkpoint_every, epochs) if done < epochs else None
+    return {
+        "next_gallery_epoch": gallery,
+        "next_tree_epoch": tree,
+        "next_checkpoint_epoch": checkpoint,
+    }
+
+
 def _unknown_message(key: str, known: Iterable[str]) -> str:
     return f"unknown setting {key!r}; known: {', '.join(sorted(known))}"
 
@@ -678,6 +731,51 @@ def resolve_config(
         key, value = parse_assignment(text)
         data = deep_merge(data, expand_dotted({key: value}))
     return RunConfig.from_dict(data)
+
+
+def config_errors(
+    preset: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> list[ConfigError]:
+    """Every problem of a preset plus overrides, not only the first: after each error the
+    faulty setting is taken out (back to its default) and the rest checked again. Empty when
+    the config is valid. Problems that depend on one another may show only the first."""
+    import copy
+
+    from treegrpo.presets import preset_dict
+
+    try:
+        data: dict[str, Any] = preset_dict(preset) if preset else {}
+        if overrides:
+            data = deep_merge(data, expand_dotted(overrides))
+    except ConfigError as exc:
+        return [exc]
+    data = copy.deepcopy(data)
+    errors: list[ConfigError] = []
+    for _ in range(len(field_help()) + 8):
+        try:
+            RunConfig.from_dict(data)
+            return errors
+        except ConfigError as exc:
+            errors.append(exc)
+            if not _take_out(data, exc.field):
+                return errors
+        except (TypeError, ValueError, RecursionError):
+            return errors
+    return errors
+
+
+def _take_out(data: dict[str, Any], dotted: str) -> bool:
+    """Remove the setting `dotted` from nested `data`; False when it is not there."""
+    parts = dotted.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        return False
+    del node[parts[-1]]
+    return True
 
 
 def field_help() -> dict[str, str]:

@@ -327,16 +327,24 @@ class BranchOrigin:
 def branch_origin(params: BranchParams) -> BranchOrigin:
     with session_scope() as session:
         tree = crud.get_tree(session, tree_id=params.tree_id)
-        node = crud.get_node(session, tree_id=params.tree_id, node_id=params.node_id)
+        node: Any
+        if params.node_id is not None:
+            node = crud.get_node(session, tree_id=params.tree_id, node_id=params.node_id)
+        else:
+            assert params.branch_node_id is not None
+            node = crud.get_branch_node(
+                session, tree_id=params.tree_id, branch_node_id=params.branch_node_id
+            )
         try:
             grown_with: dict[str, Any] | None = dict(
-                crud.get_job(session, job_id=tree.job_id).config
+                crud.get_job(session, job_id=tree.job_id, include_deleted=True).config
             )
         except NotFound:
             grown_with = None
+        # The advantages of branch children are measured against the training tree's leaves.
         reference: dict[str, list[float]] = {}
         for other in tree.nodes:
-            if other.is_leaf and other.branch_job_id is None and other.rewards:
+            if other.is_leaf and other.rewards:
                 for name, value in other.rewards.items():
                     reference.setdefault(name, []).append(float(value))
         return BranchOrigin(
@@ -356,6 +364,23 @@ def branch_origin(params: BranchParams) -> BranchOrigin:
         )
 
 
+def branch_record(ctx: JobContext, params: BranchParams) -> int:
+    """The id of this job's branch record (made at submission; made here for a job created
+    without the API)."""
+    with session_scope() as session:
+        branch = crud.branch_of_job(session, job_id=ctx.job_id)
+        if branch is None:
+            branch = crud.create_branch(
+                session,
+                job_id=ctx.job_id,
+                tree_id=params.tree_id,
+                k=params.k,
+                node_id=params.node_id,
+                from_branch_node_id=params.branch_node_id,
+            )
+        return branch.id
+
+
 def run_branch(ctx: JobContext, params: BranchParams) -> str:
     from treegrpo.algorithms import resolve_for_model
     from treegrpo.artifacts import thumbnail
@@ -364,24 +389,29 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     from treegrpo.rewards.registry import load_run_rewards, score_images
 
     origin = branch_origin(params)
+    named = (
+        f"node {params.node_id}"
+        if params.node_id is not None
+        else f"branch node {params.branch_node_id}"
+    )
     if origin.latent_path is None:
         raise JobError(
-            f"node {params.node_id} of tree {params.tree_id} has no stored latent, so it cannot "
+            f"{named} of tree {params.tree_id} has no stored latent, so it cannot "
             "be branched (only trees logged with their latents can)"
         )
     steps = origin.steps
     if origin.node_is_leaf or origin.node_step >= steps:
         raise JobError(
-            f"node {params.node_id} is a leaf (the final image at step {steps}); branch from an "
-            "earlier node"
+            f"{named} is a leaf (the final image at step {steps}); branch from an earlier node"
         )
+    branch_id = branch_record(ctx, params)
     # The tree's own settings (model, steps, guidance, noise level, rewards) regrow it; this
     # job's config gives the device and the seed of the new noises.
     grown_with = RunConfig.from_dict(origin.grown_with) if origin.grown_with else ctx.config
     config = dataclasses.replace(grown_with, device=ctx.config.device, dtype=ctx.config.dtype)
     source = policy_for_tree(ctx, origin.meta, origin.job_id)
     ctx.log.write(
-        f"branching {params.k} children from node {params.node_id} (step "
+        f"branching {params.k} children from {named} (step "
         f"{origin.node_step}/{steps}) of tree {params.tree_id} with {source.describe()}"
     )
     ctx.heartbeat(progress_step=0, progress_total=1)
@@ -454,15 +484,9 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     ctx.publish(rel)
     ctx.heartbeat()
     with session_scope() as session:
-        # A branch job that runs again (resumed after a failure) replaces its earlier children.
-        crud.delete_branch_nodes(session, tree_id=params.tree_id, branch_job_id=ctx.job_id)
-        crud.add_branch_nodes(
-            session,
-            tree_id=params.tree_id,
-            from_node_id=params.node_id,
-            branch_job_id=ctx.job_id,
-            nodes=nodes,
-        )
+        # Beside the training tree, never in it. A branch job that runs again (resumed after a
+        # failure) replaces its earlier children.
+        crud.replace_branch_nodes(session, branch_id=branch_id, nodes=nodes)
     means = {name: float(v.mean()) for name, v in leaf_scores.items()}
     metrics = {f"reward/{name}_mean": value for name, value in means.items()}
     metrics["reward_mean"] = weighted(means, config.reward_weights)
