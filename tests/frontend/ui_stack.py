@@ -149,7 +149,81 @@ def _spawn(stack: Stack, name: str, args: list[str]) -> None:
     )
 
 
-def start_stack(root: Path, *, worker: bool = True, timeout: float = 90) -> Stack:
+def seed_tree(stack: Stack, tree: dict[str, Any], *, name: str = "seeded big tree") -> int:
+    """A finished train job holding `tree` (ui_factories.tree_json's shape) and a small PNG per
+    node in the stack's artifact folder, written straight into the stack's database (a k=4, d=4
+    tree would take the digits model minutes to grow on 2 cores). Returns the job id."""
+    import io
+
+    from PIL import Image
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from backend import models
+
+    artifacts = Path(stack.env["TREEGRPO_DATA_DIR"]) / "artifacts"
+    engine = create_engine(stack.env["TREEGRPO_DATABASE_URL"])
+    with Session(engine) as session:
+        job = models.Job(
+            kind="train",
+            name=name,
+            status="succeeded",
+            preset="digits-treegrpo",
+            config={"algorithm": "treegrpo", "model": "digits", "epochs": 1},
+            params={},
+            algorithm="treegrpo",
+            progress_step=1,
+            progress_total=1,
+        )
+        session.add(job)
+        session.flush()
+        row = models.Tree(
+            job_id=job.id,
+            epoch=0,
+            index=0,
+            prompt=tree["prompt"],
+            seed=0,
+            window_start=tree["window_start"],
+            k=tree["k"],
+            depth=tree["depth"],
+            steps=tree["steps"],
+            backup="mean",
+        )
+        session.add(row)
+        session.flush()
+        ids: dict[int, int] = {}
+        for node in tree["nodes"]:  # parents come first in the factory's order
+            rel = f"jobs/{job.id}/trees/big/{node['node_index']}.png"
+            path = artifacts / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shade = int(255 * (node["node_index"] % 97) / 96)
+            out = io.BytesIO()
+            Image.new("L", (16, 16), shade).save(out, format="PNG")
+            path.write_bytes(out.getvalue())
+            added = models.TreeNode(
+                tree_id=row.id,
+                node_index=node["node_index"],
+                parent_id=ids.get(node["parent_id"]) if node["parent_id"] is not None else None,
+                depth=node["depth"],
+                step_index=node["step_index"],
+                t=node["t"],
+                sigma=node["sigma"],
+                is_leaf=node["is_leaf"],
+                log_prob_old=node["log_prob"],
+                reward=node["reward"],
+                advantage=node["advantage"],
+                image_path=rel,
+            )
+            session.add(added)
+            session.flush()
+            ids[node["id"]] = added.id
+        session.commit()
+        return int(job.id)
+
+
+def start_stack(
+    root: Path, *, worker: bool = True, interactive_worker: bool = False, timeout: float = 90
+) -> Stack:
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     env = stack_env(data)
@@ -162,7 +236,12 @@ def start_stack(root: Path, *, worker: bool = True, timeout: float = 90) -> Stac
         uvicorn = [sys.executable, "-m", "uvicorn", "backend.main:app"]
         _spawn(stack, "api", [*uvicorn, "--host", "127.0.0.1", "--port", str(port)])
         if worker:
-            _spawn(stack, "worker", [treegrpo, "worker", "--loglevel", "info"])
+            queues = ["--queues", "treegrpo"] if interactive_worker else []
+            _spawn(stack, "worker", [treegrpo, "worker", "--loglevel", "info", *queues])
+        if interactive_worker:
+            # The interactive lane's own worker: branches never wait behind training.
+            lane = ["--queues", "treegrpo-interactive", "--hostname", "interactive@%h"]
+            _spawn(stack, "worker-interactive", [treegrpo, "worker", "--loglevel", "info", *lane])
         deadline = time.monotonic() + timeout
         while True:
             if stack.procs["api"].poll() is not None:
