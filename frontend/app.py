@@ -97,7 +97,11 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
 
 
 def launch_kwargs() -> dict[str, Any]:
-    return {"css": CSS, "theme": gr.themes.Default(), "footer_links": []}
+    # No run history: Gradio would keep every call's inputs and outputs in the browser's
+    # localStorage (the user's API key among the inputs; each drawn tree, up to ~0.5 MB, among
+    # the outputs), re-serialising up to 100 of them after every event: ~1.5 s of the page's
+    # main thread per big-tree redraw.
+    return {"css": CSS, "theme": gr.themes.Default(), "footer_links": [], "run_history": False}
 
 
 # Events of different sessions run side by side (Gradio's default is one at a time per event);

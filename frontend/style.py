@@ -80,6 +80,7 @@ CSS = """
 .treegrpo-tree g.tn:hover rect { stroke:#f59e0b; }
 .treegrpo-tree g.tn:focus { outline:none; }
 .treegrpo-tree g.tn:focus-visible rect { stroke:#f59e0b; stroke-width:2; }
+.tg-tree-wrap { display:block; }
 .tg-tree-caption { font-size:0.9em; margin:4px 0; }
 .tg-tree-toolbar button.tg-on { background:#e8f0fe; border-color:#1a73e8; }
 .tg-no-overlay g.branch-overlay { display:none; }

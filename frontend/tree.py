@@ -5,6 +5,7 @@ tree until they arrive and highlights them."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,9 @@ const centreRoot = () => {
 let folded = new Set();
 const applyFold = () => {
   const s = svg(); if (!s) return;
+  // Nothing folded now or before: leave the (possibly ~1,200) elements alone.
+  if (!folded.size && !s.dataset.folded) return;
+  s.dataset.folded = folded.size ? '1' : '';
   s.querySelectorAll('[data-anc]').forEach((g) => {
     const hide = folded.size && g.dataset.anc.split(' ').some((a) => folded.has(a));
     g.style.display = hide ? 'none' : '';
@@ -78,9 +82,11 @@ const applyFold = () => {
 const applyFilter = () => {
   const s = svg(); if (!s) return;
   const f = element.dataset.filter || 'all';
-  s.querySelectorAll('.tg-dim').forEach((g) => g.classList.remove('tg-dim'));
   element.querySelectorAll('[data-filter]').forEach(
     (b) => b.classList.toggle('tg-on', b.dataset.filter === f));
+  if (f === 'all' && !s.dataset.filtered) return;
+  s.querySelectorAll('.tg-dim').forEach((g) => g.classList.remove('tg-dim'));
+  s.dataset.filtered = f === 'all' ? '' : f;
   if (f === 'all') return;
   const keep = new Set();
   (s.dataset[f] || '').split(' ').filter(Boolean).forEach((id) => {
@@ -102,6 +108,13 @@ element.addEventListener('change', (e) => {
   }
 });
 const loaded = new Set(), failed = new Set();
+// Counted once per frame, not once per image event (a big tree fires ~600 of them).
+let counting = false;
+const countSoon = () => {
+  if (counting) return;
+  counting = true;
+  requestAnimationFrame(() => { counting = false; count(); });
+};
 const count = () => {
   const s = svg(); if (!s) return;
   const hrefs = [...s.querySelectorAll('image')].map((i) => i.getAttribute('href'));
@@ -112,7 +125,7 @@ const count = () => {
 const seen = (e) => {
   if (!e.target || e.target.tagName !== 'image') return;
   (e.type === 'error' ? failed : loaded).add(e.target.getAttribute('href'));
-  count();
+  countSoon();
 };
 // Move the selection ring at once (the panel follows from the server).
 const mark = (id) => {
@@ -160,13 +173,22 @@ element.addEventListener('keydown', (e) => {
   if (n) { e.preventDefault(); pick(Number(n.dataset.nodeId)); }
 });
 window.addEventListener('resize', () => { if (!element.dataset.zoom || element.dataset.zoom === 'fit') apply(); });
+// Where the reader had scrolled: a redraw of the same tree (a branch arriving) keeps it.
+let scrolled = null;
+element.addEventListener('scroll', (e) => {
+  if (e.target.classList && e.target.classList.contains('tg-tree-scroll')) {
+    scrolled = [e.target.scrollLeft, e.target.scrollTop];
+  }
+}, true);
 const drawn = () => {
   const s = svg();
   const id = s ? s.dataset.treeId : '';
   const fresh = id !== element.dataset.shownTree;
-  if (fresh) { folded = new Set(); element.dataset.filter = 'all'; }
+  if (fresh) { folded = new Set(); element.dataset.filter = 'all'; scrolled = null; }
   apply(); count(); applyFold(); applyFilter(); applyOverlay();
   if (fresh && s) { element.dataset.shownTree = id; centreRoot(); }
+  const box = element.querySelector('.tg-tree-scroll');
+  if (!fresh && box && scrolled) { box.scrollLeft = scrolled[0]; box.scrollTop = scrolled[1]; }
 };
 watch('value', () => {
   drawn();
@@ -241,8 +263,12 @@ def tree_view_html(
         if tree.branches
         else ""
     )
+    # A tag name of its own for every render: Gradio's HTML update then swaps the tree in whole
+    # instead of syncing its ~4,000 elements attribute by attribute (2 s for a k=4, d=4 tree).
+    tag = f"tg-tree-{next(_RENDERS)}"
     return (
-        render.tree_caption(tree)
+        f'<{tag} class="tg-tree-wrap">'
+        + render.tree_caption(tree)
         + render_tree_legend(lay.scales)
         + '<div class="tg-tree-toolbar"><span class="tg-muted">zoom</span>'
         '<button type="button" data-zoom="out" aria-label="zoom out">−</button>'
@@ -258,8 +284,11 @@ def tree_view_html(
         f'<span class="tg-muted">{len(lay.visible)} nodes drawn of {len(tree.all_nodes)} states · '
         "click a node or an edge; ± folds a subtree</span></div>"
         + ranked_leaves_html(lay)
-        + f'<div class="tg-tree-scroll">{svg}</div>'
+        + f'<div class="tg-tree-scroll">{svg}</div></{tag}>'
     )
+
+
+_RENDERS = itertools.count()
 
 
 RANKED = 5

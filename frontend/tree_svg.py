@@ -333,7 +333,13 @@ def best_path(lay: TreeLayout) -> list[int]:
     return path[::-1]
 
 
-def _edge(parent: _Vis, child: _Vis, scales: TreeScales) -> list[str]:
+# Above this many drawn nodes a tree is drawn compact: hover texts become aria-labels and the
+# ODE edges lose their step labels (a k=4, d=4 tree: ~600 nodes; ~1,700 fewer elements for the
+# page to build on every redraw).
+COMPACT_ABOVE = 200
+
+
+def _edge(parent: _Vis, child: _Vis, scales: TreeScales, compact: bool = False) -> list[str]:
     x1, y1, x2, y2, ym = _edge_ends(parent, child)
     node = child.node
     sde = node.made_by_sde
@@ -354,11 +360,11 @@ def _edge(parent: _Vis, child: _Vis, scales: TreeScales) -> list[str]:
     anc = " ".join(str(a) for a in child.ancestors)
     out = [
         f'<g class="edge{" sde" if sde else " ode"}" data-node-id="{node.id}" data-anc="{anc}">'
-        f"<title>{_esc(title)}</title>"
-        f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{ym:.1f} {x2:.1f},{ym:.1f} {x2:.1f},{y2:.1f}" '
-        f'fill="none" stroke="{colour}" stroke-width="{width:.2f}"{dash} stroke-linecap="round"/>'
+        + ("" if compact else f"<title>{_esc(title)}</title>")
+        + f'<path d="M{x1:.0f},{y1:.0f} C{x1:.0f},{ym:.0f} {x2:.0f},{ym:.0f} {x2:.0f},{y2:.0f}" '
+        f'stroke="{colour}" stroke-width="{width:.1f}"{dash}/>'
     ]
-    if not sde or steps > 1:
+    if (not sde or steps > 1) and not compact:
         label = f"{steps} step{'s' if steps != 1 else ''}"
         out.append(
             f'<text class="edge-label" x="{(x1 + x2) / 2:.1f}" y="{ym + 3:.1f}" '
@@ -379,6 +385,7 @@ def _node(
     pixelated: bool,
     sources: Mapping[str, str],
     fallback: bool = True,
+    compact: bool = False,
 ) -> list[str]:
     node = vis.node
     size = _size(vis)
@@ -393,10 +400,12 @@ def _node(
         classes.append("selected")
     title = _node_title(node)
     anc = " ".join(str(a) for a in vis.ancestors)
+    # The <title> child is both the hover text and the accessible name (compact: neither; the
+    # panel shows the numbers on a click).
+    label = ">" if compact else f"><title>{_esc(title)}</title>"
     out = [
-        # The <title> child is both the hover text and the accessible name.
         f'<g class="{" ".join(classes)}" data-node-id="{node.id}" data-anc="{anc}" tabindex="0" '
-        f'role="button"><title>{_esc(title)}</title>'
+        f'role="button"{label}'
     ]
     # One box per node: its stroke is the leaf's reward frame (or a thin grey edge), so a node
     # stays a handful of elements (a 27-leaf tree is ~70 nodes; the page re-draws them all).
@@ -406,8 +415,8 @@ def _node(
     else:
         stroke, inset, stroke_width = "#5f6368", 0.0, 1
     out.append(
-        f'<rect class="box" x="{x + inset:.1f}" y="{y + inset:.1f}" '
-        f'width="{size - 2 * inset:.1f}" height="{size - 2 * inset:.1f}" rx="2" fill="#f1f3f4" '
+        f'<rect class="box" x="{x + inset:g}" y="{y + inset:g}" '
+        f'width="{size - 2 * inset:g}" height="{size - 2 * inset:g}" '
         f'stroke="{stroke}" stroke-width="{stroke_width}"/>'
     )
     href = sources.get(node.image_url) if node.image_url else None
@@ -436,15 +445,15 @@ def _node(
         fy = y + size + 7
         out.append(
             f'<g class="fold" data-fold="{node.id}" role="button" aria-label="fold the subtree">'
-            f"<title>fold or unfold the {len(vis.children)} subtrees below</title>"
-            f'<circle cx="{vis.x:.1f}" cy="{fy:.1f}" r="6" fill="#ffffff" stroke="#5f6368"/>'
+            + ("" if compact else "<title>fold or unfold the subtrees below</title>")
+            + f'<circle cx="{vis.x:.1f}" cy="{fy:.1f}" r="6" fill="#ffffff" stroke="#5f6368"/>'
             f'<text x="{vis.x:.1f}" y="{fy + 3.5:.1f}" text-anchor="middle" font-size="10" '
             'fill="#202124">−</text></g>'
         )
     if is_leaf and node.reward is not None:
         out.append(
-            f'<text class="reward" x="{vis.x:.1f}" y="{y + size + FRAME + 11:.1f}" '
-            f'text-anchor="middle" font-size="10" fill="#202124">{node.reward:.2f}</text>'
+            f'<text class="reward" x="{vis.x:g}" y="{y + size + FRAME + 11:g}">'
+            f"{node.reward:.2f}</text>"
         )
     out.append("</g>")
     return out
@@ -470,6 +479,7 @@ def render_tree_svg(
     lay = layout or layout_tree(tree)
     summary = tree.summary
     best, worst = ranked_leaves(lay)
+    compact = len(lay.visible) > COMPACT_ABOVE
     root_x = lay.visible[lay.roots[0]].x if lay.roots else 0.0
     label = (
         f"Tree {summary.id} of job {summary.job_id}, epoch {summary.epoch}: "
@@ -484,6 +494,9 @@ def render_tree_svg(
         f'width="{lay.width}" height="{lay.height}" '
         f'viewBox="0 0 {lay.width} {lay.height}" role="img" aria-label="{_esc(label)}" '
         f'font-family="ui-sans-serif, system-ui, sans-serif">'
+        # What every edge shares, once (a big tree has ~600 edges).
+        "<style>g.edge path{fill:none;stroke-linecap:round}rect.box{fill:#f1f3f4;rx:2px}"
+        "text.reward{text-anchor:middle;font-size:10px;fill:#202124}</style>"
     ]
     # The SDE window: a tinted band over its rows, from the branch point to the window's end.
     start, end = summary.window_start, summary.window_start + summary.depth
@@ -532,7 +545,7 @@ def render_tree_svg(
         out.append('<g class="edges">')
         for vis in group:
             if vis.parent is not None:
-                out.extend(_edge(lay.visible[vis.parent], vis, lay.scales))
+                out.extend(_edge(lay.visible[vis.parent], vis, lay.scales, compact))
         out.append('</g><g class="nodes">')
         for vis in group:
             out.extend(
@@ -545,6 +558,7 @@ def render_tree_svg(
                     pixelated=pixelated,
                     sources=sources or {},
                     fallback=fallback,
+                    compact=compact,
                 )
             )
         out.append("</g>")

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -65,6 +66,9 @@ def stack_env(data_dir: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1",
         }
     )
+    # The stack runs the code under test (this checkout), also where the venv's install is
+    # an editable one of another checkout.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -149,13 +153,11 @@ def _spawn(stack: Stack, name: str, args: list[str]) -> None:
     )
 
 
-def seed_tree(stack: Stack, tree: dict[str, Any], *, name: str = "seeded big tree") -> int:
-    """A finished train job holding `tree` (ui_factories.tree_json's shape) and a small PNG per
-    node in the stack's artifact folder, written straight into the stack's database (a k=4, d=4
+def seed_tree(stack: Stack, *trees: dict[str, Any], name: str = "seeded big tree") -> int:
+    """A finished train job holding `trees` (ui_factories.tree_json's shape; tree i is logged
+    at epoch i) and a small PNG per node in the stack's artifact folder, written straight into the stack's database (a k=4, d=4
     tree would take the digits model minutes to grow on 2 cores). Returns the job id."""
-    import io
 
-    from PIL import Image
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
@@ -177,48 +179,59 @@ def seed_tree(stack: Stack, tree: dict[str, Any], *, name: str = "seeded big tre
         )
         session.add(job)
         session.flush()
-        row = models.Tree(
-            job_id=job.id,
-            epoch=0,
-            index=0,
-            prompt=tree["prompt"],
-            seed=0,
-            window_start=tree["window_start"],
-            k=tree["k"],
-            depth=tree["depth"],
-            steps=tree["steps"],
-            backup="mean",
-        )
-        session.add(row)
-        session.flush()
-        ids: dict[int, int] = {}
-        for node in tree["nodes"]:  # parents come first in the factory's order
-            rel = f"jobs/{job.id}/trees/big/{node['node_index']}.png"
-            path = artifacts / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            shade = int(255 * (node["node_index"] % 97) / 96)
-            out = io.BytesIO()
-            Image.new("L", (16, 16), shade).save(out, format="PNG")
-            path.write_bytes(out.getvalue())
-            added = models.TreeNode(
-                tree_id=row.id,
-                node_index=node["node_index"],
-                parent_id=ids.get(node["parent_id"]) if node["parent_id"] is not None else None,
-                depth=node["depth"],
-                step_index=node["step_index"],
-                t=node["t"],
-                sigma=node["sigma"],
-                is_leaf=node["is_leaf"],
-                log_prob_old=node["log_prob"],
-                reward=node["reward"],
-                advantage=node["advantage"],
-                image_path=rel,
-            )
-            session.add(added)
-            session.flush()
-            ids[node["id"]] = added.id
+        for epoch, tree in enumerate(trees):
+            _seed_one(session, models, artifacts, job.id, epoch, tree)
         session.commit()
         return int(job.id)
+
+
+def _seed_one(
+    session: Any, models: Any, artifacts: Path, job_id: int, epoch: int, tree: dict[str, Any]
+) -> None:
+    import io
+
+    from PIL import Image
+
+    row = models.Tree(
+        job_id=job_id,
+        epoch=epoch,
+        index=0,
+        prompt=tree["prompt"],
+        seed=0,
+        window_start=tree["window_start"],
+        k=tree["k"],
+        depth=tree["depth"],
+        steps=tree["steps"],
+        backup="mean",
+    )
+    session.add(row)
+    session.flush()
+    ids: dict[int, int] = {}
+    for node in tree["nodes"]:  # parents come first in the factory's order
+        rel = f"jobs/{job_id}/trees/epoch-{epoch}/{node['node_index']}.png"
+        path = artifacts / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shade = int(255 * (node["node_index"] % 97) / 96)
+        out = io.BytesIO()
+        Image.new("L", (16, 16), shade).save(out, format="PNG")
+        path.write_bytes(out.getvalue())
+        added = models.TreeNode(
+            tree_id=row.id,
+            node_index=node["node_index"],
+            parent_id=ids.get(node["parent_id"]) if node["parent_id"] is not None else None,
+            depth=node["depth"],
+            step_index=node["step_index"],
+            t=node["t"],
+            sigma=node["sigma"],
+            is_leaf=node["is_leaf"],
+            log_prob_old=node["log_prob"],
+            reward=node["reward"],
+            advantage=node["advantage"],
+            image_path=rel,
+        )
+        session.add(added)
+        session.flush()
+        ids[node["id"]] = added.id
 
 
 def start_stack(
