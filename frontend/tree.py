@@ -324,7 +324,9 @@ def tree_choice_label(summary: TreeSummary) -> str:
     )
 
 
-def _branch_status(tree: Tree, branching: Branching, status: str) -> str:
+def _branch_status(
+    tree: Tree, branching: Branching, status: str, waiting: str | None = None
+) -> str:
     children = [n for n in tree.branches if n.branch_job_id == branching.job_id]
     leaves = [n for n in children if n.is_leaf and n.reward is not None]
     if children:
@@ -337,9 +339,11 @@ def _branch_status(tree: Tree, branching: Branching, status: str) -> str:
         )
         return render.notice(text, "ok")
     if status in ACTIVE_STATUSES:
+        where = f" ({waiting})" if waiting and status == "queued" else ""
         return render.notice(
-            f"Branch job #{branching.job_id} {render.status_phrase(status)}: growing {branching.k} children from node "
-            f"{branching.node_id}. They appear here when the job has scored them.",
+            f"Branch job #{branching.job_id} {render.status_phrase(status)}{where}: growing "
+            f"{branching.k} children from node {branching.node_id}. They appear here when the "
+            "job has scored them.",
             "info",
         )
     return render.notice(
@@ -692,7 +696,12 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
                 gr.Timer(active=False),
             )
         branching = Branching(job_id=job.id, tree_id=tree.id, node_id=node_id, k=kk)
-        return branching, _branch_status(tree, branching, job.status), gr.Timer(active=True)
+        waiting = render.queue_text(job) if job.queue_position else None
+        return (
+            branching,
+            _branch_status(tree, branching, job.status, waiting),
+            gr.Timer(active=True),
+        )
 
     branch.click(
         start_branch,
@@ -715,7 +724,8 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             return skip, skip, skip, skip, render.notice(exc.message, "error"), skip
         arrived = any(n.branch_job_id == branching.job_id for n in tree.branches)
         final = job.status not in ACTIVE_STATUSES
-        message = _branch_status(tree, branching, job.status)
+        waiting = render.queue_text(job) if job.queue_position else None
+        message = _branch_status(tree, branching, job.status, waiting)
         if not arrived and not final:
             return skip, skip, skip, skip, message, skip
         branching.done = final

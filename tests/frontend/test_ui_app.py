@@ -61,3 +61,29 @@ def test_root_icons_do_not_404() -> None:
             assert answer.status_code == 200, (path, answer.status_code)
             assert str(answer.url).endswith(f"/ui{path}")
         assert "icons" in client.get("/manifest.json").json()
+
+
+def test_runs_table_is_filled_on_page_load() -> None:
+    """Issue 18: the table waited for the first 3 s tick; a load event fills it at once."""
+    demo = build_blocks("http://127.0.0.1:8000")
+    table = next(b._id for b in demo.blocks.values() if getattr(b, "elem_id", None) == "tg-jobs")
+    config = demo.get_config_file()
+    loads = [
+        d
+        for d in config["dependencies"]
+        if any(t[1] == "load" for t in d["targets"]) and table in d["outputs"]
+    ]
+    assert loads, "no load event fills the Runs table"
+
+
+def test_branch_waiting_in_the_queue_says_where() -> None:
+    from ui_factories import tree_json
+
+    from frontend.client import Tree
+    from frontend.tree import Branching, _branch_status
+
+    tree = Tree.from_json(tree_json())
+    text = _branch_status(
+        tree, Branching(job_id=5, tree_id=1, node_id=103, k=3), "queued", "2nd in the queue"
+    )
+    assert "Branch job #5 is queued (2nd in the queue)" in text

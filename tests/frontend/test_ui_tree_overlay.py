@@ -137,3 +137,11 @@ def test_a_256_leaf_tree_lays_out_fast_with_fold_and_rank_data() -> None:
     assert root.find(f".//{SVG}image") is None
     leaf = next(g for g in root.iter(f"{SVG}g") if g.get("data-node-id") == str(best[0]))
     assert len(leaf.get("data-anc", "").split()) == 6  # root, branch point, 4 window levels
+
+
+def test_big_trees_are_drawn_compact_and_small_ones_keep_hover_texts() -> None:
+    tree = Tree.from_json(tree_json(k=4, depth=4, steps=10, window_start=2))
+    big = render_tree_svg(tree, sources={}, fallback=False)
+    small = render_tree_svg(Tree.from_json(tree_json(k=3, depth=3)))
+    assert "<title>" not in big and len(big) < 300_000
+    assert small.count("<title>") > 100  # every node and edge explains itself on hover
