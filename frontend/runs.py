@@ -521,6 +521,11 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
 
     # -- the form ------------------------------------------------------------------------------
 
+    def fields_for(algorithm: Any) -> list[Any]:
+        """Tree fields only for TreeGRPO, the flat group size only for the flat baselines."""
+        shown = form.fields_for(str(algorithm or ""))
+        return [gr.Column(visible=spec.name in shown) for spec in form.FIELDS]
+
     def load_presets(key: str | None, request: gr.Request) -> tuple[Any, ...]:
         client = sh.ctx.client(request, key)
         try:
@@ -532,6 +537,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
                 gr.update(choices=[]),
                 render.notice(f"Could not load the presets: {exc.message}", "error"),
                 *([gr.skip()] * len(inputs)),
+                *([gr.skip()] * len(columns)),
             )
         try:
             sets = sorted(client.prompt_sets())
@@ -558,12 +564,13 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             gr.update(choices=list(by_name), value=first),
             "",
             *updates,
+            *fields_for(values.get("algorithm")),
         )
 
     demo.load(
         load_presets,
         [sh.key],
-        [presets, prompt_sets, preset, form_msg, *inputs],
+        [presets, prompt_sets, preset, form_msg, *inputs, *columns],
     )
     demo.load(lambda: uuid.uuid4().hex, None, token)
 
@@ -573,6 +580,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         return (
             *(gr.update(value=values.get(spec.name)) for spec in form.FIELDS),
             *[""] * len(errors),
+            *fields_for(values.get("algorithm")),
         )
 
     kind.change(lambda value: gr.Column(visible=value != "train"), kind, source_col)
@@ -580,13 +588,8 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
     algorithm_widget = inputs[form.FIELD_NAMES.index("algorithm")]
     assert isinstance(algorithm_widget, gr.Dropdown)
 
-    def fields_for(algorithm: Any) -> list[Any]:
-        """Tree fields only for TreeGRPO, the flat group size only for the flat baselines."""
-        shown = form.fields_for(str(algorithm or ""))
-        return [gr.Column(visible=spec.name in shown) for spec in form.FIELDS]
-
-    algorithm_widget.change(fields_for, algorithm_widget, columns, **QUIET)
-    preset.select(fill_from_preset, [preset, presets], [*inputs, *errors])
+    algorithm_widget.input(fields_for, algorithm_widget, columns, **QUIET)
+    preset.select(fill_from_preset, [preset, presets], [*inputs, *errors, *columns])
 
     form_inputs: set[gr.blocks.Block] = {
         kind,

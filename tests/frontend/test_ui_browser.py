@@ -357,8 +357,12 @@ def _story(b: Browser) -> None:
     page.get_by_role("button", name="Cancel run…").click()
     b.wait_text("#tg-confirm", f"Cancel job #{long_id}")
     page.get_by_role("button", name="Yes, do it").click()
-    b.wait_text("#tg-action-msg", f"Job #{long_id} is now (cancelling|cancelled)")
+    b.wait_text("#tg-action-msg", f"Cancel requested. Job #{long_id} (is stopping|was cancelled)")
     stack.wait_job(long_id, {"cancelled"}, timeout=90)
     b.wait_text(f"#tg-jobs tr[data-job-id='{long_id}']", "cancelled", timeout=15)
+    # The notice follows the job (it no longer says "cancelling" once it is cancelled), and so
+    # does the form's "Created job" notice of the first run.
+    b.wait_text("#tg-action-msg", f"Job #{long_id} was cancelled", timeout=15)
+    b.wait_text("#tg-form-msg", f"Created job #{job_id} .*Job #{job_id} has succeeded")
     b.assert_xss_inert("Runs tab (end)")
     b.shot("6-runs-cancelled")

@@ -118,6 +118,16 @@ def _story(b: Browser, missing: list[str]) -> None:
     page.wait_for_timeout(1000)
     assert not missing, f"404s: {missing}"
     b.set_key(stack.key)
+    # The form shows the tree fields for TreeGRPO, the flat group size for DanceGRPO.
+    page.wait_for_function(
+        "() => document.querySelector('#tg-f-epochs input')?.value === '100'", timeout=30_000
+    )
+    assert page.locator("#tg-f-tree-k").is_visible()
+    assert not page.locator("#tg-f-flat-group-size").is_visible()
+    page.locator("#tg-preset input").click()
+    page.get_by_role("option", name="digits-dancegrpo", exact=True).click()
+    page.wait_for_function("() => !document.querySelector('#tg-f-tree-k')?.checkVisibility()")
+    assert page.locator("#tg-f-flat-group-size").is_visible()
 
     # 2. The 256-leaf trees: interactive at once, thumbnails after, fitted with the root in view.
     _select(b, big)
@@ -207,7 +217,8 @@ def _story(b: Browser, missing: list[str]) -> None:
     # Rename and tag it.
     page.locator("#tg-manage").get_by_text("Name, tags and notes").click()
     page.wait_for_function(
-        "() => document.querySelector('#tg-edit-name input')?.value === 'eight epochs tree'"
+        "() => document.querySelector('#tg-edit-name textarea, #tg-edit-name input')?.value"
+        " === 'eight epochs tree'"
     )
     b.fill("tg-edit-name", "renamed tree run")
     b.fill("tg-edit-tags", "keep, digits")
@@ -253,8 +264,10 @@ def _story(b: Browser, missing: list[str]) -> None:
     )
     b.shot("18-run")
 
-    # 5. Branch again while the flat run trains (its own lane), beside the training tree.
-    assert stack.job(flat_run)["status"] in ("queued", "running")
+    # 5. Branch again while a long training job runs (the branch has its own lane).
+    stack.wait_job(flat_run, {"succeeded"}, timeout=400)
+    long_run = _create(stack, "long run", "digits-treegrpo", {"epochs": 50, "prompts_per_epoch": 2})
+    stack.wait_job(long_run, {"running"}, timeout=120)
     b.tab("Tree inspector")
     page.wait_for_function(
         f"() => document.querySelector('#tg-tree svg.treegrpo-tree')?.dataset.treeId"
@@ -274,10 +287,9 @@ def _story(b: Browser, missing: list[str]) -> None:
     b.wait_text("#tg-branch-msg", r"Branch job #\d+")
     page.wait_for_selector("#tg-tree g.branch-overlay g.tn.new", timeout=120_000)
     took = time.monotonic() - asked
-    print(
-        f"branch children shown {took:.1f} s after the click, while job {flat_run} "
-        f"was {stack.job(flat_run)['status']}"
-    )
+    during = stack.job(long_run)["status"]
+    print(f"branch children shown {took:.1f} s after the click, while job {long_run} was {during}")
+    assert during == "running"
     b.wait_text("#tg-branch-msg", "new children")
     assert b.text("#tg-tree .tg-tree-caption").split(" · plus")[0] == caption
     after = page.evaluate(
@@ -293,8 +305,12 @@ def _story(b: Browser, missing: list[str]) -> None:
     page.locator("#tg-tree input[data-overlay]").check()
     assert page.locator("#tg-tree g.branch-overlay").is_visible()
 
+    with stack.api(stack.key) as api:
+        api.post(f"/jobs/{long_run}/cancel")
+        stack.wait_job(long_run, {"cancelled"}, timeout=120)
+        assert api.delete(f"/jobs/{long_run}").status_code == 204  # out of Compare's choices
+
     # 6. Compare: the two runs' galleries at epoch 8, side by side; seconds per phase.
-    stack.wait_job(flat_run, {"succeeded"}, timeout=400)
     b.tab("Compare")
     b.page.locator("#tg-compare-runs input").click()
     for job_id in (tree_run, flat_run):
