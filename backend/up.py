@@ -25,16 +25,6 @@ READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 20.0
 
 
-def startup_banner(url: str, key: str) -> str:
-    """What `treegrpo up` (and `make up`) prints once the stack answers; README.md quotes it
-    (tests/backend/test_api_up_banner.py keeps the two equal)."""
-    return (
-        f"TreeGRPO studio is up.\n  dashboard: {url}/ui\n  API:       {url}/api/v1 "
-        f"(docs at {url}/docs)\n  API key:   {key}\n    (paste it into the dashboard's key "
-        "field; `treegrpo submit` reads it by itself)\nPress Ctrl-C to stop."
-    )
-
-
 def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "treegrpo.cli", *args]
 
@@ -136,7 +126,12 @@ def run_up(args: argparse.Namespace) -> int:
         )
         worker = stack.start("worker", _command("worker", "--concurrency", "1"), env)
         wait_ready(url, [api, worker], args.ready_timeout)
-        print(f"\n{startup_banner(url, key)}\n", flush=True)
+        print(
+            f"\nTreeGRPO studio is up.\n  dashboard: {url}/ui\n  API:       {url}/api/v1 "
+            f"(docs at {url}/docs)\n  API key:   {key}\n    (paste it into the dashboard's key "
+            "field; `treegrpo submit` reads it by itself)\nPress Ctrl-C to stop.\n",
+            flush=True,
+        )
         while not stopping:
             for child in (api, worker):
                 if child.poll() is not None:
