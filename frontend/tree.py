@@ -43,6 +43,9 @@ const label = () => element.querySelector('[data-zoom-label]');
 const apply = () => {
   const s = svg(); if (!s) return;
   const box = element.querySelector('.tg-tree-scroll');
+  // Drawn while its tab is hidden: no width to fit to yet (the observer below comes back).
+  if (box && !box.clientWidth) { element.dataset.pending = '1'; return; }
+  delete element.dataset.pending;
   const w = Number(s.getAttribute('width')), h = Number(s.getAttribute('height'));
   let z = element.dataset.zoom;
   if (!z || z === 'fit') {
@@ -56,6 +59,8 @@ const apply = () => {
 // A big tree wider than the view even when fitted: bring its root to the middle.
 const centreRoot = () => {
   const s = svg(), box = element.querySelector('.tg-tree-scroll'); if (!s || !box) return;
+  if (!box.clientWidth) { element.dataset.centre = '1'; return; }
+  delete element.dataset.centre;
   const z = Number(element.dataset.zoomValue || 1);
   box.scrollLeft = Math.max(0, Number(s.dataset.rootX || 0) * z - box.clientWidth / 2);
   box.scrollTop = 0;
@@ -173,6 +178,11 @@ element.addEventListener('keydown', (e) => {
   if (n) { e.preventDefault(); pick(Number(n.dataset.nodeId)); }
 });
 window.addEventListener('resize', () => { if (!element.dataset.zoom || element.dataset.zoom === 'fit') apply(); });
+// Shown at last (its tab opened): fit and centre what was drawn while hidden.
+new ResizeObserver(() => {
+  if (element.dataset.pending) apply();
+  if (element.dataset.centre) centreRoot();
+}).observe(element);
 // Where the reader had scrolled: a redraw of the same tree (a branch arriving) keeps it.
 let scrolled = null;
 element.addEventListener('scroll', (e) => {
