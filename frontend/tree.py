@@ -87,7 +87,7 @@ const applyFold = () => {
 const applyFilter = () => {
   const s = svg(); if (!s) return;
   const f = element.dataset.filter || 'all';
-  element.querySelectorAll('[data-filter]').forEach(
+  element.querySelectorAll('button[data-filter]').forEach(
     (b) => b.classList.toggle('tg-on', b.dataset.filter === f));
   if (f === 'all' && !s.dataset.filtered) return;
   s.querySelectorAll('.tg-dim').forEach((g) => g.classList.remove('tg-dim'));
@@ -153,15 +153,16 @@ window.tgMarkTreeNode = mark;
 element.addEventListener('load', seen, true);
 element.addEventListener('error', seen, true);
 element.addEventListener('click', (e) => {
-  const fb = e.target.closest('[data-fold]');
+  // Buttons only: the view itself carries data-zoom / data-filter (its current settings).
+  const fb = e.target.closest('g[data-fold]');
   if (fb) {
     const id = fb.dataset.fold;
     if (folded.has(id)) folded.delete(id); else folded.add(id);
     applyFold(); return;
   }
-  const fl = e.target.closest('[data-filter]');
+  const fl = e.target.closest('button[data-filter]');
   if (fl) { element.dataset.filter = fl.dataset.filter; applyFilter(); return; }
-  const zb = e.target.closest('[data-zoom]');
+  const zb = e.target.closest('button[data-zoom]');
   if (zb) {
     const cur = Number(element.dataset.zoomValue || 1);
     const how = zb.dataset.zoom;

@@ -210,11 +210,8 @@ def _story(b: Browser, missing: list[str]) -> None:
     assert page.locator("#tg-tree g.tn.tg-dim").count() > drawn - 20
     b.shot("18-big-tree-best")
 
-    # 3. Run management. A running (or queued) job cannot be deleted.
+    # 3. Run management: rename and tag a run.
     _select(b, tree_run)
-    page.locator("#tg-delete").click()
-    b.wait_text("#tg-action-msg", "cancel it first")
-    # Rename and tag it.
     page.locator("#tg-manage").get_by_text("Name, tags and notes").click()
     page.wait_for_function(
         "() => document.querySelector('#tg-edit-name textarea, #tg-edit-name input')?.value"
@@ -291,6 +288,7 @@ def _story(b: Browser, missing: list[str]) -> None:
     print(f"branch children shown {took:.1f} s after the click, while job {long_run} was {during}")
     assert during == "running"
     b.wait_text("#tg-branch-msg", "new children")
+    b.shot("18-tree-branched")
     assert b.text("#tg-tree .tg-tree-caption").split(" · plus")[0] == caption
     after = page.evaluate(
         """() => Object.fromEntries([...document.querySelectorAll('#tg-tree g.tn')]
@@ -299,11 +297,14 @@ def _story(b: Browser, missing: list[str]) -> None:
     )
     assert after == places, "the training tree moved"
     assert page.locator("#tg-tree g.branch-overlay g.tn").count() >= 2
-    b.shot("18-tree-branched")
     page.locator("#tg-tree input[data-overlay]").uncheck()
     assert not page.locator("#tg-tree g.branch-overlay").is_visible()
     page.locator("#tg-tree input[data-overlay]").check()
     assert page.locator("#tg-tree g.branch-overlay").is_visible()
+    # A running job cannot be deleted (cancel it first).
+    _select(b, long_run)
+    page.locator("#tg-delete").click()
+    b.wait_text("#tg-action-msg", "cancel it first")
 
     with stack.api(stack.key) as api:
         api.post(f"/jobs/{long_run}/cancel")
