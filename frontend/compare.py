@@ -321,7 +321,8 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             jobs = sh.ctx.client(request, key).list_jobs(kind="train", limit=200).jobs
         except ApiError:
             return gr.update()
-        value = [v for v in (chosen or []) if as_int(v) is not None] or default_runs(jobs)
+        listed = {j.id for j in jobs}  # a deleted run drops out of the selection
+        value = [v for v in (chosen or []) if as_int(v) in listed] or default_runs(jobs)
         return gr.update(choices=job_choices(jobs), value=value)
 
     def update(
