@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from sqlalchemy import RowMapping
 
 from backend.models import NAME_CHARS, Job, JobStatus, Sample, Tree, TreeNode
+from treegrpo.secrets import redact
 
 API_PREFIX = "/api/v1"
 # Ids are 32-bit integer columns; a larger number cannot name a row (and PostgreSQL would refuse
@@ -322,7 +323,7 @@ def job_public(job: Job | Mapping[str, Any] | RowMapping) -> JobPublic:
         row = job  # type: ignore[assignment]
     else:
         row = {column: getattr(job, column) for column in _JOB_COLUMNS}
-    return JobPublic(**job_fields(row), config=row["config"])
+    return JobPublic(**job_fields(row), config=redact(row["config"]))
 
 
 _SUMMARY_COLUMNS = tuple(field for field in JobSummary.model_fields if field in Job.__table__.c)

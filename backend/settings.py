@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     reads_require_key: bool = Field(
         default=False, description="Require X-API-Key on GET routes too."
     )
+    secrets_key: str | None = Field(
+        default=None,
+        description="Any long random string; seals server-side secrets (`treegrpo secret set`) "
+        "in the database. The workers and the `treegrpo secret` command need it; the API "
+        "process never reads a secret, so it does not.",
+        repr=False,
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="Worker heartbeat period.")
     stale_after_seconds: float = Field(
         default=120.0, gt=0, description="A running job whose heartbeat is older is `lost`."

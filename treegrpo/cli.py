@@ -213,6 +213,7 @@ def _train(
     from treegrpo.models.registry import load_model
     from treegrpo.progress import ProgressBar
     from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.secrets import environment_resolver
     from treegrpo.trainer import Trainer
 
     metrics_path = out / "metrics.jsonl"
@@ -229,7 +230,7 @@ def _train(
             return interrupt.requested
 
     adapter = load_model(config.model, str(device), config.dtype)
-    rewards = load_run_rewards(config, adapter.device)
+    rewards = load_run_rewards(config, adapter.device, environment_resolver(os.environ))
     progress = ProgressBar(disable=args.quiet)
     trainer = Trainer(
         config,
@@ -273,6 +274,7 @@ def cmd_sample_tree(args: argparse.Namespace) -> int:
     from treegrpo.models.registry import load_model
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.sample_tree import grow_tree
+    from treegrpo.secrets import environment_resolver
 
     settings: dict[str, Any] = {
         "model": args.model,
@@ -296,7 +298,7 @@ def cmd_sample_tree(args: argparse.Namespace) -> int:
         adapter,
         args.prompt,
         config,
-        load_run_rewards(config, adapter.device),
+        load_run_rewards(config, adapter.device, environment_resolver(os.environ)),
         args.window_start,
     )
     out = Path(args.out)

@@ -153,6 +153,7 @@ def _reward(name: str, value: Any) -> str | tuple[tuple[str, float], ...]:
 def _reward_options(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """{reward name: {option: scalar}}, e.g. a local model folder or a server URL."""
     from treegrpo.rewards.names import REWARD_NAMES
+    from treegrpo.secrets import check_options
 
     if not isinstance(value, Mapping):
         raise ConfigError(name, f"expected {{reward: {{option: value}}}}, got {value!r}")
@@ -171,6 +172,7 @@ def _reward_options(name: str, value: Any) -> dict[str, dict[str, Any]]:
                 checked[key] = option
             else:
                 raise ConfigError(f"{where}.{key}", f"expected a string or number, got {option!r}")
+        check_options(where, checked)
         out[str(reward)] = checked
     return out
 

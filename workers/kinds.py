@@ -28,6 +28,7 @@ from backend.storage import checkpoints_relpath, trees_relpath
 from treegrpo.config import RunConfig
 from workers.context import JobContext
 from workers.recorder import JobRecorder, store_samples, store_tree, weighted, write_metrics
+from workers.secrets import resolve_secret
 
 # Images per model call batch in evaluation (each chunk also checks the stop request).
 EVAL_CHUNK = 64
@@ -88,7 +89,7 @@ def run_train(ctx: JobContext) -> str:
     init_process_group(ranks, device)
     try:
         adapter = load_model(config.model, str(device), config.dtype)
-        rewards = load_run_rewards(config, adapter.device)
+        rewards = load_run_rewards(config, adapter.device, resolve_secret)
         recorder = JobRecorder(ctx)
         trainer = Trainer(
             config,
@@ -214,7 +215,7 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
     source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
     ctx.log.write(f"growing {params.trees} tree(s) with {source.describe()}")
     adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    rewards = load_run_rewards(config, adapter.device, resolve_secret)
     prompts = resolve_prompts(config.prompts)
     ctx.heartbeat(progress_step=0, progress_total=params.trees)
     leaves: dict[str, list[float]] = {name: [] for name in rewards}
@@ -262,7 +263,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
         f"{params.samples_per_prompt} samples with {', '.join(config.reward_weights)}"
     )
     adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    rewards = load_run_rewards(config, adapter.device, resolve_secret)
     schedule = adapter.make_schedule(config.sampling.steps)
     generator = torch.Generator().manual_seed(config.seed)
     initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
@@ -386,7 +387,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     )
     ctx.heartbeat(progress_step=0, progress_total=1)
     adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    rewards = load_run_rewards(config, adapter.device, resolve_secret)
     config, schedule = resolve_for_model(config, adapter)
     assert config.sampling.eta is not None
     ctx.fetch(origin.latent_path)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import msgpack
@@ -16,6 +18,7 @@ import torch
 from PIL import Image
 from reward_server import RewardServer, reward_server
 
+from treegrpo.cli import main
 from treegrpo.rewards.digits import digit_judge, digit_probabilities
 from treegrpo.rewards.registry import load_rewards
 from treegrpo.rewards.remote import encode_png, encode_raw
@@ -202,3 +205,41 @@ def test_the_client_names_the_prompt_of_a_failed_item(served: RewardServer) -> N
     ]
     with pytest.raises(RuntimeError, match=r"could not score image 1 \(prompt 'a cat'\)"):
         fn(images, prompts)
+
+
+def test_a_digits_run_trains_against_the_server(
+    served: RewardServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`treegrpo train` on the shipped digits model, scored by the server (key from the
+    environment, named by api_key_env): it trains, and its logged tree holds the rewards."""
+    monkeypatch.setenv("DIGITS_REWARD_KEY", KEY)
+    out = tmp_path / "run"
+    before = httpx.get(f"{served.base}/info", headers=_auth()).json()["stats"]["items"]
+    settings = {
+        "reward": "remote",
+        "reward_options.remote.url": served.url,
+        "reward_options.remote.api_key_env": "DIGITS_REWARD_KEY",
+        "epochs": 2,
+        "prompts_per_epoch": 2,
+        "tree.k": 2,
+        "tree.depth": 2,
+        "sampling.steps": 4,
+        "log_tree_every": 1,
+        "sample_every": 0,
+        "checkpoint_every": 0,
+        "device": "cpu",
+    }
+    assigns = [part for key, value in settings.items() for part in ("--set", f"{key}={value}")]
+    assert (
+        main(["train", "--preset", "digits-treegrpo", *assigns, "--out", str(out), "--quiet"]) == 0
+    )
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])["metrics"]
+    assert 0.0 < last["reward/remote_mean"] <= 1.0  # a probability from the judge
+    trees = sorted((out / "artifacts" / "trees").glob("*/tree.json"))
+    assert len(trees) == 2 * 2
+    leaves = [n for n in json.loads(trees[-1].read_text())["nodes"] if n["is_leaf"]]
+    assert len(leaves) == 4 and all(0.0 < n["reward"] <= 1.0 for n in leaves)
+    after = httpx.get(f"{served.base}/info", headers=_auth()).json()["stats"]["items"]
+    assert after - before == 2 * 2 * 4  # every leaf of both epochs went to the server
+    assert KEY not in (out / "config.json").read_text()

@@ -36,6 +36,7 @@ from backend.schemas import (
     sample_public,
     tree_summary,
 )
+from treegrpo.secrets import redact
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -48,7 +49,7 @@ Epoch = Annotated[int | None, Query(ge=0, le=MAX_INT, description="Only this epo
 def _job_body(job: Job) -> bytes:
     """An ORM job (fresh from a write) as the same JSON bytes GET /jobs/{id} gives."""
     row = {column.name: getattr(job, column.name) for column in Job.__table__.c}
-    return answers.encode({**job_fields(row), "config": job.config})
+    return answers.encode({**job_fields(row), "config": redact(job.config)})
 
 
 @router.post(
