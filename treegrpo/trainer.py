@@ -45,6 +45,7 @@ from treegrpo.distributed import (
 from treegrpo.edges import EdgeBatch
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.overlap import ScoringQueue
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn, score_images
 from treegrpo.rollout import TreeRollout, sample_ode
@@ -60,6 +61,10 @@ GALLERY_NOISE_STREAM = 99
 # Tree (or flat group) i of an epoch draws its noise from stream TREE_NOISE_STREAM + i, so a
 # rank can draw its own trees' noise without the others'.
 TREE_NOISE_STREAM = 1000
+# With a remote reward: the epoch's trees grow in this many chunks, and this many chunks may be
+# in flight to the reward server at once (overlap.py).
+REMOTE_SCORE_CHUNKS = 4
+REMOTE_SCORE_CONCURRENCY = 2
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -148,6 +153,11 @@ class Trainer:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
         self.state = TrainState()
         self.reward_seconds = 0.0  # time spent decoding and scoring in the current epoch
+        # A remote reward is scored in chunks on threads while later trees grow (overlap.py);
+        # the result is that of scoring the same chunks serially (reward_concurrency = 0).
+        remote = any(getattr(fn, "remote", False) for fn in rewards.values())
+        self.reward_chunks = REMOTE_SCORE_CHUNKS if remote else 1
+        self.reward_concurrency = REMOTE_SCORE_CONCURRENCY if remote else 0
 
     # -- public --------------------------------------------------------------------------------
 
@@ -291,6 +301,25 @@ class Trainer:
         images = self.adapter.decode(latents)
         scores = score_images(self.rewards, images, prompts)
         self.reward_seconds += time.perf_counter() - started
+        return scores
+
+    def scoring_queue(self) -> ScoringQueue:
+        return ScoringQueue(
+            lambda images, prompts: score_images(self.rewards, images, prompts),
+            self.reward_concurrency,
+        )
+
+    def submit_scoring(self, queue: ScoringQueue, latents: Tensor, prompts: list[str]) -> None:
+        """Decode here (the model's thread), score on the queue's threads."""
+        started = time.perf_counter()
+        images = self.adapter.decode(latents)
+        self.reward_seconds += time.perf_counter() - started
+        queue.submit(images, prompts)
+
+    def collect_scores(self, queue: ScoringQueue) -> dict[str, Tensor]:
+        """Every submitted chunk's scores; the time the rollout waited counts as reward time."""
+        scores = queue.results()
+        self.reward_seconds += queue.wait_seconds
         return scores
 
     def reward_metrics(self, rewards: dict[str, Tensor]) -> dict[str, float]:
