@@ -22,6 +22,18 @@ import httpx
 import psutil
 
 READY_TIMEOUT_S = 120.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str, port: int, reads_require_key: bool) -> str | None:
+    """`up` binds loopback and leaves reads open; bound anywhere else with reads open, it warns."""
+    if host in LOOPBACK or reads_require_key:
+        return None
+    return (
+        f"up: WARNING: bound to {host}, not loopback, with reads open: anyone who can reach port "
+        f"{port} can list every run and its config, read logs and images and download "
+        "checkpoints. Set TREEGRPO_READS_REQUIRE_KEY=true (or bind 127.0.0.1)."
+    )
 STOP_GRACE_S = 20.0
 
 
@@ -112,6 +124,9 @@ def run_up(args: argparse.Namespace) -> int:
 
     url = f"http://{args.host}:{args.port}"
     env["TREEGRPO_API_URL"] = url
+    warning = exposure_warning(args.host, args.port, settings.reads_require_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     stack = Stack()
     stopping = False
 
