@@ -34,6 +34,8 @@ def exposure_warning(host: str, port: int, reads_require_key: bool) -> str | Non
         f"{port} can list every run and its config, read logs and images and download "
         "checkpoints. Set TREEGRPO_READS_REQUIRE_KEY=true (or bind 127.0.0.1)."
     )
+
+
 STOP_GRACE_S = 20.0
 
 

@@ -94,7 +94,9 @@ def test_the_reward_server_is_a_gpu_profile_service_that_workers_can_reach_with_
     assert devices[0]["driver"] == "nvidia"
     for name in ("worker", "worker-gpu"):
         assert "TREEGRPO_REWARD_API_KEY" in svc[name]["environment"], name
-    assert "TREEGRPO_REWARD_API_KEY" not in svc["api"]["environment"]  # the API needs no secret
+        assert "TREEGRPO_SECRETS_KEY" in svc[name]["environment"], name
+    for secret in ("TREEGRPO_REWARD_API_KEY", "TREEGRPO_SECRETS_KEY"):
+        assert secret not in svc["api"]["environment"]  # the API process reads no secret
 
 
 def test_minio_is_an_s3_profile_and_every_studio_service_can_be_pointed_at_a_bucket() -> None:
