@@ -149,10 +149,15 @@ def _spawn(stack: Stack, name: str, args: list[str]) -> None:
     )
 
 
-def start_stack(root: Path, *, worker: bool = True, timeout: float = 90) -> Stack:
+def start_stack(
+    root: Path, *, worker: bool = True, timeout: float = 90, reads_require_key: bool = False
+) -> Stack:
+    """`reads_require_key`: a closed studio, as compose runs it (GET routes need a key too)."""
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     env = stack_env(data)
+    if reads_require_key:
+        env["TREEGRPO_READS_REQUIRE_KEY"] = "true"
     treegrpo = str(BIN / "treegrpo")
     _run([treegrpo, "migrate"], env)
     key = _run([treegrpo, "api-key", "create", "browser-test"], env).split()[0].strip()
