@@ -427,7 +427,11 @@ class RunConfig:
     )
     reward_options: dict[str, dict[str, Any]] = field(
         default_factory=dict,
-        metadata=_help("Per-reward options, e.g. {clipscore: {path: /models/clip}}."),
+        metadata=_help(
+            "Per-reward options, e.g. {clipscore: {path: /models/clip}}; {server: URL} scores "
+            "that reward on its reward-serve. No secret values: name them with <field>_env or "
+            "<field>_secret (docs/API.md)."
+        ),
     )
     prompts: str | tuple[str, ...] = field(
         default="digits", metadata=_help("A prompt-set name or a list of prompts.")
