@@ -433,6 +433,13 @@ class RunConfig:
             "<field>_secret (docs/API.md)."
         ),
     )
+    reward_workers: int = field(
+        default=0,
+        metadata=_help(
+            "Threads that score chunks of trees while later chunks grow (TreeGRPO); 0 = score "
+            "after the rollout, or 2 when a reward is remote. Results equal serial scoring."
+        ),
+    )
     prompts: str | tuple[str, ...] = field(
         default="digits", metadata=_help("A prompt-set name or a list of prompts.")
     )
@@ -489,6 +496,7 @@ class RunConfig:
         _int("prompts_per_epoch", self.prompts_per_epoch, 1, MAX_PROMPTS)
         if self.eval_prompts is not None:
             object.__setattr__(self, "eval_prompts", _prompts("eval_prompts", self.eval_prompts))
+        _int("reward_workers", self.reward_workers, 0, 64)
         _int("epochs", self.epochs, 1, 10_000_000)
         _int("seed", self.seed, 0, 2**31 - 1)
         _device("device", self.device)
@@ -709,6 +717,7 @@ ALLOWED: dict[str, str] = {
     "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path",
     "reward": "a registered reward, or {name: weight > 0}",
     "reward_options": "{reward: {option: string or number}} for rewards the run uses",
+    "reward_workers": "0 .. 64",
     "prompts": f"a prompt set, or 1..{MAX_PROMPTS} prompts of <= {MAX_PROMPT_CHARS} chars",
     "prompts_per_epoch": f"1..{MAX_PROMPTS}",
     "eval_prompts": "null, a prompt set, or a list of prompts",

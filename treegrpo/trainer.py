@@ -61,8 +61,8 @@ GALLERY_NOISE_STREAM = 99
 # Tree (or flat group) i of an epoch draws its noise from stream TREE_NOISE_STREAM + i, so a
 # rank can draw its own trees' noise without the others'.
 TREE_NOISE_STREAM = 1000
-# With a remote reward: the epoch's trees grow in this many chunks, and this many chunks may be
-# in flight to the reward server at once (overlap.py).
+# With a remote reward (or config.reward_workers > 0): the epoch's trees grow in this many
+# chunks, and this many chunks may be in flight at once (overlap.py; reward_workers overrides).
 REMOTE_SCORE_CHUNKS = 4
 REMOTE_SCORE_CONCURRENCY = 2
 
@@ -156,8 +156,9 @@ class Trainer:
         # A remote reward is scored in chunks on threads while later trees grow (overlap.py);
         # the result is that of scoring the same chunks serially (reward_concurrency = 0).
         remote = any(getattr(fn, "remote", False) for fn in rewards.values())
-        self.reward_chunks = REMOTE_SCORE_CHUNKS if remote else 1
-        self.reward_concurrency = REMOTE_SCORE_CONCURRENCY if remote else 0
+        workers = config.reward_workers or (REMOTE_SCORE_CONCURRENCY if remote else 0)
+        self.reward_chunks = REMOTE_SCORE_CHUNKS if workers else 1
+        self.reward_concurrency = workers
 
     # -- public --------------------------------------------------------------------------------
 

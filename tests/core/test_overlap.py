@@ -104,3 +104,14 @@ def test_chunk_ranges_and_queue_order() -> None:
     queue.submit(torch.zeros(1), ["x"])
     with pytest.raises(RuntimeError, match="server said no"):
         queue.results()
+
+
+def test_reward_workers_turn_overlap_on_for_local_rewards() -> None:
+    def trainer(**settings: int) -> Trainer:
+        config = resolve_config("tiny-treegrpo", overrides={"device": "cpu", **settings})
+        return Trainer(config, load_model(config.model, "cpu"), {"brightness": brightness})
+
+    plain = trainer()
+    assert (plain.reward_chunks, plain.reward_concurrency) == (1, 0)  # local: as before
+    threaded = trainer(reward_workers=3)
+    assert (threaded.reward_chunks, threaded.reward_concurrency) == (4, 3)
