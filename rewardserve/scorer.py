@@ -8,6 +8,7 @@ an error. A weighted set answers the weighted sum of its rewards' raw scores.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ import torch
 
 from rewardserve.codec import Item
 from treegrpo.rewards.registry import REWARDS, RewardFn
+
+WARMUP_PROMPT = "a picture of the digit zero"
 
 
 class Scorer:
@@ -39,8 +42,15 @@ class Scorer:
         self.fns: dict[str, RewardFn] = {}
 
     def load(self) -> None:
-        """Build every reward (loads models); /ready answers 200 after this."""
-        self.fns = {name: REWARDS[name](self.device, self.options[name]) for name in self.weights}
+        """Build every reward (loads models) and call each once, so lazily built state (the
+        digit judge trains its classifier on first use) is ready before /ready answers 200."""
+        fns = {name: REWARDS[name](self.device, self.options[name]) for name in self.weights}
+        warm = torch.full((1, 3, 32, 32), 0.5, device=self.device)
+        for fn in fns.values():
+            # A reward that cannot score this probe warms up on first use instead.
+            with contextlib.suppress(Exception):
+                fn(warm, [WARMUP_PROMPT])
+        self.fns = fns
 
     @property
     def ready(self) -> bool:

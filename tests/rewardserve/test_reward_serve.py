@@ -19,11 +19,12 @@ from PIL import Image
 from reward_server import RewardServer, reward_server
 
 from treegrpo.cli import main
-from treegrpo.rewards.digits import digit_judge, digit_probabilities
-from treegrpo.rewards.registry import load_rewards
+from treegrpo.rewards.digits import boldness, digit_judge, digit_probabilities
+from treegrpo.rewards.registry import load_rewards, score_images
 from treegrpo.rewards.remote import encode_png, encode_raw
 
 KEY = "s3cret-reward-key"
+TIMEOUT = 60  # seconds: a 2-core machine shared by several test runs
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,8 @@ def served() -> Iterator[RewardServer]:
         "1",
         "--max-items",
         "100",
+        "--max-pixels",
+        "4096",
     ) as server:
         yield server
 
@@ -61,7 +64,7 @@ def _auth(key: str = KEY) -> dict[str, str]:
 def test_health_ready_and_info(served: RewardServer) -> None:
     assert httpx.get(f"{served.base}/health").json() == {"status": "ok"}
     assert httpx.get(f"{served.base}/ready").status_code == 200
-    info = httpx.get(f"{served.base}/info", headers=_auth()).json()
+    info = httpx.get(f"{served.base}/info", headers=_auth(), timeout=TIMEOUT).json()
     assert info["reward"] == "digit_judge"
     assert info["device"] == "cpu"
     assert info["version"]
@@ -71,7 +74,10 @@ def test_health_ready_and_info(served: RewardServer) -> None:
 def test_scores_match_the_in_process_reward(served: RewardServer) -> None:
     images, prompts = _digits(6)
     answer = httpx.post(
-        served.url, json={"prompts": prompts, "images": encode_png(images)}, headers=_auth()
+        served.url,
+        json={"prompts": prompts, "images": encode_png(images)},
+        headers=_auth(),
+        timeout=TIMEOUT,
     )
     assert answer.status_code == 200
     body = answer.json()
@@ -83,7 +89,7 @@ def test_scores_match_the_in_process_reward(served: RewardServer) -> None:
 
 
 def test_concurrent_clients_are_batched_together(served: RewardServer) -> None:
-    before = httpx.get(f"{served.base}/info", headers=_auth()).json()["stats"]
+    before = httpx.get(f"{served.base}/info", headers=_auth(), timeout=TIMEOUT).json()["stats"]
     images, prompts = _digits(16)
     answers: list[list[float]] = [[] for _ in range(8)]
     barrier = threading.Barrier(8)
@@ -95,7 +101,7 @@ def test_concurrent_clients_are_batched_together(served: RewardServer) -> None:
             served.url,
             json={"prompts": prompts[part], "images": encode_png(images[part])},
             headers=_auth(),
-            timeout=30,
+            timeout=TIMEOUT,
         )
         answers[i] = response.json()["scores"]
 
@@ -104,7 +110,7 @@ def test_concurrent_clients_are_batched_together(served: RewardServer) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    after = httpx.get(f"{served.base}/info", headers=_auth()).json()["stats"]
+    after = httpx.get(f"{served.base}/info", headers=_auth(), timeout=TIMEOUT).json()["stats"]
     assert after["requests"] - before["requests"] == 8
     batches = after["batches"] - before["batches"]
     # 16 items of 8 requests arrive within the 200 ms wait: far fewer model calls than requests.
@@ -123,7 +129,7 @@ def test_a_corrupt_image_fails_only_its_own_item(served: RewardServer) -> None:
     Image.new("L", (8, 8)).save(jpeg, format="JPEG")
     encoded[3] = base64.b64encode(jpeg.getvalue()).decode()
     body = httpx.post(
-        served.url, json={"prompts": prompts, "images": encoded}, headers=_auth()
+        served.url, json={"prompts": prompts, "images": encoded}, headers=_auth(), timeout=TIMEOUT
     ).json()
     assert body["scores"][1] is None and body["scores"][3] is None
     assert body["errors"][1].startswith("image 1: not a PNG")
@@ -132,11 +138,40 @@ def test_a_corrupt_image_fails_only_its_own_item(served: RewardServer) -> None:
     assert isinstance(body["scores"][0], float) and isinstance(body["scores"][2], float)
 
 
+def test_an_oversized_image_fails_only_its_own_item(served: RewardServer) -> None:
+    images, prompts = _digits(2)
+    encoded = encode_png(images)
+    encoded[0] = encode_png(torch.zeros(1, 1, 65, 65))[0]  # 4225 pixels, over the 4096 limit
+    body = httpx.post(
+        served.url, json={"prompts": prompts, "images": encoded}, headers=_auth(), timeout=TIMEOUT
+    ).json()
+    assert body["scores"][0] is None
+    assert body["errors"][0] == "image 0: 65 x 65 pixels is over the limit of 4096"
+    assert body["errors"][1] is None and isinstance(body["scores"][1], float)
+
+
+def test_a_reward_of_a_weighted_set_is_scored_on_its_server(served: RewardServer) -> None:
+    """reward_options.<name>.server: digit_judge on the server, boldness here; each keeps its
+    own scores, so the per-reward z-score sum is unchanged."""
+    images, prompts = _digits(4)
+    fns = load_rewards(
+        {"digit_judge": 1.0, "boldness": 0.5},
+        options={"digit_judge": {"server": served.url, "api_key": KEY}},
+    )
+    scores = score_images(fns, images, prompts)
+    rounded = (images * 255).round() / 255
+    assert torch.allclose(scores["digit_judge"], digit_judge(rounded, prompts), atol=1e-5)
+    assert torch.equal(scores["boldness"], boldness(images, prompts))
+
+
 def test_a_bad_prompt_is_an_item_error_too(served: RewardServer) -> None:
     images, prompts = _digits(3)
     prompts[2] = "a cat"  # digit_judge cannot judge it; the other two are still scored
     body = httpx.post(
-        served.url, json={"prompts": prompts, "images": encode_png(images)}, headers=_auth()
+        served.url,
+        json={"prompts": prompts, "images": encode_png(images)},
+        headers=_auth(),
+        timeout=TIMEOUT,
     ).json()
     assert body["scores"][2] is None and "names no single digit" in body["errors"][2]
     assert body["errors"][:2] == [None, None]
@@ -157,15 +192,18 @@ def test_a_wrong_or_missing_key_is_refused(served: RewardServer, headers: dict[s
 def test_oversized_requests_are_refused(served: RewardServer) -> None:
     big = "A" * (2 * 2**20)  # a 2 MB body against the 1 MB limit
     answer = httpx.post(
-        served.url, json={"prompts": ["x"], "images": [big]}, headers=_auth(), timeout=30
+        served.url, json={"prompts": ["x"], "images": [big]}, headers=_auth(), timeout=TIMEOUT
     )
     assert answer.status_code == 413
     assert "limit" in answer.json()["detail"]
     images, prompts = _digits(1)
     many = {"prompts": prompts * 101, "images": encode_png(images) * 101}
-    answer = httpx.post(served.url, json=many, headers=_auth())
+    answer = httpx.post(served.url, json=many, headers=_auth(), timeout=TIMEOUT)
     assert answer.status_code == 413 and "101 images" in answer.json()["detail"]
-    assert httpx.post(served.url, content=b"{not json", headers=_auth()).status_code == 400
+    assert (
+        httpx.post(served.url, content=b"{not json", headers=_auth(), timeout=TIMEOUT).status_code
+        == 400
+    )
 
 
 def test_msgpack_raw_arrays_are_negotiated(served: RewardServer) -> None:
@@ -214,7 +252,9 @@ def test_a_digits_run_trains_against_the_server(
     environment, named by api_key_env): it trains, and its logged tree holds the rewards."""
     monkeypatch.setenv("DIGITS_REWARD_KEY", KEY)
     out = tmp_path / "run"
-    before = httpx.get(f"{served.base}/info", headers=_auth()).json()["stats"]["items"]
+    before = httpx.get(f"{served.base}/info", headers=_auth(), timeout=TIMEOUT).json()["stats"][
+        "items"
+    ]
     settings = {
         "reward": "remote",
         "reward_options.remote.url": served.url,
@@ -240,6 +280,8 @@ def test_a_digits_run_trains_against_the_server(
     assert len(trees) == 2 * 2
     leaves = [n for n in json.loads(trees[-1].read_text())["nodes"] if n["is_leaf"]]
     assert len(leaves) == 4 and all(0.0 < n["reward"] <= 1.0 for n in leaves)
-    after = httpx.get(f"{served.base}/info", headers=_auth()).json()["stats"]["items"]
+    after = httpx.get(f"{served.base}/info", headers=_auth(), timeout=TIMEOUT).json()["stats"][
+        "items"
+    ]
     assert after - before == 2 * 2 * 4  # every leaf of both epochs went to the server
     assert KEY not in (out / "config.json").read_text()
