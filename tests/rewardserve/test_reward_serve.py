@@ -245,6 +245,7 @@ def test_the_client_names_the_prompt_of_a_failed_item(served: RewardServer) -> N
         fn(images, prompts)
 
 
+@pytest.mark.slow
 def test_a_digits_run_trains_against_the_server(
     served: RewardServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

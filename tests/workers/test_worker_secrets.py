@@ -39,6 +39,7 @@ def _store_secret(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> Non
         get_settings.cache_clear()
 
 
+@pytest.mark.slow
 def test_a_secret_reaches_the_reward_server_and_nothing_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
