@@ -23,7 +23,14 @@ from fastapi.responses import JSONResponse, Response
 
 import treegrpo
 from rewardserve.batcher import Batcher
-from rewardserve.codec import BadRequest, decode_request, encode_answer, is_msgpack, wants_msgpack
+from rewardserve.codec import (
+    BadRequest,
+    TooLarge,
+    decode_request,
+    encode_answer,
+    is_msgpack,
+    wants_msgpack,
+)
 from rewardserve.scorer import Scorer
 
 SCORE_PATH = "/score"
@@ -137,8 +144,7 @@ def create_app(scorer: Scorer, limits: Limits, api_key: str | None = None) -> Fa
                 b"".join(chunks), content_type, limits.max_items, limits.max_pixels
             )
         except BadRequest as exc:
-            status = 413 if "the limit is" in str(exc) else 400
-            return _problem(status, str(exc))
+            return _problem(413 if isinstance(exc, TooLarge) else 400, str(exc))
         results = await batcher.score(items)
         # An item error from the scorer names no index; put it in front here.
         errors = [

@@ -38,6 +38,10 @@ class BadRequest(ValueError):
     """The request as a whole is malformed (not an item's problem): answered 400."""
 
 
+class TooLarge(BadRequest):
+    """More images in one request than the server takes: answered 413."""
+
+
 @dataclass
 class Item:
     """One image to score: its prompt and pixels (C, H, W) in [0, 1], or why it cannot be."""
@@ -140,7 +144,7 @@ def decode_request(
     if len(prompts) != len(images):
         raise BadRequest(f"{len(prompts)} prompts for {len(images)} images")
     if len(images) > max_items:
-        raise BadRequest(f"{len(images)} images in one request; the limit is {max_items}")
+        raise TooLarge(f"{len(images)} images in one request; the limit is {max_items}")
     items = []
     for index, (prompt, value) in enumerate(zip(prompts, images, strict=True)):
         if not isinstance(prompt, str):
