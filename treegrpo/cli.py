@@ -210,7 +210,7 @@ def _train(
         truncate_metrics,
     )
     from treegrpo.distributed import barrier
-    from treegrpo.models.registry import load_model
+    from treegrpo.models.registry import load_model_for
     from treegrpo.progress import ProgressBar
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.trainer import Trainer
@@ -228,7 +228,7 @@ def _train(
         def should_stop(self) -> bool:
             return interrupt.requested
 
-    adapter = load_model(config.model, str(device), config.dtype)
+    adapter = load_model_for(config, str(device))
     rewards = load_run_rewards(config, adapter.device)
     progress = ProgressBar(disable=args.quiet)
     trainer = Trainer(
@@ -270,7 +270,7 @@ def _train(
 
 def cmd_sample_tree(args: argparse.Namespace) -> int:
     from treegrpo.artifacts import write_tree
-    from treegrpo.models.registry import load_model
+    from treegrpo.models.registry import load_model_for
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.sample_tree import grow_tree
 
@@ -291,7 +291,7 @@ def cmd_sample_tree(args: argparse.Namespace) -> int:
     if args.eta is not None:
         settings["sampling.eta"] = args.eta
     config = RunConfig.from_dict(settings)
-    adapter = load_model(config.model, config.device, config.dtype)
+    adapter = load_model_for(config)
     record = grow_tree(
         adapter,
         args.prompt,

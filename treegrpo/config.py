@@ -33,6 +33,8 @@ MAX_PROMPT_CHARS = 500
 MAX_PROMPTS = 4096
 MAX_LEAVES_PER_TREE = 4096
 MAX_STEPS = 500  # RL fine-tuning samples with few steps (the paper: 10)
+MAX_IMAGE_SIDE = 8192  # pixels; the model checks its own multiple and maximum
+DEFAULT_CFG_SCALE = 4.5  # CFG of models that are not guidance-distilled (SD3 and Flow-GRPO's)
 MAX_GPUS = 64
 
 Algorithm = Literal["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
@@ -205,8 +207,30 @@ def _device(name: str, value: Any) -> str:
 @dataclass(frozen=True)
 class SamplingConfig:
     steps: int = field(default=10, metadata=_help("T: denoising steps (NFE) per image."))
-    cfg_scale: float = field(
-        default=4.5, metadata=_help("Classifier-free guidance scale; 1 turns guidance off.")
+    cfg_scale: float | None = field(
+        default=None,
+        metadata=_help(
+            "Classifier-free guidance scale; 1 turns guidance off; null = the model's own: 1 on "
+            f"guidance-distilled FLUX models (true CFG off), {DEFAULT_CFG_SCALE} otherwise."
+        ),
+    )
+    guidance: float | None = field(
+        default=None,
+        metadata=_help(
+            "Distilled guidance fed to a FLUX model's guidance embedding (FluxPipeline's "
+            "guidance_scale); null = 3.5 as FLUX.1-dev. FLUX models with guidance_embeds only."
+        ),
+    )
+    height: int | None = field(
+        default=None,
+        metadata=_help(
+            "Image height in pixels; null = the model's own (folders: the denoiser's sample_size "
+            "x the VAE factor; FLUX: 1024). A multiple of the VAE factor x the patch size; one "
+            "side alone makes a square."
+        ),
+    )
+    width: int | None = field(
+        default=None, metadata=_help("Image width in pixels; null = the model's own (see height).")
     )
     eta: float | None = field(
         default=None,
@@ -236,7 +260,15 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         _int("sampling.steps", self.steps, 1, MAX_STEPS)
-        object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
+        if self.cfg_scale is not None:
+            object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
+        if self.guidance is not None:
+            object.__setattr__(
+                self, "guidance", _float("sampling.guidance", self.guidance, 0.0, 100.0)
+            )
+        for side in ("height", "width"):
+            if getattr(self, side) is not None:
+                _int(f"sampling.{side}", getattr(self, side), 1, MAX_IMAGE_SIDE)
         if self.eta is not None:
             object.__setattr__(
                 self, "eta", _float("sampling.eta", self.eta, 0.0, 10.0, lo_open=True)
@@ -245,10 +277,17 @@ class SamplingConfig:
             _choice("sampling.sde", self.sde, FLOW_SDES)
         _choice("sampling.grid", self.grid, GRIDS)
         _int("sampling.max_batch", self.max_batch, 0)
-        if self.max_batch == 1 and self.cfg_scale != 1.0:
+        if self.max_batch == 1 and self.cfg_scale is not None and self.cfg_scale != 1.0:
             raise ConfigError(
                 "sampling.max_batch", "must be >= 2 with CFG (cond and uncond share a call)"
             )
+
+    @property
+    def resolved_cfg_scale(self) -> float:
+        """cfg_scale once the model has filled in its default (Algorithm.resolve)."""
+        if self.cfg_scale is None:
+            raise RuntimeError("sampling.cfg_scale is null: resolve the config for its model first")
+        return self.cfg_scale
 
 
 @dataclass(frozen=True)
@@ -700,7 +739,7 @@ assert set(get_args(Backup)) == set(BACKUPS)
 # What each setting accepts, for the docs; the checks themselves live in __post_init__.
 ALLOWED: dict[str, str] = {
     "algorithm": " \\| ".join(ALGORITHMS),
-    "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path",
+    "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path \\| a cached hub id ORG/NAME[@REV]",
     "reward": "a registered reward, or {name: weight > 0}",
     "reward_options": "{reward: {option: string or number}} for rewards the run uses",
     "prompts": f"a prompt set, or 1..{MAX_PROMPTS} prompts of <= {MAX_PROMPT_CHARS} chars",
@@ -715,7 +754,10 @@ ALLOWED: dict[str, str] = {
     "log_tree_every": ">= 0",
     "sample_every": ">= 0",
     "sampling.steps": f"1..{MAX_STEPS}",
-    "sampling.cfg_scale": ">= 1",
+    "sampling.cfg_scale": "null \\| >= 1",
+    "sampling.guidance": "null \\| [0, 100] (FLUX with guidance_embeds)",
+    "sampling.height": f"null \\| 1..{MAX_IMAGE_SIDE}, a multiple of VAE factor x patch",
+    "sampling.width": f"null \\| 1..{MAX_IMAGE_SIDE}, a multiple of VAE factor x patch",
     "sampling.eta": "null \\| (0, 10]",
     "sampling.sde": "null \\| " + " \\| ".join(FLOW_SDES),
     "sampling.grid": " \\| ".join(GRIDS),

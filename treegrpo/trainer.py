@@ -99,7 +99,7 @@ class Trainer:
         # Nulls in the config (eta, SDE, the baselines' knobs) take the algorithm's defaults.
         self.algorithm = get_algorithm(config.algorithm)
         self.requested_config = config
-        config = self.algorithm.resolve(config, adapter.family)
+        config = self.algorithm.resolve(config, adapter.family, adapter.default_cfg_scale)
         self.config = config
         self.adapter = adapter
         self.rewards = rewards
@@ -364,7 +364,11 @@ class Trainer:
                 batch = edges.select(chunk)
                 batch_cond = cond.select(batch.prompt_index)
                 out = self.adapter.predict(
-                    batch.parents, batch.steps, self.schedule, batch_cond, sampling.cfg_scale
+                    batch.parents,
+                    batch.steps,
+                    self.schedule,
+                    batch_cond,
+                    sampling.resolved_cfg_scale,
                 )
                 mean, std = self.schedule.gaussian(batch.parents, out, batch.steps, sampling.eta)
                 log_prob = gaussian_log_prob(
@@ -381,7 +385,7 @@ class Trainer:
                             batch.steps,
                             self.schedule,
                             batch_cond,
-                            sampling.cfg_scale,
+                            sampling.resolved_cfg_scale,
                             denoiser=self.reference,
                         )
                         ref_mean, _ = self.schedule.gaussian(
@@ -445,7 +449,7 @@ class Trainer:
             self.schedule,
             self.adapter.encode_prompts(self.gallery_prompts),
             initial,
-            self.config.sampling.cfg_scale,
+            self.config.sampling.resolved_cfg_scale,
             self.config.sampling.max_batch,
         )
         images = self.adapter.decode(latents)

@@ -65,7 +65,7 @@ def run_train(ctx: JobContext) -> str:
         rank_device,
         ranks_from_env,
     )
-    from treegrpo.models.registry import load_model, resolve_device
+    from treegrpo.models.registry import load_model_for, resolve_device
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.trainer import Trainer
 
@@ -87,7 +87,7 @@ def run_train(ctx: JobContext) -> str:
         ctx.log.write(f"loading model {config.model} on {where}")
     init_process_group(ranks, device)
     try:
-        adapter = load_model(config.model, str(device), config.dtype)
+        adapter = load_model_for(config, str(device))
         rewards = load_run_rewards(config, adapter.device)
         recorder = JobRecorder(ctx)
         trainer = Trainer(
@@ -245,6 +245,7 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
+    from treegrpo.algorithms import resolve_for_model
     from treegrpo.policy import load_policy
     from treegrpo.prompts import resolve_prompts
     from treegrpo.rewards.registry import load_run_rewards, score_images
@@ -263,7 +264,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     )
     adapter = load_policy(config, source.checkpoint)
     rewards = load_run_rewards(config, adapter.device)
-    schedule = adapter.make_schedule(config.sampling.steps)
+    config, schedule = resolve_for_model(config, adapter)
     generator = torch.Generator().manual_seed(config.seed)
     initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
     chunks = -(-len(rows) // EVAL_CHUNK)
@@ -279,7 +280,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
                 schedule,
                 adapter.encode_prompts(rows[part]),
                 initial[part],
-                config.sampling.cfg_scale,
+                config.sampling.resolved_cfg_scale,
                 config.sampling.max_batch,
             )
             decoded = adapter.decode(latents).cpu()  # (n, C, H, W) in [0, 1]
@@ -403,7 +404,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         latent,
         origin.node_step,
         noise,
-        config.sampling.cfg_scale,
+        config.sampling.resolved_cfg_scale,
         config.sampling.eta,
         config.sampling.max_batch,
     )

@@ -78,7 +78,7 @@ class TreeGRPO(Algorithm):
             cond,
             shape,
             noise,
-            config.sampling.cfg_scale,
+            config.sampling.resolved_cfg_scale,
             config.sampling.eta,
             config.sampling.max_batch,
             record=log_tree,

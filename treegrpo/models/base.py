@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from treegrpo.config import ConfigError
+from treegrpo.config import DEFAULT_CFG_SCALE, ConfigError
 from treegrpo.grids import Grid, build_schedule
 from treegrpo.schedules import Family, FlowSDE, Schedule
 
@@ -65,6 +65,8 @@ class ModelAdapter(ABC):
     # The model's diffusers scheduler config (scheduler/scheduler_config.json of a folder);
     # None = the family's default (grids.DEFAULT_FLOW_CONFIG / DEFAULT_DDIM_CONFIG).
     scheduler_config: dict[str, Any] | None = None
+    # The CFG scale a config's null `sampling.cfg_scale` means for this model (1 = one call).
+    default_cfg_scale: float = DEFAULT_CFG_SCALE
 
     def image_seq_len(self) -> int | None:
         """Latent tokens per image, for schedulers with dynamic shifting; None if not a DiT."""
