@@ -34,16 +34,22 @@ DecoderFn = Callable[[Tensor], Tensor]
 
 # FluxPipeline.__call__'s default `guidance_scale`, the value FLUX.1-dev is run with.
 DEFAULT_GUIDANCE = 3.5
-# Attention projections of both block kinds (double blocks have the add_* text stream).
+# Flow-GRPO's FLUX LoRA targets (flow_grpo scripts/train_flux.py, 74db6919, `target_modules`):
+# the attention projections of both streams and the double blocks' feed-forwards. peft matches
+# by suffix, so the single blocks' to_q/k/v carry adapters too.
 LORA_TARGETS = (
-    "to_q",
     "to_k",
+    "to_q",
     "to_v",
     "to_out.0",
-    "add_q_proj",
     "add_k_proj",
+    "add_q_proj",
     "add_v_proj",
     "to_add_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "ff_context.net.0.proj",
+    "ff_context.net.2",
 )
 
 

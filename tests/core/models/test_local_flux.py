@@ -148,6 +148,7 @@ def test_lora_trains_only_adapters(flux: tuple[Path, FluxPipeline]) -> None:
     assert trainable and all("lora_" in name for name in trainable)
     # Both block kinds carry adapters: the double blocks' text stream and the single blocks.
     assert any("add_q_proj.lora_A" in name for name in trainable)
+    assert any("ff_context.net.2.lora_A" in name for name in trainable)
     assert any("single_transformer_blocks" in name for name in trainable)
     moved = changed(lora, adapter.denoiser)
     assert moved and moved <= trainable
@@ -183,3 +184,31 @@ def test_loading_does_no_network_io(
         adapter = load(folder)
         adapter.encode_prompts(["a"])
     assert attempts == []
+
+
+@pytest.mark.parametrize("algorithm", ["treegrpo", "mixgrpo"])
+def test_resume_is_exact(flux: tuple[Path, FluxPipeline], tmp_path: Path, algorithm: str) -> None:
+    """2 epochs + resume + 2 epochs give the weights and metrics of 4 straight epochs."""
+    from safetensors.torch import load_file
+
+    from treegrpo.cli import main
+
+    folder, _ = flux
+    common = [
+        "--preset",
+        f"tiny-{algorithm}",
+        "--quiet",
+        *("--set", f"model={folder}", "--set", f"sampling.height={SIZE}"),
+        *("--set", "flat.window=2", "--set", "checkpoint_every=1"),
+    ]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main(["train", *common, "--set", "epochs=4", "--out", str(straight)]) == 0
+    assert main(["train", *common, "--set", "epochs=2", "--out", str(split)]) == 0
+    assert main(["train", "--resume", str(split), "--set", "epochs=4", "--quiet"]) == 0
+    a = load_file(str(straight / "checkpoints" / "epoch-000004" / "model.safetensors"))
+    b = load_file(str(split / "checkpoints" / "epoch-000004" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    lines = [(run / "metrics.jsonl").read_text().splitlines() for run in (straight, split)]
+    assert lines[0] == lines[1] or len(lines[0]) == len(lines[1]) == 4
