@@ -60,6 +60,8 @@ GALLERY_NOISE_STREAM = 99
 # Tree (or flat group) i of an epoch draws its noise from stream TREE_NOISE_STREAM + i, so a
 # rank can draw its own trees' noise without the others'.
 TREE_NOISE_STREAM = 1000
+# The LoRA adapters' initial draw (the same on every rank, so ranks start identical).
+LORA_INIT_STREAM = 98
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -133,7 +135,9 @@ class Trainer:
         repeats = -(-GALLERY_MIN_IMAGES // len(self.eval_prompts))
         self.gallery_prompts = self.eval_prompts * repeats
         if config.train.lora_rank:
-            adapter.enable_lora(config.train.lora_rank)
+            adapter.enable_lora(
+                config.train.lora_rank, seed=stream_seed(config.seed, 0, LORA_INIT_STREAM)
+            )
         if config.train.grad_checkpointing:
             adapter.enable_gradient_checkpointing()
         self.parameters = adapter.trainable_parameters()

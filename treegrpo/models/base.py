@@ -132,8 +132,9 @@ class ModelAdapter(ABC):
         """(n, C, H, W) standard Gaussian latents, drawn on the CPU so seeds match across devices."""
         return torch.randn((n, *self.latent_shape), generator=generator).to(self.device)
 
-    def enable_lora(self, rank: int) -> None:
-        """Freeze the denoiser and train rank-`rank` LoRA adapters instead (train.lora_rank)."""
+    def enable_lora(self, rank: int, seed: int = 0) -> None:
+        """Freeze the denoiser and train rank-`rank` LoRA adapters instead (train.lora_rank),
+        their random initial values drawn from `seed` only (never from the global RNG)."""
         raise ConfigError("train.lora_rank", f"model {self.name!r} does not support LoRA")
 
     def enable_gradient_checkpointing(self) -> None:
