@@ -65,6 +65,9 @@ class ModelAdapter(ABC):
     # The model's diffusers scheduler config (scheduler/scheduler_config.json of a folder);
     # None = the family's default (grids.DEFAULT_FLOW_CONFIG / DEFAULT_DDIM_CONFIG).
     scheduler_config: dict[str, Any] | None = None
+    # The denoiser's component name in its diffusers pipeline ("transformer", "unet"): the key
+    # prefix of an exported LoRA (treegrpo.export). None: the model has no diffusers export.
+    export_prefix: str | None = None
 
     def image_seq_len(self) -> int | None:
         """Latent tokens per image, for schedulers with dynamic shifting; None if not a DiT."""

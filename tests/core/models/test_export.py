@@ -1,0 +1,191 @@
+"""Exports that diffusers loads: a LoRA run's adapters in `load_lora_weights` format, and a full
+fine-tune as a pipeline folder. Each round trip reproduces the trainer's own ODE sample with the
+stock pipeline class (same latents, prompt, guidance and step grid), and differs from the base
+model's sample, so a load that silently changes nothing fails."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from diffusers import (
+    DDIMScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
+    StableDiffusionPipeline,
+)
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tiny_diffusers import PROMPTS, run_config, save_sd3, save_sd15, single_thread
+
+from treegrpo.cli import main
+from treegrpo.export import ExportError, export_checkpoint, find_checkpoint
+from treegrpo.models.registry import load_model
+from treegrpo.rewards.registry import load_run_rewards
+from treegrpo.rollout import sample_ode
+from treegrpo.trainer import Trainer
+
+CFG = 4.5
+# Fast learning, so one epoch moves the output far beyond the round trip's tolerance.
+TRAIN = {"train.lr": 3e-2, "sampling.cfg_scale": CFG, "sample_every": 1}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def sd3(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sd3") / "tiny-sd3"
+    save_sd3(folder, with_t5=True, seed=4)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("sd15") / "tiny-sd15"
+    save_sd15(folder, seed=4)
+    return folder
+
+
+def train(folder: Path, run: Path, **overrides: Any) -> tuple[Trainer, torch.Tensor]:
+    """One epoch into run/checkpoints; returns the trainer and fixed latents to sample from."""
+    config = run_config(str(folder), **{**TRAIN, **overrides})
+    adapter = load_model(config.model, config.device, config.dtype)
+    trainer = Trainer(
+        config, adapter, load_run_rewards(config), checkpoint_root=run / "checkpoints"
+    )
+    assert trainer.run() == "completed"
+    latents = torch.randn((2, *adapter.latent_shape), generator=torch.Generator().manual_seed(9))
+    return trainer, latents
+
+
+def stock_sample(pipe: Any, trainer: Trainer, latents: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    size = trainer.adapter.latent_shape[1] * pipe.vae_scale_factor
+    out: torch.Tensor = pipe(
+        prompt=PROMPTS[:2],
+        num_inference_steps=trainer.config.sampling.steps,
+        guidance_scale=CFG,
+        latents=latents.clone(),
+        height=size,
+        width=size,
+        output_type="latent",
+        **kwargs,
+    ).images
+    return out
+
+
+def own_sample(trainer: Trainer, latents: torch.Tensor) -> torch.Tensor:
+    adapter = trainer.adapter
+    with torch.no_grad():
+        return sample_ode(
+            adapter, trainer.schedule, adapter.encode_prompts(PROMPTS[:2]), latents, CFG
+        )
+
+
+def assert_round_trip(ours: torch.Tensor, exported: torch.Tensor, base: torch.Tensor) -> None:
+    torch.testing.assert_close(exported, ours, rtol=1e-4, atol=1e-5)
+    # The trained model's sample is far from the base's: a no-op load cannot pass the above.
+    assert (base - ours).abs().max() > 1e-2
+
+
+def card(folder: Path, lr: float = TRAIN["train.lr"]) -> str:
+    text = (folder / "README.md").read_text()
+    assert "Final held-out reward: eval/brightness_mean" in text
+    assert "Algorithm: treegrpo" in text and "Reward: 1 x brightness" in text
+    assert "Epochs: 1 of 1" in text
+    config = json.loads(text.split("```json\n")[1].split("```")[0])
+    assert config["train"]["lr"] == lr
+    return text
+
+
+def test_sd3_lora_round_trip(sd3: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    trainer, latents = train(sd3, run, **{"train.lora_rank": 2})
+    ours = own_sample(trainer, latents)
+    out = export_checkpoint(run, "lora", tmp_path / "lora")
+
+    weights = out / "pytorch_lora_weights.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        keys = list(handle.keys())
+        metadata = json.loads(handle.metadata()["lora_adapter_metadata"])
+    assert keys and all(k.startswith("transformer.") and ".default." not in k for k in keys)
+    assert metadata["transformer.r"] == 2 and metadata["transformer.lora_alpha"] == 2
+    assert "Base model: `" + str(sd3) in card(out)
+    # The checkpoint already carries the same export (what the API serves).
+    written = load_file(str(find_checkpoint(run) / "lora" / "pytorch_lora_weights.safetensors"))
+    exported = load_file(str(weights))
+    assert written.keys() == exported.keys()
+    assert all(torch.equal(written[k], exported[k]) for k in written)
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(sd3, local_files_only=True)
+    base = stock_sample(pipe, trainer, latents)
+    pipe.load_lora_weights(str(out))
+    assert pipe.scheduler.sigmas.tolist() == pytest.approx(trainer.schedule.sigma.tolist())
+    assert_round_trip(ours, stock_sample(pipe, trainer, latents), base)
+
+
+def test_sd15_lora_round_trip(sd15: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    trainer, latents = train(sd15, run, **{"train.lora_rank": 2})
+    ours = own_sample(trainer, latents)
+    out = export_checkpoint(run, "lora", tmp_path / "lora")
+    with safe_open(str(out / "pytorch_lora_weights.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert keys and all(k.startswith("unet.") for k in keys)
+
+    pipe = StableDiffusionPipeline.from_pretrained(sd15, local_files_only=True)
+    # The trainer's deterministic sampler is DDIM (eta 0) on the folder's noise schedule, with no
+    # x0 clipping (SD1.5's own config says clip_sample false; the tiny folder's omits it, and
+    # DDIMScheduler would then default to clipping).
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False)
+    base = stock_sample(pipe, trainer, latents, eta=0.0)
+    pipe.load_lora_weights(str(out))
+    assert_round_trip(ours, stock_sample(pipe, trainer, latents, eta=0.0), base)
+
+
+def test_sd3_full_fine_tune_pipeline_round_trip(sd3: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    trainer, latents = train(sd3, run, **{"train.lr": 1e-3})
+    ours = own_sample(trainer, latents)
+    with pytest.raises(ExportError, match="--format pipeline"):
+        export_checkpoint(run, "lora", tmp_path / "refused")
+    out = export_checkpoint(run, "pipeline", tmp_path / "pipe")
+    assert (out / "model_index.json").is_file()
+    assert "fully fine-tuned" in card(out, lr=1e-3)
+
+    # Loads strictly: every tensor, buffers (pos_embed.pos_embed) included, is in the export.
+    transformer = SD3Transformer2DModel.from_config(
+        SD3Transformer2DModel.load_config(out / "transformer")
+    )
+    state = load_file(str(out / "transformer" / "diffusion_pytorch_model.safetensors"))
+    assert "pos_embed.pos_embed" in state
+    transformer.load_state_dict(state, strict=True)
+
+    base = stock_sample(
+        StableDiffusion3Pipeline.from_pretrained(sd3, local_files_only=True), trainer, latents
+    )
+    pipe = StableDiffusion3Pipeline.from_pretrained(out, local_files_only=True)
+    assert_round_trip(ours, stock_sample(pipe, trainer, latents), base)
+
+
+def test_cli_exports_a_run_folder(
+    sd3: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    train(sd3, run, **{"train.lora_rank": 2, "sample_every": 0, "sampling.cfg_scale": 1.0})
+    out = tmp_path / "lora"
+    assert main(["export", str(run), "--format", "lora", "--out", str(out)]) == 0
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert "not measured" in (out / "README.md").read_text()
+    # A non-empty --out, a missing epoch and a folder without checkpoints are refused.
+    assert main(["export", str(run), "--out", str(out)]) == 2
+    assert main(["export", str(run), "--epoch", "7", "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
+    assert "holds no checkpoint" in capsys.readouterr().err
