@@ -364,13 +364,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 # export
 
-# Job ids: the studio (workers) registers `resolve(job_id) -> Path`, the job's checkpoints folder
-# on this machine (downloaded first from a bucket store), so the core never imports it.
+# Job ids: the studio (workers) registers `resolve(job_id, epoch) -> Path`, the job's checkpoints
+# folder on this machine (downloaded first from a bucket store), so the core never imports it.
 JOB_SOURCES = "treegrpo.job_sources"
 
 
-def export_source(source: str) -> Path:
-    """A run folder, checkpoints folder or checkpoint; or a studio job id (digits)."""
+def export_source(source: str, epoch: int | None = None) -> Path:
+    """A run folder, checkpoints folder or checkpoint; or a studio job id (digits), whose
+    checkpoints the studio finds (and downloads from a bucket store: `epoch`'s, or the latest)."""
     path = Path(source).expanduser()
     if path.exists() or not source.isdigit():
         if not path.is_dir():
@@ -383,7 +384,7 @@ def export_source(source: str) -> Path:
             "give a run folder instead"
         )
     try:
-        found: Path = resolvers[0].load()(int(source))
+        found: Path = resolvers[0].load()(int(source), epoch)
     except LookupError as exc:
         raise CommandError(str(exc)) from exc
     return found
@@ -392,7 +393,7 @@ def export_source(source: str) -> Path:
 def cmd_export(args: argparse.Namespace) -> int:
     from treegrpo.export import ExportError, export_checkpoint, find_checkpoint
 
-    source = export_source(args.source)
+    source = export_source(args.source, args.epoch)
     try:
         checkpoint = find_checkpoint(source, args.epoch)
         out = export_checkpoint(checkpoint, args.format, Path(args.out))
