@@ -130,6 +130,13 @@ def test_sd3_lora_round_trip(sd3: Path, tmp_path: Path) -> None:
     assert pipe.scheduler.sigmas.tolist() == pytest.approx(trainer.schedule.sigma.tolist())
     assert_round_trip(ours, stock_sample(pipe, trainer, latents), base)
 
+    # As a pipeline folder, the adapters fused into the weights.
+    fused = export_checkpoint(run, "pipeline", tmp_path / "fused")
+    assert "with the LoRA adapters fused in" in card(fused)
+    pipe = StableDiffusion3Pipeline.from_pretrained(fused, local_files_only=True)
+    assert not any("lora" in name for name, _ in pipe.transformer.named_parameters())
+    assert_round_trip(ours, stock_sample(pipe, trainer, latents), base)
+
 
 def test_sd15_lora_round_trip(sd15: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
