@@ -258,7 +258,7 @@ def write_pipeline_export(checkpoint: Path, out: Path) -> Path:
     config = document["config"]
     folder = base_pipeline_folder(str(config["model"]))
     pipe = DiffusionPipeline.from_pretrained(
-        str(folder), torch_dtype=torch.float32, local_files_only=True
+        str(folder), dtype=torch.float32, local_files_only=True
     )
     rank = int(config.get("train", {}).get("lora_rank", 0))
     if rank:
