@@ -21,10 +21,11 @@ def add_lora(
     """Adapters of rank `rank` (alpha = rank) on the named projections of `module`, their
     initial values drawn from `seed`.
 
-    peft draws the Gaussian lora_A from the global RNG of the module's device when the adapter
-    is added (lora_B starts at zero, dropout is off). That RNG is unseeded in a fresh process, so
-    same-seed runs used to start from different adapters (issue 15); the draw now happens under a
-    forked RNG seeded with `seed`, and the caller's RNG state is left as it was.
+    peft draws its Gaussian lora_A (std 1 / rank; lora_B starts at zero, dropout is off) from
+    the global RNG of the module's device, unseeded in a fresh process, so same-seed runs used to
+    start from different adapters (issue 15). Here lora_A is drawn again, in parameter order,
+    from a CPU generator seeded with `seed` (the same values on any device, as peft's "gaussian"
+    init), and peft's own draw runs under a forked RNG so the caller's RNG state is untouched.
 
     With mixed precision (`base_dtype` = the autocast dtype) the frozen base is stored in that
     dtype: its matmuls run there under autocast anyway, and it halves the base's memory.
@@ -39,7 +40,6 @@ def add_lora(
     device = next(module.parameters()).device
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-        torch.manual_seed(seed)  # seeds the CPU and every CUDA generator
         module.add_adapter(  # type: ignore[operator]
             LoraConfig(
                 r=rank,
@@ -49,10 +49,15 @@ def add_lora(
                 target_modules=list(targets),
             )
         )
-    # peft creates the adapters in the base's dtype; they train with float32 weights.
-    for param in module.parameters():
-        if param.requires_grad:
-            param.data = param.data.float()
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        # peft creates the adapters in the base's dtype; they train with float32 weights.
+        param.data = param.data.float()
+        if ".lora_A." in name:
+            draw = torch.randn(param.shape, generator=generator) / rank  # (rank, in_features)
+            param.data.copy_(draw.to(param.device))
 
 
 class DiffusersAdapter(ModelAdapter):

@@ -85,3 +85,27 @@ def test_lora_resume_equals_straight_run(folder: Path, tmp_path: Path) -> None:
     assert straight.keys() == resumed.keys()
     for name, tensor in straight.items():
         assert torch.equal(tensor, resumed[name]), name
+
+
+def test_lora_init_comes_from_the_seed_alone(folder: Path) -> None:
+    """lora_A ~ N(0, 1/rank^2) from the seed, lora_B = 0; the global RNG is neither read nor
+    moved."""
+
+    def adapters(seed: int) -> dict[str, torch.Tensor]:
+        adapter = load_model(str(folder), "cpu", "float32")
+        state = torch.get_rng_state()
+        adapter.enable_lora(2, seed=seed)
+        assert torch.equal(torch.get_rng_state(), state)
+        torch.randn(50)  # the next one starts from another global state
+        return {
+            n: p.detach().clone() for n, p in adapter.denoiser.named_parameters() if p.requires_grad
+        }
+
+    first, again, other = adapters(5), adapters(5), adapters(6)
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    a = [t for n, t in first.items() if ".lora_A." in n]
+    b = [t for n, t in first.items() if ".lora_B." in n]
+    assert a and b and all(not t.any() for t in b)
+    assert 0.3 < float(torch.cat([t.flatten() for t in a]).std()) < 0.7  # std 1/rank = 0.5
+    assert any(not torch.equal(first[n], other[n]) for n in first if ".lora_A." in n)
