@@ -6,6 +6,7 @@ model's sample, so a load that silently changes nothing fails."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,27 @@ def test_cli_exports_a_run_folder(
     assert main(["export", str(run), "--epoch", "7", "--out", str(tmp_path / "x")]) == 2
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
     assert "holds no checkpoint" in capsys.readouterr().err
+
+    # A checkpoint without its lora/ (written before exports existed): the adapter's prefix
+    # comes from the model, and the export is the same.
+    checkpoint = find_checkpoint(run)
+    written = load_file(str(checkpoint / "lora" / "pytorch_lora_weights.safetensors"))
+    shutil.rmtree(checkpoint / "lora")
+    again = export_checkpoint(checkpoint, "lora", tmp_path / "again")
+    rebuilt = load_file(str(again / "pytorch_lora_weights.safetensors"))
+    assert written.keys() == rebuilt.keys()
+    assert all(torch.equal(written[k], rebuilt[k]) for k in written)
+
+
+def test_a_model_that_is_no_pipeline_folder_has_no_pipeline_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "checkpoints" / "epoch-000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    config = run_config("digits").to_dict()
+    (checkpoint / "state.json").write_text(json.dumps({"state": {"epoch": 1}, "config": config}))
+    assert (
+        main(["export", str(tmp_path), "--format", "pipeline", "--out", str(tmp_path / "p")]) == 2
+    )
+    assert "'digits' is not a diffusers pipeline folder" in capsys.readouterr().err
