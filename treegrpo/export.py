@@ -109,7 +109,10 @@ def model_card(document: Mapping[str, Any], fmt: Format, prefix: str | None = No
     """README.md of an export: what was trained from what, how well, and how to load it."""
     config: Mapping[str, Any] = document["config"]
     state: Mapping[str, Any] = document["state"]
-    weights: Mapping[str, float] = config.get("reward_weights") or {config.get("reward"): 1.0}
+    reward_setting = config.get("reward")
+    weights: Mapping[str, float] = (
+        dict(reward_setting) if isinstance(reward_setting, dict) else {str(reward_setting): 1.0}
+    )
     reward = " + ".join(f"{w:g} x {name}" for name, w in weights.items())
     lora_rank = int(config.get("train", {}).get("lora_rank", 0))
     base = str(config["model"])
@@ -120,6 +123,12 @@ def model_card(document: Mapping[str, Any], fmt: Format, prefix: str | None = No
             f'pipe = DiffusionPipeline.from_pretrained("{base}")\n'
             'pipe.load_lora_weights("THIS_FOLDER")\n```'
         )
+        if "/" not in base and not base.startswith("."):  # a built-in model, not a pipeline
+            usage = (
+                f"The base model `{base}` is the studio's own and has no diffusers pipeline; "
+                f"the adapters fit its `{prefix}` (a diffusers model): "
+                f'`{prefix}.load_lora_adapter(state_dict, prefix="{prefix}")`.'
+            )
     else:
         how = "with the LoRA adapters fused in" if lora_rank else "fully fine-tuned"
         kind = f"a complete diffusers pipeline, {how}"

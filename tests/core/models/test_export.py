@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from tiny_diffusers import PROMPTS, run_config, save_sd3, save_sd15, single_thread
 
 from treegrpo.cli import main
-from treegrpo.export import ExportError, export_checkpoint, find_checkpoint
+from treegrpo.export import ExportError, export_checkpoint, find_checkpoint, model_card
 from treegrpo.models.registry import load_model
 from treegrpo.rewards.registry import load_run_rewards
 from treegrpo.rollout import sample_ode
@@ -221,3 +221,18 @@ def test_a_model_that_is_no_pipeline_folder_has_no_pipeline_export(
         main(["export", str(tmp_path), "--format", "pipeline", "--out", str(tmp_path / "p")]) == 2
     )
     assert "'digits' is not a diffusers pipeline folder" in capsys.readouterr().err
+
+
+def test_model_card_of_a_weighted_reward_run() -> None:
+    config = run_config("digits", reward={"brightness": 0.8, "contrast": 0.2}).to_dict()
+    state = {
+        "epoch": 2,
+        "held_out": {"eval/brightness_mean": 0.5, "eval/contrast_mean": 0.25},
+        "held_out_epoch": 2,
+    }
+    text = model_card({"config": config, "state": state}, "lora", "transformer")
+    assert "- Reward: 0.8 x brightness + 0.2 x contrast" in text
+    # 0.8 * 0.5 + 0.2 * 0.25 = 0.45
+    assert "- Final held-out reward: weighted 0.4500, eval/brightness_mean 0.5000" in text
+    assert "(gallery of epoch 2)" in text and "- Epochs: 2 of 1" in text
+    assert "`digits` is the studio's own" in text and "from_pretrained" not in text
