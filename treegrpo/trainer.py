@@ -43,6 +43,7 @@ from treegrpo.distributed import (
     sum_over_ranks,
 )
 from treegrpo.edges import EdgeBatch
+from treegrpo.export import LORA_EXPORT_DIR, write_lora_export
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.prompts import resolve_prompts
@@ -60,6 +61,8 @@ GALLERY_NOISE_STREAM = 99
 # Tree (or flat group) i of an epoch draws its noise from stream TREE_NOISE_STREAM + i, so a
 # rank can draw its own trees' noise without the others'.
 TREE_NOISE_STREAM = 1000
+# The LoRA adapters' initial draw (the same on every rank, so ranks start identical).
+LORA_INIT_STREAM = 98
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -133,7 +136,9 @@ class Trainer:
         repeats = -(-GALLERY_MIN_IMAGES // len(self.eval_prompts))
         self.gallery_prompts = self.eval_prompts * repeats
         if config.train.lora_rank:
-            adapter.enable_lora(config.train.lora_rank)
+            adapter.enable_lora(
+                config.train.lora_rank, seed=stream_seed(config.seed, 0, LORA_INIT_STREAM)
+            )
         if config.train.grad_checkpointing:
             adapter.enable_gradient_checkpointing()
         self.parameters = adapter.trainable_parameters()
@@ -167,7 +172,7 @@ class Trainer:
             f"{info.model_evals_per_epoch} model evaluations per epoch"
         )
         if self.state.epoch == 0 and config.sample_every and self.ranks.is_main:
-            self.callbacks.on_epoch_end(0, self.sample_gallery(0))
+            self.callbacks.on_epoch_end(0, self.held_out(0, self.sample_gallery(0)))
         last_saved = -1
         status = "completed"
         while self.state.epoch < config.epochs:
@@ -180,7 +185,7 @@ class Trainer:
                 break
             epoch = self.state.epoch
             if config.sample_every and epoch % config.sample_every == 0 and self.ranks.is_main:
-                metrics.update(self.sample_gallery(epoch))
+                metrics.update(self.held_out(epoch, self.sample_gallery(epoch)))
             self.callbacks.on_epoch_end(epoch, metrics)
             if config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 self.save()
@@ -198,15 +203,29 @@ class Trainer:
         """A checkpoint, written by rank 0 (every rank holds the same weights and optimizer)."""
         if self.checkpoint_root is None or not self.ranks.is_main:
             return None
+        prefix = self.adapter.export_prefix
+        extra = None
+        if self.config.train.lora_rank and prefix is not None:
+            # A LoRA checkpoint carries its diffusers export (lora/), so the API can serve it.
+            def extra(folder: Path) -> None:
+                write_lora_export(folder, folder / LORA_EXPORT_DIR, prefix)
+
         path = save_checkpoint(
             self.checkpoint_root,
             self.adapter.denoiser,
             self.optimizer,
             self.state,
             self.config.to_dict(),
+            extra,
         )
         self.callbacks.on_checkpoint(self.state.epoch, path)
         return path
+
+    def held_out(self, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Remember a gallery's held-out rewards (for the model card of the next export)."""
+        self.state.held_out = dict(metrics)
+        self.state.held_out_epoch = epoch
+        return metrics
 
     def run_info(self) -> RunInfo:
         config = self.config

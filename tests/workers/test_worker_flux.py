@@ -19,7 +19,7 @@ from backend import crud
 from backend.db import session_scope
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core" / "models"))
-from tiny_diffusers import save_flux  # noqa: E402
+from tiny_diffusers import save_flux
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,9 @@ class ModelAdapter(ABC):
     scheduler_config: dict[str, Any] | None = None
     # The CFG scale a config's null `sampling.cfg_scale` means for this model (1 = one call).
     default_cfg_scale: float = DEFAULT_CFG_SCALE
+    # The denoiser's component name in its diffusers pipeline ("transformer", "unet"): the key
+    # prefix of an exported LoRA (treegrpo.export). None: the model has no diffusers export.
+    export_prefix: str | None = None
 
     def image_seq_len(self) -> int | None:
         """Latent tokens per image, for schedulers with dynamic shifting; None if not a DiT."""
@@ -134,8 +137,9 @@ class ModelAdapter(ABC):
         """(n, C, H, W) standard Gaussian latents, drawn on the CPU so seeds match across devices."""
         return torch.randn((n, *self.latent_shape), generator=generator).to(self.device)
 
-    def enable_lora(self, rank: int) -> None:
-        """Freeze the denoiser and train rank-`rank` LoRA adapters instead (train.lora_rank)."""
+    def enable_lora(self, rank: int, seed: int = 0) -> None:
+        """Freeze the denoiser and train rank-`rank` LoRA adapters instead (train.lora_rank),
+        their random initial values drawn from `seed` only (never from the global RNG)."""
         raise ConfigError("train.lora_rank", f"model {self.name!r} does not support LoRA")
 
     def enable_gradient_checkpointing(self) -> None:

@@ -77,6 +77,7 @@ def latent_image_ids(height: int, width: int) -> Tensor:
 
 class FluxAdapter(DiffusersAdapter):
     lora_targets = LORA_TARGETS
+    export_prefix = "transformer"
 
     def __init__(
         self,
