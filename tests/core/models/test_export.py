@@ -27,7 +27,7 @@ from tiny_diffusers import PROMPTS, run_config, save_flux, save_sd3, save_sd15, 
 from treegrpo.cli import main
 from treegrpo.export import ExportError, export_checkpoint, find_checkpoint, model_card
 from treegrpo.models.flux import pack_latents, unpack_latents
-from treegrpo.models.registry import load_model, load_model_for
+from treegrpo.models.registry import load_model_for
 from treegrpo.rewards.registry import load_run_rewards
 from treegrpo.rollout import sample_ode
 from treegrpo.trainer import Trainer
