@@ -26,6 +26,7 @@ FLOW_SDES = ("flowgrpo", "dancegrpo")
 GRIDS = ("model", "dancegrpo")
 KL_FORMS = ("flowgrpo", "exact")
 DTYPES = ("float32", "bfloat16", "float16")
+WEIGHTS_DTYPES = ("float32", "bfloat16")
 BUILTIN_MODELS = ("digits", "digits-ddim", "tiny-random", "tiny-random-ddim")
 
 MAX_NAME_CHARS = 200
@@ -45,6 +46,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 FlowSDEName = Literal["flowgrpo", "dancegrpo"]
 GridName = Literal["model", "dancegrpo"]
 KLForm = Literal["flowgrpo", "exact"]
+WeightsDtype = Literal["float32", "bfloat16"]
 
 
 class ConfigError(ValueError):
@@ -423,6 +425,20 @@ class TrainConfig:
     grad_checkpointing: bool = field(
         default=False, metadata=_help("Gradient checkpointing in the denoiser (GPU models).")
     )
+    weights_dtype: WeightsDtype = field(
+        default="float32",
+        metadata=_help(
+            "Storage of the trained weights: float32, or bfloat16 with float32 master weights "
+            "and AdamW moments in the optimizer (needs dtype bfloat16)."
+        ),
+    )
+    fused_adamw: bool | None = field(
+        default=None, metadata=_help("torch's fused AdamW kernel; null = on CUDA devices.")
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_help("torch.compile the denoiser (dynamic shapes); pays off on long GPU runs."),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr", _float("train.lr", self.lr, 0.0, 1.0, lo_open=True))
@@ -448,6 +464,10 @@ class TrainConfig:
         _int("train.micro_batch", self.micro_batch, 0)
         _int("train.lora_rank", self.lora_rank, 0, 1024)
         _bool("train.grad_checkpointing", self.grad_checkpointing)
+        _choice("train.weights_dtype", self.weights_dtype, WEIGHTS_DTYPES)
+        if self.fused_adamw is not None:
+            _bool("train.fused_adamw", self.fused_adamw)
+        _bool("train.compile", self.compile)
 
 
 @dataclass(frozen=True)
@@ -533,6 +553,12 @@ class RunConfig:
                 f"{self.gpus}: each process rolls out an equal share of the epoch's prompts",
             )
         _choice("dtype", self.dtype, DTYPES)
+        if self.train.weights_dtype != "float32" and self.dtype != self.train.weights_dtype:
+            raise ConfigError(
+                "train.weights_dtype",
+                f"{self.train.weights_dtype} weights run under {self.train.weights_dtype} "
+                f"autocast: set dtype: {self.train.weights_dtype} too (got {self.dtype})",
+            )
         _int("checkpoint_every", self.checkpoint_every, 0)
         _int("log_tree_every", self.log_tree_every, 0)
         _int("sample_every", self.sample_every, 0)
@@ -788,6 +814,9 @@ ALLOWED: dict[str, str] = {
     "train.micro_batch": ">= 0",
     "train.lora_rank": "0..1024",
     "train.grad_checkpointing": "true \\| false",
+    "train.weights_dtype": " \\| ".join(WEIGHTS_DTYPES),
+    "train.fused_adamw": "null \\| true \\| false",
+    "train.compile": "true \\| false",
 }
 
 

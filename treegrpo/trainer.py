@@ -46,6 +46,7 @@ from treegrpo.edges import EdgeBatch
 from treegrpo.export import LORA_EXPORT_DIR, write_lora_export
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.optim import build_optimizer, clip_targets, store_weights
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn, score_images
 from treegrpo.rollout import TreeRollout, sample_ode
@@ -144,13 +145,15 @@ class Trainer:
         self.parameters = adapter.trainable_parameters()
         if not self.parameters:
             raise ValueError(f"model {adapter.name!r} has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(
-            self.parameters, lr=config.train.lr, weight_decay=config.train.weight_decay
-        )
+        # The optimizer's float32 masters start from the full-precision weights.
+        self.optimizer = build_optimizer(self.parameters, config.train, adapter.device)
+        store_weights(self.parameters, config.train.weights_dtype)
         # The reference policy for the optional KL is the model as loaded, before any update.
         self.reference = None
         if config.train.kl_beta:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
+        if config.train.compile:  # after the reference copy: that one stays eager
+            adapter.compile_denoiser()
         self.state = TrainState()
         self.reward_seconds = 0.0  # time spent decoding and scoring in the current epoch
 
@@ -430,7 +433,9 @@ class Trainer:
                 new_lps.append(log_prob.detach().flatten())
                 old_lps.append(batch.log_prob_old.flatten())
             all_reduce_gradients(self.parameters)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, train.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                clip_targets(self.optimizer, self.parameters), train.max_grad_norm
+            )
             grad_norms.append(float(grad_norm))
             self.optimizer.step()
             # Free the gradients now: otherwise they stay allocated through the next rollout.

@@ -146,5 +146,10 @@ class ModelAdapter(ABC):
         """Trade compute for activation memory in the update (train.grad_checkpointing)."""
         raise ConfigError("train.grad_checkpointing", f"model {self.name!r} does not support it")
 
+    def compile_denoiser(self) -> None:
+        """torch.compile the denoiser in place (train.compile). Dynamic shapes: tree rollouts
+        call it with many batch sizes. Its parameter names stay, so checkpoints are unchanged."""
+        self.denoiser.compile(dynamic=True)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]
