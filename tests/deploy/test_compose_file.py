@@ -163,3 +163,12 @@ def test_worker_images_pin_the_torch_build_and_the_gpu_one_is_cuda() -> None:
     assert gpu.startswith("#") and "FROM nvidia/cuda:" in gpu and "whl/cu" in gpu
     api = [line for line in (ROOT / "requirements/api.txt").read_text().splitlines()]
     assert not [line for line in api if line.strip().startswith("torch")]
+
+
+def test_workers_read_the_hosts_hugging_face_cache_read_only_and_offline() -> None:
+    for name in ("worker", "worker-gpu"):
+        service = services()[name]
+        mounts = [v for v in service["volumes"] if v.endswith(":/hf:ro")]
+        assert mounts == ["${TREEGRPO_HF_CACHE:-~/.cache/huggingface}:/hf:ro"], name
+        env = service["environment"]
+        assert env["HF_HOME"] == "/hf" and env["HF_HUB_OFFLINE"] == "1", name
