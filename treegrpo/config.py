@@ -180,14 +180,15 @@ def _reward_options(name: str, value: Any) -> dict[str, dict[str, Any]]:
 
 
 def _model(name: str, value: Any) -> str:
-    """A built-in model name or a local folder (checked for existence where the model loads)."""
+    """A built-in model name, a local folder or a hub id ORG/NAME[@REV] (checked where the
+    model loads: the folder must exist, the id must be in the local Hugging Face cache)."""
     text = _text(name, value, max_chars=1024)
     looks_like_path = "/" in text or text.startswith(".")
     if text not in BUILTIN_MODELS and not looks_like_path:
         raise ConfigError(
             name,
-            f"unknown model {text!r}: use one of {', '.join(BUILTIN_MODELS)} "
-            "or a path to a local model folder",
+            f"unknown model {text!r}: use one of {', '.join(BUILTIN_MODELS)}, a path to a local "
+            "diffusers folder or a hub id ORG/NAME in the local Hugging Face cache",
         )
     return text
 
@@ -477,7 +478,10 @@ class RunConfig:
     )
     model: str = field(
         default="digits",
-        metadata=_help("digits, digits-ddim, tiny-random, tiny-random-ddim or a local folder."),
+        metadata=_help(
+            "digits, digits-ddim, tiny-random, tiny-random-ddim, a local diffusers folder or a "
+            "hub id ORG/NAME[@REV] in the local Hugging Face cache."
+        ),
     )
     reward: str | tuple[tuple[str, float], ...] = field(
         default="digit_judge", metadata=_help("A reward name, or {name: weight, ...}.")
