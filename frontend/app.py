@@ -23,9 +23,9 @@ from typing import Any
 
 import gradio as gr
 
-from frontend import compare, run, runs, tree
+from frontend import compare, playground, run, runs, tree
 from frontend.context import MOUNT_PATH, UiContext
-from frontend.shared import TAB_COMPARE, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
+from frontend.shared import TAB_COMPARE, TAB_PLAYGROUND, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
 from frontend.style import CSS
 
 TITLE = "TreeGRPO studio"
@@ -93,6 +93,8 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 tree.build(sh, demo, tree_tab)
             with gr.Tab("Compare", id=TAB_COMPARE, elem_id="tg-tab-compare") as compare_tab:
                 compare.build(sh, demo, compare_tab)
+            with gr.Tab("Playground", id=TAB_PLAYGROUND, elem_id="tg-tab-playground"):
+                playground.build(sh, demo)
 
         def restore(stored: str | None, request: gr.Request) -> tuple[str, str]:
             return stored or "", _key_status(stored, not stored and _reads_closed(ctx, request))

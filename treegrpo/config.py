@@ -26,6 +26,7 @@ FLOW_SDES = ("flowgrpo", "dancegrpo")
 GRIDS = ("model", "dancegrpo")
 KL_FORMS = ("flowgrpo", "exact")
 DTYPES = ("float32", "bfloat16", "float16")
+WEIGHTS_DTYPES = ("float32", "bfloat16")
 BUILTIN_MODELS = ("digits", "digits-ddim", "tiny-random", "tiny-random-ddim")
 
 MAX_NAME_CHARS = 200
@@ -33,6 +34,8 @@ MAX_PROMPT_CHARS = 500
 MAX_PROMPTS = 4096
 MAX_LEAVES_PER_TREE = 4096
 MAX_STEPS = 500  # RL fine-tuning samples with few steps (the paper: 10)
+MAX_IMAGE_SIDE = 8192  # pixels; the model checks its own multiple and maximum
+DEFAULT_CFG_SCALE = 4.5  # CFG of models that are not guidance-distilled (SD3 and Flow-GRPO's)
 MAX_GPUS = 64
 
 Algorithm = Literal["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
@@ -43,6 +46,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 FlowSDEName = Literal["flowgrpo", "dancegrpo"]
 GridName = Literal["model", "dancegrpo"]
 KLForm = Literal["flowgrpo", "exact"]
+WeightsDtype = Literal["float32", "bfloat16"]
 
 
 class ConfigError(ValueError):
@@ -178,14 +182,15 @@ def _reward_options(name: str, value: Any) -> dict[str, dict[str, Any]]:
 
 
 def _model(name: str, value: Any) -> str:
-    """A built-in model name or a local folder (checked for existence where the model loads)."""
+    """A built-in model name, a local folder or a hub id ORG/NAME[@REV] (checked where the
+    model loads: the folder must exist, the id must be in the local Hugging Face cache)."""
     text = _text(name, value, max_chars=1024)
     looks_like_path = "/" in text or text.startswith(".")
     if text not in BUILTIN_MODELS and not looks_like_path:
         raise ConfigError(
             name,
-            f"unknown model {text!r}: use one of {', '.join(BUILTIN_MODELS)} "
-            "or a path to a local model folder",
+            f"unknown model {text!r}: use one of {', '.join(BUILTIN_MODELS)}, a path to a local "
+            "diffusers folder or a hub id ORG/NAME in the local Hugging Face cache",
         )
     return text
 
@@ -207,8 +212,30 @@ def _device(name: str, value: Any) -> str:
 @dataclass(frozen=True)
 class SamplingConfig:
     steps: int = field(default=10, metadata=_help("T: denoising steps (NFE) per image."))
-    cfg_scale: float = field(
-        default=4.5, metadata=_help("Classifier-free guidance scale; 1 turns guidance off.")
+    cfg_scale: float | None = field(
+        default=None,
+        metadata=_help(
+            "Classifier-free guidance scale; 1 turns guidance off; null = the model's own: 1 on "
+            f"guidance-distilled FLUX models (true CFG off), {DEFAULT_CFG_SCALE} otherwise."
+        ),
+    )
+    guidance: float | None = field(
+        default=None,
+        metadata=_help(
+            "Distilled guidance fed to a FLUX model's guidance embedding (FluxPipeline's "
+            "guidance_scale); null = 3.5 as FLUX.1-dev. FLUX models with guidance_embeds only."
+        ),
+    )
+    height: int | None = field(
+        default=None,
+        metadata=_help(
+            "Image height in pixels; null = the model's own (folders: the denoiser's sample_size "
+            "x the VAE factor; FLUX: 1024). A multiple of the VAE factor x the patch size; one "
+            "side alone makes a square."
+        ),
+    )
+    width: int | None = field(
+        default=None, metadata=_help("Image width in pixels; null = the model's own (see height).")
     )
     eta: float | None = field(
         default=None,
@@ -238,7 +265,15 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         _int("sampling.steps", self.steps, 1, MAX_STEPS)
-        object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
+        if self.cfg_scale is not None:
+            object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
+        if self.guidance is not None:
+            object.__setattr__(
+                self, "guidance", _float("sampling.guidance", self.guidance, 0.0, 100.0)
+            )
+        for side in ("height", "width"):
+            if getattr(self, side) is not None:
+                _int(f"sampling.{side}", getattr(self, side), 1, MAX_IMAGE_SIDE)
         if self.eta is not None:
             object.__setattr__(
                 self, "eta", _float("sampling.eta", self.eta, 0.0, 10.0, lo_open=True)
@@ -247,10 +282,17 @@ class SamplingConfig:
             _choice("sampling.sde", self.sde, FLOW_SDES)
         _choice("sampling.grid", self.grid, GRIDS)
         _int("sampling.max_batch", self.max_batch, 0)
-        if self.max_batch == 1 and self.cfg_scale != 1.0:
+        if self.max_batch == 1 and self.cfg_scale is not None and self.cfg_scale != 1.0:
             raise ConfigError(
                 "sampling.max_batch", "must be >= 2 with CFG (cond and uncond share a call)"
             )
+
+    @property
+    def resolved_cfg_scale(self) -> float:
+        """cfg_scale once the model has filled in its default (Algorithm.resolve)."""
+        if self.cfg_scale is None:
+            raise RuntimeError("sampling.cfg_scale is null: resolve the config for its model first")
+        return self.cfg_scale
 
 
 @dataclass(frozen=True)
@@ -386,6 +428,20 @@ class TrainConfig:
     grad_checkpointing: bool = field(
         default=False, metadata=_help("Gradient checkpointing in the denoiser (GPU models).")
     )
+    weights_dtype: WeightsDtype = field(
+        default="float32",
+        metadata=_help(
+            "Storage of the trained weights: float32, or bfloat16 with float32 master weights "
+            "and AdamW moments in the optimizer (needs dtype bfloat16)."
+        ),
+    )
+    fused_adamw: bool | None = field(
+        default=None, metadata=_help("torch's fused AdamW kernel; null = on CUDA devices.")
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_help("torch.compile the denoiser (dynamic shapes); pays off on long GPU runs."),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr", _float("train.lr", self.lr, 0.0, 1.0, lo_open=True))
@@ -411,6 +467,10 @@ class TrainConfig:
         _int("train.micro_batch", self.micro_batch, 0)
         _int("train.lora_rank", self.lora_rank, 0, 1024)
         _bool("train.grad_checkpointing", self.grad_checkpointing)
+        _choice("train.weights_dtype", self.weights_dtype, WEIGHTS_DTYPES)
+        if self.fused_adamw is not None:
+            _bool("train.fused_adamw", self.fused_adamw)
+        _bool("train.compile", self.compile)
 
 
 @dataclass(frozen=True)
@@ -420,7 +480,10 @@ class RunConfig:
     )
     model: str = field(
         default="digits",
-        metadata=_help("digits, digits-ddim, tiny-random, tiny-random-ddim or a local folder."),
+        metadata=_help(
+            "digits, digits-ddim, tiny-random, tiny-random-ddim, a local diffusers folder or a "
+            "hub id ORG/NAME[@REV] in the local Hugging Face cache."
+        ),
     )
     reward: str | tuple[tuple[str, float], ...] = field(
         default="digit_judge", metadata=_help("A reward name, or {name: weight, ...}.")
@@ -508,6 +571,12 @@ class RunConfig:
                 f"{self.gpus}: each process rolls out an equal share of the epoch's prompts",
             )
         _choice("dtype", self.dtype, DTYPES)
+        if self.train.weights_dtype != "float32" and self.dtype != self.train.weights_dtype:
+            raise ConfigError(
+                "train.weights_dtype",
+                f"{self.train.weights_dtype} weights run under {self.train.weights_dtype} "
+                f"autocast: set dtype: {self.train.weights_dtype} too (got {self.dtype})",
+            )
         _int("checkpoint_every", self.checkpoint_every, 0)
         _int("log_tree_every", self.log_tree_every, 0)
         _int("sample_every", self.sample_every, 0)
@@ -714,7 +783,7 @@ assert set(get_args(Backup)) == set(BACKUPS)
 # What each setting accepts, for the docs; the checks themselves live in __post_init__.
 ALLOWED: dict[str, str] = {
     "algorithm": " \\| ".join(ALGORITHMS),
-    "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path",
+    "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path \\| a cached hub id ORG/NAME[@REV]",
     "reward": "a registered reward, or {name: weight > 0}",
     "reward_options": "{reward: {option: string or number}} for rewards the run uses",
     "reward_workers": "0 .. 64",
@@ -730,7 +799,10 @@ ALLOWED: dict[str, str] = {
     "log_tree_every": ">= 0",
     "sample_every": ">= 0",
     "sampling.steps": f"1..{MAX_STEPS}",
-    "sampling.cfg_scale": ">= 1",
+    "sampling.cfg_scale": "null \\| >= 1",
+    "sampling.guidance": "null \\| [0, 100] (FLUX with guidance_embeds)",
+    "sampling.height": f"null \\| 1..{MAX_IMAGE_SIDE}, a multiple of VAE factor x patch",
+    "sampling.width": f"null \\| 1..{MAX_IMAGE_SIDE}, a multiple of VAE factor x patch",
     "sampling.eta": "null \\| (0, 10]",
     "sampling.sde": "null \\| " + " \\| ".join(FLOW_SDES),
     "sampling.grid": " \\| ".join(GRIDS),
@@ -761,6 +833,9 @@ ALLOWED: dict[str, str] = {
     "train.micro_batch": ">= 0",
     "train.lora_rank": "0..1024",
     "train.grad_checkpointing": "true \\| false",
+    "train.weights_dtype": " \\| ".join(WEIGHTS_DTYPES),
+    "train.fused_adamw": "null \\| true \\| false",
+    "train.compile": "true \\| false",
 }
 
 

@@ -43,8 +43,10 @@ from treegrpo.distributed import (
     sum_over_ranks,
 )
 from treegrpo.edges import EdgeBatch
+from treegrpo.export import LORA_EXPORT_DIR, write_lora_export
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.optim import build_optimizer, clip_targets, store_weights
 from treegrpo.overlap import ScoringQueue
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn, score_images
@@ -65,6 +67,8 @@ TREE_NOISE_STREAM = 1000
 # chunks, and this many chunks may be in flight at once (overlap.py; reward_workers overrides).
 REMOTE_SCORE_CHUNKS = 4
 REMOTE_SCORE_CONCURRENCY = 2
+# The LoRA adapters' initial draw (the same on every rank, so ranks start identical).
+LORA_INIT_STREAM = 98
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -104,7 +108,7 @@ class Trainer:
         # Nulls in the config (eta, SDE, the baselines' knobs) take the algorithm's defaults.
         self.algorithm = get_algorithm(config.algorithm)
         self.requested_config = config
-        config = self.algorithm.resolve(config, adapter.family)
+        config = self.algorithm.resolve(config, adapter.family, adapter.default_cfg_scale)
         self.config = config
         self.adapter = adapter
         self.rewards = rewards
@@ -138,19 +142,23 @@ class Trainer:
         repeats = -(-GALLERY_MIN_IMAGES // len(self.eval_prompts))
         self.gallery_prompts = self.eval_prompts * repeats
         if config.train.lora_rank:
-            adapter.enable_lora(config.train.lora_rank)
+            adapter.enable_lora(
+                config.train.lora_rank, seed=stream_seed(config.seed, 0, LORA_INIT_STREAM)
+            )
         if config.train.grad_checkpointing:
             adapter.enable_gradient_checkpointing()
         self.parameters = adapter.trainable_parameters()
         if not self.parameters:
             raise ValueError(f"model {adapter.name!r} has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(
-            self.parameters, lr=config.train.lr, weight_decay=config.train.weight_decay
-        )
+        # The optimizer's float32 masters start from the full-precision weights.
+        self.optimizer = build_optimizer(self.parameters, config.train, adapter.device)
+        store_weights(self.parameters, config.train.weights_dtype)
         # The reference policy for the optional KL is the model as loaded, before any update.
         self.reference = None
         if config.train.kl_beta:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
+        if config.train.compile:  # after the reference copy: that one stays eager
+            adapter.compile_denoiser()
         self.state = TrainState()
         self.reward_seconds = 0.0  # time spent decoding and scoring in the current epoch
         # A remote reward is scored in chunks on threads while later trees grow (overlap.py);
@@ -178,7 +186,7 @@ class Trainer:
             f"{info.model_evals_per_epoch} model evaluations per epoch"
         )
         if self.state.epoch == 0 and config.sample_every and self.ranks.is_main:
-            self.callbacks.on_epoch_end(0, self.sample_gallery(0))
+            self.callbacks.on_epoch_end(0, self.held_out(0, self.sample_gallery(0)))
         last_saved = -1
         status = "completed"
         while self.state.epoch < config.epochs:
@@ -191,7 +199,7 @@ class Trainer:
                 break
             epoch = self.state.epoch
             if config.sample_every and epoch % config.sample_every == 0 and self.ranks.is_main:
-                metrics.update(self.sample_gallery(epoch))
+                metrics.update(self.held_out(epoch, self.sample_gallery(epoch)))
             self.callbacks.on_epoch_end(epoch, metrics)
             if config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 self.save()
@@ -209,15 +217,29 @@ class Trainer:
         """A checkpoint, written by rank 0 (every rank holds the same weights and optimizer)."""
         if self.checkpoint_root is None or not self.ranks.is_main:
             return None
+        prefix = self.adapter.export_prefix
+        extra = None
+        if self.config.train.lora_rank and prefix is not None:
+            # A LoRA checkpoint carries its diffusers export (lora/), so the API can serve it.
+            def extra(folder: Path) -> None:
+                write_lora_export(folder, folder / LORA_EXPORT_DIR, prefix)
+
         path = save_checkpoint(
             self.checkpoint_root,
             self.adapter.denoiser,
             self.optimizer,
             self.state,
             self.config.to_dict(),
+            extra,
         )
         self.callbacks.on_checkpoint(self.state.epoch, path)
         return path
+
+    def held_out(self, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Remember a gallery's held-out rewards (for the model card of the next export)."""
+        self.state.held_out = dict(metrics)
+        self.state.held_out_epoch = epoch
+        return metrics
 
     def run_info(self) -> RunInfo:
         config = self.config
@@ -394,7 +416,11 @@ class Trainer:
                 batch = edges.select(chunk)
                 batch_cond = cond.select(batch.prompt_index)
                 out = self.adapter.predict(
-                    batch.parents, batch.steps, self.schedule, batch_cond, sampling.cfg_scale
+                    batch.parents,
+                    batch.steps,
+                    self.schedule,
+                    batch_cond,
+                    sampling.resolved_cfg_scale,
                 )
                 mean, std = self.schedule.gaussian(batch.parents, out, batch.steps, sampling.eta)
                 log_prob = gaussian_log_prob(
@@ -411,7 +437,7 @@ class Trainer:
                             batch.steps,
                             self.schedule,
                             batch_cond,
-                            sampling.cfg_scale,
+                            sampling.resolved_cfg_scale,
                             denoiser=self.reference,
                         )
                         ref_mean, _ = self.schedule.gaussian(
@@ -437,7 +463,9 @@ class Trainer:
                 new_lps.append(log_prob.detach().flatten())
                 old_lps.append(batch.log_prob_old.flatten())
             all_reduce_gradients(self.parameters)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, train.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                clip_targets(self.optimizer, self.parameters), train.max_grad_norm
+            )
             grad_norms.append(float(grad_norm))
             self.optimizer.step()
             # Free the gradients now: otherwise they stay allocated through the next rollout.
@@ -475,7 +503,7 @@ class Trainer:
             self.schedule,
             self.adapter.encode_prompts(self.gallery_prompts),
             initial,
-            self.config.sampling.cfg_scale,
+            self.config.sampling.resolved_cfg_scale,
             self.config.sampling.max_batch,
         )
         images = self.adapter.decode(latents)

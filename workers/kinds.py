@@ -5,7 +5,9 @@ parameters mean):
 - sample: grow logged trees for the config's prompts with a source job's checkpoint (or the base
   model);
 - evaluate: ODE samples of held-out prompts scored by every reward of the config;
-- branch (a sample job with params.branch): regrow k children from a stored tree node.
+- branch (a sample job with params.branch): regrow k children from a stored tree node;
+- playground (a sample job with params.playground): one prompt and seed, N images from the base
+  model and N from a checkpoint, from the same initial noises, each scored by every reward.
 
 Each returns "completed" or "stopped" (a stop request was honoured) and raises on failure.
 """
@@ -23,7 +25,13 @@ import torch
 from backend import crud
 from backend.db import session_scope
 from backend.errors import NotFound
-from backend.job_params import BranchParams, EvaluateParams, SampleParams, parse_params
+from backend.job_params import (
+    BranchParams,
+    EvaluateParams,
+    PlaygroundParams,
+    SampleParams,
+    parse_params,
+)
 from backend.storage import checkpoints_relpath, trees_relpath
 from treegrpo.config import RunConfig
 from workers.context import JobContext
@@ -47,6 +55,8 @@ def run_job(ctx: JobContext) -> str:
     if isinstance(params, SampleParams):
         if params.branch is not None:
             return run_branch(ctx, params.branch)
+        if params.playground is not None:
+            return run_playground(ctx, params, params.playground)
         return run_sample(ctx, params)
     if isinstance(params, EvaluateParams):
         return run_evaluate(ctx, params)
@@ -66,7 +76,7 @@ def run_train(ctx: JobContext) -> str:
         rank_device,
         ranks_from_env,
     )
-    from treegrpo.models.registry import load_model, resolve_device
+    from treegrpo.models.registry import load_model_for, resolve_device
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.trainer import Trainer
 
@@ -88,7 +98,7 @@ def run_train(ctx: JobContext) -> str:
         ctx.log.write(f"loading model {config.model} on {where}")
     init_process_group(ranks, device)
     try:
-        adapter = load_model(config.model, str(device), config.dtype)
+        adapter = load_model_for(config, str(device))
         rewards = load_run_rewards(config, adapter.device, resolve_secret)
         recorder = JobRecorder(ctx)
         trainer = Trainer(
@@ -246,6 +256,7 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
+    from treegrpo.algorithms import resolve_for_model
     from treegrpo.policy import load_policy
     from treegrpo.prompts import resolve_prompts
     from treegrpo.rewards.registry import load_run_rewards, score_images
@@ -264,7 +275,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     )
     adapter = load_policy(config, source.checkpoint)
     rewards = load_run_rewards(config, adapter.device, resolve_secret)
-    schedule = adapter.make_schedule(config.sampling.steps)
+    config, schedule = resolve_for_model(config, adapter)
     generator = torch.Generator().manual_seed(config.seed)
     initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
     chunks = -(-len(rows) // EVAL_CHUNK)
@@ -280,7 +291,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
                 schedule,
                 adapter.encode_prompts(rows[part]),
                 initial[part],
-                config.sampling.cfg_scale,
+                config.sampling.resolved_cfg_scale,
                 config.sampling.max_batch,
             )
             decoded = adapter.decode(latents).cpu()  # (n, C, H, W) in [0, 1]
@@ -299,6 +310,59 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     store_samples(ctx, source.epoch, rows, all_images, all_scores, config.reward_weights)
     write_metrics(ctx, source.epoch, metrics)
     ctx.log.write(", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+    return "completed"
+
+
+# ---------------------------------------------------------------------------------------------
+# playground: the base model and a checkpoint side by side
+
+
+def run_playground(ctx: JobContext, params: SampleParams, play: PlaygroundParams) -> str:
+    """N images of one prompt from the base model (gallery epoch 0) and from the checkpoint
+    (gallery of its epoch), from the same N initial noises, scored by every reward."""
+    from treegrpo.algorithms import resolve_for_model
+    from treegrpo.policy import load_policy
+    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rollout import sample_ode
+
+    config = ctx.config
+    source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
+    policies = [PolicySource(None, 0, None)]
+    if source.checkpoint is not None:
+        policies.append(source)
+    rows = [play.prompt] * play.images
+    ctx.log.write(
+        f"playground: {play.images} image(s) of {play.prompt!r}, seed {play.seed}, from the base "
+        f"model" + (f" and {source.describe()}" if source.checkpoint is not None else "")
+    )
+    ctx.heartbeat(progress_step=0, progress_total=len(policies))
+    rewards = None
+    summary = []
+    for done, policy in enumerate(policies):
+        if ctx.stop.requested():
+            return "stopped"
+        adapter = load_policy(config, policy.checkpoint)
+        rewards = rewards or load_run_rewards(config, adapter.device, resolve_secret)
+        resolved, schedule = resolve_for_model(config, adapter)
+        generator = torch.Generator().manual_seed(play.seed)
+        initial = torch.randn((play.images, *adapter.latent_shape), generator=generator)
+        with torch.no_grad():
+            latents = sample_ode(
+                adapter,
+                schedule,
+                adapter.encode_prompts(rows),
+                initial,
+                resolved.sampling.resolved_cfg_scale,
+                resolved.sampling.max_batch,
+            )
+            images = adapter.decode(latents).cpu()  # (N, C, H, W) in [0, 1]
+        scores = score_images(rewards, images, rows)
+        store_samples(ctx, policy.epoch, rows, images, scores, config.reward_weights)
+        mean = weighted({n: float(v.mean()) for n, v in scores.items()}, config.reward_weights)
+        summary.append(f"{'base' if policy.checkpoint is None else policy.describe()}: {mean:.4f}")
+        del adapter
+        ctx.heartbeat(progress_step=done + 1, progress_total=len(policies))
+    ctx.log.write("mean reward " + "; ".join(summary))
     return "completed"
 
 
@@ -404,7 +468,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         latent,
         origin.node_step,
         noise,
-        config.sampling.cfg_scale,
+        config.sampling.resolved_cfg_scale,
         config.sampling.eta,
         config.sampling.max_batch,
     )

@@ -197,3 +197,12 @@ def test_make_up_warns_only_when_bound_beyond_loopback_with_reads_open() -> None
     assert exposure_warning("0.0.0.0", 8000, reads_require_key=True) is None
     warning = exposure_warning("0.0.0.0", 8000, reads_require_key=False)
     assert warning and "0.0.0.0" in warning and "TREEGRPO_READS_REQUIRE_KEY=true" in warning
+
+
+def test_workers_read_the_hosts_hugging_face_cache_read_only_and_offline() -> None:
+    for name in ("worker", "worker-gpu"):
+        service = services()[name]
+        mounts = [v for v in service["volumes"] if v.endswith(":/hf:ro")]
+        assert mounts == ["${TREEGRPO_HF_CACHE:-~/.cache/huggingface}:/hf:ro"], name
+        env = service["environment"]
+        assert env["HF_HOME"] == "/hf" and env["HF_HUB_OFFLINE"] == "1", name

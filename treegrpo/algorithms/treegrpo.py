@@ -89,7 +89,7 @@ class TreeGRPO(Algorithm):
                 cond if len(part) == len(plan.local) else cond.select(torch.tensor(list(part))),
                 shape,
                 noise,
-                config.sampling.cfg_scale,
+                config.sampling.resolved_cfg_scale,
                 config.sampling.eta,
                 config.sampling.max_batch,
                 record=log_tree,
