@@ -213,6 +213,7 @@ def _train(
     from treegrpo.models.registry import load_model
     from treegrpo.progress import ProgressBar
     from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.trackers import make_trackers
     from treegrpo.trainer import Trainer
 
     metrics_path = out / "metrics.jsonl"
@@ -242,6 +243,7 @@ def _train(
             _Interrupt(),
             _Log(),
             progress,
+            *make_trackers(config, out, out.name),
         ],
         checkpoint_root=out / "checkpoints",
     )

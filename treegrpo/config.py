@@ -411,6 +411,65 @@ class TrainConfig:
         _bool("train.grad_checkpointing", self.grad_checkpointing)
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+# The module each tracker imports, and the extra that installs it.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where the trackers of `trackers` write; all work offline (treegrpo/trackers/)."""
+
+    project: str = field(
+        default="treegrpo", metadata=_help("W&B project and MLflow experiment name.")
+    )
+    mlflow_uri: str | None = field(
+        default=None,
+        metadata=_help(
+            "MLflow tracking URI; null = a local file store (mlruns/) in the run folder."
+        ),
+    )
+    run_name: str | None = field(
+        default=None, metadata=_help("Tracker run name; null = job-<id> or the output folder.")
+    )
+
+    def __post_init__(self) -> None:
+        _text("tracking.project", self.project)
+        if self.mlflow_uri is not None:
+            _text("tracking.mlflow_uri", self.mlflow_uri, 2000)
+        if self.run_name is not None:
+            _text("tracking.run_name", self.run_name)
+
+
+def _trackers(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            name, f"expected a list of trackers ({', '.join(TRACKERS)}), got {value!r}"
+        )
+    return tuple(dict.fromkeys(_choice(f"{name}[{i}]", v, TRACKERS) for i, v in enumerate(value)))
+
+
+def missing_tracker_packages(trackers: Iterable[str]) -> list[ConfigError]:
+    """A ConfigError for each tracker whose package is not installed here (found without
+    importing it, so this stays torch-free and fast: the API checks at submit)."""
+    import importlib.util
+
+    out = []
+    for tracker in trackers:
+        module = TRACKER_PACKAGES[tracker]
+        if importlib.util.find_spec(module) is None:
+            out.append(
+                ConfigError(
+                    "trackers",
+                    f"tracker {tracker!r} needs the {module} package, which is not installed: "
+                    f"pip install 'treegrpo-studio[{tracker}]'",
+                )
+            )
+    return out
+
+
 @dataclass(frozen=True)
 class RunConfig:
     algorithm: Algorithm = field(
@@ -466,12 +525,21 @@ class RunConfig:
     tree: TreeConfig = field(default_factory=TreeConfig)
     flat: FlatConfig = field(default_factory=FlatConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trackers: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Experiment trackers, any of tensorboard, wandb, mlflow (offline-first; optional "
+            "extras: pip install 'treegrpo-studio[trackers]')."
+        ),
+    )
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     SECTIONS: ClassVar[dict[str, type]] = {
         "sampling": SamplingConfig,
         "tree": TreeConfig,
         "flat": FlatConfig,
         "train": TrainConfig,
+        "tracking": TrackingConfig,
     }
 
     def __post_init__(self) -> None:
@@ -503,6 +571,7 @@ class RunConfig:
         _int("checkpoint_every", self.checkpoint_every, 0)
         _int("log_tree_every", self.log_tree_every, 0)
         _int("sample_every", self.sample_every, 0)
+        object.__setattr__(self, "trackers", _trackers("trackers", self.trackers))
         for name, cls in self.SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, f"expected a {name} section")
@@ -844,6 +913,10 @@ ALLOWED: dict[str, str] = {
     "train.micro_batch": ">= 0",
     "train.lora_rank": "0..1024",
     "train.grad_checkpointing": "true \\| false",
+    "trackers": "a list of " + " \\| ".join(TRACKERS),
+    "tracking.project": "a name",
+    "tracking.mlflow_uri": "null \\| an MLflow tracking URI",
+    "tracking.run_name": "null \\| a name",
 }
 
 

@@ -24,7 +24,7 @@ from backend import crud
 from backend.db import session_scope
 from backend.errors import NotFound
 from backend.job_params import BranchParams, EvaluateParams, SampleParams, parse_params
-from backend.storage import checkpoints_relpath, trees_relpath
+from backend.storage import checkpoints_relpath, job_dir, trees_relpath
 from treegrpo.config import RunConfig
 from workers.context import JobContext
 from workers.recorder import JobRecorder, store_samples, store_tree, weighted, write_metrics
@@ -67,6 +67,7 @@ def run_train(ctx: JobContext) -> str:
     )
     from treegrpo.models.registry import load_model, resolve_device
     from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.trackers import make_trackers, tracker_folders
     from treegrpo.trainer import Trainer
 
     config = ctx.config
@@ -90,11 +91,13 @@ def run_train(ctx: JobContext) -> str:
         adapter = load_model(config.model, str(device), config.dtype)
         rewards = load_run_rewards(config, adapter.device)
         recorder = JobRecorder(ctx)
+        # Trackers write into the job's folder of the store (tensorboard/, wandb/, mlruns/).
+        trackers = make_trackers(config, ctx.path(job_dir(ctx.job_id)), f"job-{ctx.job_id}")
         trainer = Trainer(
             config,
             adapter,
             rewards,
-            callbacks=[recorder],
+            callbacks=[recorder, *trackers],
             checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
         )
         if checkpoint is not None:
@@ -113,6 +116,10 @@ def run_train(ctx: JobContext) -> str:
             if dropped:
                 ctx.log.write(f"dropped {dropped} metric points after epoch {last_kept}")
         status = trainer.run()
+        if ranks.is_main:
+            for folder in tracker_folders(config):
+                if ctx.path(f"{job_dir(ctx.job_id)}/{folder}").exists():
+                    ctx.publish(f"{job_dir(ctx.job_id)}/{folder}")
     finally:
         destroy_process_group()
     return "completed" if status == "completed" else "stopped"
