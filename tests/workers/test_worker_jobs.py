@@ -132,15 +132,18 @@ def check_branch(stack: Stack, trained_job: int) -> None:
 
     with session_scope(stack.url) as session:
         tree = crud.get_tree(session, tree_id=tree_id)
-        grown = [n for n in tree.nodes if n.branch_job_id == job_id]
-        children = [n for n in grown if n.parent_id == node_id]
+        # Beside the training tree, never in it.
+        assert len(tree.nodes) == before
+        (branch, status), *_ = crud.list_branches(session, tree_id=tree_id)
+        assert branch.job_id == job_id and branch.node_id == node_id and status == "succeeded"
+        grown = list(branch.nodes)
+        children = [n for n in grown if n.parent_id is None]
         assert len(children) == 3
         assert all(c.step_index == node_step + 1 and c.log_prob_old is not None for c in children)
         # Each child continues with ODE steps to a scored leaf of its own.
         leaves = [n for n in grown if n.is_leaf]
         assert len(leaves) == 3 and all(n.reward is not None for n in leaves)
         assert len(grown) == 3 * (tree.steps - node_step)
-        assert len(tree.nodes) == before + len(grown)
         for n in grown:
             assert (stack.store / str(n.image_path)).is_file()
             assert (stack.store / str(n.latent_path)).is_file()
