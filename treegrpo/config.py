@@ -672,9 +672,9 @@ class RunConfig:
 
 # ---------------------------------------------------------------------------------------------
 # When a run logs. The final epoch always logs a gallery, its trees and a checkpoint, whatever
-# the *_every settings, so a short run always shows its trained model. Gallery and checkpoint
-# epochs count finished epochs (1..epochs; gallery 0 = the baseline before training); tree
-# epochs number the rollout that grew them (0..epochs - 1).
+# the *_every settings, so a short run always shows its trained model. Stored gallery, tree and
+# checkpoint epochs count finished epochs (1..epochs; gallery 0 = the baseline before training):
+# the trees of rollout e (0-based, is_tree_epoch) are stored as epoch e + 1.
 
 
 def is_gallery_epoch(epoch: int, *, epochs: int, every: int) -> bool:
@@ -708,7 +708,7 @@ def logging_schedule(
     epochs (None when none is left), in the numbering of the stored rows."""
     done = max(0, epochs_done)
     gallery = _next_multiple(done + 1, sample_every, epochs) if done < epochs else None
-    tree = _next_multiple(done, log_tree_every, epochs - 1) if done < epochs else None
+    tree = _next_multiple(done, log_tree_every, epochs - 1) + 1 if done < epochs else None
     checkpoint = _next_multiple(done + 1, checkpoint_every, epochs) if done < epochs else None
     return {
         "next_gallery_epoch": gallery,

@@ -160,19 +160,19 @@ def test_a_train_job_says_when_its_next_gallery_tree_and_checkpoint_come(
     every = {"epochs": 8, "sample_every": 10, "log_tree_every": 10, "checkpoint_every": 3}
     job = _create(client, auth, config=every)
     schedule = job["schedule"]
-    # Galleries and checkpoints count finished epochs, trees the rollout that grew them; the
-    # final epoch always logs all three, so an 8-epoch run's last gallery is epoch 8.
+    # Stored epochs count finished epochs; the final epoch always logs all three, so an
+    # 8-epoch run's last gallery (and trees) are epoch 8.
     assert schedule == {
         **every,
         "next_gallery_epoch": 8,
-        "next_tree_epoch": 0,
+        "next_tree_epoch": 1,
         "next_checkpoint_epoch": 3,
     }
     attempt = at.run_job(url, job["id"])
     with session_scope(url) as session:
         crud.heartbeat(session, job_id=job["id"], attempt=attempt, progress_step=3)
     later = client.get(f"{JOBS}/{job['id']}").json()["schedule"]
-    assert (later["next_gallery_epoch"], later["next_tree_epoch"]) == (8, 7)
+    assert (later["next_gallery_epoch"], later["next_tree_epoch"]) == (8, 8)
     assert later["next_checkpoint_epoch"] == 6
     sample = _create(client, auth, kind="sample")
     assert sample["schedule"] is None
