@@ -79,9 +79,9 @@ def test_trackers_are_checked() -> None:
     config = RunConfig.from_dict({"trackers": ["tensorboard", "mlflow", "tensorboard"]})
     assert config.trackers == ("tensorboard", "mlflow")
     assert RunConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ConfigError, match="trackers\\[0\\]"):
+    with pytest.raises(ConfigError, match=r"trackers\[0\]"):
         RunConfig.from_dict({"trackers": ["comet"]})
-    with pytest.raises(ConfigError, match="tracking.project"):
+    with pytest.raises(ConfigError, match=r"tracking\.project"):
         RunConfig.from_dict({"tracking": {"project": ""}})
 
 
