@@ -75,7 +75,14 @@ def check_trained_job(stack: Stack, trained: dict[str, Any]) -> None:
     ):
         assert name in names, name
     # Epoch 0 is the baseline gallery before any update.
-    assert {name for step, name, _ in points if step == 0} == {"eval/digit_judge_mean"}
+    assert {name for step, name, _ in points if step == 0} == {
+        "eval/digit_judge_mean",
+        "eval/reward_mean",
+        "watch/diversity",
+    }
+    # The over-optimisation watch at every gallery epoch after it.
+    assert {"watch/reward_gap", "watch/diversity"} <= {n for s, n, _ in points if s == 1}
+    assert "watch/overopt" in {name for step, name, _ in points if step == 2}
     per_epoch = {name: value for step, name, value in points if step == 2}
     assert per_epoch["images_per_epoch"] == 2 * 4  # 2 prompts x k^d leaves
 
