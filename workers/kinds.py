@@ -13,6 +13,7 @@ Each returns "completed" or "stopped" (a stop request was honoured) and raises o
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 from pathlib import Path
@@ -26,7 +27,9 @@ from backend.errors import NotFound
 from backend.job_params import BranchParams, EvaluateParams, SampleParams, parse_params
 from backend.storage import checkpoints_relpath, job_dir, trees_relpath
 from treegrpo.config import RunConfig
+from workers import policy_cache
 from workers.context import JobContext
+from workers.policy_cache import checkpoint_key
 from workers.recorder import JobRecorder, store_samples, store_tree, weighted, write_metrics
 
 # Images per model call batch in evaluation (each chunk also checks the stop request).
@@ -202,6 +205,27 @@ def policy_for_tree(ctx: JobContext, meta: dict[str, Any], fallback_job: int) ->
     return PolicySource(found[1], found[0], int(job_id))
 
 
+def cached_policy(config: RunConfig, checkpoint: Path | None) -> Any:
+    """load_policy, kept for the next job in the interactive lane's warm process."""
+    from treegrpo.policy import load_policy
+
+    key = ("policy", config.model, config.device, config.dtype, *checkpoint_key(checkpoint))
+    return policy_cache.cached(key, lambda: load_policy(config, checkpoint))
+
+
+def cached_rewards(config: RunConfig, device: Any) -> Any:
+    """load_run_rewards, kept likewise (a reward model can be bigger than the policy)."""
+    from treegrpo.rewards.registry import load_run_rewards
+
+    key = (
+        "rewards",
+        json.dumps(config.reward_weights, sort_keys=True),
+        json.dumps(config.reward_options, sort_keys=True, default=str),
+        str(device),
+    )
+    return policy_cache.cached(key, lambda: load_run_rewards(config, device))
+
+
 def with_seed(config: RunConfig, seed: int) -> RunConfig:
     return dataclasses.replace(config, seed=seed % MAX_SEED)
 
@@ -211,17 +235,15 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
 
 
 def run_sample(ctx: JobContext, params: SampleParams) -> str:
-    from treegrpo.policy import load_policy
     from treegrpo.prompts import resolve_prompts
-    from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.sample_tree import grow_tree
     from treegrpo.windows import window_start
 
     config = ctx.config
     source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
     ctx.log.write(f"growing {params.trees} tree(s) with {source.describe()}")
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     prompts = resolve_prompts(config.prompts)
     ctx.heartbeat(progress_step=0, progress_total=params.trees)
     leaves: dict[str, list[float]] = {name: [] for name in rewards}
@@ -252,9 +274,8 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
-    from treegrpo.policy import load_policy
     from treegrpo.prompts import resolve_prompts
-    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rewards.registry import score_images
     from treegrpo.rollout import sample_ode
 
     config = ctx.config
@@ -268,8 +289,8 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
         f"evaluating {source.describe()} on {len(prompts)} prompts x "
         f"{params.samples_per_prompt} samples with {', '.join(config.reward_weights)}"
     )
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     schedule = adapter.make_schedule(config.sampling.steps)
     generator = torch.Generator().manual_seed(config.seed)
     initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
@@ -392,8 +413,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     from treegrpo.algorithms import resolve_for_model
     from treegrpo.artifacts import thumbnail
     from treegrpo.branch import advantages_against, load_latent, regrow, save_latent
-    from treegrpo.policy import load_policy
-    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rewards.registry import score_images
 
     origin = branch_origin(params)
     named = (
@@ -422,8 +442,8 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         f"{origin.node_step}/{steps}) of tree {params.tree_id} with {source.describe()}"
     )
     ctx.heartbeat(progress_step=0, progress_total=1)
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     config, schedule = resolve_for_model(config, adapter)
     assert config.sampling.eta is not None
     ctx.fetch(origin.latent_path)
