@@ -68,10 +68,24 @@ def test_the_services_of_the_architecture_are_there() -> None:
         "migrate",
         "api",
         "worker",
+        "worker-interactive",
         "worker-gpu",
         "minio",
         "minio-bucket",
     }
+
+
+def test_training_and_interactive_lanes_have_workers_of_their_own() -> None:
+    svc = services()
+    lanes = {name: svc[name]["command"][svc[name]["command"].index("--queues") + 1]
+             for name in ("worker", "worker-interactive", "worker-gpu")}  # fmt: skip
+    assert lanes == {
+        "worker": "treegrpo",
+        "worker-interactive": "treegrpo-interactive",
+        "worker-gpu": "treegrpo",
+    }
+    assert "profiles" not in svc["worker-interactive"]
+    assert svc["worker-interactive"]["environment"] == svc["worker"]["environment"]
 
 
 def test_minio_is_an_s3_profile_and_every_studio_service_can_be_pointed_at_a_bucket() -> None:
