@@ -30,6 +30,8 @@ class TrainState:
     images_seen: int = 0
     model_evals: int = 0
     wall_clock: float = 0.0  # seconds of training, summed over resumes
+    # The over-optimisation watch's last (reward gap, gallery diversity) (treegrpo/overopt.py).
+    watch: list[float] | None = None
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -45,7 +45,7 @@ from treegrpo.distributed import (
 from treegrpo.edges import EdgeBatch
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
-from treegrpo.overopt import OverOptimisationWatch, gallery_diversity
+from treegrpo.overopt import gallery_diversity, watch_metrics
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn, score_images
 from treegrpo.rollout import TreeRollout, sample_ode
@@ -148,7 +148,6 @@ class Trainer:
         if config.train.kl_beta:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
         self.state = TrainState()
-        self.watch = OverOptimisationWatch()
         self.reward_seconds = 0.0  # time spent decoding and scoring in the current epoch
 
     # -- public --------------------------------------------------------------------------------
@@ -185,7 +184,8 @@ class Trainer:
             gallery = is_gallery_epoch(epoch, epochs=config.epochs, every=config.sample_every)
             if gallery and self.ranks.is_main:
                 metrics.update(self.sample_gallery(epoch))
-                metrics.update(self.watch.update(metrics))
+                watch, self.state.watch = watch_metrics(metrics, self.state.watch)
+                metrics.update(watch)
             self.callbacks.on_epoch_end(epoch, metrics)
             if config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 self.save()

@@ -4,7 +4,6 @@ error at once, and the over-optimisation watch."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from treegrpo.config import (
     is_tree_epoch,
     logging_schedule,
 )
-from treegrpo.overopt import OverOptimisationWatch, gallery_diversity
+from treegrpo.overopt import gallery_diversity, watch_metrics
 
 
 def test_the_final_epoch_always_logs() -> None:
@@ -65,7 +64,8 @@ def test_a_short_run_logs_its_trained_model(tmp_path: Path) -> None:
     # The over-optimisation watch, at the final gallery epoch.
     assert last["watch/reward_gap"] == pytest.approx(last["reward_mean"] - last["eval/reward_mean"])
     assert 0.0 <= last["watch/diversity"] <= 1.0
-    assert "watch/overopt" not in lines[0]["metrics"]
+    assert "watch/overopt" not in lines[0]["metrics"]  # the baseline gallery: no gap yet
+    assert lines[-1]["metrics"]["watch/overopt"] in (0.0, 1.0)
 
 
 def test_every_config_error_at_once() -> None:
@@ -94,14 +94,25 @@ def test_gallery_diversity_literal() -> None:
 
 
 def test_the_watch_flags_a_rising_gap_with_falling_diversity() -> None:
-    watch = OverOptimisationWatch()
-    first = watch.update({"reward_mean": 0.6, "eval/reward_mean": 0.5, "watch/diversity": 0.3})
-    assert first == {"watch/reward_gap": pytest.approx(0.1)}
-    calm = watch.update({"reward_mean": 0.7, "eval/reward_mean": 0.65, "watch/diversity": 0.2})
-    assert calm["watch/overopt"] == 0.0  # gap 0.05 fell
-    hacked = watch.update({"reward_mean": 0.9, "eval/reward_mean": 0.6, "watch/diversity": 0.1})
+    first, previous = watch_metrics(
+        {"reward_mean": 0.6, "eval/reward_mean": 0.5, "watch/diversity": 0.3}, None
+    )
+    assert first == {"watch/reward_gap": pytest.approx(0.1), "watch/overopt": 0.0}
+    assert previous == [pytest.approx(0.1), 0.3]
+    calm, previous = watch_metrics(
+        {"reward_mean": 0.7, "eval/reward_mean": 0.65, "watch/diversity": 0.2}, previous
+    )
+    assert calm["watch/overopt"] == 0.0  # the gap (0.05) fell
+    hacked, previous = watch_metrics(
+        {"reward_mean": 0.9, "eval/reward_mean": 0.6, "watch/diversity": 0.1}, previous
+    )
     assert hacked["watch/reward_gap"] == pytest.approx(0.3) and hacked["watch/overopt"] == 1.0
-    diverse = watch.update({"reward_mean": 1.0, "eval/reward_mean": 0.6, "watch/diversity": 0.4})
-    assert diverse["watch/overopt"] == 0.0  # gap rose, but so did diversity
-    assert watch.update({"eval/reward_mean": 0.5}) == {}
-    assert not math.isnan(diverse["watch/reward_gap"])
+    diverse, previous = watch_metrics(
+        {"reward_mean": 1.0, "eval/reward_mean": 0.6, "watch/diversity": 0.4}, previous
+    )
+    assert diverse["watch/overopt"] == 0.0  # the gap rose, but so did the diversity
+    # The baseline gallery (no training reward yet) keeps the previous pair as it is.
+    assert watch_metrics({"eval/reward_mean": 0.5, "watch/diversity": 0.2}, previous) == (
+        {},
+        previous,
+    )
