@@ -71,6 +71,10 @@ class ArtifactStore(ABC):
         thing for this store, stream it instead)."""
         return None
 
+    @abstractmethod
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object under the folder `prefix`; returns how many went."""
+
     # -- built on the above ------------------------------------------------------------------
 
     def put_folder(self, prefix: str, folder: Path, *, skip: frozenset[str] = frozenset()) -> None:
@@ -98,6 +102,17 @@ class LocalStore(ArtifactStore):
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def delete_prefix(self, prefix: str) -> int:
+        try:
+            folder = self.path(check_key(prefix.rstrip("/")))
+        except OutsideStore:
+            return 0
+        if not folder.is_dir():
+            return 0
+        count = sum(1 for path in folder.rglob("*") if path.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        return count
 
     def path(self, key: str) -> Path:
         return resolve_inside(self.root, check_key(key))

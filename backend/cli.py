@@ -73,8 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SQLAlchemyError as exc:
         _err(f"warning: {_db_problem(exc, url)}; /ready answers 503 until it is reachable")
     base = f"http://{args.host}:{args.port}"
-    print(f"TreeGRPO API on {base}/api/v1 (docs {base}/docs, dashboard {base}/ui)", flush=True)
-    if not settings.database_url and migrated:
+    # `treegrpo up` passes --no-banner: it prints its own (backend/up.py) once all is ready.
+    if args.banner:
+        print(f"TreeGRPO API on {base}/api/v1 (docs {base}/docs, dashboard {base}/ui)", flush=True)
+    if args.banner and not settings.database_url and migrated:
         # The embedded default: one local user, who gets a key without asking for one.
         key = ensure_local_key(settings)
         print(f"Local API key: {key}  (saved in {local_key_path(settings)})", flush=True)
@@ -107,6 +109,12 @@ def register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     )
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--no-banner",
+        dest="banner",
+        action="store_false",
+        help="print no start-up lines (`treegrpo up` prints its own once all is ready)",
+    )
     parser.add_argument(
         "--log-level",
         default="info",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TREES = 64
 MAX_PLAYGROUND_IMAGES = 16
@@ -28,8 +28,22 @@ class BranchParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tree_id: int = Field(ge=1, le=MAX_ID)
-    node_id: int = Field(ge=1, le=MAX_ID, description="tree_nodes.id of the node to branch from")
+    node_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="tree_nodes.id of the node to branch from"
+    )
+    branch_node_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="or: branch_nodes.id of a node an earlier branch grew",
+    )
     k: int = Field(default=3, ge=1, le=16, description="children to grow")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> BranchParams:
+        if (self.node_id is None) == (self.branch_node_id is None):
+            raise ValueError("give exactly one of node_id and branch_node_id")
+        return self
 
 
 class PlaygroundParams(BaseModel):

@@ -80,7 +80,11 @@ RESUMABLE_STATUSES = frozenset(
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
 
 
 class Job(Base):
@@ -123,6 +127,11 @@ class Job(Base):
     # of a job (and of a page of 50) need no metrics lookup.
     latest_reward: Mapped[float | None] = mapped_column(Float, nullable=True)
     latest_reward_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Run management (PATCH /jobs/{id}): free tags and notes. A deleted job keeps its row
+    # (soft delete) with `deleted_at` set; the API hides it and a worker removes its artifacts.
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     metrics: Mapped[list[Metric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
@@ -201,12 +210,72 @@ class TreeNode(Base):
     advantage: Mapped[float | None] = mapped_column(Float, nullable=True)
     image_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
     latent_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
-    # The branch job that grew this node, when it was not part of the original tree.
+    # Unused since migration 0004 (branch results are Branch / BranchNode rows); kept so that
+    # older databases need no column rebuild. Always null for new rows.
     branch_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
     )
 
     tree: Mapped[Tree] = relationship(back_populates="nodes")
+
+
+class Branch(Base):
+    """One branch job's result, beside the training tree it grew from: the training tree's own
+    nodes, rewards and summary never change. The row exists from the branch's submission on
+    (its nodes arrive when the job finishes)."""
+
+    __tablename__ = "branches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    tree_id: Mapped[int] = mapped_column(ForeignKey("trees.id", ondelete="CASCADE"), index=True)
+    # The origin: a training node, or a node another branch grew (exactly one is set).
+    node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tree_nodes.id", ondelete="CASCADE"), nullable=True
+    )
+    # No foreign key (the two tables would refer to each other); the tree's cascade covers it.
+    from_branch_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    k: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    nodes: Mapped[list[BranchNode]] = relationship(
+        back_populates="branch",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="BranchNode.id",
+        foreign_keys="BranchNode.branch_id",
+    )
+
+
+class BranchNode(Base):
+    """A node a branch grew. `parent_id` None: a child of the branch's origin node."""
+
+    __tablename__ = "branch_nodes"
+    __table_args__ = (
+        UniqueConstraint("branch_id", "node_index", name="uq_branch_nodes_branch_index"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    branch_id: Mapped[int] = mapped_column(
+        ForeignKey("branches.id", ondelete="CASCADE"), index=True
+    )
+    node_index: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("branch_nodes.id", ondelete="CASCADE"), nullable=True
+    )
+    depth: Mapped[int] = mapped_column(Integer)
+    step_index: Mapped[int] = mapped_column(Integer)
+    t: Mapped[float] = mapped_column(Float)
+    sigma: Mapped[float] = mapped_column(Float)
+    is_leaf: Mapped[bool] = mapped_column(Boolean, default=False)
+    log_prob_old: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rewards: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    advantage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    image_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
+    latent_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
+
+    branch: Mapped[Branch] = relationship(back_populates="nodes", foreign_keys=[branch_id])
 
 
 class Sample(Base):

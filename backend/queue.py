@@ -18,7 +18,19 @@ TASK_SAMPLE = "treegrpo.sample"
 TASK_EVALUATE = "treegrpo.evaluate"
 TASK_BRANCH = "treegrpo.branch"
 TASK_RECONCILE = "treegrpo.reconcile"
+TASK_PURGE = "treegrpo.purge"
+# Two lanes: training (train, evaluate: may run for days) and interactive (sample and branch
+# jobs, artifact purges: seconds), each served by its own worker, so interactive work never
+# waits behind training (crud.lane_of says which lane a job kind takes).
 QUEUE = "treegrpo"
+INTERACTIVE_QUEUE = "treegrpo-interactive"
+QUEUES = {"training": QUEUE, "interactive": INTERACTIVE_QUEUE}
+
+
+def queue_of(kind: str) -> str:
+    from backend.crud.jobs import lane_of
+
+    return QUEUES[lane_of(kind)]
 
 
 def task_name(kind: str, params: dict[str, Any]) -> str:
@@ -108,9 +120,20 @@ def enqueue(
     sender.send_task(
         task_name(kind, params),
         args=[job_id],
-        queue=QUEUE,
+        queue=queue_of(kind),
         # Fail within seconds when the broker is down instead of retrying for minutes; the
         # caller marks the row (the row is the truth, the message only dispatches).
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+    )
+
+
+def enqueue_purge(job_id: int, *, settings: Settings | None = None) -> None:
+    """Ask a worker to remove a deleted job's artifacts. Raises if the broker is unreachable."""
+    sender = _sender(settings or get_settings())
+    sender.send_task(
+        TASK_PURGE,
+        args=[job_id],
+        queue=INTERACTIVE_QUEUE,
         retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
     )
 

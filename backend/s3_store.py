@@ -97,5 +97,11 @@ class S3Store(ArtifactStore):
                 handle.write(block)
         partial.replace(path)
 
+    def delete_prefix(self, prefix: str) -> int:
+        keys = self.keys(prefix)
+        for start in range(0, len(keys), 1000):
+            obstore.delete(self.bucket, keys[start : start + 1000])
+        return len(keys)
+
     def signed_url(self, key: str, seconds: int) -> str | None:
         return str(obstore.sign(self.bucket, "GET", check_key(key), timedelta(seconds=seconds)))

@@ -7,7 +7,7 @@ Requests forbid unknown keys and bound every string; answers are built from rows
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -15,7 +15,18 @@ from urllib.parse import quote
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import RowMapping
 
-from backend.models import NAME_CHARS, Job, JobStatus, Sample, Tree, TreeNode
+from backend.crud.jobs import lane_of
+from backend.models import (
+    NAME_CHARS,
+    Branch,
+    BranchNode,
+    Job,
+    JobStatus,
+    Sample,
+    Tree,
+    TreeNode,
+)
+from treegrpo.config import logging_schedule as next_logs
 from treegrpo.secrets import redact
 
 API_PREFIX = "/api/v1"
@@ -103,6 +114,27 @@ class JobCreate(_Request):
     )
 
 
+TAG_PATTERN = r"^[^\x00-\x1f\x7f\"\\]{1,50}$"
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN), AfterValidator(_storable)]
+MAX_NOTES_CHARS = 10_000
+
+
+class JobUpdate(_Request):
+    """PATCH /jobs/{id}: any of name, tags, notes; a field left out keeps its value."""
+
+    name: Name | None = Field(default=None, description="New name.")
+    tags: list[Tag] | None = Field(
+        default=None,
+        max_length=20,
+        description="Replaces the tags (1..50 chars each, no quotes, backslashes or control "
+        "characters; duplicates dropped).",
+    )
+    notes: (
+        Annotated[str, StringConstraints(max_length=MAX_NOTES_CHARS), AfterValidator(_storable)]
+        | None
+    ) = Field(default=None, description="Free text notes.")
+
+
 class BranchCreate(_Request):
     """POST /trees/{id}/nodes/{node_id}/branch."""
 
@@ -134,12 +166,35 @@ class JobSummary(BaseModel):
     error: str | None
     checkpoint_path: str | None
     latest_reward: float | None = Field(description="The last reward_mean point, or null.")
+    tags: list[str] = Field(description="Free tags (PATCH).")
+    notes: str = Field(description="Free notes (PATCH).")
+    lane: Literal["training", "interactive"] = Field(
+        description="The queue the job goes to: sample jobs (branches too) are interactive."
+    )
+    queue_position: int | None = Field(
+        description="While queued: 1 = the next job of its lane to start; else null."
+    )
+
+
+class LoggingSchedule(BaseModel):
+    """When a train job logs next (the final epoch always logs all three)."""
+
+    epochs: int
+    sample_every: int
+    log_tree_every: int
+    checkpoint_every: int
+    next_gallery_epoch: int | None = Field(description="Next gallery (sample epoch numbering).")
+    next_tree_epoch: int | None = Field(description="Next logged trees (tree epoch numbering).")
+    next_checkpoint_epoch: int | None
 
 
 class JobPublic(JobSummary):
     """One job, with its fully resolved config."""
 
     config: dict[str, Any] = Field(description="The fully resolved config, frozen at creation.")
+    schedule: LoggingSchedule | None = Field(
+        default=None, description="Train jobs: when the next gallery, trees and checkpoint come."
+    )
 
 
 class JobsPublic(BaseModel):
@@ -197,7 +252,83 @@ class TreeNodePublic(BaseModel):
     rewards: dict[str, Any] | None
     advantage: float | None
     image_url: str | None
-    branch_job_id: int | None
+    branch_job_id: int | None = Field(
+        description="Always null: branch results are in TreePublic.branches (kept for old clients)."
+    )
+
+
+class BranchNodePublic(BaseModel):
+    """A node a branch grew; ids are branch_nodes ids (not tree node ids)."""
+
+    id: int
+    node_index: int
+    parent_id: int | None = Field(description="Its parent branch node; null: the origin's child.")
+    depth: int
+    step_index: int
+    t: float
+    sigma: float
+    is_leaf: bool
+    log_prob: float | None
+    reward: float | None
+    rewards: dict[str, Any] | None
+    advantage: float | None
+    image_url: str | None
+
+
+class BranchPublic(BaseModel):
+    """A branch job's result beside the training tree (which it never changes)."""
+
+    id: int
+    job_id: int
+    job_status: JobStatusName
+    tree_id: int
+    node_id: int | None = Field(description="The training node it grew from, or null.")
+    from_branch_node_id: int | None = Field(description="The branch node it grew from, or null.")
+    k: int
+    created_at: datetime
+    leaves: int
+    best_reward: float | None
+    mean_reward: float | None
+    nodes: list[BranchNodePublic]
+
+
+class BranchesPublic(BaseModel):
+    data: list[BranchPublic]
+    count: int
+
+
+class QueueCounts(BaseModel):
+    queued: int
+    running: int
+
+
+class QueuesPublic(BaseModel):
+    training: QueueCounts
+    interactive: QueueCounts
+
+
+class CompareItem(BaseModel):
+    index: int
+    prompt: str
+    reward: float | None
+    image_url: str
+
+
+class CompareRun(BaseModel):
+    job_id: int
+    name: str
+    algorithm: str
+    seed: int | None
+    epoch: int | None = Field(description="The gallery epoch shown (null: the run has none).")
+    epochs: list[int]
+    items: list[CompareItem]
+
+
+class CompareGalleryPublic(BaseModel):
+    epoch: int | None
+    same_noise: bool = Field(description="Equal seeds and prompts: only the policy differs.")
+    prompts: list[str]
+    runs: list[CompareRun]
 
 
 class TreePublic(BaseModel):
@@ -218,7 +349,10 @@ class TreePublic(BaseModel):
     leaves: int
     best_reward: float | None
     mean_reward: float | None
-    nodes: list[TreeNodePublic]
+    nodes: list[TreeNodePublic] = Field(description="The training tree's nodes only.")
+    branches: list[BranchPublic] = Field(
+        default_factory=list, description="Branch results beside the tree, oldest first."
+    )
 
 
 class SamplePublic(BaseModel):
@@ -304,18 +438,50 @@ def _progress(row: Mapping[str, Any] | RowMapping) -> float:
     return 1.0 if row["status"] == JobStatus.succeeded.value else 0.0
 
 
-def job_fields(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
+def job_fields(
+    row: Mapping[str, Any] | RowMapping, queue_position: int | None = None
+) -> dict[str, Any]:
     """A JobSummary as plain JSON-ready values, from a crud.job_rows mapping or a dict of Job
     columns: the hot read routes encode this with orjson without building a pydantic model
-    (tests/backend/test_api_cheap_reads.py holds it equal to the model's own dump)."""
+    (tests/backend/test_api_cheap_reads.py holds it equal to the model's own dump).
+    `queue_position` comes from crud.queue_positions (None when not queued)."""
     fields = {name: row[name] for name in _SUMMARY_COLUMNS}
     fields["params"] = fields["params"] or {}
     fields["progress"] = _progress(row)
     fields["latest_reward"] = _finite(row["latest_reward"])
+    fields["tags"] = list(fields["tags"] or [])
+    fields["notes"] = fields["notes"] or ""
+    fields["lane"] = lane_of(row["kind"])
+    fields["queue_position"] = queue_position if row["status"] == JobStatus.queued.value else None
     return fields
 
 
-def job_public(job: Job | Mapping[str, Any] | RowMapping) -> JobPublic:
+def logging_schedule(
+    row: Mapping[str, Any] | RowMapping, config: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """When a train job logs next, from its frozen config and epochs done (progress_step)."""
+    if row["kind"] != "train":
+        return None
+    try:
+        every = {
+            name: int(config[name])
+            for name in ("epochs", "sample_every", "log_tree_every", "checkpoint_every")
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+    due = next_logs(
+        epochs=every["epochs"],
+        epochs_done=int(row["progress_step"] or 0),
+        sample_every=every["sample_every"],
+        log_tree_every=every["log_tree_every"],
+        checkpoint_every=every["checkpoint_every"],
+    )
+    return {**every, **due}
+
+
+def job_public(
+    job: Job | Mapping[str, Any] | RowMapping, queue_position: int | None = None
+) -> JobPublic:
     """From an ORM Job, or from a mapping of every Job column (crud.job_rows(with_config=True)
     gives one, with the config decoded)."""
     row: Mapping[str, Any]
@@ -323,7 +489,12 @@ def job_public(job: Job | Mapping[str, Any] | RowMapping) -> JobPublic:
         row = job  # type: ignore[assignment]
     else:
         row = {column: getattr(job, column) for column in _JOB_COLUMNS}
-    return JobPublic(**job_fields(row), config=redact(row["config"]))
+    schedule = logging_schedule(row, row["config"])
+    return JobPublic(
+        **job_fields(row, queue_position),
+        config=redact(row["config"]),
+        schedule=LoggingSchedule.model_validate(schedule) if schedule else None,
+    )
 
 
 _SUMMARY_COLUMNS = tuple(field for field in JobSummary.model_fields if field in Job.__table__.c)
@@ -373,22 +544,68 @@ def node_public(node: TreeNode) -> TreeNodePublic:
         rewards=node.rewards,
         advantage=_finite(node.advantage),
         image_url=artifact_url(node.image_path),
-        branch_job_id=node.branch_job_id,
+        branch_job_id=None,
     )
 
 
-def tree_public(tree: Tree) -> TreePublic:
-    leaf_rewards = [
+def branch_node_public(node: BranchNode) -> BranchNodePublic:
+    return BranchNodePublic(
+        id=node.id,
+        node_index=node.node_index,
+        parent_id=node.parent_id,
+        depth=node.depth,
+        step_index=node.step_index,
+        t=node.t,
+        sigma=node.sigma,
+        is_leaf=node.is_leaf,
+        log_prob=_finite(node.log_prob_old),
+        reward=_finite(node.reward),
+        rewards=node.rewards,
+        advantage=_finite(node.advantage),
+        image_url=artifact_url(node.image_path),
+    )
+
+
+def _leaf_stats(nodes: list[Any]) -> tuple[int, float | None, float | None]:
+    rewards = [
         node.reward
-        for node in tree.nodes
+        for node in nodes
         if node.is_leaf and node.reward is not None and math.isfinite(node.reward)
     ]
+    leaves = sum(1 for node in nodes if node.is_leaf)
+    if not rewards:
+        return leaves, None, None
+    return leaves, max(rewards), sum(rewards) / len(rewards)
+
+
+def branch_public(branch: Branch, job_status: str) -> BranchPublic:
+    leaves, best, mean = _leaf_stats(list(branch.nodes))
+    return BranchPublic(
+        id=branch.id,
+        job_id=branch.job_id,
+        job_status=job_status,  # type: ignore[arg-type]
+        tree_id=branch.tree_id,
+        node_id=branch.node_id,
+        from_branch_node_id=branch.from_branch_node_id,
+        k=branch.k,
+        created_at=branch.created_at,
+        leaves=leaves,
+        best_reward=best,
+        mean_reward=mean,
+        nodes=[branch_node_public(node) for node in branch.nodes],
+    )
+
+
+def tree_public(tree: Tree, branches: Sequence[tuple[Branch, str]] = ()) -> TreePublic:
+    """The training tree (its summary counts training nodes only) and its branches beside it."""
+    leaves, best, mean = _leaf_stats(list(tree.nodes))
     return TreePublic(
         **_tree_fields(tree),
-        leaves=sum(1 for node in tree.nodes if node.is_leaf),
-        best_reward=max(leaf_rewards) if leaf_rewards else None,
-        mean_reward=sum(leaf_rewards) / len(leaf_rewards) if leaf_rewards else None,
+        leaves=leaves,
+        best_reward=best,
+        mean_reward=mean,
         nodes=[node_public(node) for node in tree.nodes],
+        branches=[branch_public(branch, status) for branch, status in branches],
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,16 @@ class Settings(BaseSettings):
         "in the database. The workers and the `treegrpo secret` command need it; the API "
         "process never reads a secret, so it does not.",
         repr=False,
+    )
+    access_log: Literal["quiet", "full"] = Field(
+        default="quiet",
+        description="quiet: the access log leaves out successful reads (the dashboard polls); "
+        "full: every request.",
+    )
+    interactive_cache_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="How long the interactive lane keeps a loaded policy after its last use.",
     )
     heartbeat_seconds: float = Field(default=5.0, gt=0, description="Worker heartbeat period.")
     stale_after_seconds: float = Field(

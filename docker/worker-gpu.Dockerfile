@@ -32,7 +32,8 @@ COPY rewardserve rewardserve
 # where `treegrpo migrate` finds alembic.ini and migrations/ (backend/migrate.py).
 COPY alembic.ini ./
 COPY migrations migrations
-RUN pip install -e .
+# With the experiment trackers (TensorBoard, W&B offline, MLflow): optional extras.
+RUN pip install -e ".[trackers]"
 
 RUN useradd --create-home --uid 1001 treegrpo && mkdir -p /data && chown treegrpo /data
 USER treegrpo

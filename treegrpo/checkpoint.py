@@ -35,6 +35,8 @@ class TrainState:
     # The last gallery's held-out rewards (eval/<name>_mean) and its epoch, for model cards.
     held_out: dict[str, float] = field(default_factory=dict)
     held_out_epoch: int = -1
+    # The over-optimisation watch's last (reward gap, gallery diversity) (treegrpo/overopt.py).
+    watch: list[float] | None = None
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

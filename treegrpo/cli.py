@@ -215,6 +215,7 @@ def _train(
     from treegrpo.progress import ProgressBar
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.secrets import environment_resolver
+    from treegrpo.trackers import make_trackers
     from treegrpo.trainer import Trainer
 
     metrics_path = out / "metrics.jsonl"
@@ -244,6 +245,7 @@ def _train(
             _Interrupt(),
             _Log(),
             progress,
+            *make_trackers(config, out, out.name),
         ],
         checkpoint_root=out / "checkpoints",
     )

@@ -473,6 +473,65 @@ class TrainConfig:
         _bool("train.compile", self.compile)
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+# The module each tracker imports, and the extra that installs it.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where the trackers of `trackers` write; all work offline (treegrpo/trackers/)."""
+
+    project: str = field(
+        default="treegrpo", metadata=_help("W&B project and MLflow experiment name.")
+    )
+    mlflow_uri: str | None = field(
+        default=None,
+        metadata=_help(
+            "MLflow tracking URI; null = a local file store (mlruns/) in the run folder."
+        ),
+    )
+    run_name: str | None = field(
+        default=None, metadata=_help("Tracker run name; null = job-<id> or the output folder.")
+    )
+
+    def __post_init__(self) -> None:
+        _text("tracking.project", self.project)
+        if self.mlflow_uri is not None:
+            _text("tracking.mlflow_uri", self.mlflow_uri, 2000)
+        if self.run_name is not None:
+            _text("tracking.run_name", self.run_name)
+
+
+def _trackers(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            name, f"expected a list of trackers ({', '.join(TRACKERS)}), got {value!r}"
+        )
+    return tuple(dict.fromkeys(_choice(f"{name}[{i}]", v, TRACKERS) for i, v in enumerate(value)))
+
+
+def missing_tracker_packages(trackers: Iterable[str]) -> list[ConfigError]:
+    """A ConfigError for each tracker whose package is not installed here (found without
+    importing it, so this stays torch-free and fast: the API checks at submit)."""
+    import importlib.util
+
+    out = []
+    for tracker in trackers:
+        module = TRACKER_PACKAGES[tracker]
+        if importlib.util.find_spec(module) is None:
+            out.append(
+                ConfigError(
+                    "trackers",
+                    f"tracker {tracker!r} needs the {module} package, which is not installed: "
+                    f"pip install 'treegrpo-studio[{tracker}]'",
+                )
+            )
+    return out
+
+
 @dataclass(frozen=True)
 class RunConfig:
     algorithm: Algorithm = field(
@@ -524,24 +583,39 @@ class RunConfig:
         default="float32", metadata=_help("Model dtype; step math always runs in float32.")
     )
     checkpoint_every: int = field(
-        default=1, metadata=_help("Epochs between checkpoints; 0 = only at the end.")
+        default=1, metadata=_help("Epochs between checkpoints; the final epoch always saves one.")
     )
     log_tree_every: int = field(
-        default=0, metadata=_help("Epochs between logged trees (with images); 0 = never.")
+        default=0,
+        metadata=_help(
+            "Epochs between logged trees (with images); the final epoch always logs its trees."
+        ),
     )
     sample_every: int = field(
-        default=0, metadata=_help("Epochs between sample galleries (epoch 0 too); 0 = never.")
+        default=0,
+        metadata=_help(
+            "Epochs between sample galleries (epoch 0 too); the final epoch always has one."
+        ),
     )
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     tree: TreeConfig = field(default_factory=TreeConfig)
     flat: FlatConfig = field(default_factory=FlatConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trackers: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Experiment trackers, any of tensorboard, wandb, mlflow (offline-first; optional "
+            "extras: pip install 'treegrpo-studio[trackers]')."
+        ),
+    )
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     SECTIONS: ClassVar[dict[str, type]] = {
         "sampling": SamplingConfig,
         "tree": TreeConfig,
         "flat": FlatConfig,
         "train": TrainConfig,
+        "tracking": TrackingConfig,
     }
 
     def __post_init__(self) -> None:
@@ -580,6 +654,7 @@ class RunConfig:
         _int("checkpoint_every", self.checkpoint_every, 0)
         _int("log_tree_every", self.log_tree_every, 0)
         _int("sample_every", self.sample_every, 0)
+        object.__setattr__(self, "trackers", _trackers("trackers", self.trackers))
         for name, cls in self.SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, f"expected a {name} section")
@@ -678,6 +753,53 @@ class RunConfig:
         return cls(**kwargs)
 
 
+# ---------------------------------------------------------------------------------------------
+# When a run logs. The final epoch always logs a gallery, its trees and a checkpoint, whatever
+# the *_every settings, so a short run always shows its trained model. Stored gallery, tree and
+# checkpoint epochs count finished epochs (1..epochs; gallery 0 = the baseline before training):
+# the trees of rollout e (0-based, is_tree_epoch) are stored as epoch e + 1.
+
+
+def is_gallery_epoch(epoch: int, *, epochs: int, every: int) -> bool:
+    return epoch == epochs or (every > 0 and epoch % every == 0)
+
+
+def is_tree_epoch(epoch: int, *, epochs: int, every: int) -> bool:
+    return epoch == epochs - 1 or (every > 0 and epoch % every == 0)
+
+
+def is_checkpoint_epoch(epoch: int, *, epochs: int, every: int) -> bool:
+    return epoch == epochs or (every > 0 and epoch % every == 0)
+
+
+def _next_multiple(start: int, every: int, last: int) -> int:
+    """The smallest multiple of `every` >= start, or the final epoch `last` if sooner."""
+    if every <= 0:
+        return last
+    return min(-(-start // every) * every, last)
+
+
+def logging_schedule(
+    *,
+    epochs: int,
+    epochs_done: int,
+    sample_every: int,
+    log_tree_every: int,
+    checkpoint_every: int,
+) -> dict[str, int | None]:
+    """The next gallery, tree and checkpoint epochs still to come after `epochs_done` finished
+    epochs (None when none is left), in the numbering of the stored rows."""
+    done = max(0, epochs_done)
+    gallery = _next_multiple(done + 1, sample_every, epochs) if done < epochs else None
+    tree = _next_multiple(done, log_tree_every, epochs - 1) + 1 if done < epochs else None
+    checkpoint = _next_multiple(done + 1, checkpoint_every, epochs) if done < epochs else None
+    return {
+        "next_gallery_epoch": gallery,
+        "next_tree_epoch": tree,
+        "next_checkpoint_epoch": checkpoint,
+    }
+
+
 def _unknown_message(key: str, known: Iterable[str]) -> str:
     return f"unknown setting {key!r}; known: {', '.join(sorted(known))}"
 
@@ -763,6 +885,51 @@ def resolve_config(
     return RunConfig.from_dict(data)
 
 
+def config_errors(
+    preset: str | None = None, overrides: Mapping[str, Any] | None = None
+) -> list[ConfigError]:
+    """Every problem of a preset plus overrides, not only the first: after each error the
+    faulty setting is taken out (back to its default) and the rest checked again. Empty when
+    the config is valid. Problems that depend on one another may show only the first."""
+    import copy
+
+    from treegrpo.presets import preset_dict
+
+    try:
+        data: dict[str, Any] = preset_dict(preset) if preset else {}
+        if overrides:
+            data = deep_merge(data, expand_dotted(overrides))
+    except ConfigError as exc:
+        return [exc]
+    data = copy.deepcopy(data)
+    errors: list[ConfigError] = []
+    for _ in range(len(field_help()) + 8):
+        try:
+            RunConfig.from_dict(data)
+            return errors
+        except ConfigError as exc:
+            errors.append(exc)
+            if not _take_out(data, exc.field):
+                return errors
+        except (TypeError, ValueError, RecursionError):
+            return errors
+    return errors
+
+
+def _take_out(data: dict[str, Any], dotted: str) -> bool:
+    """Remove the setting `dotted` from nested `data`; False when it is not there."""
+    parts = dotted.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    if not isinstance(node, dict) or parts[-1] not in node:
+        return False
+    del node[parts[-1]]
+    return True
+
+
 def field_help() -> dict[str, str]:
     """Dotted name -> help text, for CLI help and docs."""
     out: dict[str, str] = {}
@@ -836,6 +1003,10 @@ ALLOWED: dict[str, str] = {
     "train.weights_dtype": " \\| ".join(WEIGHTS_DTYPES),
     "train.fused_adamw": "null \\| true \\| false",
     "train.compile": "true \\| false",
+    "trackers": "a list of " + " \\| ".join(TRACKERS),
+    "tracking.project": "a name",
+    "tracking.mlflow_uri": "null \\| an MLflow tracking URI",
+    "tracking.run_name": "null \\| a name",
 }
 
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from treegrpo.algorithms import get_algorithm
 from treegrpo.callbacks import Callback, CallbackList, RunInfo, SampleBatch
 from treegrpo.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from treegrpo.config import RunConfig
+from treegrpo.config import RunConfig, is_gallery_epoch, is_tree_epoch
 from treegrpo.distributed import (
     all_gather_cat,
     all_reduce_gradients,
@@ -48,6 +48,7 @@ from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, 
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.optim import build_optimizer, clip_targets, store_weights
 from treegrpo.overlap import ScoringQueue
+from treegrpo.overopt import gallery_diversity, watch_metrics
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn, score_images
 from treegrpo.rollout import TreeRollout, sample_ode
@@ -198,8 +199,12 @@ class Trainer:
                 status = "stopped"
                 break
             epoch = self.state.epoch
-            if config.sample_every and epoch % config.sample_every == 0 and self.ranks.is_main:
+            # The final epoch always logs a gallery (treegrpo.config.is_gallery_epoch).
+            gallery = is_gallery_epoch(epoch, epochs=config.epochs, every=config.sample_every)
+            if gallery and self.ranks.is_main:
                 metrics.update(self.held_out(epoch, self.sample_gallery(epoch)))
+                watch, self.state.watch = watch_metrics(metrics, self.state.watch)
+                metrics.update(watch)
             self.callbacks.on_epoch_end(epoch, metrics)
             if config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 self.save()
@@ -315,8 +320,7 @@ class Trainer:
         return noise_generator(self.config.seed, epoch, tree)
 
     def logs_tree(self, epoch: int) -> bool:
-        every = self.config.log_tree_every
-        return bool(every) and epoch % every == 0
+        return is_tree_epoch(epoch, epochs=self.config.epochs, every=self.config.log_tree_every)
 
     def score(self, latents: Tensor, prompts: list[str]) -> dict[str, Tensor]:
         """Decode and score; the time counts as the epoch's reward time."""
@@ -509,4 +513,9 @@ class Trainer:
         images = self.adapter.decode(latents)
         rewards = score_images(self.rewards, images, self.gallery_prompts)
         self.callbacks.on_samples(SampleBatch(epoch, list(self.gallery_prompts), images, rewards))
-        return {f"eval/{name}_mean": float(r.mean()) for name, r in rewards.items()}
+        means = {name: float(r.mean()) for name, r in rewards.items()}
+        return {
+            **{f"eval/{name}_mean": value for name, value in means.items()},
+            "eval/reward_mean": sum(self.reward_weights[n] * v for n, v in means.items()),
+            "watch/diversity": gallery_diversity(images),
+        }

@@ -12,21 +12,23 @@ options of long GPU jobs (Celery's docs; ARCHITECTURE.md section 4):
   CUDA here), and `--concurrency N` runs N jobs, one child process (one GPU) each.
 
     treegrpo worker --concurrency 1 --queues treegrpo      # or: celery -A workers.app worker
+    treegrpo worker --queues treegrpo-interactive         # the interactive lane (no training)
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cache
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
-from backend.queue import QUEUE, celery_config, task_name
+from backend.queue import QUEUE, QUEUES, celery_config, queue_of, task_name
 from backend.settings import Settings, get_settings
 from workers.reconcile import ReconcilerThread, Send
-from workers.supervisor import SHUTTING_DOWN
+from workers.supervisor import SHUTTING_DOWN, WARM
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,15 @@ def consumed_queue(app: Celery) -> str:
     return str(queues[0]) if queues else QUEUE
 
 
+def requeue_target(app: Celery, kind: str) -> str:
+    """Where a job goes back to: its lane's queue (as the API sends it) on a worker of the
+    standard queues; on a worker of private queues (tests), the first queue it consumes."""
+    consumed = set(app.amqp.queues.consume_from or {})
+    if consumed & set(QUEUES.values()):
+        return queue_of(kind)
+    return consumed_queue(app)
+
+
 def sender(app: Celery, queue: str | None = None) -> Send:
     """A function sending a job's message, as the API does (the same task names)."""
 
@@ -84,7 +95,7 @@ def sender(app: Celery, queue: str | None = None) -> Send:
         app.send_task(
             task_name(kind, params),
             args=[job_id],
-            queue=queue or consumed_queue(app),
+            queue=queue or requeue_target(app, kind),
             retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
         )
 
@@ -100,10 +111,20 @@ def _start_reconciler(sender: Any = None, **_: Any) -> None:
     app.reconciler = ReconcilerThread(app.settings, _sender_of(app))
     app.reconciler.start()
     logger.info("reconciler: every %.0f s", app.reconciler.interval)
+    if serves_interactive(app):
+        # The warm process imports torch now, so the first branch does not wait for it.
+        threading.Thread(target=WARM.prestart, args=(app.settings,), daemon=True).start()
+        logger.info("interactive lane: warm process started")
+
+
+def serves_interactive(app: Celery) -> bool:
+    """Whether this worker consumes an interactive queue (the lane's, or a private one named
+    like it)."""
+    return any(str(name).endswith("interactive") for name in app.amqp.queues.consume_from or {})
 
 
 def _sender_of(app: WorkerApp) -> Send:
-    return sender(app, consumed_queue(app))
+    return sender(app)
 
 
 @worker_shutting_down.connect(weak=False, dispatch_uid="treegrpo-worker-shutdown")

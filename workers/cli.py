@@ -1,7 +1,9 @@
 """`treegrpo worker`: start a Celery worker for the studio's jobs (entry point of the
 `treegrpo.commands` group, so the core command never imports the workers).
 
-    treegrpo worker                                   # one job at a time, queue "treegrpo"
+    treegrpo worker                                   # one job at a time, both lanes
+    treegrpo worker --queues treegrpo                 # training only (train, evaluate)
+    treegrpo worker --queues treegrpo-interactive     # interactive only (sample, branch, purge)
     CUDA_VISIBLE_DEVICES=0,1 treegrpo worker --concurrency 2   # two jobs, one GPU each
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backend.queue import QUEUE
+from backend.queue import INTERACTIVE_QUEUE, QUEUE
+
+DEFAULT_QUEUES = f"{QUEUE},{INTERACTIVE_QUEUE}"
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -75,7 +79,10 @@ def register_worker(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "many GPUs, each job gets its own)",
     )
     parser.add_argument(
-        "--queues", default=QUEUE, help=f"comma-separated queues to consume (default {QUEUE})"
+        "--queues",
+        default=DEFAULT_QUEUES,
+        help=f"comma-separated queues to consume (default {DEFAULT_QUEUES}: both lanes; "
+        f"{QUEUE} alone serves training, {INTERACTIVE_QUEUE} alone the interactive lane)",
     )
     parser.add_argument("--loglevel", default="info", choices=LOG_LEVELS)
     parser.add_argument("--hostname", default=None, help="worker name (default: celery@host)")

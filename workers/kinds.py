@@ -15,6 +15,7 @@ Each returns "completed" or "stopped" (a stop request was honoured) and raises o
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 from pathlib import Path
@@ -32,9 +33,11 @@ from backend.job_params import (
     SampleParams,
     parse_params,
 )
-from backend.storage import checkpoints_relpath, trees_relpath
+from backend.storage import checkpoints_relpath, job_dir, trees_relpath
 from treegrpo.config import RunConfig
+from workers import policy_cache
 from workers.context import JobContext
+from workers.policy_cache import checkpoint_key
 from workers.recorder import JobRecorder, store_samples, store_tree, weighted, write_metrics
 from workers.secrets import resolve_secret
 
@@ -78,6 +81,7 @@ def run_train(ctx: JobContext) -> str:
     )
     from treegrpo.models.registry import load_model_for, resolve_device
     from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.trackers import make_trackers, tracker_folders
     from treegrpo.trainer import Trainer
 
     config = ctx.config
@@ -101,11 +105,13 @@ def run_train(ctx: JobContext) -> str:
         adapter = load_model_for(config, str(device))
         rewards = load_run_rewards(config, adapter.device, resolve_secret)
         recorder = JobRecorder(ctx)
+        # Trackers write into the job's folder of the store (tensorboard/, wandb/, mlruns/).
+        trackers = make_trackers(config, ctx.path(job_dir(ctx.job_id)), f"job-{ctx.job_id}")
         trainer = Trainer(
             config,
             adapter,
             rewards,
-            callbacks=[recorder],
+            callbacks=[recorder, *trackers],
             checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
         )
         if checkpoint is not None:
@@ -124,6 +130,10 @@ def run_train(ctx: JobContext) -> str:
             if dropped:
                 ctx.log.write(f"dropped {dropped} metric points after epoch {last_kept}")
         status = trainer.run()
+        if ranks.is_main:
+            for folder in tracker_folders(config):
+                if ctx.path(f"{job_dir(ctx.job_id)}/{folder}").exists():
+                    ctx.publish(f"{job_dir(ctx.job_id)}/{folder}")
     finally:
         destroy_process_group()
     return "completed" if status == "completed" else "stopped"
@@ -206,6 +216,37 @@ def policy_for_tree(ctx: JobContext, meta: dict[str, Any], fallback_job: int) ->
     return PolicySource(found[1], found[0], int(job_id))
 
 
+def cached_policy(config: RunConfig, checkpoint: Path | None) -> Any:
+    """load_policy, kept for the next job in the interactive lane's warm process."""
+    from treegrpo.policy import load_policy
+
+    sampling = config.sampling  # the image size and guidance are built into the adapter
+    key = (
+        "policy",
+        config.model,
+        config.device,
+        config.dtype,
+        sampling.height,
+        sampling.width,
+        sampling.guidance,
+        *checkpoint_key(checkpoint),
+    )
+    return policy_cache.cached(key, lambda: load_policy(config, checkpoint))
+
+
+def cached_rewards(config: RunConfig, device: Any) -> Any:
+    """load_run_rewards, kept likewise (a reward model can be bigger than the policy)."""
+    from treegrpo.rewards.registry import load_run_rewards
+
+    key = (
+        "rewards",
+        json.dumps(config.reward_weights, sort_keys=True),
+        json.dumps(config.reward_options, sort_keys=True, default=str),
+        str(device),
+    )
+    return policy_cache.cached(key, lambda: load_run_rewards(config, device, resolve_secret))
+
+
 def with_seed(config: RunConfig, seed: int) -> RunConfig:
     return dataclasses.replace(config, seed=seed % MAX_SEED)
 
@@ -215,17 +256,15 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
 
 
 def run_sample(ctx: JobContext, params: SampleParams) -> str:
-    from treegrpo.policy import load_policy
     from treegrpo.prompts import resolve_prompts
-    from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.sample_tree import grow_tree
     from treegrpo.windows import window_start
 
     config = ctx.config
     source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
     ctx.log.write(f"growing {params.trees} tree(s) with {source.describe()}")
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device, resolve_secret)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     prompts = resolve_prompts(config.prompts)
     ctx.heartbeat(progress_step=0, progress_total=params.trees)
     leaves: dict[str, list[float]] = {name: [] for name in rewards}
@@ -257,9 +296,8 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     from treegrpo.algorithms import resolve_for_model
-    from treegrpo.policy import load_policy
     from treegrpo.prompts import resolve_prompts
-    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rewards.registry import score_images
     from treegrpo.rollout import sample_ode
 
     config = ctx.config
@@ -273,8 +311,8 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
         f"evaluating {source.describe()} on {len(prompts)} prompts x "
         f"{params.samples_per_prompt} samples with {', '.join(config.reward_weights)}"
     )
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device, resolve_secret)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     config, schedule = resolve_for_model(config, adapter)
     generator = torch.Generator().manual_seed(config.seed)
     initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
@@ -321,8 +359,7 @@ def run_playground(ctx: JobContext, params: SampleParams, play: PlaygroundParams
     """N images of one prompt from the base model (gallery epoch 0) and from the checkpoint
     (gallery of its epoch), from the same N initial noises, scored by every reward."""
     from treegrpo.algorithms import resolve_for_model
-    from treegrpo.policy import load_policy
-    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rewards.registry import score_images
     from treegrpo.rollout import sample_ode
 
     config = ctx.config
@@ -341,8 +378,8 @@ def run_playground(ctx: JobContext, params: SampleParams, play: PlaygroundParams
     for done, policy in enumerate(policies):
         if ctx.stop.requested():
             return "stopped"
-        adapter = load_policy(config, policy.checkpoint)
-        rewards = rewards or load_run_rewards(config, adapter.device, resolve_secret)
+        adapter = cached_policy(config, policy.checkpoint)
+        rewards = rewards or cached_rewards(config, adapter.device)
         resolved, schedule = resolve_for_model(config, adapter)
         generator = torch.Generator().manual_seed(play.seed)
         initial = torch.randn((play.images, *adapter.latent_shape), generator=generator)
@@ -360,7 +397,6 @@ def run_playground(ctx: JobContext, params: SampleParams, play: PlaygroundParams
         store_samples(ctx, policy.epoch, rows, images, scores, config.reward_weights)
         mean = weighted({n: float(v.mean()) for n, v in scores.items()}, config.reward_weights)
         summary.append(f"{'base' if policy.checkpoint is None else policy.describe()}: {mean:.4f}")
-        del adapter
         ctx.heartbeat(progress_step=done + 1, progress_total=len(policies))
     ctx.log.write("mean reward " + "; ".join(summary))
     return "completed"
@@ -392,16 +428,24 @@ class BranchOrigin:
 def branch_origin(params: BranchParams) -> BranchOrigin:
     with session_scope() as session:
         tree = crud.get_tree(session, tree_id=params.tree_id)
-        node = crud.get_node(session, tree_id=params.tree_id, node_id=params.node_id)
+        node: Any
+        if params.node_id is not None:
+            node = crud.get_node(session, tree_id=params.tree_id, node_id=params.node_id)
+        else:
+            assert params.branch_node_id is not None
+            node = crud.get_branch_node(
+                session, tree_id=params.tree_id, branch_node_id=params.branch_node_id
+            )
         try:
             grown_with: dict[str, Any] | None = dict(
-                crud.get_job(session, job_id=tree.job_id).config
+                crud.get_job(session, job_id=tree.job_id, include_deleted=True).config
             )
         except NotFound:
             grown_with = None
+        # The advantages of branch children are measured against the training tree's leaves.
         reference: dict[str, list[float]] = {}
         for other in tree.nodes:
-            if other.is_leaf and other.branch_job_id is None and other.rewards:
+            if other.is_leaf and other.rewards:
                 for name, value in other.rewards.items():
                     reference.setdefault(name, []).append(float(value))
         return BranchOrigin(
@@ -421,37 +465,58 @@ def branch_origin(params: BranchParams) -> BranchOrigin:
         )
 
 
+def branch_record(ctx: JobContext, params: BranchParams) -> int:
+    """The id of this job's branch record (made at submission; made here for a job created
+    without the API)."""
+    with session_scope() as session:
+        branch = crud.branch_of_job(session, job_id=ctx.job_id)
+        if branch is None:
+            branch = crud.create_branch(
+                session,
+                job_id=ctx.job_id,
+                tree_id=params.tree_id,
+                k=params.k,
+                node_id=params.node_id,
+                from_branch_node_id=params.branch_node_id,
+            )
+        return branch.id
+
+
 def run_branch(ctx: JobContext, params: BranchParams) -> str:
     from treegrpo.algorithms import resolve_for_model
     from treegrpo.artifacts import thumbnail
     from treegrpo.branch import advantages_against, load_latent, regrow, save_latent
-    from treegrpo.policy import load_policy
-    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rewards.registry import score_images
 
     origin = branch_origin(params)
+    named = (
+        f"node {params.node_id}"
+        if params.node_id is not None
+        else f"branch node {params.branch_node_id}"
+    )
     if origin.latent_path is None:
         raise JobError(
-            f"node {params.node_id} of tree {params.tree_id} has no stored latent, so it cannot "
+            f"{named} of tree {params.tree_id} has no stored latent, so it cannot "
             "be branched (only trees logged with their latents can)"
         )
     steps = origin.steps
     if origin.node_is_leaf or origin.node_step >= steps:
         raise JobError(
-            f"node {params.node_id} is a leaf (the final image at step {steps}); branch from an "
-            "earlier node"
+            f"{named} is a leaf (the final image at step {steps}); branch from an earlier node"
         )
+    branch_id = branch_record(ctx, params)
     # The tree's own settings (model, steps, guidance, noise level, rewards) regrow it; this
     # job's config gives the device and the seed of the new noises.
     grown_with = RunConfig.from_dict(origin.grown_with) if origin.grown_with else ctx.config
     config = dataclasses.replace(grown_with, device=ctx.config.device, dtype=ctx.config.dtype)
     source = policy_for_tree(ctx, origin.meta, origin.job_id)
     ctx.log.write(
-        f"branching {params.k} children from node {params.node_id} (step "
+        f"branching {params.k} children from {named} (step "
         f"{origin.node_step}/{steps}) of tree {params.tree_id} with {source.describe()}"
     )
     ctx.heartbeat(progress_step=0, progress_total=1)
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device, resolve_secret)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     config, schedule = resolve_for_model(config, adapter)
     assert config.sampling.eta is not None
     ctx.fetch(origin.latent_path)
@@ -519,15 +584,9 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     ctx.publish(rel)
     ctx.heartbeat()
     with session_scope() as session:
-        # A branch job that runs again (resumed after a failure) replaces its earlier children.
-        crud.delete_branch_nodes(session, tree_id=params.tree_id, branch_job_id=ctx.job_id)
-        crud.add_branch_nodes(
-            session,
-            tree_id=params.tree_id,
-            from_node_id=params.node_id,
-            branch_job_id=ctx.job_id,
-            nodes=nodes,
-        )
+        # Beside the training tree, never in it. A branch job that runs again (resumed after a
+        # failure) replaces its earlier children.
+        crud.replace_branch_nodes(session, branch_id=branch_id, nodes=nodes)
     means = {name: float(v.mean()) for name, v in leaf_scores.items()}
     metrics = {f"reward/{name}_mean": value for name, value in means.items()}
     metrics["reward_mean"] = weighted(means, config.reward_weights)

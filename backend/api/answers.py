@@ -18,7 +18,7 @@ import orjson
 from fastapi import Request, Response
 from sqlalchemy import RowMapping
 
-from backend.schemas import job_fields
+from backend.schemas import job_fields, logging_schedule
 from treegrpo.secrets import redact
 
 MEDIA_TYPE = "application/json"
@@ -30,13 +30,18 @@ def encode(content: Any) -> bytes:
     return orjson.dumps(content, option=_OPTIONS)
 
 
-def job_body(row: Mapping[str, Any] | RowMapping) -> bytes:
+def job_body(row: Mapping[str, Any] | RowMapping, queue_position: int | None = None) -> bytes:
     """A job from a crud.job_rows mapping: the summary fields, plus the config when the row has
-    `config_json` (the stored text, spliced in without decoding)."""
-    fields = job_fields(row)
+    `config_json` (the stored text, spliced in without decoding) and, for train jobs, when it
+    logs next (read from the few settings that say so)."""
+    fields = job_fields(row, queue_position)
     config_json = row.get("config_json")
     if config_json is not None:
         fields["config"] = redacted_config(config_json)
+        schedule = None
+        if row["kind"] == "train":
+            schedule = logging_schedule(row, orjson.loads(config_json))
+        fields["schedule"] = schedule
     return encode(fields)
 
 

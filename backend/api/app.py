@@ -7,11 +7,13 @@ app = create_app(Settings(database_url=...))   # tests, benchmarks, embedding
 from __future__ import annotations
 
 import logging
+import struct
+import zlib
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from backend.api import problems
 from backend.api.deps import Database
@@ -61,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["X-API-Key", "Idempotency-Key", "Content-Type"],
             expose_headers=["X-Next-Offset"],
         )
@@ -70,4 +72,66 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/ui" if app.state.ui_mounted else "/docs")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        # Browsers ask for it on every page; a 404 each time is console noise.
+        return Response(FAVICON_PNG, media_type="image/png", headers=_STATIC_CACHE)
+
+    @app.get("/manifest.json", include_in_schema=False)
+    async def manifest() -> JSONResponse:
+        return JSONResponse(MANIFEST, headers=_STATIC_CACHE)
+
+    if settings.access_log == "quiet":
+        quiet_access_log()
     return app
+
+
+_STATIC_CACHE = {"Cache-Control": "public, max-age=86400"}
+MANIFEST = {
+    "name": "TreeGRPO studio",
+    "short_name": "TreeGRPO",
+    "start_url": "/ui",
+    "display": "browser",
+    "icons": [{"src": "/favicon.ico", "sizes": "16x16", "type": "image/png"}],
+}
+
+
+def _png(size: int, rgb: tuple[int, int, int]) -> bytes:
+    """A solid square PNG, written by hand (the API has no imaging library to spare)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(rgb) * size  # filter 0, then the row's pixels
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * size))
+        + chunk(b"IEND", b"")
+    )
+
+
+FAVICON_PNG = _png(16, (46, 125, 50))
+
+
+class QuietAccessLog(logging.Filter):
+    """Drops the access-log lines of successful reads (the dashboard polls several routes every
+    second or two: about 3,800 lines in 12 minutes, which scrolled the start-up banner and its
+    API key away). Mutations, errors and anything but GET/HEAD are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) < 5:
+            return True
+        method, status = args[1], args[4]
+        return not (method in ("GET", "HEAD") and status in (200, 204, 206, 304))
+
+
+def quiet_access_log() -> None:
+    """Install QuietAccessLog on uvicorn's access logger (once); TREEGRPO_ACCESS_LOG=full
+    leaves it out."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, QuietAccessLog) for f in logger.filters):
+        logger.addFilter(QuietAccessLog())

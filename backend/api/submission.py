@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
@@ -24,7 +25,13 @@ from backend.job_params import parse_params
 from backend.models import Job, JobStatus
 from backend.schemas import BranchCreate, JobCreate, text_problem
 from backend.settings import Settings
-from treegrpo.config import ConfigError, RunConfig, resolve_config
+from treegrpo.config import (
+    ConfigError,
+    RunConfig,
+    config_errors,
+    missing_tracker_packages,
+    resolve_config,
+)
 
 log = logging.getLogger("backend.api")
 
@@ -62,13 +69,36 @@ def resolve_job_config(preset: str | None, overrides: Mapping[str, Any]) -> RunC
     try:
         config = resolve_config(preset, overrides)
     except ConfigError as exc:
-        loc: tuple[str, ...] = (
-            ("body", "preset") if exc.field == "preset" else ("body", "config", exc.field)
-        )
-        raise validation_error(loc, exc.reason, "config_error") from exc
+        # Every problem of the config at once, not only the first (config_errors re-checks
+        # with each faulty setting put back to its default).
+        errors = config_errors(preset, overrides) or [exc]
+        raise RequestValidationError(
+            [
+                {
+                    "loc": (
+                        ("body", "preset")
+                        if err.field == "preset"
+                        else ("body", "config", err.field)
+                    ),
+                    "msg": err.reason,
+                    "type": "config_error",
+                    "input": None,
+                }
+                for err in errors
+            ]
+        ) from exc
     except (TypeError, ValueError, RecursionError) as exc:
         # The core's checks raise ConfigError; anything else is still the request's fault.
         raise validation_error(("body", "config"), str(exc), "config_error") from exc
+    missing = missing_tracker_packages(config.trackers)
+    if missing:
+        # A tracker that cannot run is a clear 422 now, not a crash once the job has started.
+        raise RequestValidationError(
+            [
+                {"loc": ("body", "config", err.field), "msg": err.reason, "type": "config_error"}
+                for err in missing
+            ]
+        )
     try:
         json.dumps(config.to_dict(), allow_nan=False)
     except ValueError as exc:
@@ -88,8 +118,6 @@ def _parse_params(kind: str, params: Mapping[str, Any]) -> BaseModel:
             item: dict[str, Any] = dict(error)
             item["loc"] = ("body", "params", *error["loc"])
             errors.append(item)
-        from fastapi.exceptions import RequestValidationError
-
         raise RequestValidationError(errors) from exc
 
 
@@ -105,33 +133,50 @@ def _params_refer_to_rows(session: Session, params: dict[str, Any]) -> None:
             ) from exc
     branch = params.get("branch")
     if branch:
-        _check_branch_node(
-            session,
-            tree_id=int(branch["tree_id"]),
-            node_id=int(branch["node_id"]),
-            loc=("body", "params", "branch"),
-        )
+        _check_branch_node(session, branch=branch, loc=("body", "params", "branch"))
 
 
-def _check_branch_node(
-    session: Session, *, tree_id: int, node_id: int, loc: tuple[str, ...]
-) -> None:
+def _check_branch_node(session: Session, *, branch: dict[str, Any], loc: tuple[str, ...]) -> None:
+    tree_id = int(branch["tree_id"])
     try:
         crud.get_tree(session, tree_id=tree_id)
     except NotFound as exc:
         raise validation_error((*loc, "tree_id"), f"no tree {tree_id}", "not_found") from exc
+    field = "node_id" if branch.get("node_id") is not None else "branch_node_id"
+    node_id = int(branch[field])
     try:
-        node = crud.get_node(session, tree_id=tree_id, node_id=node_id)
+        node: Any
+        if field == "node_id":
+            node = crud.get_node(session, tree_id=tree_id, node_id=node_id)
+        else:
+            node = crud.get_branch_node(session, tree_id=tree_id, branch_node_id=node_id)
     except NotFound as exc:
         raise validation_error(
-            (*loc, "node_id"), f"no node {node_id} in tree {tree_id}", "not_found"
+            (*loc, field),
+            f"no {field[:-3].replace('_', ' ')} {node_id} in tree {tree_id}",
+            "not_found",
         ) from exc
     if node.is_leaf:
         raise validation_error(
-            (*loc, "node_id"),
+            (*loc, field),
             f"node {node_id} is a leaf: it has no denoising steps left to branch",
             "leaf_node",
         )
+
+
+def record_branch(session: Session, *, job: Job) -> None:
+    """The branch record of a new branch job, beside the tree (its nodes come later)."""
+    branch = (job.params or {}).get("branch")
+    if not branch:
+        return
+    crud.create_branch(
+        session,
+        job_id=job.id,
+        tree_id=int(branch["tree_id"]),
+        k=int(branch.get("k", 3)),
+        node_id=branch.get("node_id"),
+        from_branch_node_id=branch.get("branch_node_id"),
+    )
 
 
 def _progress_total(kind: str, config: RunConfig, params: dict[str, Any]) -> int:
@@ -170,6 +215,7 @@ def create(
         request_hash=request_hash(body) if idempotency_key is not None else None,
     )
     if created:
+        record_branch(session, job=job)
         enqueue_or_fail(session, settings=settings, job=job)
     elif _never_sent(job):
         # The first attempt could not reach the broker: this retry sends the same job again.
@@ -183,26 +229,37 @@ def create_branch(
     *,
     settings: Settings,
     tree_id: int,
-    node_id: int,
+    node_id: int | None = None,
+    branch_node_id: int | None = None,
     body: BranchCreate,
 ) -> Job:
-    """A sample job that regrows `k` children from one stored tree node, with the config of the
-    job that logged the tree."""
+    """A sample job that regrows `k` children from one stored tree node (or from a node an
+    earlier branch grew), with the config of the job that logged the tree. Its branch record
+    is made at once, beside the tree."""
     tree = crud.get_tree(session, tree_id=tree_id)
-    node = crud.get_node(session, tree_id=tree_id, node_id=node_id)
+    node: Any
+    if node_id is not None:
+        node = crud.get_node(session, tree_id=tree_id, node_id=node_id)
+        origin = {"node_id": node_id}
+        default_name = f"branch of tree {tree_id} node {node_id}"
+    else:
+        assert branch_node_id is not None
+        node = crud.get_branch_node(session, tree_id=tree_id, branch_node_id=branch_node_id)
+        origin = {"branch_node_id": branch_node_id}
+        default_name = f"branch of tree {tree_id} branch node {branch_node_id}"
     if node.is_leaf:
         raise ProblemError(
             409,
-            f"node {node_id} is a leaf: it has no denoising steps left to branch",
+            f"node {node.id} is a leaf: it has no denoising steps left to branch",
             kind="conflict",
         )
     source = crud.get_job(session, job_id=tree.job_id)
-    params = {"branch": {"tree_id": tree_id, "node_id": node_id, "k": body.k}}
+    params = {"branch": {"tree_id": tree_id, **origin, "k": body.k}}
     parse_params("sample", params)  # the workers read params through the same models
     job, _ = crud.create_job(
         session,
         kind="sample",
-        name=body.name if body.name is not None else f"branch of tree {tree_id} node {node_id}",
+        name=body.name if body.name is not None else default_name,
         config=source.config,
         algorithm=source.algorithm,
         preset=source.preset,
@@ -210,8 +267,18 @@ def create_branch(
         parent_job_id=source.id,
         progress_total=1,
     )
+    record_branch(session, job=job)
     enqueue_or_fail(session, settings=settings, job=job)
     return job
+
+
+def purge_or_log(job_id: int, *, settings: Settings) -> None:
+    """Ask a worker to remove a deleted job's artifacts. A broker that is down only delays it:
+    the row is deleted already, and `treegrpo purge` (or the next delete) can do it later."""
+    try:
+        queue.enqueue_purge(job_id, settings=settings)
+    except Exception as exc:
+        log.warning("job %s: deleted, but its purge was not sent: %s", job_id, exc)
 
 
 def _never_sent(job: Job) -> bool:

@@ -7,11 +7,13 @@ nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     RowMapping,
     Select,
@@ -107,11 +109,115 @@ def _by_idempotency_key(session: Session, key: str, request_hash: str | None) ->
     return job
 
 
-def get_job(session: Session, *, job_id: int) -> Job:
+def get_job(session: Session, *, job_id: int, include_deleted: bool = False) -> Job:
+    """A job; a deleted one is not found unless `include_deleted` (the purge task's read)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or (job.deleted_at is not None and not include_deleted):
         raise NotFound("job", job_id)
     return job
+
+
+INTERACTIVE_KINDS = frozenset({"sample"})
+
+
+def lane_of(kind: str) -> str:
+    """The queue a job goes to: sample jobs (branches too) are interactive; train and evaluate
+    jobs are training. backend.queue maps lanes to Celery queues."""
+    return "interactive" if kind in INTERACTIVE_KINDS else "training"
+
+
+def queue_positions(session: Session, *, job_ids: Iterable[int]) -> dict[int, int]:
+    """For each queued job among `job_ids`: 1 + the queued jobs of its lane created before it
+    (1 = the next to start)."""
+    wanted = set(job_ids)
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Job.id, Job.kind)
+        .where(Job.status == JobStatus.queued.value, Job.deleted_at.is_(None))
+        .order_by(Job.id)
+    ).all()
+    seen: dict[str, int] = {}
+    out: dict[int, int] = {}
+    for job_id, kind in rows:
+        lane = lane_of(kind)
+        seen[lane] = seen.get(lane, 0) + 1
+        if job_id in wanted:
+            out[job_id] = seen[lane]
+    return out
+
+
+def lane_counts(session: Session) -> dict[str, dict[str, int]]:
+    """Queued and running (or cancelling) jobs per lane."""
+    counts = {lane: {"queued": 0, "running": 0} for lane in ("training", "interactive")}
+    rows = session.execute(
+        select(Job.kind, Job.status, func.count(Job.id))
+        .where(
+            Job.status.in_(
+                [JobStatus.queued.value, JobStatus.running.value, JobStatus.cancelling.value]
+            )
+        )
+        .group_by(Job.kind, Job.status)
+    ).all()
+    for kind, status, count in rows:
+        key = "queued" if status == JobStatus.queued.value else "running"
+        counts[lane_of(kind)][key] += int(count)
+    return counts
+
+
+MAX_TAGS = 20
+
+
+def update_job(
+    session: Session,
+    *,
+    job_id: int,
+    name: str | None = None,
+    tags: Sequence[str] | None = None,
+    notes: str | None = None,
+) -> Job:
+    """Rename, retag (the list replaces the old one; duplicates dropped, order kept) or note a
+    job. None leaves a field as it is. Commits."""
+    job = get_job(session, job_id=job_id)
+    if name is not None:
+        job.name = name
+    if tags is not None:
+        job.tags = list(dict.fromkeys(tags))[:MAX_TAGS]
+    if notes is not None:
+        job.notes = notes
+    job.updated_at = utcnow()
+    session.commit()
+    session.refresh(job)
+    return job
+
+
+def soft_delete_job(session: Session, *, job_id: int) -> Job:
+    """Mark a job deleted (its row stays; a worker removes its artifacts). A job that is queued,
+    running or cancelling is a Conflict: cancel it first. Commits."""
+    job = get_job(session, job_id=job_id)
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.deleted_at.is_(None),
+            Job.status.not_in([s.value for s in ACTIVE_STATUSES]),
+        )
+        .values(deleted_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    session.refresh(job)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        if job.deleted_at is not None:
+            raise NotFound("job", job_id)
+        raise Conflict(f"job {job_id} is {job.status}; cancel it before deleting it")
+    return job
+
+
+def escape_like(text: str) -> str:
+    """`text` as a literal inside a LIKE pattern with escape character '!'."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 def list_jobs(
@@ -123,7 +229,7 @@ def list_jobs(
     offset: int = 0,
 ) -> tuple[list[Job], int]:
     """Newest first; returns (page, total count of matching jobs)."""
-    query = select(Job)
+    query = select(Job).where(Job.deleted_at.is_(None))
     statuses, kinds = list(statuses), list(kinds)
     if statuses:
         query = query.where(Job.status.in_(statuses))
@@ -140,13 +246,73 @@ def list_jobs(
 _READ_COLUMNS = tuple(
     column
     for column in Job.__table__.c
-    if column.name not in ("config", "idempotency_key", "request_hash", "latest_reward_step")
+    if column.name
+    not in ("config", "idempotency_key", "request_hash", "latest_reward_step", "deleted_at")
 )
 
 
-@lru_cache(maxsize=32)
+@dataclass(frozen=True)
+class JobFilter:
+    """What GET /jobs filters on; every part is optional and they combine with AND."""
+
+    statuses: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # the job has every one of them
+    q: str | None = None  # a case-insensitive part of the name
+
+    def shape(self) -> tuple[bool, bool, bool, bool, int, bool]:
+        return (
+            bool(self.statuses),
+            bool(self.kinds),
+            bool(self.presets),
+            bool(self.algorithms),
+            len(self.tags),
+            bool(self.q),
+        )
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "statuses": list(self.statuses),
+            "kinds": list(self.kinds),
+            "presets": list(self.presets),
+            "algorithms": list(self.algorithms),
+            "q": f"%{escape_like(self.q.lower())}%" if self.q else None,
+        }
+        for index, tag in enumerate(self.tags):
+            # Tags are stored as a JSON list, written by orjson (backend/db.py): the same text.
+            params[f"tag{index}"] = f"%{escape_like(orjson.dumps(tag).decode())}%"
+        return params
+
+
+NO_FILTER = JobFilter()
+
+
+def _filtered(query: Select[Any], shape: tuple[bool, bool, bool, bool, int, bool]) -> Select[Any]:
+    by_status, by_kind, by_preset, by_algorithm, tags, by_q = shape
+    query = query.where(Job.deleted_at.is_(None))
+    if by_status:
+        query = query.where(Job.status.in_(bindparam("statuses", expanding=True)))
+    if by_kind:
+        query = query.where(Job.kind.in_(bindparam("kinds", expanding=True)))
+    if by_preset:
+        query = query.where(Job.preset.in_(bindparam("presets", expanding=True)))
+    if by_algorithm:
+        query = query.where(Job.algorithm.in_(bindparam("algorithms", expanding=True)))
+    for index in range(tags):
+        query = query.where(cast(Job.tags, Text).like(bindparam(f"tag{index}"), escape="!"))
+    if by_q:
+        query = query.where(func.lower(Job.name).like(bindparam("q"), escape="!"))
+    return query
+
+
+@lru_cache(maxsize=64)
 def _job_rows_statement(
-    by_ids: bool, by_status: bool, by_kind: bool, with_config: bool, with_total: bool = False
+    by_ids: bool,
+    shape: tuple[bool, bool, bool, bool, int, bool],
+    with_config: bool,
+    with_total: bool = False,
 ) -> Select[Any]:
     """One prepared statement per filter shape: building a select, and its cache key, costs more
     than running it on a small table, so the API's hot reads reuse these."""
@@ -161,21 +327,13 @@ def _job_rows_statement(
     query = select(*columns)
     if by_ids:
         query = query.where(Job.id.in_(bindparam("ids", expanding=True)))
-    if by_status:
-        query = query.where(Job.status.in_(bindparam("statuses", expanding=True)))
-    if by_kind:
-        query = query.where(Job.kind.in_(bindparam("kinds", expanding=True)))
+    query = _filtered(query, shape)
     return query.order_by(Job.id.desc()).limit(bindparam("limit")).offset(bindparam("offset"))
 
 
-@lru_cache(maxsize=8)
-def _count_statement(by_status: bool, by_kind: bool) -> Select[Any]:
-    query = select(func.count(Job.id))
-    if by_status:
-        query = query.where(Job.status.in_(bindparam("statuses", expanding=True)))
-    if by_kind:
-        query = query.where(Job.kind.in_(bindparam("kinds", expanding=True)))
-    return query
+@lru_cache(maxsize=32)
+def _count_statement(shape: tuple[bool, bool, bool, bool, int, bool]) -> Select[Any]:
+    return _filtered(select(func.count(Job.id)), shape)
 
 
 def job_rows(
@@ -188,13 +346,13 @@ def job_rows(
     offset: int = 0,
     with_config: bool = False,
 ) -> list[RowMapping]:
-    """Read-only job rows, newest first, in one query and without ORM objects: the API's read
-    path. Every column but `config`; with_config adds `config_json`, the config as stored JSON
-    text."""
+    """Read-only job rows (deleted jobs left out), newest first, in one query and without ORM
+    objects: the API's read path. Every column but `config`; with_config adds `config_json`,
+    the config as stored JSON text."""
     ids = None if job_ids is None else list(job_ids)
-    statuses, kinds = list(statuses), list(kinds)
-    statement = _job_rows_statement(ids is not None, bool(statuses), bool(kinds), with_config)
-    params = {"ids": ids, "statuses": statuses, "kinds": kinds, "limit": limit, "offset": offset}
+    where = JobFilter(statuses=tuple(statuses), kinds=tuple(kinds))
+    statement = _job_rows_statement(ids is not None, where.shape(), with_config)
+    params = {"ids": ids, **where.params(), "limit": limit, "offset": offset}
     # Core execution on the session's connection: the ORM's result machinery has nothing to do
     # for plain columns but costs a third of the call.
     return list(session.connection().execute(statement, params).mappings().all())
@@ -205,25 +363,34 @@ def job_page(
     *,
     statuses: Iterable[str] = (),
     kinds: Iterable[str] = (),
+    where: JobFilter | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[RowMapping], int]:
-    """A page of job_rows (no config) and the count of every matching job."""
-    statuses, kinds = list(statuses), list(kinds)
-    statement = _job_rows_statement(False, bool(statuses), bool(kinds), False, True)
-    params = {"statuses": statuses, "kinds": kinds, "limit": limit, "offset": offset}
+    """A page of job_rows (no config) and the count of every matching job. `where` (when
+    given) replaces `statuses` and `kinds`."""
+    if where is None:
+        where = JobFilter(statuses=tuple(statuses), kinds=tuple(kinds))
+    statement = _job_rows_statement(False, where.shape(), False, True)
+    params = {**where.params(), "limit": limit, "offset": offset}
     rows = list(session.connection().execute(statement, params).mappings().all())
     if rows:
         return rows, int(rows[0]["total"])
     # An empty page says nothing about the total when it starts past the end.
-    return rows, count_jobs(session, statuses=statuses, kinds=kinds) if offset else 0
+    return rows, count_jobs(session, where=where) if offset else 0
 
 
-def count_jobs(session: Session, *, statuses: Iterable[str] = (), kinds: Iterable[str] = ()) -> int:
-    statuses, kinds = list(statuses), list(kinds)
-    statement = _count_statement(bool(statuses), bool(kinds))
-    params = {"statuses": statuses, "kinds": kinds}
-    return session.connection().execute(statement, params).scalar() or 0
+def count_jobs(
+    session: Session,
+    *,
+    statuses: Iterable[str] = (),
+    kinds: Iterable[str] = (),
+    where: JobFilter | None = None,
+) -> int:
+    if where is None:
+        where = JobFilter(statuses=tuple(statuses), kinds=tuple(kinds))
+    statement = _count_statement(where.shape())
+    return session.connection().execute(statement, where.params()).scalar() or 0
 
 
 def claim_job(

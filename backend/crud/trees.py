@@ -10,7 +10,7 @@ from sqlalchemy import Integer, case, cast, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import NotFound
-from backend.models import Tree, TreeNode
+from backend.models import Job, Tree, TreeNode
 
 NODE_FIELDS = (
     "depth",
@@ -71,34 +71,6 @@ def add_tree(
     return tree
 
 
-def add_branch_nodes(
-    session: Session,
-    *,
-    tree_id: int,
-    from_node_id: int,
-    branch_job_id: int,
-    nodes: Sequence[dict[str, Any]],
-) -> list[TreeNode]:
-    """Append nodes grown from an existing node. Input node_index values are local to the
-    branch (0, 1, ...); parent_index None means the branched node itself. Commits."""
-    origin = get_node(session, tree_id=tree_id, node_id=from_node_id)
-    first = (
-        session.scalar(select(func.max(TreeNode.node_index)).where(TreeNode.tree_id == tree_id))
-        or 0
-    ) + 1
-    shifted = []
-    for node in nodes:
-        item = dict(node)
-        item["node_index"] = first + int(node["node_index"])
-        parent = node.get("parent_index")
-        item["parent_index"] = None if parent is None else first + int(parent)
-        item["branch_job_id"] = branch_job_id
-        shifted.append(item)
-    created = _insert_nodes(session, tree_id=tree_id, nodes=shifted, known={}, root=origin.id)
-    session.commit()
-    return created
-
-
 def _insert_nodes(
     session: Session,
     *,
@@ -125,7 +97,6 @@ def _insert_nodes(
             tree_id=tree_id,
             node_index=int(node["node_index"]),
             parent_id=parent_id,
-            branch_job_id=node.get("branch_job_id"),
             **{name: node.get(name) for name in NODE_FIELDS if name in node},
         )
         session.add(row)
@@ -136,7 +107,13 @@ def _insert_nodes(
 
 
 def get_tree(session: Session, *, tree_id: int) -> Tree:
-    tree = session.scalar(select(Tree).where(Tree.id == tree_id).options(selectinload(Tree.nodes)))
+    """A tree with its (training) nodes; a tree of a deleted job is not found."""
+    tree = session.scalar(
+        select(Tree)
+        .join(Job, Job.id == Tree.job_id)
+        .where(Tree.id == tree_id, Job.deleted_at.is_(None))
+        .options(selectinload(Tree.nodes))
+    )
     if tree is None:
         raise NotFound("tree", tree_id)
     return tree

@@ -134,6 +134,6 @@ def test_unknown_routes_and_methods_are_problems(client: TestClient) -> None:
     missing = client.get("/api/v1/nothing-here")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
-    method = client.delete(f"{JOBS}/1")
+    method = client.put(f"{JOBS}/1")
     assert method.status_code == 405
     assert method.headers["content-type"] == "application/problem+json"

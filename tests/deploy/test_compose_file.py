@@ -68,6 +68,7 @@ def test_the_services_of_the_architecture_are_there() -> None:
         "migrate",
         "api",
         "worker",
+        "worker-interactive",
         "worker-gpu",
         "reward",
         "minio",
@@ -92,11 +93,24 @@ def test_the_reward_server_is_a_gpu_profile_service_that_workers_can_reach_with_
     assert reward["healthcheck"]["test"] and "/ready" in " ".join(reward["healthcheck"]["test"])
     devices = reward["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia"
-    for name in ("worker", "worker-gpu"):
+    for name in ("worker", "worker-interactive", "worker-gpu"):
         assert "TREEGRPO_REWARD_API_KEY" in svc[name]["environment"], name
         assert "TREEGRPO_SECRETS_KEY" in svc[name]["environment"], name
     for secret in ("TREEGRPO_REWARD_API_KEY", "TREEGRPO_SECRETS_KEY"):
         assert secret not in svc["api"]["environment"]  # the API process reads no secret
+
+
+def test_training_and_interactive_lanes_have_workers_of_their_own() -> None:
+    svc = services()
+    lanes = {name: svc[name]["command"][svc[name]["command"].index("--queues") + 1]
+             for name in ("worker", "worker-interactive", "worker-gpu")}  # fmt: skip
+    assert lanes == {
+        "worker": "treegrpo",
+        "worker-interactive": "treegrpo-interactive",
+        "worker-gpu": "treegrpo",
+    }
+    assert "profiles" not in svc["worker-interactive"]
+    assert svc["worker-interactive"]["environment"] == svc["worker"]["environment"]
 
 
 def test_minio_is_an_s3_profile_and_every_studio_service_can_be_pointed_at_a_bucket() -> None:
@@ -200,7 +214,7 @@ def test_make_up_warns_only_when_bound_beyond_loopback_with_reads_open() -> None
 
 
 def test_workers_read_the_hosts_hugging_face_cache_read_only_and_offline() -> None:
-    for name in ("worker", "worker-gpu"):
+    for name in ("worker", "worker-interactive", "worker-gpu"):
         service = services()[name]
         mounts = [v for v in service["volumes"] if v.endswith(":/hf:ro")]
         assert mounts == ["${TREEGRPO_HF_CACHE:-~/.cache/huggingface}:/hf:ro"], name

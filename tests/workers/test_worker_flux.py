@@ -74,8 +74,11 @@ def test_flux_train_job_logs_trees_and_branches(stack: Stack, tmp_path: Path) ->
         done = stack.wait_status(branch, ("succeeded", "failed", "cancelled"), timeout=120)
         assert done["status"] == "succeeded", stack.explain(branch)()
         with session_scope(stack.url) as session:
-            grown = [n for n in crud.get_tree(session, tree_id=tree_id).nodes]
-            children = [n for n in grown if n.parent_id == node_id and n.branch_job_id == branch]
+            (record, status), *_ = crud.list_branches(session, tree_id=tree_id)
+            assert (record.job_id, record.node_id, status) == (branch, node_id, "succeeded")
+            children = [n for n in record.nodes if n.parent_id is None]
             assert len(children) == 2
+            leaves = [n for n in record.nodes if n.is_leaf]
+            assert len(leaves) == 2 and all(n.reward is not None for n in leaves)
     finally:
         stack.stop_workers()

@@ -29,11 +29,13 @@ from backend.schemas import (
     JobPublic,
     JobsPublic,
     JobStatusName,
+    JobUpdate,
     MetricsPublic,
     SamplesPublic,
     TreesPublic,
     job_fields,
     job_public,
+    logging_schedule,
     sample_public,
     tree_summary,
 )
@@ -48,10 +50,27 @@ Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 Epoch = Annotated[int | None, Query(ge=0, le=MAX_INT, description="Only this epoch.")]
 
 
-def _job_body(job: Job) -> bytes:
+def _job_body(job: Job, queue_position: int | None = None) -> bytes:
     """An ORM job (fresh from a write) as the same JSON bytes GET /jobs/{id} gives."""
     row = {column.name: getattr(job, column.name) for column in Job.__table__.c}
-    return answers.encode({**job_fields(row), "config": redact(job.config)})
+    return answers.encode(
+        {
+            **job_fields(row, queue_position),
+            "config": redact(job.config),
+            "schedule": logging_schedule(row, job.config),
+        }
+    )
+
+
+def _position(session: Session, job: Job) -> int | None:
+    if job.status != "queued":
+        return None
+    return crud.queue_positions(session, job_ids=[job.id]).get(job.id)
+
+
+def job_answer(session: Session, job: Job) -> JobPublic:
+    """A job fresh from a write, with its queue position."""
+    return job_public(job, _position(session, job))
 
 
 @router.post(
@@ -87,7 +106,7 @@ async def create_job(
         job, created = submission.create(
             session, settings=settings, body=body, idempotency_key=idempotency_key
         )
-        return _job_body(job), created
+        return _job_body(job, _position(session, job)), created
 
     content, created = await db.run(work)
     return answers.answer(request, content, status_code=201 if created else 200)
@@ -100,17 +119,47 @@ async def list_jobs(
     _key: ReadKey,
     status: Annotated[list[JobStatusName] | None, Query(description="Any of these.")] = None,
     kind: Annotated[list[JobKindName] | None, Query(description="Any of these.")] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=NAME_CHARS,
+            pattern=NO_NUL_PATTERN,
+            description="A part of the name (case-insensitive).",
+        ),
+    ] = None,
+    tag: Annotated[
+        list[Annotated[str, Query(max_length=50, pattern=NO_NUL_PATTERN)]] | None,
+        Query(description="Jobs with every one of these tags."),
+    ] = None,
+    preset: Annotated[
+        list[Annotated[str, Query(max_length=NAME_CHARS, pattern=NO_NUL_PATTERN)]] | None,
+        Query(description="Any of these presets."),
+    ] = None,
+    algorithm: Annotated[
+        list[Annotated[str, Query(max_length=32, pattern=NO_NUL_PATTERN)]] | None,
+        Query(description="Any of these algorithms."),
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Response:
-    """Each item is a job without its config (GET /jobs/{id} has it)."""
+    """Each item is a job without its config (GET /jobs/{id} has it). Deleted jobs are left
+    out; filters combine with AND."""
+    where = crud.JobFilter(
+        statuses=tuple(status or ()),
+        kinds=tuple(kind or ()),
+        presets=tuple(preset or ()),
+        algorithms=tuple(algorithm or ()),
+        tags=tuple(dict.fromkeys(tag or ())),
+        q=q or None,
+    )
 
     def work(session: Session) -> bytes:
-        statuses, kinds = status or (), kind or ()
-        rows, count = crud.job_page(
-            session, statuses=statuses, kinds=kinds, limit=limit, offset=offset
+        rows, count = crud.job_page(session, where=where, limit=limit, offset=offset)
+        queued = [row["id"] for row in rows if row["status"] == "queued"]
+        positions = crud.queue_positions(session, job_ids=queued) if queued else {}
+        return answers.encode(
+            {"data": [job_fields(row, positions.get(row["id"])) for row in rows], "count": count}
         )
-        return answers.encode({"data": [job_fields(row) for row in rows], "count": count})
 
     return answers.answer(request, await db.read(work))
 
@@ -125,9 +174,50 @@ async def get_job(job_id: JobId, request: Request, db: DbDep, _key: ReadKey) -> 
         rows = crud.job_rows(session, job_ids=[job_id], with_config=True)
         if not rows:
             raise NotFound("job", job_id)
-        return answers.job_body(rows[0])
+        row = rows[0]
+        position = None
+        if row["status"] == "queued":
+            position = crud.queue_positions(session, job_ids=[job_id]).get(job_id)
+        return answers.job_body(row, position)
 
     return answers.answer(request, await db.read(work))
+
+
+@router.patch(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses=problem_responses(401, 404),
+    summary="Rename, tag or annotate a job",
+)
+async def update_job(job_id: JobId, body: JobUpdate, db: DbDep, _key: WriteKey) -> JobPublic:
+    """Any of name, tags (replaces the list) and notes; a field left out keeps its value."""
+
+    def work(session: Session) -> JobPublic:
+        job = crud.update_job(
+            session, job_id=job_id, name=body.name, tags=body.tags, notes=body.notes
+        )
+        return job_answer(session, job)
+
+    return await db.run(work)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 404, 409),
+    summary="Delete a job",
+)
+async def delete_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: WriteKey) -> Response:
+    """Soft delete: the job leaves every listing and answers 404 from now on; a worker removes
+    its artifacts. A queued, running or cancelling job is a 409 (cancel it first)."""
+
+    def work(session: Session) -> None:
+        crud.soft_delete_job(session, job_id=job_id)
+        submission.purge_or_log(job_id, settings=settings)
+
+    await db.run(work)
+    return Response(status_code=204)
 
 
 @router.post(
@@ -139,7 +229,9 @@ async def get_job(job_id: JobId, request: Request, db: DbDep, _key: ReadKey) -> 
 async def cancel_job(job_id: JobId, db: DbDep, _key: WriteKey) -> JobPublic:
     """queued -> cancelled at once; running -> cancelling (the worker checkpoints and stops);
     a cancelling job is answered as it is; any other state is a 409."""
-    return await db.run(lambda session: job_public(crud.request_cancel(session, job_id=job_id)))
+    return await db.run(
+        lambda session: job_answer(session, crud.request_cancel(session, job_id=job_id))
+    )
 
 
 @router.post(
@@ -155,7 +247,7 @@ async def resume_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: Writ
     def work(session: Session) -> JobPublic:
         job = crud.request_resume(session, job_id=job_id)
         submission.enqueue_or_fail(session, settings=settings, job=job)
-        return job_public(job)
+        return job_answer(session, job)
 
     return await db.run(work)
 
