@@ -23,7 +23,7 @@ install: $(STAMP)
 # Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[dev,trackers]"
 	@touch $@
 
 lint: install

@@ -3,6 +3,7 @@
     treegrpo serve [--host 127.0.0.1] [--port 8000] [--migrate] [--reload] [--workers N]
     treegrpo migrate [--url URL] [--revision head] [--down REV]
     treegrpo api-key create NAME | list [--all] | revoke ID_OR_NAME
+    treegrpo secret set NAME (value on stdin) | list | delete NAME
     treegrpo submit --preset NAME [--set key=value ...] [--kind train] [--name NAME] [--wait]
 
 Imports stay inside the commands: `treegrpo --help` loads this module and must stay fast.
@@ -72,8 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SQLAlchemyError as exc:
         _err(f"warning: {_db_problem(exc, url)}; /ready answers 503 until it is reachable")
     base = f"http://{args.host}:{args.port}"
-    print(f"TreeGRPO API on {base}/api/v1 (docs {base}/docs, dashboard {base}/ui)", flush=True)
-    if not settings.database_url and migrated:
+    # `treegrpo up` passes --no-banner: it prints its own (backend/up.py) once all is ready.
+    if args.banner:
+        print(f"TreeGRPO API on {base}/api/v1 (docs {base}/docs, dashboard {base}/ui)", flush=True)
+    if args.banner and not settings.database_url and migrated:
         # The embedded default: one local user, who gets a key without asking for one.
         key = ensure_local_key(settings)
         print(f"Local API key: {key}  (saved in {local_key_path(settings)})", flush=True)
@@ -106,6 +109,12 @@ def register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     )
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--no-banner",
+        dest="banner",
+        action="store_false",
+        help="print no start-up lines (`treegrpo up` prints its own once all is ready)",
+    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -263,6 +272,97 @@ def register_api_key(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     revoke = actions.add_parser("revoke", help="revoke a key by id, or every active key of a name")
     revoke.add_argument("key", metavar="ID_OR_NAME")
     revoke.set_defaults(func=cmd_api_key_revoke)
+
+
+# ---------------------------------------------------------------------------------------------
+# secret
+
+
+def cmd_secret_set(args: argparse.Namespace) -> int:
+    """The value comes from stdin (never argv, which `ps` shows), or a prompt on a terminal."""
+    import getpass
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backend.crud.secrets import SecretError, set_secret
+    from backend.settings import get_settings
+    from treegrpo.secrets import NAME
+
+    if not NAME.match(args.name):
+        _err("a secret name is letters, digits, _ . - (up to 128), starting with a letter or _")
+        return EXIT_BAD_REQUEST
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"value of secret {args.name}: ")
+    else:
+        value = sys.stdin.read().rstrip("\r\n")
+    if not value:
+        _err(
+            "empty value: pipe the secret on stdin, e.g. `printenv KEY | treegrpo secret set NAME`"
+        )
+        return EXIT_BAD_REQUEST
+    scope, url = _key_session(args)
+    try:
+        with scope as session:
+            new = set_secret(
+                session, name=args.name, value=value, secrets_key=get_settings().secrets_key
+            )
+    except SecretError as exc:
+        _err(str(exc))
+        return EXIT_BAD_REQUEST
+    except SQLAlchemyError as exc:
+        _err(_db_problem(exc, url))
+        return EXIT_BAD_REQUEST
+    print(
+        f"{'stored' if new else 'replaced'} secret {args.name!r}, sealed; name it in a config "
+        f"as <field>_secret: {args.name}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_secret_list(args: argparse.Namespace) -> int:
+    from backend.crud.secrets import list_secrets
+
+    scope, _ = _key_session(args)
+    with scope as session:
+        rows = list_secrets(session)
+    for name, updated in rows:
+        print(f"{name}\t{updated}")
+    if not rows:
+        print("no secrets", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_secret_delete(args: argparse.Namespace) -> int:
+    from backend.crud.secrets import delete_secret
+
+    scope, _ = _key_session(args)
+    with scope as session:
+        deleted = delete_secret(session, name=args.name)
+    if not deleted:
+        _err(f"no secret named {args.name!r}")
+        return EXIT_BAD_REQUEST
+    return EXIT_OK
+
+
+def register_secret(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "secret",
+        help="store, list or delete server-side secrets",
+        description="Secrets a config names as <field>_secret: NAME (for example "
+        "reward_options.remote.api_key_secret), sealed in the database with "
+        "TREEGRPO_SECRETS_KEY. Only workers open them; no API route reads them.",
+    )
+    parser.add_argument("--url", help="database URL (default: TREEGRPO_DATABASE_URL or SQLite)")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    store = actions.add_parser("set", help="store or replace a secret; the value is read on stdin")
+    store.add_argument("name", metavar="NAME")
+    store.set_defaults(func=cmd_secret_set)
+    listing = actions.add_parser("list", help="list secret names (never values)")
+    listing.set_defaults(func=cmd_secret_list)
+    delete = actions.add_parser("delete", help="delete a secret")
+    delete.add_argument("name", metavar="NAME")
+    delete.set_defaults(func=cmd_secret_delete)
 
 
 # ---------------------------------------------------------------------------------------------

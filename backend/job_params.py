@@ -4,6 +4,9 @@
 - sample: grow one or more logged trees (images and latents kept) for the config's prompts with
   the policy of `source_job_id`'s checkpoint (or the base model), or, with `branch`, regrow k
   children from one stored tree node.
+  With `playground`, it instead samples N images of one prompt and seed from the base model and
+  from the checkpoint, stored as two galleries (epoch 0 = base, epoch E = the checkpoint's) with
+  every reward, for the dashboard's side-by-side Playground.
 - evaluate: ODE samples of the held-out prompts scored with every reward of the config, from the
   policy of `source_job_id`'s checkpoint (or the base model).
 """
@@ -15,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TREES = 64
+MAX_PLAYGROUND_IMAGES = 16
+MAX_PROMPT_CHARS = 500
 # Ids and epochs are 32-bit integer columns.
 MAX_ID = 2**31 - 1
 
@@ -41,6 +46,14 @@ class BranchParams(BaseModel):
         return self
 
 
+class PlaygroundParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="the prompt")
+    seed: int = Field(default=0, ge=0, le=MAX_ID, description="seed of the initial noises")
+    images: int = Field(default=4, ge=1, le=MAX_PLAYGROUND_IMAGES, description="per model")
+
+
 class TrainParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +67,7 @@ class SampleParams(BaseModel):
         default=1, ge=1, le=MAX_TREES, description="trees to grow (prompts taken in order)"
     )
     branch: BranchParams | None = None
+    playground: PlaygroundParams | None = None
 
 
 class EvaluateParams(BaseModel):

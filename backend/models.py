@@ -306,3 +306,17 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class Secret(Base):
+    """A server-side secret (`treegrpo secret set NAME`), sealed with the settings' secrets_key
+    (Fernet: AES-128-CBC and HMAC-SHA256); a config names it as `<field>_secret: NAME` and only
+    workers open it. No API route reads this table."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_CHARS), unique=True)
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -27,6 +27,7 @@ from backend.models import (
     TreeNode,
 )
 from treegrpo.config import logging_schedule as next_logs
+from treegrpo.secrets import redact
 
 API_PREFIX = "/api/v1"
 # Ids are 32-bit integer columns; a larger number cannot name a row (and PostgreSQL would refuse
@@ -491,7 +492,7 @@ def job_public(
     schedule = logging_schedule(row, row["config"])
     return JobPublic(
         **job_fields(row, queue_position),
-        config=row["config"],
+        config=redact(row["config"]),
         schedule=LoggingSchedule.model_validate(schedule) if schedule else None,
     )
 

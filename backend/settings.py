@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     reads_require_key: bool = Field(
         default=False, description="Require X-API-Key on GET routes too."
     )
+    secrets_key: str | None = Field(
+        default=None,
+        description="Any long random string; seals server-side secrets (`treegrpo secret set`) "
+        "in the database. The workers and the `treegrpo secret` command need it; the API "
+        "process never reads a secret, so it does not.",
+        repr=False,
+    )
     access_log: Literal["quiet", "full"] = Field(
         default="quiet",
         description="quiet: the access log leaves out successful reads (the dashboard polls); "

@@ -3,6 +3,7 @@
 Rows keep paths relative to the store's root (Settings.resolved_artifact_dir). Layout:
     jobs/<id>/job.log                               the job's log (GET /jobs/{id}/logs)
     jobs/<id>/checkpoints/epoch-NNNNNN/             resumable checkpoints
+    jobs/<id>/checkpoints/epoch-NNNNNN/lora/        a LoRA run's diffusers export (GET .../export)
     jobs/<id>/trees/epoch-NNNNNN/tree-NN/           tree.json, images/, latents/
     jobs/<id>/samples/epoch-NNNNNN/NNN.png          gallery images
 """

@@ -1,7 +1,8 @@
 """`treegrpo up`: the embedded deployment in one command (ARCHITECTURE.md section 7).
 
 Migrates a SQLite database under ./data, makes sure a local API key exists, starts the API (with
-the dashboard at /ui) and one worker on kombu's filesystem transport as child processes, waits
+the dashboard at /ui) and two workers on kombu's filesystem transport as child processes (one
+for training, one for the interactive lane: branches and samples never wait behind a run), waits
 until the API is ready, prints the URL and the key, and on Ctrl-C (or SIGTERM) stops everything
 it started, grandchildren included. A second `up` reuses ./data: earlier runs are still there.
 """
@@ -21,7 +22,23 @@ from types import FrameType
 import httpx
 import psutil
 
+from backend.queue import INTERACTIVE_QUEUE, QUEUE
+
 READY_TIMEOUT_S = 120.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def exposure_warning(host: str, port: int, reads_require_key: bool) -> str | None:
+    """`up` binds loopback and leaves reads open; bound anywhere else with reads open, it warns."""
+    if host in LOOPBACK or reads_require_key:
+        return None
+    return (
+        f"up: WARNING: bound to {host}, not loopback, with reads open: anyone who can reach port "
+        f"{port} can list every run and its config, read logs and images and download "
+        "checkpoints. Set TREEGRPO_READS_REQUIRE_KEY=true (or bind 127.0.0.1)."
+    )
+
+
 STOP_GRACE_S = 20.0
 
 
@@ -72,6 +89,19 @@ class Stack:
                 child.wait(timeout=5)
 
 
+def banner(url: str, key: str) -> str:
+    """What `up` prints once the stack is ready (README.md's Quick start shows it; a test holds
+    the two equal)."""
+    return (
+        "TreeGRPO studio is up.\n"
+        f"  dashboard: {url}/ui\n"
+        f"  API:       {url}/api/v1 (docs at {url}/docs)\n"
+        f"  API key:   {key}\n"
+        "Paste the key into the dashboard's key field; `treegrpo submit` finds it by itself.\n"
+        "Press Ctrl-C to stop.\n"
+    )
+
+
 def wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,6 +142,9 @@ def run_up(args: argparse.Namespace) -> int:
 
     url = f"http://{args.host}:{args.port}"
     env["TREEGRPO_API_URL"] = url
+    warning = exposure_warning(args.host, args.port, settings.reads_require_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     stack = Stack()
     stopping = False
 
@@ -122,18 +155,22 @@ def run_up(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         api = stack.start(
-            "api", _command("serve", "--host", args.host, "--port", str(args.port)), env
+            "api",
+            _command("serve", "--host", args.host, "--port", str(args.port), "--no-banner"),
+            env,
         )
-        worker = stack.start("worker", _command("worker", "--concurrency", "1"), env)
-        wait_ready(url, [api, worker], args.ready_timeout)
-        print(
-            f"\nTreeGRPO studio is up.\n  dashboard: {url}/ui\n  API:       {url}/api/v1 "
-            f"(docs at {url}/docs)\n  API key:   {key}\n    (paste it into the dashboard's key "
-            "field; `treegrpo submit` reads it by itself)\nPress Ctrl-C to stop.\n",
-            flush=True,
+        worker = stack.start(
+            "worker", _command("worker", "--concurrency", "1", "--queues", QUEUE), env
         )
+        interactive = stack.start(
+            "interactive worker",
+            _command("worker", "--concurrency", "1", "--queues", INTERACTIVE_QUEUE),
+            env,
+        )
+        wait_ready(url, [api, worker, interactive], args.ready_timeout)
+        print("\n" + banner(url, key), flush=True)
         while not stopping:
-            for child in (api, worker):
+            for child in (api, worker, interactive):
                 if child.poll() is not None:
                     print(f"up: a service exited with code {child.returncode}", file=sys.stderr)
                     stopping = True
@@ -153,10 +190,11 @@ def run_up(args: argparse.Namespace) -> int:
 def register_up(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "up",
-        help="run everything locally: API, dashboard and one CPU worker (no Docker)",
+        help="run everything locally: API, dashboard and two CPU workers (no Docker)",
         description="The embedded deployment: a SQLite database and files under --data-dir, "
-        "the API with the dashboard at /ui, and one worker on the filesystem transport, "
-        "training the shipped digits model on the CPU. Ctrl-C stops it all.",
+        "the API with the dashboard at /ui, and two workers on the filesystem transport (one "
+        "trains, the other serves branches and samples at once), with the shipped digits "
+        "model on the CPU. Ctrl-C stops it all.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(

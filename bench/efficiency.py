@@ -80,7 +80,7 @@ import torch
 from treegrpo.algorithms import get_algorithm
 from treegrpo.callbacks import Callback
 from treegrpo.config import RunConfig, resolve_config
-from treegrpo.models.registry import load_model
+from treegrpo.models.registry import load_model_for
 from treegrpo.rewards.registry import load_run_rewards
 from treegrpo.trainer import Trainer
 
@@ -239,7 +239,7 @@ def train_run(
     heldout_curve: bool = False,
 ) -> RunOutcome:
     """Load a fresh model, train until `config.epochs` or the budget, evaluate outside the clock."""
-    adapter = load_model(config.model, config.device, config.dtype)
+    adapter = load_model_for(config)
     rewards = load_run_rewards(config, adapter.device)
     recorder = Recorder(budget_s)
     trainer = Trainer(config, adapter, rewards, callbacks=[recorder])

@@ -18,6 +18,7 @@ COPY treegrpo treegrpo
 COPY backend backend
 COPY workers workers
 COPY frontend frontend
+COPY rewardserve rewardserve
 # Migrations sit beside the packages; an editable install keeps `backend` importing from /app,
 # where `treegrpo migrate` finds alembic.ini and migrations/ (backend/migrate.py).
 COPY alembic.ini ./

@@ -27,11 +27,13 @@ COPY treegrpo treegrpo
 COPY backend backend
 COPY workers workers
 COPY frontend frontend
+COPY rewardserve rewardserve
 # Migrations sit beside the packages; an editable install keeps `backend` importing from /app,
 # where `treegrpo migrate` finds alembic.ini and migrations/ (backend/migrate.py).
 COPY alembic.ini ./
 COPY migrations migrations
-RUN pip install -e .
+# With the experiment trackers (TensorBoard, W&B offline, MLflow): optional extras.
+RUN pip install -e ".[trackers]"
 
 RUN useradd --create-home --uid 1001 treegrpo && mkdir -p /data && chown treegrpo /data
 USER treegrpo

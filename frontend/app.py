@@ -25,9 +25,9 @@ import gradio as gr
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from frontend import compare, run, runs, tree
+from frontend import compare, playground, run, runs, tree
 from frontend.context import MOUNT_PATH, UiContext
-from frontend.shared import TAB_COMPARE, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
+from frontend.shared import TAB_COMPARE, TAB_PLAYGROUND, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
 from frontend.style import CSS
 
 TITLE = "TreeGRPO studio"
@@ -35,18 +35,30 @@ KEY_STORAGE = "treegrpo-api-key"
 SECRET_ENV = "TREEGRPO_UI_SECRET"
 
 
-def _key_status(key: str | None) -> str:
+def _key_status(key: str | None, reads_closed: bool = False) -> str:
     key = (key or "").strip()
     if key:
         hint = f"…{key[-4:]}" if len(key) >= 12 else ""
         return (
-            f'<span class="tg-key-status">Key {html.escape(hint)} set: actions (submit, cancel, '
-            "resume, branch) are sent with it. It stays in this browser only.</span>"
+            f'<span class="tg-key-status">Key {html.escape(hint)} set: every request, reads '
+            "included, is sent with it. It stays in this browser only.</span>"
+        )
+    if reads_closed:
+        return (
+            '<span class="tg-key-status tg-key-needed">Reads need a key on this studio: '
+            "nothing can be shown until you paste your API key here.</span>"
         )
     return (
         '<span class="tg-key-status">No key: read-only. Paste your API key to submit, cancel, '
         "resume or branch.</span>"
     )
+
+
+def _reads_closed(ctx: UiContext, request: gr.Request | None) -> bool:
+    try:
+        return ctx.client(request, None).reads_need_key()
+    except Exception:  # unreachable: the tabs say so themselves
+        return False
 
 
 def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blocks:
@@ -83,13 +95,15 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 tree.build(sh, demo, tree_tab)
             with gr.Tab("Compare", id=TAB_COMPARE, elem_id="tg-tab-compare") as compare_tab:
                 compare.build(sh, demo, compare_tab)
+            with gr.Tab("Playground", id=TAB_PLAYGROUND, elem_id="tg-tab-playground"):
+                playground.build(sh, demo)
 
-        def restore(stored: str | None) -> tuple[str, str]:
-            return stored or "", _key_status(stored)
+        def restore(stored: str | None, request: gr.Request) -> tuple[str, str]:
+            return stored or "", _key_status(stored, not stored and _reads_closed(ctx, request))
 
-        def remember(typed: str | None) -> tuple[str, str]:
+        def remember(typed: str | None, request: gr.Request) -> tuple[str, str]:
             value = (typed or "").strip()
-            return value, _key_status(value)
+            return value, _key_status(value, not value and _reads_closed(ctx, request))
 
         demo.load(restore, key, [key_box, key_note])
         key_box.change(remember, key_box, [key, key_note])

@@ -5,8 +5,9 @@ come back as small frozen dataclasses; every failure is an `ApiError` whose `mes
 a user and whose `field_errors` map a form field (a dotted config name such as `tree.k`, or `name`)
 to the API's 422 message for it.
 
-The key is the user's own: `X-API-Key` is sent only when one is given, and a mutating call without
-one fails here with `KeyRequired` before any request is made.
+The key is the user's own: `X-API-Key` is sent on every call, reads included, when one is given;
+a mutating call without one fails here with `KeyRequired` before any request is made, and a read
+that a closed studio refuses without one says that reads need a key.
 
     client = ApiClient("http://127.0.0.1:8000", api_key="...")
     job = client.create_job(kind="train", name="digits run", preset="digits-treegrpo")
@@ -94,6 +95,12 @@ KEY_REQUIRED_MESSAGE = (
     "An API key is needed for this action. Paste your key in the API key field at the top "
     "(in the embedded deployment, `treegrpo up` prints one at start-up; `treegrpo api-key create` "
     "makes another)."
+)
+
+
+READ_KEY_MESSAGE = (
+    "This studio needs an API key to read too (its reads are closed: TREEGRPO_READS_REQUIRE_KEY). "
+    "Paste your key in the API key field at the top to see runs, trees and images."
 )
 
 
@@ -565,9 +572,18 @@ class ApiClient:
             raise Unreachable(
                 f"The API at {self.base_url} could not be reached ({exc.__class__.__name__}: {exc})."
             ) from exc
+        if response.status_code == 401 and not self.api_key:
+            raise Unauthorized(READ_KEY_MESSAGE, status=401)
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response
+
+    def reads_need_key(self) -> bool:
+        """Whether this API answers reads without a key with 401 (reads closed)."""
+        response = self._http.request(
+            "GET", self.url("/jobs"), params={"limit": 1}, timeout=self.timeout
+        )
+        return response.status_code == 401
 
     def _json(self, method: str, route: str, **kwargs: Any) -> Any:
         response = self._request(method, route, **kwargs)

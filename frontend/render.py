@@ -195,8 +195,15 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def job_header(job: Job, *, checkpoint_href: str | None, now: datetime | None = None) -> str:
-    """The Run tab's summary card."""
+def job_header(
+    job: Job,
+    *,
+    checkpoint_href: str | None,
+    export_href: str | None = None,
+    now: datetime | None = None,
+) -> str:
+    """The Run tab's summary card. `export_href`: the diffusers LoRA of a LoRA run's latest
+    checkpoint (GET /jobs/{id}/export?format=lora), offered beside the checkpoint."""
     now = now or now_utc()
     started, finished = job.started_at, job.finished_at
     ran = (finished or now) - started if started else None
@@ -223,6 +230,17 @@ def job_header(job: Job, *, checkpoint_href: str | None, now: datetime | None = 
             f'<a class="tg-button" href="{esc(checkpoint_href)}" download '
             f'data-testid="checkpoint-link">Download the latest checkpoint (zip)</a>'
         )
+        if export_href:
+            download += (
+                f' <a class="tg-button" href="{esc(export_href)}" download '
+                f'data-testid="export-link">Download the LoRA for diffusers (zip)</a>'
+            )
+        elif job.kind == "train":
+            download += (
+                ' <span class="tg-muted" data-testid="export-hint">A full fine-tune of a '
+                "diffusers model exports as a pipeline folder: <code>treegrpo export "
+                f"{job.id} --format pipeline --out DIR</code></span>"
+            )
     else:
         download = '<span class="tg-muted">No checkpoint saved yet.</span>'
     error = f'<pre class="tg-error-text">{esc(job.error)}</pre>' if job.error else ""

@@ -1,6 +1,6 @@
 """The Run tab: one job live. Reward curves per reward against epoch and against wall-clock
 (smoothed), loss / clip fraction / KL / ratio, the config, the log tail, the epoch-0 baseline
-gallery beside a later epoch's, and the checkpoint download. A gr.Timer fetches only what is new
+gallery beside a later epoch's, and the checkpoint and LoRA (diffusers) downloads. A gr.Timer fetches only what is new
 (metrics after the last step, log bytes after the last offset) and leaves unchanged parts alone."""
 
 from __future__ import annotations
@@ -215,6 +215,21 @@ def _checkpoint_href(sh: Shared, job: Job) -> str | None:
     return sh.ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/checkpoint"
 
 
+def _export_href(sh: Shared, job: Job) -> str | None:
+    """The LoRA download of a LoRA run with a checkpoint (its checkpoints carry the export)."""
+    train = job.config.get("train")
+    lora = isinstance(train, dict) and bool(train.get("lora_rank"))
+    if not job.checkpoint_path or not lora:
+        return None
+    return sh.ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/export?format=lora"
+
+
+def _header(sh: Shared, job: Job) -> str:
+    return render.job_header(
+        job, checkpoint_href=_checkpoint_href(sh, job), export_href=_export_href(sh, job)
+    )
+
+
 def _gallery(sh: Shared, client: ApiClient, job: Job, samples: list[Sample], title: str) -> str:
     sources = sh.ctx.thumbs.many(client, [x.image_url for x in samples], GALLERY_PX)
     return render.gallery(
@@ -378,7 +393,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         return (
             new_view,
             gr.update(choices=choices, value=job_id) if choices else gr.update(value=job_id),
-            render.job_header(job, checkpoint_href=_checkpoint_href(sh, job)),
+            _header(sh, job),
             reward_charts_html(store, smooth),
             training_charts_html(store, smooth),
             base,
@@ -449,7 +464,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             galleries = (base, late, _slider(list(epochs)))
         return (
             state,
-            render.job_header(job, checkpoint_href=_checkpoint_href(sh, job)),
+            _header(sh, job),
             reward_charts_html(state.store, smooth) if added or changed_status else skip,
             training_charts_html(state.store, smooth) if added or changed_status else skip,
             *galleries,

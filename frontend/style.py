@@ -62,6 +62,7 @@ CSS = """
 .tg-err-slot { min-height:0 !important; }
 .tg-err-slot:empty, .tg-err-slot > div:empty { display:none; }
 .tg-gallery-title { font-weight:600; margin-bottom:6px; }
+.tg-play { display:grid; grid-template-columns:1fr 1fr; gap:16px; }
 .tg-grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(64px, 1fr)); gap:6px; }
 .tg-sample { margin:0; font-size:0.75em; }
 .tg-sample img { width:100%; aspect-ratio:1; object-fit:cover; border-radius:4px;

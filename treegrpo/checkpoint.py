@@ -1,6 +1,7 @@
 """Checkpoints that resume exactly: weights, optimizer, RNG states, progress and config.
 
-Layout: ROOT/epoch-000004/{model.safetensors, optimizer.pt, rng.pt, state.json}. A checkpoint is
+Layout: ROOT/epoch-000004/{model.safetensors, optimizer.pt, rng.pt, state.json}, plus lora/ (the
+diffusers LoRA export, treegrpo.export) in a LoRA run's. A checkpoint is
 written to a temporary folder and renamed into place, so a crash never leaves a half checkpoint
 that `latest_checkpoint` would pick.
 """
@@ -11,7 +12,8 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,11 @@ class TrainState:
     images_seen: int = 0
     model_evals: int = 0
     wall_clock: float = 0.0  # seconds of training, summed over resumes
+    # The last gallery's held-out rewards (eval/<name>_mean) and its epoch, for model cards.
+    held_out: dict[str, float] = field(default_factory=dict)
+    held_out_epoch: int = -1
+    # The over-optimisation watch's last (reward gap, gallery diversity) (treegrpo/overopt.py).
+    watch: list[float] | None = None
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,7 +70,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: TrainState,
     config: dict[str, Any],
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
+    """Write the checkpoint of `state.epoch`; `extra(folder)` adds files to it (an export)
+    before it is renamed into place."""
     target = checkpoint_dir(root, state.epoch)
     tmp = root / f".tmp-{target.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -78,6 +88,8 @@ def save_checkpoint(
     (tmp / "state.json").write_text(
         json.dumps({"state": asdict(state), "config": config}, indent=1)
     )
+    if extra is not None:
+        extra(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target

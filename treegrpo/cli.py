@@ -7,6 +7,7 @@ the core never imports them. An entry point names a function `register(subparser
     treegrpo train --preset tiny-treegrpo --set gpus=2 --set device=cpu --out runs/two  # 2 ranks
     treegrpo sample-tree --model tiny-random --prompt "a bright square" --reward brightness \
         --k 3 --depth 3 --steps 10 --window-start 0 --seed 0 --backup mean --out tree_out
+    treegrpo export runs/demo --format lora --out demo-lora     # or a job id: treegrpo export 12
 """
 
 from __future__ import annotations
@@ -210,9 +211,11 @@ def _train(
         truncate_metrics,
     )
     from treegrpo.distributed import barrier
-    from treegrpo.models.registry import load_model
+    from treegrpo.models.registry import load_model_for
     from treegrpo.progress import ProgressBar
     from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.secrets import environment_resolver
+    from treegrpo.trackers import make_trackers
     from treegrpo.trainer import Trainer
 
     metrics_path = out / "metrics.jsonl"
@@ -228,8 +231,8 @@ def _train(
         def should_stop(self) -> bool:
             return interrupt.requested
 
-    adapter = load_model(config.model, str(device), config.dtype)
-    rewards = load_run_rewards(config, adapter.device)
+    adapter = load_model_for(config, str(device))
+    rewards = load_run_rewards(config, adapter.device, environment_resolver(os.environ))
     progress = ProgressBar(disable=args.quiet)
     trainer = Trainer(
         config,
@@ -242,6 +245,7 @@ def _train(
             _Interrupt(),
             _Log(),
             progress,
+            *make_trackers(config, out, out.name),
         ],
         checkpoint_root=out / "checkpoints",
     )
@@ -270,9 +274,10 @@ def _train(
 
 def cmd_sample_tree(args: argparse.Namespace) -> int:
     from treegrpo.artifacts import write_tree
-    from treegrpo.models.registry import load_model
+    from treegrpo.models.registry import load_model_for
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.sample_tree import grow_tree
+    from treegrpo.secrets import environment_resolver
 
     settings: dict[str, Any] = {
         "model": args.model,
@@ -291,12 +296,12 @@ def cmd_sample_tree(args: argparse.Namespace) -> int:
     if args.eta is not None:
         settings["sampling.eta"] = args.eta
     config = RunConfig.from_dict(settings)
-    adapter = load_model(config.model, config.device, config.dtype)
+    adapter = load_model_for(config)
     record = grow_tree(
         adapter,
         args.prompt,
         config,
-        load_run_rewards(config, adapter.device),
+        load_run_rewards(config, adapter.device, environment_resolver(os.environ)),
         args.window_start,
     )
     out = Path(args.out)
@@ -357,6 +362,49 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         f"agrees with the prompt in {agreement:.0%} of samples (mean judge reward {judged:.3f}); "
         f"samples: {grid}"
     )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+# Job ids: the studio (workers) registers `resolve(job_id, epoch) -> Path`, the job's checkpoints
+# folder on this machine (downloaded first from a bucket store), so the core never imports it.
+JOB_SOURCES = "treegrpo.job_sources"
+
+
+def export_source(source: str, epoch: int | None = None) -> Path:
+    """A run folder, checkpoints folder or checkpoint; or a studio job id (digits), whose
+    checkpoints the studio finds (and downloads from a bucket store: `epoch`'s, or the latest)."""
+    path = Path(source).expanduser()
+    if path.exists() or not source.isdigit():
+        if not path.is_dir():
+            raise CommandError(f"{source} is neither a folder nor a job id")
+        return path
+    resolvers = list(entry_points(group=JOB_SOURCES))
+    if not resolvers:
+        raise CommandError(
+            f"{source} looks like a job id, but the studio (workers) is not installed here; "
+            "give a run folder instead"
+        )
+    try:
+        found: Path = resolvers[0].load()(int(source), epoch)
+    except LookupError as exc:
+        raise CommandError(str(exc)) from exc
+    return found
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from treegrpo.export import ExportError, export_checkpoint, find_checkpoint
+
+    source = export_source(args.source, args.epoch)
+    try:
+        checkpoint = find_checkpoint(source, args.epoch)
+        out = export_checkpoint(checkpoint, args.format, Path(args.out))
+    except ExportError as exc:
+        raise CommandError(str(exc)) from exc
+    what = "LoRA (diffusers format)" if args.format == "lora" else "pipeline folder"
+    print(f"exported {checkpoint} as a {what} to {out}")
     return 0
 
 
@@ -428,6 +476,24 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--threads", type=int, default=0, help="torch CPU threads")
     pretrain.add_argument("--out", help="weights file (default: the shipped weights)")
     pretrain.set_defaults(func=cmd_pretrain)
+
+    export = sub.add_parser(
+        "export",
+        help="export a run's weights for diffusers (LoRA or a whole pipeline)",
+        description="Export the latest (or --epoch) checkpoint of a run. --format lora writes "
+        "pytorch_lora_weights.safetensors that `pipe.load_lora_weights(OUT)` loads (LoRA runs); "
+        "--format pipeline writes a complete pipeline folder (save_pretrained; LoRA is fused "
+        "in). Both carry a model card, README.md.",
+    )
+    export.add_argument(
+        "source",
+        metavar="RUN_DIR_OR_JOB_ID",
+        help="a run folder (treegrpo train --out), a checkpoint folder, or a studio job id",
+    )
+    export.add_argument("--format", choices=["lora", "pipeline"], default="lora")
+    export.add_argument("--epoch", type=int, default=None, help="default: the latest checkpoint")
+    export.add_argument("--out", required=True, help="folder to create")
+    export.set_defaults(func=cmd_export)
 
     for entry in entry_points(group="treegrpo.commands"):
         entry.load()(sub)

@@ -26,6 +26,7 @@ FLOW_SDES = ("flowgrpo", "dancegrpo")
 GRIDS = ("model", "dancegrpo")
 KL_FORMS = ("flowgrpo", "exact")
 DTYPES = ("float32", "bfloat16", "float16")
+WEIGHTS_DTYPES = ("float32", "bfloat16")
 BUILTIN_MODELS = ("digits", "digits-ddim", "tiny-random", "tiny-random-ddim")
 
 MAX_NAME_CHARS = 200
@@ -33,6 +34,8 @@ MAX_PROMPT_CHARS = 500
 MAX_PROMPTS = 4096
 MAX_LEAVES_PER_TREE = 4096
 MAX_STEPS = 500  # RL fine-tuning samples with few steps (the paper: 10)
+MAX_IMAGE_SIDE = 8192  # pixels; the model checks its own multiple and maximum
+DEFAULT_CFG_SCALE = 4.5  # CFG of models that are not guidance-distilled (SD3 and Flow-GRPO's)
 MAX_GPUS = 64
 
 Algorithm = Literal["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
@@ -43,6 +46,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 FlowSDEName = Literal["flowgrpo", "dancegrpo"]
 GridName = Literal["model", "dancegrpo"]
 KLForm = Literal["flowgrpo", "exact"]
+WeightsDtype = Literal["float32", "bfloat16"]
 
 
 class ConfigError(ValueError):
@@ -153,6 +157,7 @@ def _reward(name: str, value: Any) -> str | tuple[tuple[str, float], ...]:
 def _reward_options(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """{reward name: {option: scalar}}, e.g. a local model folder or a server URL."""
     from treegrpo.rewards.names import REWARD_NAMES
+    from treegrpo.secrets import check_options
 
     if not isinstance(value, Mapping):
         raise ConfigError(name, f"expected {{reward: {{option: value}}}}, got {value!r}")
@@ -171,19 +176,21 @@ def _reward_options(name: str, value: Any) -> dict[str, dict[str, Any]]:
                 checked[key] = option
             else:
                 raise ConfigError(f"{where}.{key}", f"expected a string or number, got {option!r}")
+        check_options(where, checked)
         out[str(reward)] = checked
     return out
 
 
 def _model(name: str, value: Any) -> str:
-    """A built-in model name or a local folder (checked for existence where the model loads)."""
+    """A built-in model name, a local folder or a hub id ORG/NAME[@REV] (checked where the
+    model loads: the folder must exist, the id must be in the local Hugging Face cache)."""
     text = _text(name, value, max_chars=1024)
     looks_like_path = "/" in text or text.startswith(".")
     if text not in BUILTIN_MODELS and not looks_like_path:
         raise ConfigError(
             name,
-            f"unknown model {text!r}: use one of {', '.join(BUILTIN_MODELS)} "
-            "or a path to a local model folder",
+            f"unknown model {text!r}: use one of {', '.join(BUILTIN_MODELS)}, a path to a local "
+            "diffusers folder or a hub id ORG/NAME in the local Hugging Face cache",
         )
     return text
 
@@ -205,8 +212,30 @@ def _device(name: str, value: Any) -> str:
 @dataclass(frozen=True)
 class SamplingConfig:
     steps: int = field(default=10, metadata=_help("T: denoising steps (NFE) per image."))
-    cfg_scale: float = field(
-        default=4.5, metadata=_help("Classifier-free guidance scale; 1 turns guidance off.")
+    cfg_scale: float | None = field(
+        default=None,
+        metadata=_help(
+            "Classifier-free guidance scale; 1 turns guidance off; null = the model's own: 1 on "
+            f"guidance-distilled FLUX models (true CFG off), {DEFAULT_CFG_SCALE} otherwise."
+        ),
+    )
+    guidance: float | None = field(
+        default=None,
+        metadata=_help(
+            "Distilled guidance fed to a FLUX model's guidance embedding (FluxPipeline's "
+            "guidance_scale); null = 3.5 as FLUX.1-dev. FLUX models with guidance_embeds only."
+        ),
+    )
+    height: int | None = field(
+        default=None,
+        metadata=_help(
+            "Image height in pixels; null = the model's own (folders: the denoiser's sample_size "
+            "x the VAE factor; FLUX: 1024). A multiple of the VAE factor x the patch size; one "
+            "side alone makes a square."
+        ),
+    )
+    width: int | None = field(
+        default=None, metadata=_help("Image width in pixels; null = the model's own (see height).")
     )
     eta: float | None = field(
         default=None,
@@ -236,7 +265,15 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         _int("sampling.steps", self.steps, 1, MAX_STEPS)
-        object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
+        if self.cfg_scale is not None:
+            object.__setattr__(self, "cfg_scale", _float("sampling.cfg_scale", self.cfg_scale, 1.0))
+        if self.guidance is not None:
+            object.__setattr__(
+                self, "guidance", _float("sampling.guidance", self.guidance, 0.0, 100.0)
+            )
+        for side in ("height", "width"):
+            if getattr(self, side) is not None:
+                _int(f"sampling.{side}", getattr(self, side), 1, MAX_IMAGE_SIDE)
         if self.eta is not None:
             object.__setattr__(
                 self, "eta", _float("sampling.eta", self.eta, 0.0, 10.0, lo_open=True)
@@ -245,10 +282,17 @@ class SamplingConfig:
             _choice("sampling.sde", self.sde, FLOW_SDES)
         _choice("sampling.grid", self.grid, GRIDS)
         _int("sampling.max_batch", self.max_batch, 0)
-        if self.max_batch == 1 and self.cfg_scale != 1.0:
+        if self.max_batch == 1 and self.cfg_scale is not None and self.cfg_scale != 1.0:
             raise ConfigError(
                 "sampling.max_batch", "must be >= 2 with CFG (cond and uncond share a call)"
             )
+
+    @property
+    def resolved_cfg_scale(self) -> float:
+        """cfg_scale once the model has filled in its default (Algorithm.resolve)."""
+        if self.cfg_scale is None:
+            raise RuntimeError("sampling.cfg_scale is null: resolve the config for its model first")
+        return self.cfg_scale
 
 
 @dataclass(frozen=True)
@@ -384,6 +428,20 @@ class TrainConfig:
     grad_checkpointing: bool = field(
         default=False, metadata=_help("Gradient checkpointing in the denoiser (GPU models).")
     )
+    weights_dtype: WeightsDtype = field(
+        default="float32",
+        metadata=_help(
+            "Storage of the trained weights: float32, or bfloat16 with float32 master weights "
+            "and AdamW moments in the optimizer (needs dtype bfloat16)."
+        ),
+    )
+    fused_adamw: bool | None = field(
+        default=None, metadata=_help("torch's fused AdamW kernel; null = on CUDA devices.")
+    )
+    compile: bool = field(
+        default=False,
+        metadata=_help("torch.compile the denoiser (dynamic shapes); pays off on long GPU runs."),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr", _float("train.lr", self.lr, 0.0, 1.0, lo_open=True))
@@ -409,6 +467,69 @@ class TrainConfig:
         _int("train.micro_batch", self.micro_batch, 0)
         _int("train.lora_rank", self.lora_rank, 0, 1024)
         _bool("train.grad_checkpointing", self.grad_checkpointing)
+        _choice("train.weights_dtype", self.weights_dtype, WEIGHTS_DTYPES)
+        if self.fused_adamw is not None:
+            _bool("train.fused_adamw", self.fused_adamw)
+        _bool("train.compile", self.compile)
+
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+# The module each tracker imports, and the extra that installs it.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where the trackers of `trackers` write; all work offline (treegrpo/trackers/)."""
+
+    project: str = field(
+        default="treegrpo", metadata=_help("W&B project and MLflow experiment name.")
+    )
+    mlflow_uri: str | None = field(
+        default=None,
+        metadata=_help(
+            "MLflow tracking URI; null = a local file store (mlruns/) in the run folder."
+        ),
+    )
+    run_name: str | None = field(
+        default=None, metadata=_help("Tracker run name; null = job-<id> or the output folder.")
+    )
+
+    def __post_init__(self) -> None:
+        _text("tracking.project", self.project)
+        if self.mlflow_uri is not None:
+            _text("tracking.mlflow_uri", self.mlflow_uri, 2000)
+        if self.run_name is not None:
+            _text("tracking.run_name", self.run_name)
+
+
+def _trackers(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            name, f"expected a list of trackers ({', '.join(TRACKERS)}), got {value!r}"
+        )
+    return tuple(dict.fromkeys(_choice(f"{name}[{i}]", v, TRACKERS) for i, v in enumerate(value)))
+
+
+def missing_tracker_packages(trackers: Iterable[str]) -> list[ConfigError]:
+    """A ConfigError for each tracker whose package is not installed here (found without
+    importing it, so this stays torch-free and fast: the API checks at submit)."""
+    import importlib.util
+
+    out = []
+    for tracker in trackers:
+        module = TRACKER_PACKAGES[tracker]
+        if importlib.util.find_spec(module) is None:
+            out.append(
+                ConfigError(
+                    "trackers",
+                    f"tracker {tracker!r} needs the {module} package, which is not installed: "
+                    f"pip install 'treegrpo-studio[{tracker}]'",
+                )
+            )
+    return out
 
 
 @dataclass(frozen=True)
@@ -418,14 +539,28 @@ class RunConfig:
     )
     model: str = field(
         default="digits",
-        metadata=_help("digits, digits-ddim, tiny-random, tiny-random-ddim or a local folder."),
+        metadata=_help(
+            "digits, digits-ddim, tiny-random, tiny-random-ddim, a local diffusers folder or a "
+            "hub id ORG/NAME[@REV] in the local Hugging Face cache."
+        ),
     )
     reward: str | tuple[tuple[str, float], ...] = field(
         default="digit_judge", metadata=_help("A reward name, or {name: weight, ...}.")
     )
     reward_options: dict[str, dict[str, Any]] = field(
         default_factory=dict,
-        metadata=_help("Per-reward options, e.g. {clipscore: {path: /models/clip}}."),
+        metadata=_help(
+            "Per-reward options, e.g. {clipscore: {path: /models/clip}}; {server: URL} scores "
+            "that reward on its reward-serve. No secret values: name them with <field>_env or "
+            "<field>_secret (docs/API.md)."
+        ),
+    )
+    reward_workers: int = field(
+        default=0,
+        metadata=_help(
+            "Threads that score chunks of trees while later chunks grow (TreeGRPO); 0 = score "
+            "after the rollout, or 2 when a reward is remote. Results equal serial scoring."
+        ),
     )
     prompts: str | tuple[str, ...] = field(
         default="digits", metadata=_help("A prompt-set name or a list of prompts.")
@@ -466,12 +601,21 @@ class RunConfig:
     tree: TreeConfig = field(default_factory=TreeConfig)
     flat: FlatConfig = field(default_factory=FlatConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trackers: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Experiment trackers, any of tensorboard, wandb, mlflow (offline-first; optional "
+            "extras: pip install 'treegrpo-studio[trackers]')."
+        ),
+    )
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     SECTIONS: ClassVar[dict[str, type]] = {
         "sampling": SamplingConfig,
         "tree": TreeConfig,
         "flat": FlatConfig,
         "train": TrainConfig,
+        "tracking": TrackingConfig,
     }
 
     def __post_init__(self) -> None:
@@ -489,6 +633,7 @@ class RunConfig:
         _int("prompts_per_epoch", self.prompts_per_epoch, 1, MAX_PROMPTS)
         if self.eval_prompts is not None:
             object.__setattr__(self, "eval_prompts", _prompts("eval_prompts", self.eval_prompts))
+        _int("reward_workers", self.reward_workers, 0, 64)
         _int("epochs", self.epochs, 1, 10_000_000)
         _int("seed", self.seed, 0, 2**31 - 1)
         _device("device", self.device)
@@ -500,9 +645,16 @@ class RunConfig:
                 f"{self.gpus}: each process rolls out an equal share of the epoch's prompts",
             )
         _choice("dtype", self.dtype, DTYPES)
+        if self.train.weights_dtype != "float32" and self.dtype != self.train.weights_dtype:
+            raise ConfigError(
+                "train.weights_dtype",
+                f"{self.train.weights_dtype} weights run under {self.train.weights_dtype} "
+                f"autocast: set dtype: {self.train.weights_dtype} too (got {self.dtype})",
+            )
         _int("checkpoint_every", self.checkpoint_every, 0)
         _int("log_tree_every", self.log_tree_every, 0)
         _int("sample_every", self.sample_every, 0)
+        object.__setattr__(self, "trackers", _trackers("trackers", self.trackers))
         for name, cls in self.SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(name, f"expected a {name} section")
@@ -603,9 +755,9 @@ class RunConfig:
 
 # ---------------------------------------------------------------------------------------------
 # When a run logs. The final epoch always logs a gallery, its trees and a checkpoint, whatever
-# the *_every settings, so a short run always shows its trained model. Gallery and checkpoint
-# epochs count finished epochs (1..epochs; gallery 0 = the baseline before training); tree
-# epochs number the rollout that grew them (0..epochs - 1).
+# the *_every settings, so a short run always shows its trained model. Stored gallery, tree and
+# checkpoint epochs count finished epochs (1..epochs; gallery 0 = the baseline before training):
+# the trees of rollout e (0-based, is_tree_epoch) are stored as epoch e + 1.
 
 
 def is_gallery_epoch(epoch: int, *, epochs: int, every: int) -> bool:
@@ -639,7 +791,7 @@ def logging_schedule(
     epochs (None when none is left), in the numbering of the stored rows."""
     done = max(0, epochs_done)
     gallery = _next_multiple(done + 1, sample_every, epochs) if done < epochs else None
-    tree = _next_multiple(done, log_tree_every, epochs - 1) if done < epochs else None
+    tree = _next_multiple(done, log_tree_every, epochs - 1) + 1 if done < epochs else None
     checkpoint = _next_multiple(done + 1, checkpoint_every, epochs) if done < epochs else None
     return {
         "next_gallery_epoch": gallery,
@@ -798,9 +950,10 @@ assert set(get_args(Backup)) == set(BACKUPS)
 # What each setting accepts, for the docs; the checks themselves live in __post_init__.
 ALLOWED: dict[str, str] = {
     "algorithm": " \\| ".join(ALGORITHMS),
-    "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path",
+    "model": " \\| ".join(BUILTIN_MODELS) + " \\| a folder path \\| a cached hub id ORG/NAME[@REV]",
     "reward": "a registered reward, or {name: weight > 0}",
     "reward_options": "{reward: {option: string or number}} for rewards the run uses",
+    "reward_workers": "0 .. 64",
     "prompts": f"a prompt set, or 1..{MAX_PROMPTS} prompts of <= {MAX_PROMPT_CHARS} chars",
     "prompts_per_epoch": f"1..{MAX_PROMPTS}",
     "eval_prompts": "null, a prompt set, or a list of prompts",
@@ -813,7 +966,10 @@ ALLOWED: dict[str, str] = {
     "log_tree_every": ">= 0",
     "sample_every": ">= 0",
     "sampling.steps": f"1..{MAX_STEPS}",
-    "sampling.cfg_scale": ">= 1",
+    "sampling.cfg_scale": "null \\| >= 1",
+    "sampling.guidance": "null \\| [0, 100] (FLUX with guidance_embeds)",
+    "sampling.height": f"null \\| 1..{MAX_IMAGE_SIDE}, a multiple of VAE factor x patch",
+    "sampling.width": f"null \\| 1..{MAX_IMAGE_SIDE}, a multiple of VAE factor x patch",
     "sampling.eta": "null \\| (0, 10]",
     "sampling.sde": "null \\| " + " \\| ".join(FLOW_SDES),
     "sampling.grid": " \\| ".join(GRIDS),
@@ -844,6 +1000,13 @@ ALLOWED: dict[str, str] = {
     "train.micro_batch": ">= 0",
     "train.lora_rank": "0..1024",
     "train.grad_checkpointing": "true \\| false",
+    "train.weights_dtype": " \\| ".join(WEIGHTS_DTYPES),
+    "train.fused_adamw": "null \\| true \\| false",
+    "train.compile": "true \\| false",
+    "trackers": "a list of " + " \\| ".join(TRACKERS),
+    "tracking.project": "a name",
+    "tracking.mlflow_uri": "null \\| an MLflow tracking URI",
+    "tracking.run_name": "null \\| a name",
 }
 
 

@@ -14,7 +14,7 @@ Metric names (docs/API.md): eval/reward_mean, watch/reward_gap, watch/diversity,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -30,21 +30,21 @@ def gallery_diversity(images: Tensor) -> float:
     return float(distances.sum() / (count * (count - 1)))
 
 
-class OverOptimisationWatch:
-    """Adds watch/reward_gap and watch/overopt to a gallery epoch's metrics."""
-
-    def __init__(self) -> None:
-        self.previous: tuple[float, float] | None = None  # (gap, diversity)
-
-    def update(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        train, held_out = metrics.get("reward_mean"), metrics.get("eval/reward_mean")
-        diversity = metrics.get("watch/diversity")
-        if train is None or held_out is None or diversity is None:
-            return {}
-        gap = float(train) - float(held_out)
-        out = {"watch/reward_gap": gap}
-        if self.previous is not None:
-            last_gap, last_diversity = self.previous
-            out["watch/overopt"] = float(gap > last_gap and diversity < last_diversity)
-        self.previous = (gap, float(diversity))
-        return out
+def watch_metrics(
+    metrics: Mapping[str, float], previous: Sequence[float] | None
+) -> tuple[dict[str, float], list[float] | None]:
+    """watch/reward_gap and watch/overopt for a gallery epoch's metrics, and the (gap,
+    diversity) to compare the next gallery epoch with. `previous` is that pair from the last
+    gallery epoch (kept in the checkpoint's TrainState, so a resumed run flags as a straight
+    one), or None. The flag is 0.0 at the first epoch with a gap."""
+    train, held_out = metrics.get("reward_mean"), metrics.get("eval/reward_mean")
+    diversity = metrics.get("watch/diversity")
+    if train is None or held_out is None or diversity is None:
+        return {}, None if previous is None else list(previous)
+    gap = float(train) - float(held_out)
+    rising_and_narrowing = False
+    if previous is not None:
+        last_gap, last_diversity = previous
+        rising_and_narrowing = gap > last_gap and diversity < last_diversity
+    out = {"watch/reward_gap": gap, "watch/overopt": float(rising_and_narrowing)}
+    return out, [gap, float(diversity)]

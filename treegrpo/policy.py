@@ -58,13 +58,13 @@ def load_policy(config: RunConfig, checkpoint: Path | None = None) -> ModelAdapt
     """
     from safetensors.torch import load_file
 
-    from treegrpo.models.registry import load_model
+    from treegrpo.models.registry import load_model_for
 
     model, lora_rank = config.model, 0
     if checkpoint is not None:
         saved = RunConfig.from_dict(checkpoint_config(checkpoint))
         model, lora_rank = saved.model, saved.train.lora_rank
-    adapter = load_model(model, config.device, config.dtype)
+    adapter = load_model_for(config, model=model)
     if checkpoint is not None:
         if lora_rank:
             adapter.enable_lora(lora_rank)

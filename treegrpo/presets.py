@@ -12,9 +12,14 @@
   G = k^d = 27, so it makes as many images per iteration as the tree (4 x 27 = 108).
 - `sd35-treegrpo`: the paper's Table 1 run on SD3.5-Medium (HPS-v2.1 reward; T = 10, k = 3,
   d = 3, random window r = 0.5, eta 0.7, CFG 4.5, lr 1e-5, clip 1e-4, advantage clip 5);
-  `sd35-treegrpo-multi`: Table 2 (0.8 HPS + 0.2 CLIPScore). 512 x 512 needs
-  `sampling.height/width` (the models issue); until then a folder runs at its sample_size.
+  `sd35-treegrpo-multi`: Table 2 (0.8 HPS + 0.2 CLIPScore). All sd35-* run at 512 x 512, the
+  papers' resolution (Flow-GRPO `config.resolution = 512`).
 - `sd35-dancegrpo`, `sd35-flowgrpo`: the baselines' own SD3.5 recipes.
+- `flux-dancegrpo`, `flux-mixgrpo`: FLUX.1-dev as DanceGRPO's and MixGRPO's FLUX scripts run it
+  (720 x 720, guidance 3.5 with true CFG off, HPS, lr 1e-5, weight decay 1e-4; 16 steps and 16
+  prompts per iteration for DanceGRPO, 25 and 32 for MixGRPO); `flux-treegrpo`: TreeGRPO
+  (k = d = 3, random window) on DanceGRPO's FLUX setting. The model is the hub id
+  black-forest-labs/FLUX.1-dev, read from the local Hugging Face cache.
 - `sd15-treegrpo`: SD1.5 with DDIM (eta 1 as DDPO), LoRA rank 16, as DDPO-style SD1.5 runs do.
 The SD presets name local folders under ./models; point `model` and `reward_options.*.path` at
 your own with `--set`. Every preset evaluates on prompts it never trains on.
@@ -87,7 +92,7 @@ _SD35: dict[str, Any] = {
     "checkpoint_every": 10,
     "log_tree_every": 10,
     "sample_every": 10,
-    "sampling": {"steps": 10, "cfg_scale": 4.5},
+    "sampling": {"steps": 10, "cfg_scale": 4.5, "height": 512, "width": 512},
     # Paper: k = d = 3, random window r = 0.5, probability-weighted backup (Alg. 1, Eq. 10-11).
     "tree": {
         "k": 3,
@@ -114,6 +119,41 @@ _SD35_MULTI: dict[str, Any] = {
         "hps": {"path": "./models/hps-v2.1-clip"},
         "clipscore": {"path": "./models/clip-vit-large-patch14"},
     },
+}
+
+# DanceGRPO scripts/finetune/finetune_flux_grpo.sh and fastvideo/train_grpo_flux.py
+# (docs/FIDELITY.md, "FLUX presets"): what is the model's setting rather than the method's.
+_FLUX: dict[str, Any] = {
+    "model": "black-forest-labs/FLUX.1-dev",
+    "reward": "hps",  # --use_hpsv2
+    "reward_options": {"hps": {"path": "./models/hps-v2.1-clip"}},
+    "prompts": "general",
+    "eval_prompts": "general-heldout",
+    "prompts_per_epoch": 16,  # torchrun 2 nodes x 8 GPUs x --train_batch_size 1
+    "epochs": 300,  # --max_train_steps 300
+    "device": "cuda",
+    "dtype": "bfloat16",  # --mixed_precision bf16
+    "checkpoint_every": 40,  # --checkpointing_steps 40
+    "log_tree_every": 10,
+    "sample_every": 10,
+    # --h 720 --w 720 --sampling_steps 16 --cfg 0.0; guidance=torch.tensor([3.5]) in the loop
+    "sampling": {"steps": 16, "cfg_scale": 1.0, "guidance": 3.5, "height": 720, "width": 720},
+    "tree": {"k": 3, "depth": 3, "window": "random", "window_ratio": 0.5},
+    "train": {
+        "lr": 1e-5,  # --learning_rate 1e-5
+        "weight_decay": 1e-4,  # --weight_decay 0.0001
+        "clip_range": 1e-4,  # --clip_range 1e-4
+        "adv_clip": 5.0,  # --adv_clip_max 5.0
+        "max_grad_norm": 1.0,  # --max_grad_norm 1.0
+        "micro_batch": 4,
+        "grad_checkpointing": True,  # --gradient_checkpointing
+    },
+}
+# MixGRPO scripts/finetune/finetune_flux_grpo_MixGRPO.sh: its own steps and prompts per step.
+_FLUX_MIXGRPO: dict[str, Any] = {
+    "prompts_per_epoch": 32,  # 4 nodes x 8 GPUs x --train_batch_size 1
+    "checkpoint_every": 50,  # --checkpointing_steps 50
+    "sampling": {"steps": 25},  # sampling_steps=25
 }
 
 _SD15: dict[str, Any] = {
@@ -152,6 +192,9 @@ for _algorithm in _ALGORITHMS:
             _family(_DIGITS, _algorithm), {"flat": {"group_size": 27}}
         )
         PRESETS[f"tiny-{_algorithm}-matched"] = PRESETS[f"tiny-{_algorithm}"]
+PRESETS["flux-treegrpo"] = _family(_FLUX, "treegrpo")
+PRESETS["flux-dancegrpo"] = _family(_FLUX, "dancegrpo")
+PRESETS["flux-mixgrpo"] = deep_merge(_family(_FLUX, "mixgrpo"), _FLUX_MIXGRPO)
 PRESETS["sd35-treegrpo"] = _family(_SD35, "treegrpo")
 PRESETS["sd35-treegrpo-multi"] = deep_merge(PRESETS["sd35-treegrpo"], _SD35_MULTI)
 PRESETS["sd35-dancegrpo"] = _family(_SD35, "dancegrpo")

@@ -124,6 +124,26 @@ class TreeRollout:
         """(trees, k^d, C, H, W) final latents."""
         return self.states[self.shape.steps]
 
+    @staticmethod
+    def cat(parts: Sequence[TreeRollout]) -> TreeRollout:
+        """Trees grown in chunks (same shape), stacked in order as one rollout."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def blocks(attr: str) -> dict[int, Tensor]:
+            first: dict[int, Tensor] = getattr(parts[0], attr)
+            return {key: torch.cat([getattr(p, attr)[key] for p in parts]) for key in first}
+
+        return TreeRollout(
+            parts[0].shape,
+            [prompt for p in parts for prompt in p.prompts],
+            blocks("states"),
+            blocks("log_probs"),
+            blocks("x0"),
+            sum(p.model_calls for p in parts),
+            sum(p.model_evals for p in parts),
+        )
+
 
 def _flat(block: Tensor) -> Tensor:
     return block.reshape(-1, *block.shape[2:])  # (trees * width, C, H, W)

@@ -37,7 +37,7 @@ def grow_tree(
         adapter.encode_prompts([prompt]),
         shape,
         noise,
-        config.sampling.cfg_scale,
+        config.sampling.resolved_cfg_scale,
         config.sampling.eta,
         config.sampling.max_batch,
         record=True,
@@ -63,7 +63,7 @@ def grow_tree(
         "model": config.model,
         "seed": config.seed,
         "reward": config.to_dict()["reward"],
-        "cfg_scale": config.sampling.cfg_scale,
+        "cfg_scale": config.sampling.resolved_cfg_scale,
         "eta": config.sampling.eta,
     }
     return record

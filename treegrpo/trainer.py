@@ -43,9 +43,12 @@ from treegrpo.distributed import (
     sum_over_ranks,
 )
 from treegrpo.edges import EdgeBatch
+from treegrpo.export import LORA_EXPORT_DIR, write_lora_export
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
 from treegrpo.models.base import Conditioning, ModelAdapter
-from treegrpo.overopt import OverOptimisationWatch, gallery_diversity
+from treegrpo.optim import build_optimizer, clip_targets, store_weights
+from treegrpo.overlap import ScoringQueue
+from treegrpo.overopt import gallery_diversity, watch_metrics
 from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn, score_images
 from treegrpo.rollout import TreeRollout, sample_ode
@@ -61,6 +64,12 @@ GALLERY_NOISE_STREAM = 99
 # Tree (or flat group) i of an epoch draws its noise from stream TREE_NOISE_STREAM + i, so a
 # rank can draw its own trees' noise without the others'.
 TREE_NOISE_STREAM = 1000
+# With a remote reward (or config.reward_workers > 0): the epoch's trees grow in this many
+# chunks, and this many chunks may be in flight at once (overlap.py; reward_workers overrides).
+REMOTE_SCORE_CHUNKS = 4
+REMOTE_SCORE_CONCURRENCY = 2
+# The LoRA adapters' initial draw (the same on every rank, so ranks start identical).
+LORA_INIT_STREAM = 98
 
 
 def stream_seed(seed: int, epoch: int, stream: int) -> int:
@@ -100,7 +109,7 @@ class Trainer:
         # Nulls in the config (eta, SDE, the baselines' knobs) take the algorithm's defaults.
         self.algorithm = get_algorithm(config.algorithm)
         self.requested_config = config
-        config = self.algorithm.resolve(config, adapter.family)
+        config = self.algorithm.resolve(config, adapter.family, adapter.default_cfg_scale)
         self.config = config
         self.adapter = adapter
         self.rewards = rewards
@@ -134,22 +143,31 @@ class Trainer:
         repeats = -(-GALLERY_MIN_IMAGES // len(self.eval_prompts))
         self.gallery_prompts = self.eval_prompts * repeats
         if config.train.lora_rank:
-            adapter.enable_lora(config.train.lora_rank)
+            adapter.enable_lora(
+                config.train.lora_rank, seed=stream_seed(config.seed, 0, LORA_INIT_STREAM)
+            )
         if config.train.grad_checkpointing:
             adapter.enable_gradient_checkpointing()
         self.parameters = adapter.trainable_parameters()
         if not self.parameters:
             raise ValueError(f"model {adapter.name!r} has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(
-            self.parameters, lr=config.train.lr, weight_decay=config.train.weight_decay
-        )
+        # The optimizer's float32 masters start from the full-precision weights.
+        self.optimizer = build_optimizer(self.parameters, config.train, adapter.device)
+        store_weights(self.parameters, config.train.weights_dtype)
         # The reference policy for the optional KL is the model as loaded, before any update.
         self.reference = None
         if config.train.kl_beta:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
+        if config.train.compile:  # after the reference copy: that one stays eager
+            adapter.compile_denoiser()
         self.state = TrainState()
-        self.watch = OverOptimisationWatch()
         self.reward_seconds = 0.0  # time spent decoding and scoring in the current epoch
+        # A remote reward is scored in chunks on threads while later trees grow (overlap.py);
+        # the result is that of scoring the same chunks serially (reward_concurrency = 0).
+        remote = any(getattr(fn, "remote", False) for fn in rewards.values())
+        workers = config.reward_workers or (REMOTE_SCORE_CONCURRENCY if remote else 0)
+        self.reward_chunks = REMOTE_SCORE_CHUNKS if workers else 1
+        self.reward_concurrency = workers
 
     # -- public --------------------------------------------------------------------------------
 
@@ -169,7 +187,7 @@ class Trainer:
             f"{info.model_evals_per_epoch} model evaluations per epoch"
         )
         if self.state.epoch == 0 and config.sample_every and self.ranks.is_main:
-            self.callbacks.on_epoch_end(0, self.sample_gallery(0))
+            self.callbacks.on_epoch_end(0, self.held_out(0, self.sample_gallery(0)))
         last_saved = -1
         status = "completed"
         while self.state.epoch < config.epochs:
@@ -184,8 +202,9 @@ class Trainer:
             # The final epoch always logs a gallery (treegrpo.config.is_gallery_epoch).
             gallery = is_gallery_epoch(epoch, epochs=config.epochs, every=config.sample_every)
             if gallery and self.ranks.is_main:
-                metrics.update(self.sample_gallery(epoch))
-                metrics.update(self.watch.update(metrics))
+                metrics.update(self.held_out(epoch, self.sample_gallery(epoch)))
+                watch, self.state.watch = watch_metrics(metrics, self.state.watch)
+                metrics.update(watch)
             self.callbacks.on_epoch_end(epoch, metrics)
             if config.checkpoint_every and epoch % config.checkpoint_every == 0:
                 self.save()
@@ -203,15 +222,29 @@ class Trainer:
         """A checkpoint, written by rank 0 (every rank holds the same weights and optimizer)."""
         if self.checkpoint_root is None or not self.ranks.is_main:
             return None
+        prefix = self.adapter.export_prefix
+        extra = None
+        if self.config.train.lora_rank and prefix is not None:
+            # A LoRA checkpoint carries its diffusers export (lora/), so the API can serve it.
+            def extra(folder: Path) -> None:
+                write_lora_export(folder, folder / LORA_EXPORT_DIR, prefix)
+
         path = save_checkpoint(
             self.checkpoint_root,
             self.adapter.denoiser,
             self.optimizer,
             self.state,
             self.config.to_dict(),
+            extra,
         )
         self.callbacks.on_checkpoint(self.state.epoch, path)
         return path
+
+    def held_out(self, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Remember a gallery's held-out rewards (for the model card of the next export)."""
+        self.state.held_out = dict(metrics)
+        self.state.held_out_epoch = epoch
+        return metrics
 
     def run_info(self) -> RunInfo:
         config = self.config
@@ -297,6 +330,25 @@ class Trainer:
         self.reward_seconds += time.perf_counter() - started
         return scores
 
+    def scoring_queue(self) -> ScoringQueue:
+        return ScoringQueue(
+            lambda images, prompts: score_images(self.rewards, images, prompts),
+            self.reward_concurrency,
+        )
+
+    def submit_scoring(self, queue: ScoringQueue, latents: Tensor, prompts: list[str]) -> None:
+        """Decode here (the model's thread), score on the queue's threads."""
+        started = time.perf_counter()
+        images = self.adapter.decode(latents)
+        self.reward_seconds += time.perf_counter() - started
+        queue.submit(images, prompts)
+
+    def collect_scores(self, queue: ScoringQueue) -> dict[str, Tensor]:
+        """Every submitted chunk's scores; the time the rollout waited counts as reward time."""
+        scores = queue.results()
+        self.reward_seconds += queue.wait_seconds
+        return scores
+
     def reward_metrics(self, rewards: dict[str, Tensor]) -> dict[str, float]:
         metrics: dict[str, float] = {}
         total = 0.0
@@ -368,7 +420,11 @@ class Trainer:
                 batch = edges.select(chunk)
                 batch_cond = cond.select(batch.prompt_index)
                 out = self.adapter.predict(
-                    batch.parents, batch.steps, self.schedule, batch_cond, sampling.cfg_scale
+                    batch.parents,
+                    batch.steps,
+                    self.schedule,
+                    batch_cond,
+                    sampling.resolved_cfg_scale,
                 )
                 mean, std = self.schedule.gaussian(batch.parents, out, batch.steps, sampling.eta)
                 log_prob = gaussian_log_prob(
@@ -385,7 +441,7 @@ class Trainer:
                             batch.steps,
                             self.schedule,
                             batch_cond,
-                            sampling.cfg_scale,
+                            sampling.resolved_cfg_scale,
                             denoiser=self.reference,
                         )
                         ref_mean, _ = self.schedule.gaussian(
@@ -411,7 +467,9 @@ class Trainer:
                 new_lps.append(log_prob.detach().flatten())
                 old_lps.append(batch.log_prob_old.flatten())
             all_reduce_gradients(self.parameters)
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, train.max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                clip_targets(self.optimizer, self.parameters), train.max_grad_norm
+            )
             grad_norms.append(float(grad_norm))
             self.optimizer.step()
             # Free the gradients now: otherwise they stay allocated through the next rollout.
@@ -449,7 +507,7 @@ class Trainer:
             self.schedule,
             self.adapter.encode_prompts(self.gallery_prompts),
             initial,
-            self.config.sampling.cfg_scale,
+            self.config.sampling.resolved_cfg_scale,
             self.config.sampling.max_batch,
         )
         images = self.adapter.decode(latents)

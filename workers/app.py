@@ -18,6 +18,7 @@ options of long GPU jobs (Celery's docs; ARCHITECTURE.md section 4):
 from __future__ import annotations
 
 import logging
+import threading
 from functools import cache
 from typing import Any
 
@@ -27,7 +28,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from backend.queue import QUEUE, QUEUES, celery_config, queue_of, task_name
 from backend.settings import Settings, get_settings
 from workers.reconcile import ReconcilerThread, Send
-from workers.supervisor import SHUTTING_DOWN
+from workers.supervisor import SHUTTING_DOWN, WARM
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,16 @@ def _start_reconciler(sender: Any = None, **_: Any) -> None:
     app.reconciler = ReconcilerThread(app.settings, _sender_of(app))
     app.reconciler.start()
     logger.info("reconciler: every %.0f s", app.reconciler.interval)
+    if serves_interactive(app):
+        # The warm process imports torch now, so the first branch does not wait for it.
+        threading.Thread(target=WARM.prestart, args=(app.settings,), daemon=True).start()
+        logger.info("interactive lane: warm process started")
+
+
+def serves_interactive(app: Celery) -> bool:
+    """Whether this worker consumes an interactive queue (the lane's, or a private one named
+    like it)."""
+    return any(str(name).endswith("interactive") for name in app.amqp.queues.consume_from or {})
 
 
 def _sender_of(app: WorkerApp) -> Send:

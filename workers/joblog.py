@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from treegrpo.secrets import redact_text
+
 
 def stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
@@ -22,6 +24,8 @@ class JobLog:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, message: str) -> None:
+        # A config field named like a secret (api_key: ..., token=...) never reaches the log.
+        message = redact_text(message)
         lines = "".join(
             f"{stamp()} [{self.source}] {line}\n" for line in message.splitlines() or [""]
         )

@@ -5,7 +5,9 @@ parameters mean):
 - sample: grow logged trees for the config's prompts with a source job's checkpoint (or the base
   model);
 - evaluate: ODE samples of held-out prompts scored by every reward of the config;
-- branch (a sample job with params.branch): regrow k children from a stored tree node.
+- branch (a sample job with params.branch): regrow k children from a stored tree node;
+- playground (a sample job with params.playground): one prompt and seed, N images from the base
+  model and N from a checkpoint, from the same initial noises, each scored by every reward.
 
 Each returns "completed" or "stopped" (a stop request was honoured) and raises on failure.
 """
@@ -13,6 +15,7 @@ Each returns "completed" or "stopped" (a stop request was honoured) and raises o
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 from pathlib import Path
@@ -23,11 +26,20 @@ import torch
 from backend import crud
 from backend.db import session_scope
 from backend.errors import NotFound
-from backend.job_params import BranchParams, EvaluateParams, SampleParams, parse_params
-from backend.storage import checkpoints_relpath, trees_relpath
+from backend.job_params import (
+    BranchParams,
+    EvaluateParams,
+    PlaygroundParams,
+    SampleParams,
+    parse_params,
+)
+from backend.storage import checkpoints_relpath, job_dir, trees_relpath
 from treegrpo.config import RunConfig
+from workers import policy_cache
 from workers.context import JobContext
+from workers.policy_cache import checkpoint_key
 from workers.recorder import JobRecorder, store_samples, store_tree, weighted, write_metrics
+from workers.secrets import resolve_secret
 
 # Images per model call batch in evaluation (each chunk also checks the stop request).
 EVAL_CHUNK = 64
@@ -46,6 +58,8 @@ def run_job(ctx: JobContext) -> str:
     if isinstance(params, SampleParams):
         if params.branch is not None:
             return run_branch(ctx, params.branch)
+        if params.playground is not None:
+            return run_playground(ctx, params, params.playground)
         return run_sample(ctx, params)
     if isinstance(params, EvaluateParams):
         return run_evaluate(ctx, params)
@@ -65,8 +79,9 @@ def run_train(ctx: JobContext) -> str:
         rank_device,
         ranks_from_env,
     )
-    from treegrpo.models.registry import load_model, resolve_device
+    from treegrpo.models.registry import load_model_for, resolve_device
     from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.trackers import make_trackers, tracker_folders
     from treegrpo.trainer import Trainer
 
     config = ctx.config
@@ -87,14 +102,16 @@ def run_train(ctx: JobContext) -> str:
         ctx.log.write(f"loading model {config.model} on {where}")
     init_process_group(ranks, device)
     try:
-        adapter = load_model(config.model, str(device), config.dtype)
-        rewards = load_run_rewards(config, adapter.device)
+        adapter = load_model_for(config, str(device))
+        rewards = load_run_rewards(config, adapter.device, resolve_secret)
         recorder = JobRecorder(ctx)
+        # Trackers write into the job's folder of the store (tensorboard/, wandb/, mlruns/).
+        trackers = make_trackers(config, ctx.path(job_dir(ctx.job_id)), f"job-{ctx.job_id}")
         trainer = Trainer(
             config,
             adapter,
             rewards,
-            callbacks=[recorder],
+            callbacks=[recorder, *trackers],
             checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
         )
         if checkpoint is not None:
@@ -113,6 +130,10 @@ def run_train(ctx: JobContext) -> str:
             if dropped:
                 ctx.log.write(f"dropped {dropped} metric points after epoch {last_kept}")
         status = trainer.run()
+        if ranks.is_main:
+            for folder in tracker_folders(config):
+                if ctx.path(f"{job_dir(ctx.job_id)}/{folder}").exists():
+                    ctx.publish(f"{job_dir(ctx.job_id)}/{folder}")
     finally:
         destroy_process_group()
     return "completed" if status == "completed" else "stopped"
@@ -195,6 +216,37 @@ def policy_for_tree(ctx: JobContext, meta: dict[str, Any], fallback_job: int) ->
     return PolicySource(found[1], found[0], int(job_id))
 
 
+def cached_policy(config: RunConfig, checkpoint: Path | None) -> Any:
+    """load_policy, kept for the next job in the interactive lane's warm process."""
+    from treegrpo.policy import load_policy
+
+    sampling = config.sampling  # the image size and guidance are built into the adapter
+    key = (
+        "policy",
+        config.model,
+        config.device,
+        config.dtype,
+        sampling.height,
+        sampling.width,
+        sampling.guidance,
+        *checkpoint_key(checkpoint),
+    )
+    return policy_cache.cached(key, lambda: load_policy(config, checkpoint))
+
+
+def cached_rewards(config: RunConfig, device: Any) -> Any:
+    """load_run_rewards, kept likewise (a reward model can be bigger than the policy)."""
+    from treegrpo.rewards.registry import load_run_rewards
+
+    key = (
+        "rewards",
+        json.dumps(config.reward_weights, sort_keys=True),
+        json.dumps(config.reward_options, sort_keys=True, default=str),
+        str(device),
+    )
+    return policy_cache.cached(key, lambda: load_run_rewards(config, device, resolve_secret))
+
+
 def with_seed(config: RunConfig, seed: int) -> RunConfig:
     return dataclasses.replace(config, seed=seed % MAX_SEED)
 
@@ -204,17 +256,15 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
 
 
 def run_sample(ctx: JobContext, params: SampleParams) -> str:
-    from treegrpo.policy import load_policy
     from treegrpo.prompts import resolve_prompts
-    from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.sample_tree import grow_tree
     from treegrpo.windows import window_start
 
     config = ctx.config
     source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
     ctx.log.write(f"growing {params.trees} tree(s) with {source.describe()}")
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     prompts = resolve_prompts(config.prompts)
     ctx.heartbeat(progress_step=0, progress_total=params.trees)
     leaves: dict[str, list[float]] = {name: [] for name in rewards}
@@ -245,9 +295,9 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
-    from treegrpo.policy import load_policy
+    from treegrpo.algorithms import resolve_for_model
     from treegrpo.prompts import resolve_prompts
-    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rewards.registry import score_images
     from treegrpo.rollout import sample_ode
 
     config = ctx.config
@@ -261,9 +311,9 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
         f"evaluating {source.describe()} on {len(prompts)} prompts x "
         f"{params.samples_per_prompt} samples with {', '.join(config.reward_weights)}"
     )
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
-    schedule = adapter.make_schedule(config.sampling.steps)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
+    config, schedule = resolve_for_model(config, adapter)
     generator = torch.Generator().manual_seed(config.seed)
     initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
     chunks = -(-len(rows) // EVAL_CHUNK)
@@ -279,7 +329,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
                 schedule,
                 adapter.encode_prompts(rows[part]),
                 initial[part],
-                config.sampling.cfg_scale,
+                config.sampling.resolved_cfg_scale,
                 config.sampling.max_batch,
             )
             decoded = adapter.decode(latents).cpu()  # (n, C, H, W) in [0, 1]
@@ -298,6 +348,57 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     store_samples(ctx, source.epoch, rows, all_images, all_scores, config.reward_weights)
     write_metrics(ctx, source.epoch, metrics)
     ctx.log.write(", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+    return "completed"
+
+
+# ---------------------------------------------------------------------------------------------
+# playground: the base model and a checkpoint side by side
+
+
+def run_playground(ctx: JobContext, params: SampleParams, play: PlaygroundParams) -> str:
+    """N images of one prompt from the base model (gallery epoch 0) and from the checkpoint
+    (gallery of its epoch), from the same N initial noises, scored by every reward."""
+    from treegrpo.algorithms import resolve_for_model
+    from treegrpo.rewards.registry import score_images
+    from treegrpo.rollout import sample_ode
+
+    config = ctx.config
+    source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
+    policies = [PolicySource(None, 0, None)]
+    if source.checkpoint is not None:
+        policies.append(source)
+    rows = [play.prompt] * play.images
+    ctx.log.write(
+        f"playground: {play.images} image(s) of {play.prompt!r}, seed {play.seed}, from the base "
+        f"model" + (f" and {source.describe()}" if source.checkpoint is not None else "")
+    )
+    ctx.heartbeat(progress_step=0, progress_total=len(policies))
+    rewards = None
+    summary = []
+    for done, policy in enumerate(policies):
+        if ctx.stop.requested():
+            return "stopped"
+        adapter = cached_policy(config, policy.checkpoint)
+        rewards = rewards or cached_rewards(config, adapter.device)
+        resolved, schedule = resolve_for_model(config, adapter)
+        generator = torch.Generator().manual_seed(play.seed)
+        initial = torch.randn((play.images, *adapter.latent_shape), generator=generator)
+        with torch.no_grad():
+            latents = sample_ode(
+                adapter,
+                schedule,
+                adapter.encode_prompts(rows),
+                initial,
+                resolved.sampling.resolved_cfg_scale,
+                resolved.sampling.max_batch,
+            )
+            images = adapter.decode(latents).cpu()  # (N, C, H, W) in [0, 1]
+        scores = score_images(rewards, images, rows)
+        store_samples(ctx, policy.epoch, rows, images, scores, config.reward_weights)
+        mean = weighted({n: float(v.mean()) for n, v in scores.items()}, config.reward_weights)
+        summary.append(f"{'base' if policy.checkpoint is None else policy.describe()}: {mean:.4f}")
+        ctx.heartbeat(progress_step=done + 1, progress_total=len(policies))
+    ctx.log.write("mean reward " + "; ".join(summary))
     return "completed"
 
 
@@ -385,8 +486,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     from treegrpo.algorithms import resolve_for_model
     from treegrpo.artifacts import thumbnail
     from treegrpo.branch import advantages_against, load_latent, regrow, save_latent
-    from treegrpo.policy import load_policy
-    from treegrpo.rewards.registry import load_run_rewards, score_images
+    from treegrpo.rewards.registry import score_images
 
     origin = branch_origin(params)
     named = (
@@ -415,8 +515,8 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         f"{origin.node_step}/{steps}) of tree {params.tree_id} with {source.describe()}"
     )
     ctx.heartbeat(progress_step=0, progress_total=1)
-    adapter = load_policy(config, source.checkpoint)
-    rewards = load_run_rewards(config, adapter.device)
+    adapter = cached_policy(config, source.checkpoint)
+    rewards = cached_rewards(config, adapter.device)
     config, schedule = resolve_for_model(config, adapter)
     assert config.sampling.eta is not None
     ctx.fetch(origin.latent_path)
@@ -433,7 +533,7 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         latent,
         origin.node_step,
         noise,
-        config.sampling.cfg_scale,
+        config.sampling.resolved_cfg_scale,
         config.sampling.eta,
         config.sampling.max_batch,
     )

@@ -101,6 +101,25 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def _wait_result(child: subprocess.Popen[bytes], result_file: Path, seconds: float) -> int | None:
+    """Up to `seconds` for the warm process to write the job's result (0: completed, 1:
+    anything else) or to exit (its code); None when neither happened."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if result_file.exists():
+            try:
+                outcome = json.loads(result_file.read_text()).get("outcome")
+            except (OSError, ValueError):
+                outcome = None
+            return 0 if outcome == "completed" else 1
+        code = child.poll()
+        if code is not None:
+            return code
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
 def child_env(settings: Settings, gpu: str | None) -> dict[str, str]:
     """The worker's environment, with the settings the child must share made explicit."""
     env = dict(os.environ)
@@ -110,6 +129,60 @@ def child_env(settings: Settings, gpu: str | None) -> dict[str, str]:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
+
+
+class WarmRunner:
+    """The interactive lane's warm process (workers/warm.py), one per worker process, serving
+    one job at a time: branch and sample jobs skip the interpreter's start and torch's import,
+    and reuse the policies it keeps (evicted after settings.interactive_cache_seconds idle, when
+    the process also exits). A job that finds it busy runs in a fresh process as usual."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, settings: Settings, gpu: str | None = None) -> subprocess.Popen[bytes]:
+        """The live warm process, started if there is none (call with `lock` held, or at
+        worker start)."""
+        if self.process is not None and self.process.poll() is None:
+            return self.process
+        command = [
+            sys.executable,
+            "-m",
+            "workers.warm",
+            "--parent-pid",
+            str(os.getpid()),
+            "--idle-seconds",
+            str(settings.interactive_cache_seconds),
+        ]
+        self.process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=child_env(settings, gpu),
+        )
+        return self.process
+
+    def prestart(self, settings: Settings) -> None:
+        """Start it ahead of the first job (an interactive worker, at its start)."""
+        if settings.interactive_cache_seconds > 0:
+            with self.lock:
+                self.start(settings)
+
+    def send(self, process: subprocess.Popen[bytes], request: dict[str, Any]) -> bool:
+        assert process.stdin is not None
+        try:
+            process.stdin.write((json.dumps(request) + "\n").encode())
+            process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return False
+        return True
+
+
+WARM = WarmRunner()
+# Jobs of these kinds (the interactive lane: branch and sample) may run in the warm process.
+WARM_KINDS = frozenset({"sample"})
 
 
 class Supervisor:
@@ -164,6 +237,13 @@ class Supervisor:
         with tempfile.TemporaryDirectory(prefix=f"treegrpo-job{job.job_id}-") as scratch:
             stop_file = Path(scratch) / "STOP"
             result_file = Path(scratch) / "result.json"
+            if self.warm_allowed() and WARM.lock.acquire(blocking=False):
+                try:
+                    warm = self.run_warm(stop_file, result_file)
+                finally:
+                    WARM.lock.release()
+                if warm is not None:
+                    return warm
             command = [
                 sys.executable,
                 "-m",
@@ -194,16 +274,56 @@ class Supervisor:
             result = self.read_result(result_file)
         return self.conclude(code, result)
 
-    def watch(self, child: subprocess.Popen[bytes], stop_file: Path) -> int:
-        """Wait for the child while heartbeating, relaying stop requests; returns its exit code."""
+    def warm_allowed(self) -> bool:
+        job = self.job
+        return (
+            job.kind in WARM_KINDS
+            and self.settings.interactive_cache_seconds > 0
+            and self.gpu is None  # a job given a GPU of its own runs in its own process
+        )
+
+    def run_warm(self, stop_file: Path, result_file: Path) -> str | None:
+        """The job in the warm process; None when that process cannot take it (then the caller
+        starts a fresh one)."""
+        job = self.job
+        try:
+            process = WARM.start(self.settings)
+        except OSError:
+            return None
+        request = {
+            "job_id": job.job_id,
+            "attempt": job.attempt,
+            "stop_file": str(stop_file),
+            "result_file": str(result_file),
+            "log_path": str(self.log.path),
+        }
+        if not WARM.send(process, request):
+            WARM.process = None
+            return None
+        self.log.write("running in the interactive lane's warm process")
+        code = self.watch(process, stop_file, result_file)
+        result = self.read_result(result_file)
+        return self.conclude(code, result)
+
+    def watch(
+        self, child: subprocess.Popen[bytes], stop_file: Path, result_file: Path | None = None
+    ) -> int:
+        """Wait for the child while heartbeating, relaying stop requests; returns its exit code.
+        With `result_file` (the warm process, which outlives the job), the job is over when
+        its result is written: 0 for a completed job, else 1."""
         beat = self.settings.heartbeat_seconds
         tick = min(MAX_TICK_SECONDS, beat)
         next_beat = time.monotonic() + beat
         while True:
-            try:
-                return child.wait(timeout=tick)
-            except subprocess.TimeoutExpired:
-                pass
+            if result_file is None:
+                try:
+                    return child.wait(timeout=tick)
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                code = _wait_result(child, result_file, tick)
+                if code is not None:
+                    return code
             now = time.monotonic()
             try:
                 if now >= next_beat:

@@ -10,6 +10,7 @@ job that is twice over a 60 KB config; here the config's stored JSON text is spl
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi import Request, Response
 from sqlalchemy import RowMapping
 
 from backend.schemas import job_fields, logging_schedule
+from treegrpo.secrets import redact
 
 MEDIA_TYPE = "application/json"
 # Pydantic writes UTC datetimes with a "Z"; so does this, so both paths give the same text.
@@ -35,12 +37,26 @@ def job_body(row: Mapping[str, Any] | RowMapping, queue_position: int | None = N
     fields = job_fields(row, queue_position)
     config_json = row.get("config_json")
     if config_json is not None:
-        fields["config"] = orjson.Fragment(config_json)
+        fields["config"] = redacted_config(config_json)
         schedule = None
         if row["kind"] == "train":
             schedule = logging_schedule(row, orjson.loads(config_json))
         fields["schedule"] = schedule
     return encode(fields)
+
+
+# A field name that ends in key, token, secret or password, anywhere in the stored text.
+_SECRET_NAME = re.compile(rb'(?i)(key|token|secret|password)"\s*:')
+
+
+def redacted_config(config_json: str | bytes) -> Any:
+    """The stored config, spliced in as it is unless a secret-named field occurs in it; then
+    decoded and given with such fields' values redacted (treegrpo/secrets.py). A config cannot
+    hold a secret value any more (it is refused at submit); this covers configs stored before."""
+    raw = config_json.encode() if isinstance(config_json, str) else config_json
+    if not _SECRET_NAME.search(raw):
+        return orjson.Fragment(config_json)
+    return redact(orjson.loads(raw))
 
 
 def etag_of(body: bytes) -> str:

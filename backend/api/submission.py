@@ -25,7 +25,13 @@ from backend.job_params import parse_params
 from backend.models import Job, JobStatus
 from backend.schemas import BranchCreate, JobCreate, text_problem
 from backend.settings import Settings
-from treegrpo.config import ConfigError, RunConfig, config_errors, resolve_config
+from treegrpo.config import (
+    ConfigError,
+    RunConfig,
+    config_errors,
+    missing_tracker_packages,
+    resolve_config,
+)
 
 log = logging.getLogger("backend.api")
 
@@ -84,6 +90,15 @@ def resolve_job_config(preset: str | None, overrides: Mapping[str, Any]) -> RunC
     except (TypeError, ValueError, RecursionError) as exc:
         # The core's checks raise ConfigError; anything else is still the request's fault.
         raise validation_error(("body", "config"), str(exc), "config_error") from exc
+    missing = missing_tracker_packages(config.trackers)
+    if missing:
+        # A tracker that cannot run is a clear 422 now, not a crash once the job has started.
+        raise RequestValidationError(
+            [
+                {"loc": ("body", "config", err.field), "msg": err.reason, "type": "config_error"}
+                for err in missing
+            ]
+        )
     try:
         json.dumps(config.to_dict(), allow_nan=False)
     except ValueError as exc:

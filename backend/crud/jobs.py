@@ -7,13 +7,13 @@ nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     RowMapping,
     Select,
@@ -281,8 +281,8 @@ class JobFilter:
             "q": f"%{escape_like(self.q.lower())}%" if self.q else None,
         }
         for index, tag in enumerate(self.tags):
-            # Tags are stored as a JSON list; json.dumps writes a tag the way the column does.
-            params[f"tag{index}"] = f"%{escape_like(json.dumps(tag))}%"
+            # Tags are stored as a JSON list, written by orjson (backend/db.py): the same text.
+            params[f"tag{index}"] = f"%{escape_like(orjson.dumps(tag).decode())}%"
         return params
 
 

@@ -27,7 +27,16 @@ from backend.settings import Settings
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-TABLES = ("tree_nodes", "trees", "samples", "metrics", "jobs", "api_keys")
+TABLES = (
+    "branch_nodes",
+    "branches",
+    "tree_nodes",
+    "trees",
+    "samples",
+    "metrics",
+    "jobs",
+    "api_keys",
+)
 
 
 def create_pg_database(prefix: str = "treegrpo_test") -> tuple[str, str]:

@@ -383,3 +383,37 @@ def test_checkpoint_is_a_zip_of_the_checkpoint_folder(
     with session_scope(url) as session:
         crud.set_checkpoint(session, job_id=job.id, attempt=attempt, path="../../etc")
     assert client.get(f"{JOBS}/{job.id}/checkpoint").status_code == 404
+
+
+def test_export_is_a_zip_of_the_checkpoints_lora_folder(
+    client: TestClient, settings: Settings
+) -> None:
+    """The trainer writes a LoRA checkpoint's diffusers export into it (lora/); the API zips that
+    folder and nothing else, and says what to do for a full fine-tune."""
+    url = settings.resolved_database_url
+    job = at.new_job(url)
+    answer = client.get(f"{JOBS}/{job.id}/export", params={"format": "lora"})
+    assert answer.status_code == 404 and "no LoRA export" in answer.json()["detail"]
+    relpath = f"{storage.checkpoints_relpath(job.id)}/epoch-000003"
+    folder = settings.resolved_artifact_dir / relpath
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"peft names")
+    attempt = at.run_job(url, job.id)
+    with session_scope(url) as session:
+        assert crud.set_checkpoint(session, job_id=job.id, attempt=attempt, path=relpath)
+    full = client.get(f"{JOBS}/{job.id}/export")  # a full fine-tune: no lora/ folder
+    assert full.status_code == 404
+    assert f"treegrpo export {job.id} --format pipeline" in full.json()["detail"]
+    (folder / "lora").mkdir()
+    (folder / "lora" / "pytorch_lora_weights.safetensors").write_bytes(b"diffusers names")
+    (folder / "lora" / "README.md").write_text("# card")
+    answer = client.get(f"{JOBS}/{job.id}/export", params={"format": "lora"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/zip"
+    assert f'filename="job-{job.id}-epoch-000003-lora.zip"' in answer.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        assert sorted(archive.namelist()) == ["README.md", "pytorch_lora_weights.safetensors"]
+        assert archive.read("pytorch_lora_weights.safetensors") == b"diffusers names"
+    # Only the formats the API builds are accepted (a pipeline is the CLI's).
+    assert client.get(f"{JOBS}/{job.id}/export", params={"format": "pipeline"}).status_code == 422
+    assert client.get(f"{JOBS}/999999/export").status_code == 404

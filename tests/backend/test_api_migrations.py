@@ -16,8 +16,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from backend import migrate
-from backend.db import engine_for
+from backend import crud, migrate
+from backend.db import engine_for, session_scope
 from backend.models import Base
 
 TABLES = {"jobs", "metrics", "trees", "tree_nodes", "samples", "api_keys"}
@@ -107,3 +107,82 @@ def test_0002_fills_in_the_latest_reward_of_existing_jobs(empty_url: str) -> Non
             text("SELECT id, latest_reward, latest_reward_step FROM jobs ORDER BY id")
         ).all()
     assert [tuple(row) for row in rows] == [(1, 0.75, 2), (2, None, None)]
+
+
+def test_0004_moves_branch_nodes_out_of_the_training_trees(empty_url: str) -> None:
+    """Before 0004 a branch job appended its nodes to the training tree (branch_job_id set), so
+    the tree's summary counted them. After it the tree has its training nodes back, and each
+    branch is a record with its own nodes, nested branches included."""
+    migrate.upgrade(empty_url, "0002")
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    engine = engine_for(empty_url)
+    job = (
+        "INSERT INTO jobs (id, kind, name, status, config, params, algorithm, created_at, "
+        "updated_at, attempt, progress_step, progress_total) VALUES (:id, :kind, 'j', "
+        "'succeeded', '{}', '{}', 'treegrpo', :now, :now, 1, 0, 0)"
+    )
+    node = (
+        "INSERT INTO tree_nodes (id, tree_id, node_index, parent_id, depth, step_index, t, "
+        "sigma, is_leaf, reward, branch_job_id, image_path) VALUES (:id, 1, :index, :parent, "
+        ":depth, :step, 0.5, 0.5, :leaf, :reward, :branch, :image)"
+    )
+    with engine.begin() as connection:
+        for job_id, kind in ((1, "train"), (2, "sample"), (3, "sample")):
+            connection.execute(text(job), {"id": job_id, "kind": kind, "now": now})
+        connection.execute(
+            text(
+                "INSERT INTO trees (id, job_id, epoch, index, prompt, seed, window_start, k, "
+                "depth, steps, backup, meta, created_at) VALUES (1, 1, 0, 0, 'p', 0, 0, 2, 1, "
+                "2, 'mean', '{}', :now)".replace("index", '"index"')
+            ),
+            {"now": now},
+        )
+        rows = [
+            # The training tree: a root and two leaves (rewards 0.2, 0.4).
+            (1, 0, None, 0, 0, False, None, None),
+            (2, 1, 1, 1, 2, True, 0.2, None),
+            (3, 2, 1, 1, 2, True, 0.4, None),
+            # Job 2 branched the root: two children, one leaf each (1.0, 0.8).
+            (4, 3, 1, 1, 1, False, None, 2),
+            (5, 4, 1, 1, 1, False, None, 2),
+            (6, 5, 4, 1, 2, True, 1.0, 2),
+            (7, 6, 5, 1, 2, True, 0.8, 2),
+            # Job 3 branched node 4, which job 2 grew.
+            (8, 7, 4, 2, 2, True, 0.9, 3),
+        ]
+        for id_, index, parent, depth, step, leaf, reward, branch in rows:
+            connection.execute(
+                text(node),
+                {
+                    "id": id_,
+                    "index": index,
+                    "parent": parent,
+                    "depth": depth,
+                    "step": step,
+                    "leaf": leaf,
+                    "reward": reward,
+                    "branch": branch,
+                    "image": f"img/{id_}.png",
+                },
+            )
+    migrate.upgrade(empty_url)
+    with session_scope(empty_url) as session:
+        items, _ = crud.list_trees(session, job_id=1)
+        assert (items[0]["nodes"], items[0]["leaves"]) == (3, 2)
+        assert items[0]["mean_reward"] == pytest.approx(0.3)
+        (first, _), (second, _) = crud.list_branches(session, tree_id=1)
+        assert (first.job_id, first.node_id, first.from_branch_node_id, first.k) == (2, 1, None, 2)
+        assert [n.node_index for n in first.nodes] == [0, 1, 2, 3]
+        by_image = {n.image_path: n for n in first.nodes}
+        assert by_image["img/4.png"].parent_id is None
+        assert by_image["img/6.png"].parent_id == by_image["img/4.png"].id
+        assert by_image["img/6.png"].reward == 1.0 and by_image["img/6.png"].is_leaf
+        assert second.node_id is None
+        assert second.from_branch_node_id == by_image["img/4.png"].id
+        assert [(n.parent_id, n.image_path) for n in second.nodes] == [(None, "img/8.png")]
+        job = crud.get_job(session, job_id=1)
+        assert job.tags == [] and job.notes == "" and job.deleted_at is None
+    # Down again to 0002 and up: the schema round-trips (branch records are dropped).
+    migrate.downgrade(empty_url, "0002")
+    migrate.upgrade(empty_url)
+    assert migrate.current_revision(empty_url) == migrate.head_revision()

@@ -204,3 +204,16 @@ def test_logs_and_checkpoint_zip_come_from_the_bucket(
         assert archive.read("model.safetensors") == (folder / "model.safetensors").read_bytes()
         other = at.new_job(url)
         assert client.get(f"/api/v1/jobs/{other.id}/checkpoint").status_code == 404
+        # No lora/ in this checkpoint (a full fine-tune): no LoRA export.
+        assert client.get(f"/api/v1/jobs/{job.id}/export").status_code == 404
+    lora = folder / "lora"
+    lora.mkdir()
+    (lora / "pytorch_lora_weights.safetensors").write_bytes(b"diffusers names")
+    (lora / "README.md").write_text("# card")
+    store.put_checkpoint(relpath, folder)
+    with TestClient(create_app(settings)) as client:
+        export = client.get(f"/api/v1/jobs/{job.id}/export", params={"format": "lora"})
+        assert export.status_code == 200, export.text
+        assert "epoch-000001-lora.zip" in export.headers["content-disposition"]
+        archive = zipfile.ZipFile(io.BytesIO(export.content))
+        assert sorted(archive.namelist()) == ["README.md", "pytorch_lora_weights.safetensors"]

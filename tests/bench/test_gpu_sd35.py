@@ -141,3 +141,42 @@ def test_sd35_medium_config(bench: ModuleType) -> None:
     # One row of 32 x 32 image patches + 333 text tokens; FlopCounterMode on the meta device
     # gave the same 2 * 2_442_642_604_032 for a CFG pair.
     assert bench.analytic_forward_flops(size.transformer, 32 * 32, 333) == 2_442_642_604_032
+
+
+def test_flux_tiny_cpu_iteration_with_the_efficiency_options(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "flux.json"
+    bench.main(
+        [
+            *("--size", "flux-tiny", "--device", "cpu", "--peak-size", "128"),
+            *("--k", "2", "--depth", "2", "--steps", "4", "--repeats", "1", "--warmup", "0"),
+            *("--dtype", "bfloat16", "--weights-dtype", "bfloat16", "--fused-adamw"),
+            *("--no-profile", "--json", str(out)),
+        ]
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].endswith("FLUX-architecture transformer")
+    assert LAST_LINE.match(lines[-1]), lines[-1]
+    assert any("bf16 weights, float32 masters" in line for line in lines)
+    assert any("fused_adamw=True" in line for line in lines)
+    report = json.loads(out.read_text())
+    assert all(r["error"] is None for r in report["results"].values())
+    tree = report["results"]["treegrpo"]
+    assert tree["last_update_metrics"]["ratio_mean"] == pytest.approx(1.0, abs=1e-2)
+    # The FLUX analytic count (double + single blocks) meets the counter's.
+    flops = report["flops"]
+    assert flops["forward_per_state"] == flops["forward_per_state_analytic"]
+
+
+def test_flux1_dev_config(bench: ModuleType) -> None:
+    from diffusers import FluxTransformer2DModel
+
+    size = bench.SIZES["flux1-dev"]
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel(**size.transformer)
+    # FLUX.1-dev's transformer: 11.9 B parameters.
+    assert sum(p.numel() for p in transformer.parameters()) == pytest.approx(11.9e9, rel=0.01)
+    assert size.latent_size == 64 and size.text_tokens == 512
+    settings = bench.parse_args(["--size", "flux1-dev", "--device", "cpu"])
+    assert settings.lora_rank == 64 and settings.cfg_scale == 1.0

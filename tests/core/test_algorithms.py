@@ -42,6 +42,13 @@ class Spy:
             return score(latents, prompts)
 
         monkeypatch.setattr(trainer, "score", spy_score)
+        submit = trainer.submit_scoring  # the tree algorithm scores in (possibly one) chunks
+
+        def spy_submit(queue: Any, latents: torch.Tensor, prompts: list[str]) -> None:
+            self.scored.append(latents.clone())
+            submit(queue, latents, prompts)
+
+        monkeypatch.setattr(trainer, "submit_scoring", spy_submit)
         for module, name in ((flat_module, "rollout_flat"),):
             original = getattr(module, name)
 

@@ -193,10 +193,11 @@ def test_logged_trees_galleries_and_multi_reward(tmp_path: Path) -> None:
         "--set", "reward={brightness: 0.8, contrast: 0.2}", "--set", "tree.backup=logprob_softmax",
     ])  # fmt: skip
     assert code == 0
-    # Trees are logged at epochs 1, 3, ...: one per prompt of the epoch (2 prompts).
+    # Trees are logged at epochs 1, 3, ... and at the final epoch (2), whatever the setting:
+    # one per prompt of the epoch (2 prompts).
     trees = sorted((out / "artifacts" / "trees").glob("epoch-000001-tree-*/tree.json"))
     assert len(trees) == 2
-    assert not list((out / "artifacts" / "trees").glob("epoch-000002-*"))
+    assert len(list((out / "artifacts" / "trees").glob("epoch-000002-*/tree.json"))) == 2
     doc = json.loads(trees[0].read_text())
     window_start = doc["window_start"]
     from treegrpo.tree import recorded_state_count
@@ -219,7 +220,15 @@ def test_logged_trees_galleries_and_multi_reward(tmp_path: Path) -> None:
     epochs = _metric_epochs(out)
     assert epochs == [0, 1, 2]
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["metrics"]
-    assert set(first) == {"eval/brightness_mean", "eval/contrast_mean"}
+    assert set(first) == {
+        "eval/brightness_mean",
+        "eval/contrast_mean",
+        "eval/reward_mean",
+        "watch/diversity",
+    }
+    assert first["eval/reward_mean"] == pytest.approx(
+        0.8 * first["eval/brightness_mean"] + 0.2 * first["eval/contrast_mean"]
+    )
 
 
 def test_unsupported_lora_is_refused_not_ignored(

@@ -68,10 +68,49 @@ def test_the_services_of_the_architecture_are_there() -> None:
         "migrate",
         "api",
         "worker",
+        "worker-interactive",
         "worker-gpu",
+        "reward",
         "minio",
         "minio-bucket",
     }
+
+
+def test_reads_are_closed_by_default_where_the_network_reaches_the_api() -> None:
+    env = services()["api"]["environment"]
+    assert env["TREEGRPO_READS_REQUIRE_KEY"] == "${TREEGRPO_READS_REQUIRE_KEY:-true}"
+    example = (ROOT / ".env.example").read_text().splitlines()
+    assert "TREEGRPO_READS_REQUIRE_KEY=true" in example
+
+
+def test_the_reward_server_is_a_gpu_profile_service_that_workers_can_reach_with_a_key() -> None:
+    svc = services()
+    reward = svc["reward"]
+    assert reward["profiles"] == ["gpu"]
+    command = reward["command"]
+    assert command[:2] == ["treegrpo", "reward-serve"] and "--port" in command
+    assert "TREEGRPO_REWARD_API_KEY" in reward["environment"]
+    assert reward["healthcheck"]["test"] and "/ready" in " ".join(reward["healthcheck"]["test"])
+    devices = reward["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia"
+    for name in ("worker", "worker-interactive", "worker-gpu"):
+        assert "TREEGRPO_REWARD_API_KEY" in svc[name]["environment"], name
+        assert "TREEGRPO_SECRETS_KEY" in svc[name]["environment"], name
+    for secret in ("TREEGRPO_REWARD_API_KEY", "TREEGRPO_SECRETS_KEY"):
+        assert secret not in svc["api"]["environment"]  # the API process reads no secret
+
+
+def test_training_and_interactive_lanes_have_workers_of_their_own() -> None:
+    svc = services()
+    lanes = {name: svc[name]["command"][svc[name]["command"].index("--queues") + 1]
+             for name in ("worker", "worker-interactive", "worker-gpu")}  # fmt: skip
+    assert lanes == {
+        "worker": "treegrpo",
+        "worker-interactive": "treegrpo-interactive",
+        "worker-gpu": "treegrpo",
+    }
+    assert "profiles" not in svc["worker-interactive"]
+    assert svc["worker-interactive"]["environment"] == svc["worker"]["environment"]
 
 
 def test_minio_is_an_s3_profile_and_every_studio_service_can_be_pointed_at_a_bucket() -> None:
@@ -163,3 +202,21 @@ def test_worker_images_pin_the_torch_build_and_the_gpu_one_is_cuda() -> None:
     assert gpu.startswith("#") and "FROM nvidia/cuda:" in gpu and "whl/cu" in gpu
     api = [line for line in (ROOT / "requirements/api.txt").read_text().splitlines()]
     assert not [line for line in api if line.strip().startswith("torch")]
+
+
+def test_make_up_warns_only_when_bound_beyond_loopback_with_reads_open() -> None:
+    from backend.up import exposure_warning
+
+    assert exposure_warning("127.0.0.1", 8000, reads_require_key=False) is None
+    assert exposure_warning("0.0.0.0", 8000, reads_require_key=True) is None
+    warning = exposure_warning("0.0.0.0", 8000, reads_require_key=False)
+    assert warning and "0.0.0.0" in warning and "TREEGRPO_READS_REQUIRE_KEY=true" in warning
+
+
+def test_workers_read_the_hosts_hugging_face_cache_read_only_and_offline() -> None:
+    for name in ("worker", "worker-interactive", "worker-gpu"):
+        service = services()[name]
+        mounts = [v for v in service["volumes"] if v.endswith(":/hf:ro")]
+        assert mounts == ["${TREEGRPO_HF_CACHE:-~/.cache/huggingface}:/hf:ro"], name
+        env = service["environment"]
+        assert env["HF_HOME"] == "/hf" and env["HF_HUB_OFFLINE"] == "1", name

@@ -235,11 +235,21 @@ def _seed_one(
 
 
 def start_stack(
-    root: Path, *, worker: bool = True, interactive_worker: bool = False, timeout: float = 90
+    root: Path,
+    *,
+    worker: bool = True,
+    interactive_worker: bool = False,
+    timeout: float = 90,
+    reads_require_key: bool = False,
 ) -> Stack:
+    """`reads_require_key`: a closed studio, as compose runs it (GET routes need a key too);
+    `interactive_worker`: a second worker for the interactive lane (the first takes training
+    only)."""
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     env = stack_env(data)
+    if reads_require_key:
+        env["TREEGRPO_READS_REQUIRE_KEY"] = "true"
     treegrpo = str(BIN / "treegrpo")
     _run([treegrpo, "migrate"], env)
     key = _run([treegrpo, "api-key", "create", "browser-test"], env).split()[0].strip()

@@ -75,7 +75,14 @@ def check_trained_job(stack: Stack, trained: dict[str, Any]) -> None:
     ):
         assert name in names, name
     # Epoch 0 is the baseline gallery before any update.
-    assert {name for step, name, _ in points if step == 0} == {"eval/digit_judge_mean"}
+    assert {name for step, name, _ in points if step == 0} == {
+        "eval/digit_judge_mean",
+        "eval/reward_mean",
+        "watch/diversity",
+    }
+    # The over-optimisation watch at every gallery epoch after it.
+    assert {"watch/reward_gap", "watch/diversity"} <= {n for s, n, _ in points if s == 1}
+    assert "watch/overopt" in {name for step, name, _ in points if step == 2}
     per_epoch = {name: value for step, name, value in points if step == 2}
     assert per_epoch["images_per_epoch"] == 2 * 4  # 2 prompts x k^d leaves
 
@@ -132,15 +139,18 @@ def check_branch(stack: Stack, trained_job: int) -> None:
 
     with session_scope(stack.url) as session:
         tree = crud.get_tree(session, tree_id=tree_id)
-        grown = [n for n in tree.nodes if n.branch_job_id == job_id]
-        children = [n for n in grown if n.parent_id == node_id]
+        # Beside the training tree, never in it.
+        assert len(tree.nodes) == before
+        (branch, status), *_ = crud.list_branches(session, tree_id=tree_id)
+        assert branch.job_id == job_id and branch.node_id == node_id and status == "succeeded"
+        grown = list(branch.nodes)
+        children = [n for n in grown if n.parent_id is None]
         assert len(children) == 3
         assert all(c.step_index == node_step + 1 and c.log_prob_old is not None for c in children)
         # Each child continues with ODE steps to a scored leaf of its own.
         leaves = [n for n in grown if n.is_leaf]
         assert len(leaves) == 3 and all(n.reward is not None for n in leaves)
         assert len(grown) == 3 * (tree.steps - node_step)
-        assert len(tree.nodes) == before + len(grown)
         for n in grown:
             assert (stack.store / str(n.image_path)).is_file()
             assert (stack.store / str(n.latent_path)).is_file()

@@ -160,9 +160,12 @@ def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> Non
     assert run_job(context(settings, branch)) == "completed"
     assert run_job(context(settings, branch)) == "completed"  # again: replaces, never doubles
     with session_scope() as session:
-        grown = [n for n in crud.get_tree(session, tree_id=tree_id).nodes if n.branch_job_id]
+        assert not any(n.branch_job_id for n in crud.get_tree(session, tree_id=tree_id).nodes)
+        ((record, _),) = crud.list_branches(session, tree_id=tree_id)
+        grown = list(record.nodes)
+        assert record.job_id == branch and record.node_id == node_id
         assert len(grown) == 2 * (steps - 1)
-        assert sorted(n.step_index for n in grown if n.parent_id == node_id) == [2, 2]
+        assert sorted(n.step_index for n in grown if n.parent_id is None) == [2, 2]
         assert all(n.advantage is not None for n in grown if n.is_leaf)
     log = (store / log_relpath(branch)).read_text()
     assert f"with job {source}'s checkpoint of epoch 3" in log

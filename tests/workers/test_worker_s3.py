@@ -18,7 +18,7 @@ from worker_stack import DIGITS_SMALL, Stack, make_stack
 from backend import crud
 from backend.api import create_app
 from backend.db import session_scope
-from backend.queue import QUEUE
+from backend.queue import INTERACTIVE_QUEUE, QUEUE
 from backend.s3_store import S3Store
 from backend.storage import log_relpath
 
@@ -34,7 +34,8 @@ def test_a_digits_job_lives_in_a_bucket_and_resumes_on_a_worker_with_an_empty_ca
         s3 = {"artifact_url": bucket_url, "s3_endpoint_url": endpoint}
         with make_stack("filesystem", tmp_path / "stack", **s3) as stack:
             stack.env.update(AWS_ENV)
-            stack.queue = QUEUE  # the API's branch below goes to the default queue
+            stack.queue = QUEUE  # the API's branch below goes to the interactive lane's queue
+            stack.consume = f"{QUEUE},{INTERACTIVE_QUEUE}"
             cache_a, cache_b = tmp_path / "cache-a", tmp_path / "cache-b"
             first = stack.start_worker("a", env={"TREEGRPO_ARTIFACT_DIR": str(cache_a)})
             job_id = stack.submit(
@@ -103,7 +104,9 @@ def _branch_again_from_a_tree_the_first_worker_logged(
     done = stack.wait_status(branch_id, ("succeeded", "failed", "cancelled"), timeout=120)
     assert done["status"] == "succeeded", stack.explain(branch_id)()
     assert any(latents.rglob("*.safetensors"))  # fetched into b's cache from the bucket
-    regrown = client.get(f"/api/v1/trees/{first['id']}").json()["nodes"]
-    children = [node for node in regrown if node["branch_job_id"] == branch_id]
+    regrown = client.get(f"/api/v1/trees/{first['id']}").json()
+    assert len(regrown["nodes"]) == len(tree["nodes"])  # the training tree is unchanged
+    (branch,) = [b for b in regrown["branches"] if b["job_id"] == branch_id]
+    children = branch["nodes"]
     assert children and all(node["image_url"] for node in children)
     assert client.get(children[-1]["image_url"]).content.startswith(b"\x89PNG")

@@ -2,7 +2,8 @@
 
 A small tiny-random train job makes the checkpoint; a sample job grows two logged trees with it
 (images and latents on disk, rows in the database), and an evaluate job scores that checkpoint on
-held-out prompts with two rewards, writing a gallery and eval metrics at the checkpoint's epoch.
+held-out prompts with two rewards, writing a gallery and eval metrics at the checkpoint's epoch;
+a playground job samples one prompt from the base model and from that checkpoint side by side.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ def test_sample_and_evaluate_jobs_use_a_trained_checkpoint(stack: Stack) -> None
             overrides={**TINY, "reward": {"brightness": 1.0, "contrast": 1.0}},
             params=evaluate_params,
         )
-        for job_id in (sampled, evaluated):
+        play = {"prompt": "a red square", "seed": 3, "images": 3}
+        played = stack.submit(
+            "sample",
+            preset="tiny-treegrpo",
+            overrides=TINY,
+            params={"source_job_id": trained, "playground": play},
+        )
+        for job_id in (sampled, evaluated, played):
             final = stack.wait_status(job_id, ("succeeded", "failed", "cancelled"), timeout=120)
             assert final["status"] == "succeeded", stack.explain(job_id)()
     finally:
@@ -67,3 +75,18 @@ def test_sample_and_evaluate_jobs_use_a_trained_checkpoint(stack: Stack) -> None
         brightness = [s.rewards["brightness"] for s in samples if s.rewards]
         mean = sum(brightness) / len(brightness)
         assert abs(points["eval/brightness_mean"].value - mean) < 1e-4
+
+    with session_scope(stack.url) as session:
+        assert crud.sample_epochs(session, job_id=played) == [0, 2]  # base, then the checkpoint
+        samples, count = crud.list_samples(session, job_id=played)
+        assert count == 2 * 3
+        assert {sample.prompt for sample in samples} == {"a red square"}
+        assert all(sample.reward is not None and sample.rewards for sample in samples)
+        by_epoch = {
+            epoch: sorted(s.image_path for s in samples if s.epoch == epoch) for epoch in (0, 2)
+        }
+    base = [(stack.store / path).read_bytes() for path in by_epoch[0]]
+    tuned = [(stack.store / path).read_bytes() for path in by_epoch[2]]
+    assert len(set(base)) == 3  # three noises, three images
+    assert base != tuned  # the checkpoint's images are not the base model's
+    assert "mean reward base:" in stack.log(played)

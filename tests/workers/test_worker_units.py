@@ -24,6 +24,7 @@ from backend.queue import (
     QUEUE,
     TASK_BRANCH,
     TASK_EVALUATE,
+    TASK_PURGE,
     TASK_RECONCILE,
     TASK_SAMPLE,
     TASK_TRAIN,
@@ -61,7 +62,14 @@ def test_worker_config_for_long_gpu_jobs(tmp_path: Path) -> None:
 def test_the_app_registers_the_queue_s_task_names(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path))
     ours = {name for name in app.tasks if name.startswith("treegrpo.")}
-    assert ours == {TASK_TRAIN, TASK_SAMPLE, TASK_EVALUATE, TASK_BRANCH, TASK_RECONCILE}
+    assert ours == {
+        TASK_TRAIN,
+        TASK_SAMPLE,
+        TASK_EVALUATE,
+        TASK_BRANCH,
+        TASK_RECONCILE,
+        TASK_PURGE,
+    }
     assert app.conf.task_default_queue == QUEUE
 
 

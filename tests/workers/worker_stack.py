@@ -121,6 +121,8 @@ class Stack:
     env: dict[str, str]
     queue: str
     workers: list[WorkerProcess] = field(default_factory=list)
+    # The queues workers consume, when not only `queue` (comma-separated, as --queues takes).
+    consume: str | None = None
 
     @property
     def url(self) -> str:
@@ -132,8 +134,11 @@ class Stack:
 
     # -- workers -------------------------------------------------------------------------------
 
-    def start_worker(self, name: str = "w", env: dict[str, str] | None = None) -> WorkerProcess:
-        """A `treegrpo worker` process; `env` adds to (or replaces) the stack's variables."""
+    def start_worker(
+        self, name: str = "w", env: dict[str, str] | None = None, queues: str | None = None
+    ) -> WorkerProcess:
+        """A `treegrpo worker` process; `env` adds to (or replaces) the stack's variables;
+        `queues` replaces the queues it consumes."""
         output = self.root / f"worker-{name}-{len(self.workers)}.out"
         command = [
             sys.executable,
@@ -141,7 +146,7 @@ class Stack:
             "treegrpo.cli",
             "worker",
             "--queues",
-            self.queue,
+            queues or self.consume or self.queue,
             "--loglevel",
             "info",
             "--hostname",
@@ -191,15 +196,22 @@ class Stack:
             )
             return job.id
 
-    def send(self, job_id: int, kind: str = "train", params: dict[str, Any] | None = None) -> None:
-        """What the API does after committing the row: a message with the job id."""
+    def send(
+        self,
+        job_id: int,
+        kind: str = "train",
+        params: dict[str, Any] | None = None,
+        queue: str | None = None,
+    ) -> None:
+        """What the API does after committing the row: a message with the job id (on the
+        stack's private queue unless `queue` names another)."""
         sender = Celery("worker-tests", set_as_current=False)
         sender.conf.update(celery_config(self.settings))
         with sender.connection_for_write() as connection:
             sender.send_task(
                 task_name(kind, params or {}),
                 args=[job_id],
-                queue=self.queue,
+                queue=queue or self.queue,
                 connection=connection,
             )
 

@@ -25,7 +25,9 @@ def get_algorithm(name: str) -> Algorithm:
 def resolve_for_model(config: RunConfig, adapter: ModelAdapter) -> tuple[RunConfig, Schedule]:
     """`config` with the algorithm's defaults filled in for this model, and the schedule it
     samples with (the model's grid, the resolved SDE)."""
-    resolved = get_algorithm(config.algorithm).resolve(config, adapter.family)
+    resolved = get_algorithm(config.algorithm).resolve(
+        config, adapter.family, adapter.default_cfg_scale
+    )
     sampling = resolved.sampling
     assert sampling.sde is not None
     schedule = adapter.make_schedule(sampling.steps, sampling.grid, sampling.sde)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor
 
-from treegrpo.config import ConfigError, RunConfig
+from treegrpo.config import DEFAULT_CFG_SCALE, ConfigError, RunConfig
 from treegrpo.edges import EdgeBatch
 from treegrpo.schedules import Family, Schedule
 
@@ -52,9 +52,12 @@ class Algorithm(ABC):
     # Settings used where the config says null: dotted name -> value.
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def resolve(self, config: RunConfig, family: Family) -> RunConfig:
+    def resolve(
+        self, config: RunConfig, family: Family, cfg_default: float = DEFAULT_CFG_SCALE
+    ) -> RunConfig:
         """`config` with every null that this algorithm decides filled in, for a model of
-        `family`. Raises ConfigError for a choice the family cannot run."""
+        `family` whose own CFG scale is `cfg_default` (adapter.default_cfg_scale). Raises
+        ConfigError for a choice the family cannot run."""
         sampling, flat, train = config.sampling, config.flat, config.train
         if family == "epsilon":
             if sampling.sde == "dancegrpo" or sampling.grid != "model":
@@ -70,7 +73,12 @@ class Algorithm(ABC):
         defaults = {**GENERIC_DEFAULTS, **self.defaults}
         return dataclasses.replace(
             config,
-            sampling=dataclasses.replace(sampling, sde=sde, eta=eta),  # type: ignore[arg-type]
+            sampling=dataclasses.replace(
+                sampling,
+                sde=sde,  # type: ignore[arg-type]
+                eta=eta,
+                cfg_scale=sampling.cfg_scale if sampling.cfg_scale is not None else cfg_default,
+            ),
             flat=dataclasses.replace(
                 flat,
                 **{

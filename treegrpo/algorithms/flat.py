@@ -95,7 +95,7 @@ class FlatAlgorithm(Algorithm):
             group,
             sde,
             noise,
-            config.sampling.cfg_scale,
+            config.sampling.resolved_cfg_scale,
             config.sampling.eta,
             config.sampling.max_batch,
         )

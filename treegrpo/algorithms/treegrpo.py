@@ -23,12 +23,15 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
+
 from treegrpo.advantages import weighted_total
 from treegrpo.algorithms.base import Algorithm, EpochRollout, zero_std_fraction
 from treegrpo.config import RunConfig
 from treegrpo.distributed import all_gather_cat, sum_over_ranks
 from treegrpo.edges import tree_edges
-from treegrpo.rollout import TreeNoise, draw_tree_noise, rollout_trees
+from treegrpo.overlap import chunk_ranges
+from treegrpo.rollout import TreeNoise, TreeRollout, draw_tree_noise, rollout_trees
 from treegrpo.tree import TreeShape, model_evaluations, trained_edge_count
 from treegrpo.tree_scoring import advantages_from_scores
 from treegrpo.windows import window_start
@@ -61,33 +64,45 @@ class TreeGRPO(Algorithm):
         shape = TreeShape(
             config.tree.k, config.tree.depth, config.sampling.steps, plan.window_start
         )
-        noise = TreeNoise.cat(
-            [
-                draw_tree_noise(
-                    1, shape, trainer.adapter.latent_shape, trainer.noise_generator(epoch, tree)
-                )
-                for tree in plan.local
-            ]
-        )
         log_tree = trainer.logs_tree(epoch)
         assert config.sampling.eta is not None  # resolved by the trainer
-        rollout = rollout_trees(
-            trainer.adapter,
-            trainer.schedule,
-            plan.local_prompts,
-            cond,
-            shape,
-            noise,
-            config.sampling.cfg_scale,
-            config.sampling.eta,
-            config.sampling.max_batch,
-            record=log_tree,
-        )
+        leaves_per_tree = shape.width(shape.steps)
+        # Trees grow in chunks; each chunk's leaves are scored (on threads, when the reward is
+        # remote) while the next chunk grows. One chunk when nothing overlaps: as before.
+        scoring = trainer.scoring_queue()
+        parts = []
+        for part in chunk_ranges(len(plan.local), trainer.reward_chunks):
+            trees = range(plan.local.start + part.start, plan.local.start + part.stop)
+            noise = TreeNoise.cat(
+                [
+                    draw_tree_noise(
+                        1, shape, trainer.adapter.latent_shape, trainer.noise_generator(epoch, t)
+                    )
+                    for t in trees
+                ]
+            )
+            prompts = plan.local_prompts[part.start : part.stop]
+            rollout = rollout_trees(
+                trainer.adapter,
+                trainer.schedule,
+                prompts,
+                cond if len(part) == len(plan.local) else cond.select(torch.tensor(list(part))),
+                shape,
+                noise,
+                config.sampling.resolved_cfg_scale,
+                config.sampling.eta,
+                config.sampling.max_batch,
+                record=log_tree,
+            )
+            # The window ends before the last step, so every leaf ends with an ODE step: clean.
+            leaves = rollout.leaves.reshape(-1, *rollout.leaves.shape[2:])  # (trees*k^d, C, H, W)
+            trainer.submit_scoring(
+                scoring, leaves, [p for p in prompts for _ in range(leaves_per_tree)]
+            )
+            parts.append(rollout)
+        rollout = TreeRollout.cat(parts)
         trainer.state.model_evals += int(sum_over_ranks(rollout.model_evals))
-        # The window ends before the last step, so every leaf ends with an ODE step: clean.
-        leaves = rollout.leaves.reshape(-1, *rollout.leaves.shape[2:])  # (trees * k^d, C, H, W)
-        leaf_prompts = [p for p in plan.local_prompts for _ in range(shape.width(shape.steps))]
-        rewards = trainer.score(leaves, leaf_prompts)
+        rewards = trainer.collect_scores(scoring)
         # Advantages normalise over a prompt's group, which may span ranks (a prompt drawn
         # twice): every rank gathers the epoch's leaf rewards and window log-probs (a few
         # numbers per leaf), computes all advantages as one process would, and keeps its own.
@@ -105,7 +120,6 @@ class TreeGRPO(Algorithm):
         edges = tree_edges(rollout, values)
         assert len(edges) * shape.k == len(plan.local) * trained_edge_count(shape.k, shape.depth)
         metrics = trainer.reward_metrics(all_rewards)
-        leaves_per_tree = shape.width(shape.steps)
         metrics["check/zero_std_groups"] = zero_std_fraction(
             weighted_total(all_rewards, trainer.reward_weights),
             plan.groups.repeat_interleave(leaves_per_tree),

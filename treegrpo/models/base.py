@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from treegrpo.config import ConfigError
+from treegrpo.config import DEFAULT_CFG_SCALE, ConfigError
 from treegrpo.grids import Grid, build_schedule
 from treegrpo.schedules import Family, FlowSDE, Schedule
 
@@ -65,6 +65,11 @@ class ModelAdapter(ABC):
     # The model's diffusers scheduler config (scheduler/scheduler_config.json of a folder);
     # None = the family's default (grids.DEFAULT_FLOW_CONFIG / DEFAULT_DDIM_CONFIG).
     scheduler_config: dict[str, Any] | None = None
+    # The CFG scale a config's null `sampling.cfg_scale` means for this model (1 = one call).
+    default_cfg_scale: float = DEFAULT_CFG_SCALE
+    # The denoiser's component name in its diffusers pipeline ("transformer", "unet"): the key
+    # prefix of an exported LoRA (treegrpo.export). None: the model has no diffusers export.
+    export_prefix: str | None = None
 
     def image_seq_len(self) -> int | None:
         """Latent tokens per image, for schedulers with dynamic shifting; None if not a DiT."""
@@ -132,13 +137,19 @@ class ModelAdapter(ABC):
         """(n, C, H, W) standard Gaussian latents, drawn on the CPU so seeds match across devices."""
         return torch.randn((n, *self.latent_shape), generator=generator).to(self.device)
 
-    def enable_lora(self, rank: int) -> None:
-        """Freeze the denoiser and train rank-`rank` LoRA adapters instead (train.lora_rank)."""
+    def enable_lora(self, rank: int, seed: int = 0) -> None:
+        """Freeze the denoiser and train rank-`rank` LoRA adapters instead (train.lora_rank),
+        their random initial values drawn from `seed` only (never from the global RNG)."""
         raise ConfigError("train.lora_rank", f"model {self.name!r} does not support LoRA")
 
     def enable_gradient_checkpointing(self) -> None:
         """Trade compute for activation memory in the update (train.grad_checkpointing)."""
         raise ConfigError("train.grad_checkpointing", f"model {self.name!r} does not support it")
+
+    def compile_denoiser(self) -> None:
+        """torch.compile the denoiser in place (train.compile). Dynamic shapes: tree rollouts
+        call it with many batch sizes. Its parameter names stay, so checkpoints are unchanged."""
+        self.denoiser.compile(dynamic=True)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.denoiser.parameters() if p.requires_grad]

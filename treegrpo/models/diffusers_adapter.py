@@ -12,9 +12,20 @@ from treegrpo.models.base import ModelAdapter
 
 
 def add_lora(
-    module: nn.Module, rank: int, targets: Sequence[str], base_dtype: torch.dtype | None
+    module: nn.Module,
+    rank: int,
+    targets: Sequence[str],
+    base_dtype: torch.dtype | None,
+    seed: int = 0,
 ) -> None:
-    """Adapters of rank `rank` (alpha = rank) on the named projections of `module`.
+    """Adapters of rank `rank` (alpha = rank) on the named projections of `module`, their
+    initial values drawn from `seed`.
+
+    peft draws its Gaussian lora_A (std 1 / rank; lora_B starts at zero, dropout is off) from
+    the global RNG of the module's device, unseeded in a fresh process, so same-seed runs used to
+    start from different adapters (issue 15). Here lora_A is drawn again, in parameter order,
+    from a CPU generator seeded with `seed` (the same values on any device, as peft's "gaussian"
+    init), and peft's own draw runs under a forked RNG so the caller's RNG state is untouched.
 
     With mixed precision (`base_dtype` = the autocast dtype) the frozen base is stored in that
     dtype: its matmuls run there under autocast anyway, and it halves the base's memory.
@@ -26,15 +37,27 @@ def add_lora(
         # model has none, as SD3's transformer and the SD1.5 UNet do.
         nn.Module.to(module, base_dtype)
     module.requires_grad_(False)
-    module.add_adapter(  # type: ignore[operator]
-        LoraConfig(
-            r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(targets)
+    device = next(module.parameters()).device
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        module.add_adapter(  # type: ignore[operator]
+            LoraConfig(
+                r=rank,
+                lora_alpha=rank,
+                lora_dropout=0.0,
+                init_lora_weights="gaussian",
+                target_modules=list(targets),
+            )
         )
-    )
-    # peft creates the adapters in the base's dtype; they train with float32 weights.
-    for param in module.parameters():
-        if param.requires_grad:
-            param.data = param.data.float()
+    generator = torch.Generator().manual_seed(seed)
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        # peft creates the adapters in the base's dtype; they train with float32 weights.
+        param.data = param.data.float()
+        if ".lora_A." in name:
+            draw = torch.randn(param.shape, generator=generator) / rank  # (rank, in_features)
+            param.data.copy_(draw.to(param.device))
 
 
 class DiffusersAdapter(ModelAdapter):
@@ -47,9 +70,10 @@ class DiffusersAdapter(ModelAdapter):
     def decode(self, latents: Tensor) -> Tensor:
         return self.decode_fn(latents).float().clamp(0.0, 1.0).cpu()
 
-    def enable_lora(self, rank: int) -> None:
-        """peft LoRA on the attention projections; only the adapters train."""
-        add_lora(self.denoiser, rank, self.lora_targets, self.autocast_dtype)
+    def enable_lora(self, rank: int, seed: int = 0) -> None:
+        """peft LoRA on the attention projections, initialised from `seed`; only the adapters
+        train."""
+        add_lora(self.denoiser, rank, self.lora_targets, self.autocast_dtype, seed)
 
     def enable_gradient_checkpointing(self) -> None:
         self.denoiser.enable_gradient_checkpointing()  # type: ignore[operator]

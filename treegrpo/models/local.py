@@ -1,11 +1,13 @@
-"""Load an SD3-family or SD1.5-family model from a local diffusers folder, never from a hub.
+"""Load an SD3-, FLUX.1- or SD1.5-family model from a local diffusers folder (a hub id is first
+resolved to its snapshot folder in the local cache by `treegrpo.hub`), never from the network.
 
-    adapter = load_local_model("/models/sd3.5-medium", "cuda", "bfloat16")
+    adapter = load_local_model("/models/sd3.5-medium", "cuda", "bfloat16", size=(512, 512))
 
 A folder is what `pipeline.save_pretrained(path)` writes (a hub snapshot copied to disk has the
 same layout): a model_index.json whose `_class_name` names the pipeline, and one subfolder per
 component. The family follows from that name: StableDiffusion3Pipeline -> `SD3StyleAdapter`
-(flow matching), StableDiffusionPipeline -> `SD15Adapter` (epsilon, DDIM). Only the components
+(flow matching), FluxPipeline -> `FluxAdapter` (flow matching, packed latents),
+StableDiffusionPipeline -> `SD15Adapter` (epsilon, DDIM). Only the components
 TreeGRPO needs are loaded (tokenizers, text encoders, the denoiser, the VAE, the scheduler's
 config), each with local_files_only=True, so a missing file is an error rather than a download.
 
@@ -13,6 +15,10 @@ Precision: "float32" keeps everything in float32. "bfloat16" / "float16" store t
 (text encoders, VAE) in that dtype, while the trained denoiser keeps float32 master weights and
 runs under autocast in that dtype (`adapter.autocast_dtype`); `enable_lora` then also stores the
 frozen base of the denoiser in it.
+
+Size: `size` = (sampling.height, sampling.width) in pixels, None for the model's own (SD3 and
+SD1.5: the denoiser's sample_size x the VAE factor; FLUX: 1024 as FluxPipeline). It is checked
+against the VAE factor and patch size from the config files before any weights load.
 """
 
 from __future__ import annotations
@@ -23,7 +29,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    FluxTransformer2DModel,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+)
 from torch import Tensor, nn
 from transformers import (
     AutoTokenizer,
@@ -33,13 +44,22 @@ from transformers import (
     T5EncoderModel,
 )
 
+from treegrpo.config import ConfigError
 from treegrpo.models.base import ModelAdapter
+from treegrpo.models.flux import FluxAdapter
 from treegrpo.models.sd3 import SD3StyleAdapter
 from treegrpo.models.sd15 import SD15Adapter
+from treegrpo.models.sizes import image_size as checked_image_size
 
-FAMILIES = {"StableDiffusion3Pipeline": "sd3", "StableDiffusionPipeline": "sd15"}
+FAMILIES = {
+    "StableDiffusion3Pipeline": "sd3",
+    "StableDiffusionPipeline": "sd15",
+    "FluxPipeline": "flux",
+}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 T5_MAX_TOKENS = 256  # StableDiffusion3Pipeline's default max_sequence_length
+FLUX_T5_MAX_TOKENS = 512  # FluxPipeline's default max_sequence_length
+FLUX_DEFAULT_LATENT = 128  # FluxPipeline.default_sample_size: 1024 px with an 8x VAE
 DECODE_BATCH = 8  # VAE decodes at full resolution: bound the activation memory of one call
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
@@ -99,6 +119,39 @@ def image_size(sample_size: int | Sequence[int]) -> tuple[int, int]:
         return sample_size, sample_size
     height, width = sample_size
     return int(height), int(width)
+
+
+def component_config(folder: Path, name: str) -> dict[str, Any]:
+    """`name`/config.json of a pipeline folder, read before any weights load."""
+    path = folder / name / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"model folder {str(folder)!r}: cannot read {name}/config.json ({error})"
+        ) from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(path)!r} must hold a JSON object")
+    return config
+
+
+def require_class(folder: Path, name: str, config: dict[str, Any], expected: str) -> None:
+    """A component saved by another class (say an SD3 transformer in a FluxPipeline folder) is
+    named plainly instead of failing deep inside from_pretrained on a weight shape."""
+    found = config.get("_class_name")
+    if found is not None and found != expected:
+        raise ValueError(
+            f"model folder {str(folder)!r}: {name}/ holds a {found!r}, expected {expected!r} "
+            "for the pipeline named in model_index.json"
+        )
+
+
+def vae_scale_factor(vae_config: dict[str, Any]) -> int:
+    """Pixels per latent cell, as the diffusers pipelines compute it."""
+    return int(2 ** (len(vae_config.get("block_out_channels", [0, 0, 0, 0])) - 1))
+
+
+Size = tuple[int | None, int | None]  # requested (sampling.height, sampling.width); None = default
 
 
 def frozen(module: ModuleT, device: torch.device) -> ModuleT:
@@ -220,6 +273,36 @@ class CLIPTokenStates:
         return states  # (B, 77, d)
 
 
+class FluxTextEncoder:
+    """FLUX's conditioning, following diffusers' FluxPipeline.encode_prompt:
+
+    pooled = CLIP pooler output (the end-of-text token's state)   (B, P)
+    tokens = T5 last hidden states, 512 tokens                     (B, 512, D)
+    """
+
+    def __init__(
+        self,
+        clip: tuple[PreTrainedTokenizerBase, CLIPTextModel],
+        t5: tuple[PreTrainedTokenizerBase, T5EncoderModel],
+        device: torch.device,
+        t5_tokens: int = FLUX_T5_MAX_TOKENS,
+    ) -> None:
+        self.clip = clip
+        self.t5 = t5
+        self.device = device
+        self.t5_tokens = t5_tokens
+        # FluxPipeline pads CLIP to tokenizer.model_max_length (77), whatever the position table.
+        self.clip_tokens = int(clip[0].model_max_length)
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        tokenizer, encoder = self.clip
+        pooled = encoder(token_ids(tokenizer, prompts, self.clip_tokens, self.device)).pooler_output
+        tokenizer, t5 = self.t5
+        states = t5(token_ids(tokenizer, prompts, self.t5_tokens, self.device))[0]
+        return states.to(pooled.dtype), pooled  # (B, L, D), (B, P)
+
+
 class VaeDecoder:
     """Latents -> images in [0, 1]: undo the latent normalisation, decode, map [-1, 1] to [0, 1].
 
@@ -253,9 +336,23 @@ def load_sd3(
     device: torch.device,
     dtype: torch.dtype,
     name: str,
+    size: Size = (None, None),
 ) -> SD3StyleAdapter:
     required = ["transformer", "vae", "scheduler", "text_encoder", "tokenizer"]
     require_components(folder, index, [*required, "text_encoder_2", "tokenizer_2"])
+    dit = component_config(folder, "transformer")
+    require_class(folder, "transformer", dit, "SD3Transformer2DModel")
+    scale, patch = vae_scale_factor(component_config(folder, "vae")), int(dit["patch_size"])
+    default_h, default_w = image_size(dit["sample_size"])
+    max_positions = dit.get("pos_embed_max_size")
+    height, width = checked_image_size(
+        size,
+        (default_h * scale, default_w * scale),
+        scale * patch,
+        f"the VAE's {scale}x times the transformer's {patch}x{patch} patches",
+        None if max_positions is None else int(max_positions) * patch * scale,
+    )
+    height, width = height // scale, width // scale
     frozen_kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
 
     transformer = SD3Transformer2DModel.from_pretrained(
@@ -306,7 +403,6 @@ def load_sd3(
         )
 
     scheduler = scheduler_config(folder)
-    height, width = image_size(config["sample_size"])
     return SD3StyleAdapter(
         name,
         transformer,
@@ -327,9 +423,16 @@ def load_sd15(
     device: torch.device,
     dtype: torch.dtype,
     name: str,
+    size: Size = (None, None),
 ) -> SD15Adapter:
     require_components(folder, index, ["unet", "vae", "scheduler", "text_encoder", "tokenizer"])
     scheduler = scheduler_config(folder)
+    scale = vae_scale_factor(component_config(folder, "vae"))
+    default_h, default_w = image_size(component_config(folder, "unet")["sample_size"])
+    height, width = checked_image_size(
+        size, (default_h * scale, default_w * scale), scale, f"the VAE's {scale}x"
+    )
+    height, width = height // scale, width // scale
     prediction = scheduler.get("prediction_type", "epsilon")
     if prediction != "epsilon":
         raise ValueError(
@@ -359,7 +462,6 @@ def load_sd15(
             f"hidden_size == unet cross_attention_dim, unet in_channels == out_channels == VAE "
             "latent_channels were expected)"
         )
-    height, width = image_size(config["sample_size"])
     return SD15Adapter(
         name,
         unet,
@@ -373,10 +475,82 @@ def load_sd15(
     )
 
 
+def load_flux(
+    folder: Path,
+    index: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+    name: str,
+    size: Size = (None, None),
+    guidance: float | None = None,
+) -> FluxAdapter:
+    required = ["transformer", "vae", "scheduler", "text_encoder", "tokenizer"]
+    require_components(folder, index, [*required, "text_encoder_2", "tokenizer_2"])
+    dit = component_config(folder, "transformer")
+    require_class(folder, "transformer", dit, "FluxTransformer2DModel")
+    scale = vae_scale_factor(component_config(folder, "vae"))
+    height, width = checked_image_size(
+        size,
+        (FLUX_DEFAULT_LATENT * scale, FLUX_DEFAULT_LATENT * scale),
+        scale * 2,
+        f"the VAE's {scale}x times FLUX's 2x2 packing",
+    )
+    if guidance is not None and not dit.get("guidance_embeds", False):
+        raise ConfigError(
+            "sampling.guidance",
+            "this FLUX transformer has no guidance embedding (guidance_embeds false, as "
+            "FLUX.1-schnell): leave sampling.guidance null",
+        )
+    frozen_kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
+
+    transformer = FluxTransformer2DModel.from_pretrained(
+        folder / "transformer", dtype=torch.float32, local_files_only=True
+    )
+    transformer.to(device)
+    clip = (
+        load_tokenizer(folder, "tokenizer"),
+        frozen(CLIPTextModel.from_pretrained(folder / "text_encoder", **frozen_kwargs), device),
+    )
+    t5 = (
+        load_tokenizer(folder, "tokenizer_2"),
+        frozen(T5EncoderModel.from_pretrained(folder / "text_encoder_2", **frozen_kwargs), device),
+    )
+    vae = frozen(AutoencoderKL.from_pretrained(folder / "vae", **frozen_kwargs), device)
+
+    config = transformer.config
+    channels = int(vae.config["latent_channels"])
+    widths_fit = (
+        int(config["in_channels"]) == 4 * channels
+        and int(t5[1].config.d_model) == int(config["joint_attention_dim"])
+        and int(clip[1].config.hidden_size) == int(config["pooled_projection_dim"])
+    )
+    if not widths_fit:
+        raise ValueError(
+            f"model folder {str(folder)!r}: component widths do not fit together (transformer "
+            f"in_channels {config['in_channels']} == 4 x VAE latent_channels {channels}, T5 "
+            f"width == joint_attention_dim {config['joint_attention_dim']}, CLIP width == "
+            f"pooled_projection_dim {config['pooled_projection_dim']} were expected)"
+        )
+    return FluxAdapter(
+        name,
+        transformer,
+        FluxTextEncoder(clip, t5, device),
+        VaeDecoder(vae, device),
+        latent_shape=(channels, height // scale, width // scale),
+        device=device,
+        scheduler_config=scheduler_config(folder),
+        guidance=guidance,
+        dtype=torch.float32,
+        autocast_dtype=None if dtype == torch.float32 else dtype,
+    )
+
+
 def load_local_model(
     path: str | Path,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = torch.float32,
+    size: Size = (None, None),
+    guidance: float | None = None,
 ) -> ModelAdapter:
     """The adapter for a local diffusers pipeline folder (see the module docstring)."""
     folder = Path(path).expanduser()
@@ -392,6 +566,12 @@ def load_local_model(
             f"{', '.join(FAMILIES)} in model_index.json's _class_name"
         )
     torch_device = torch.device(device)
+    if guidance is not None and family != "flux":
+        raise ConfigError(
+            "sampling.guidance", "applies to guidance-distilled FLUX models; use sampling.cfg_scale"
+        )
+    if family == "flux":
+        return load_flux(folder, index, torch_device, torch_dtype, str(path), size, guidance)
     if family == "sd3":
-        return load_sd3(folder, index, torch_device, torch_dtype, str(path))
-    return load_sd15(folder, index, torch_device, torch_dtype, str(path))
+        return load_sd3(folder, index, torch_device, torch_dtype, str(path), size)
+    return load_sd15(folder, index, torch_device, torch_dtype, str(path), size)

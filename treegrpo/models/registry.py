@@ -1,15 +1,18 @@
-"""Model names -> adapters. Built-in names load without any files; folders load from disk."""
+"""Model names -> adapters. Built-in names load without any files; folders and hub ids from the
+local cache load from disk."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from treegrpo.config import ConfigError
+from treegrpo.config import ConfigError, RunConfig
+from treegrpo.hub import local_folder
 from treegrpo.models.base import ModelAdapter
+from treegrpo.models.sizes import fixed_size
 from treegrpo.models.tiny import TinyAdapter
 
+# Image side (pixels) of the built-in models, which sample at that size only.
+BUILTIN_SIZES = {"tiny-random": 8, "tiny-random-ddim": 8, "digits": 16, "digits-ddim": 16}
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -22,10 +25,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_model(name: str, device: str = "auto", dtype: str = "float32") -> ModelAdapter:
-    """Build the adapter a config's `model` names."""
+def load_model(
+    name: str,
+    device: str = "auto",
+    dtype: str = "float32",
+    size: tuple[int | None, int | None] = (None, None),
+    guidance: float | None = None,
+) -> ModelAdapter:
+    """Build the adapter a config's `model` names: a built-in name, a local diffusers pipeline
+    folder, or a hub id (`ORG/NAME[@REVISION]`) in the local Hugging Face cache. `size` is
+    (sampling.height, sampling.width), `guidance` sampling.guidance (FLUX only)."""
     torch_device = resolve_device(device)
     torch_dtype = TORCH_DTYPES[dtype]
+    builtin = BUILTIN_SIZES.get(name)
+    if builtin is not None:
+        fixed_size(name, size, builtin)
+        if guidance is not None:
+            raise ConfigError("sampling.guidance", f"model {name!r} has no guidance embedding")
     if name == "tiny-random":
         return TinyAdapter("flow", device=torch_device, dtype=torch_dtype)
     if name == "tiny-random-ddim":
@@ -37,22 +53,37 @@ def load_model(name: str, device: str = "auto", dtype: str = "float32") -> Model
             return load_digits_model(name, torch_device, torch_dtype)
         except FileNotFoundError as exc:
             raise ConfigError("model", str(exc)) from exc
-    if "/" in name or name.startswith("."):
-        # Checked before the import: loading diffusers takes seconds, a typo should not.
-        if not Path(name).expanduser().is_dir():
-            raise ConfigError(
-                "model",
-                f"folder {name!r} does not exist: expected a local diffusers pipeline "
-                "folder (SD3 or SD1.5 family, written by save_pretrained)",
-            )
+    if "/" in name or name.startswith((".", "~")):
+        # Resolved before the import: loading diffusers takes seconds, a typo should not.
+        folder = local_folder(
+            "model", name, "a diffusers pipeline folder of the SD3, FLUX.1 or SD1.5 family"
+        )
         from treegrpo.models.local import load_local_model
 
         try:
-            return load_local_model(name, torch_device, torch_dtype)
+            return load_local_model(folder, torch_device, torch_dtype, size, guidance)
+        except ConfigError:
+            raise
         except ValueError as exc:  # the loader names the folder and what it expected
             raise ConfigError("model", str(exc)) from exc
     raise ConfigError(
         "model",
-        f"unknown model {name!r}: use digits, digits-ddim, tiny-random, tiny-random-ddim or a "
-        "local folder",
+        f"unknown model {name!r}: use digits, digits-ddim, tiny-random, tiny-random-ddim, a "
+        "local diffusers folder (SD3, FLUX.1 or SD1.5 family) or a hub id ORG/NAME in the "
+        "local Hugging Face cache",
+    )
+
+
+def load_model_for(
+    config: RunConfig, device: str | None = None, model: str | None = None
+) -> ModelAdapter:
+    """The adapter of a run: `config.model` (or `model`) at the run's image size and guidance,
+    on `device` (default config.device) in config.dtype."""
+    sampling = config.sampling
+    return load_model(
+        model or config.model,
+        device or config.device,
+        config.dtype,
+        (sampling.height, sampling.width),
+        sampling.guidance,
     )

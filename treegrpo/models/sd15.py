@@ -35,6 +35,7 @@ class SD15Adapter(DiffusersAdapter):
     family: Family = "epsilon"
     # Every attention of the UNet (self- and cross-attention in each transformer block).
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0")
+    export_prefix = "unet"
 
     def __init__(
         self,

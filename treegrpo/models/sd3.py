@@ -27,6 +27,7 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", 
 
 class SD3StyleAdapter(DiffusersAdapter):
     lora_targets = LORA_TARGETS
+    export_prefix = "transformer"
 
     def __init__(
         self,

@@ -1,7 +1,8 @@
 """CLIP-family rewards: clipscore, pickscore, hps and aesthetic, each on a LOCAL CLIP folder.
 
 Every reward loads a transformers `CLIPModel` and its tokenizer from `reward_options.<name>.path`
-(`from_pretrained(path, local_files_only=True)`; no hub access) and scores image-prompt pairs with
+(`from_pretrained(path, local_files_only=True)`; no hub access; a hub id is resolved in the local
+cache by `treegrpo.hub`) and scores image-prompt pairs with
 the model's projected, L2-normalised embeddings:
 
 - `clipscore`: CLIPScore (Hessel et al. 2021, "CLIPScore: A Reference-free Evaluation Metric for
@@ -19,7 +20,8 @@ the model's projected, L2-normalised embeddings:
   predictor; used as a reward by DDPO, kvablack/ddpo-pytorch `aesthetic_scorer.py`): the
   L2-normalised CLIP image embedding (prompts unused) through a small MLP loaded from option `head`.
 
-Options (all rewards): `path` (required, a local CLIPModel folder), `batch_size` (default 32),
+Options (all rewards): `path` (required, a local CLIPModel folder or a hub id such as
+`yuvalkirstain/PickScore_v1[@REVISION]` found in the local Hugging Face cache), `batch_size` (default 32),
 `dtype` (float32 | float16 | bfloat16, default float32; on an H200 a ViT-H/14 scored 64 images in
 62 ms in bfloat16 against 485 ms in float32, with scores off by a few hundredths). clipscore, pickscore and hps also take
 `processor_path` (a folder with the tokenizer and preprocessor_config.json, default `path`: PickScore
@@ -56,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from treegrpo.config import ConfigError, _choice, _float, _int, _text
+from treegrpo.hub import local_folder
 
 # registry.RewardFn, restated: the registry imports this module.
 RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
@@ -88,11 +91,8 @@ def _check_keys(name: str, options: Mapping[str, Any], allowed: Sequence[str]) -
 
 def _folder(field: str, value: Any, what: str) -> Path:
     if value is None:
-        raise ConfigError(field, f"missing: give the local folder of {what}")
-    folder = Path(_text(field, value, max_chars=2048)).expanduser()
-    if not folder.is_dir():
-        raise ConfigError(field, f"no such folder: {folder}")
-    return folder
+        raise ConfigError(field, f"missing: give the local folder or cached hub id of {what}")
+    return local_folder(field, _text(field, value, max_chars=2048), what)
 
 
 def _clip_folder(field: str, value: Any) -> Path:

@@ -6,6 +6,12 @@ image) before anything is computed from it: a NaN would otherwise turn a whole g
 into NaN and the update would silently poison the weights.
 `options` are the run's `reward_options[name]` (a local model folder, a server URL, ...); a factory
 raises ConfigError naming `reward_options.<name>.<key>` for a bad or missing one.
+
+Any reward of a weighted set may be scored on the server that hosts it: with
+`reward_options.<name>.server: URL` (a `treegrpo reward-serve --reward <name>`), it is built as a
+`remote` client of that server instead of loading the model here, and the run's per-reward
+z-score sum is unchanged. Secret references (`api_key_env`, `api_key_secret`) are resolved by the
+caller's resolver (treegrpo/secrets.py) just before the factories run.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from treegrpo.config import RunConfig
+from treegrpo.config import ConfigError, RunConfig
 from treegrpo.rewards import clip, digits, jpeg, remote
 from treegrpo.rewards.names import REWARD_NAMES
 from treegrpo.rewards.pixels import brightness, contrast
+from treegrpo.secrets import Resolver, resolve_options
 
 RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
 RewardFactory = Callable[[torch.device, Mapping[str, Any]], RewardFn]
@@ -80,19 +87,45 @@ def score_images(
     return out
 
 
+def _build(name: str, device: torch.device, options: Mapping[str, Any]) -> RewardFn:
+    """The reward `name`: here, or a `remote` client of the server its `server` option names."""
+    if name == "remote" or "server" not in options:
+        return REWARDS[name](device, options)
+    client = {"url": options["server"]}
+    for key, value in options.items():
+        if key == "server":
+            continue
+        if key not in remote.OPTIONS or key == "url":
+            raise ConfigError(
+                f"reward_options.{name}.{key}",
+                "with `server`, the reward's own options belong to its server "
+                f"(`treegrpo reward-serve --reward {name} --option {key}=...`); here only the "
+                f"client's: {', '.join(o for o in remote.OPTIONS if o != 'url')}",
+            )
+        client[key] = value
+    try:
+        return remote.remote_factory(device, client)
+    except ConfigError as exc:
+        field = exc.field.replace("reward_options.remote.url", f"reward_options.{name}.server")
+        raise ConfigError(field.replace(".remote.", f".{name}."), exc.reason) from None
+
+
 def load_rewards(
     weights: Mapping[str, float],
     device: torch.device | str = "cpu",
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    resolve: Resolver | None = None,
 ) -> dict[str, RewardFn]:
-    """One scoring function per named reward of a config."""
+    """One scoring function per named reward of a config; `resolve` reads secret references."""
     unknown = [name for name in weights if name not in REWARDS]
     if unknown:
         raise ValueError(f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}")
-    options = options or {}
-    return {name: REWARDS[name](torch.device(device), options.get(name, {})) for name in weights}
+    resolved = resolve_options(options or {}, resolve)
+    return {name: _build(name, torch.device(device), resolved.get(name, {})) for name in weights}
 
 
-def load_run_rewards(config: RunConfig, device: torch.device | str = "cpu") -> dict[str, RewardFn]:
+def load_run_rewards(
+    config: RunConfig, device: torch.device | str = "cpu", resolve: Resolver | None = None
+) -> dict[str, RewardFn]:
     """The scoring functions a run config names, with its reward_options."""
-    return load_rewards(config.reward_weights, device, config.reward_options)
+    return load_rewards(config.reward_weights, device, config.reward_options, resolve)

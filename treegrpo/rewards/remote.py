@@ -6,14 +6,23 @@ trainer sends it images and prompts in batches. The protocol here is plain JSON:
 
     POST <url>   {"prompts": ["a cat", ...], "images": ["<base64 PNG>", ...]}
     200          {"scores": [0.73, ...]}          # one finite number per image, higher is better
+    200          {"scores": [0.73, null], "errors": [null, "image 1: not a PNG (...)"]}
 
-PNGs are 8-bit, greyscale for 1-channel images and RGB for 3-channel ones.
+PNGs are 8-bit, greyscale for 1-channel images and RGB for 3-channel ones. With `format: msgpack`
+the body is msgpack instead (Content-Type and Accept: application/msgpack) and each image a raw
+array `{"shape": [C, H, W], "dtype": "uint8", "data": <bytes>}`: no PNG encoding on either side.
+`treegrpo reward-serve` (package `rewardserve`) is a server for this protocol. An item the server
+could not score (an entry in `errors`, or a null score) fails the run with a message naming its
+prompt: it is never replaced by a 0.
 
 Options (`reward_options.remote`): `url` (required, http:// or https://), `timeout` (seconds per
 request, default 30), `retries` (extra attempts after a timeout, connection error or HTTP 5xx,
 default 2), `backoff` (seconds before the first retry, doubling after each, default 0.5),
-`batch_size` (images per request, default 16), `api_key` (optional, sent as
-`Authorization: Bearer <api_key>`). A 4xx answer or a malformed response is not retried: it fails
+`batch_size` (images per request, default 16), `format` (`png`, the default, or `msgpack`).
+The bearer key (`Authorization: Bearer <key>`) is never a config value: the config names it with
+`api_key_env: NAME` (the worker's environment variable NAME) or `api_key_secret: NAME` (the
+server-side secret store), and the caller resolves the reference (`secrets.resolve_options`) into
+the `api_key` the factory receives. A 4xx answer or a malformed response is not retried: it fails
 at once with a RuntimeError that names the server and says what was wrong.
 
     fn = REWARDS["remote"](torch.device("cpu"), {"url": "http://127.0.0.1:8000/score"})
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +49,10 @@ from treegrpo.rewards.jpeg import to_pil_images
 # registry.RewardFn, restated: the registry imports this module.
 RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
 
-OPTIONS = ("url", "timeout", "retries", "backoff", "batch_size", "api_key")
+# `api_key` is what a resolved `api_key_env` / `api_key_secret` becomes; a config may not hold it.
+OPTIONS = ("url", "timeout", "retries", "backoff", "batch_size", "format", "api_key")
+FORMATS = ("png", "msgpack")
+MSGPACK = "application/msgpack"
 SNIPPET_CHARS = 200
 
 
@@ -78,8 +91,22 @@ def encode_png(images: Tensor) -> list[str]:
     return out
 
 
-def parse_scores(where: str, payload: Any, expected: int) -> list[float]:
-    """The `scores` of a decoded response, checked: a list of `expected` finite numbers."""
+def encode_raw(images: Tensor) -> list[dict[str, Any]]:
+    """(B, C, H, W) in [0, 1] -> B raw 8-bit arrays for the msgpack body."""
+    pixels = (images.detach().float() * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+    return [
+        {"shape": list(image.shape), "dtype": "uint8", "data": image.contiguous().numpy().tobytes()}
+        for image in pixels
+    ]
+
+
+def parse_scores(
+    where: str, payload: Any, expected: int, prompts: Sequence[str] | None = None
+) -> list[float]:
+    """The `scores` of a decoded response, checked: a list of `expected` finite numbers.
+
+    An item the server reports in `errors` (or answers null for) raises, naming its prompt.
+    """
     if not isinstance(payload, dict) or "scores" not in payload:
         got = f"an object with keys {sorted(payload)[:5]}" if isinstance(payload, dict) else ""
         got = got or type(payload).__name__
@@ -89,7 +116,17 @@ def parse_scores(where: str, payload: Any, expected: int) -> list[float]:
         raise RuntimeError(f"{where} returned 'scores' as {type(scores).__name__}, expected a list")
     if len(scores) != expected:
         raise RuntimeError(f"{where} returned {len(scores)} scores for {expected} images")
+    errors = payload.get("errors")
+    if errors is not None and (not isinstance(errors, list) or len(errors) != expected):
+        raise RuntimeError(f"{where} returned 'errors' that is not a list of {expected} entries")
     for i, score in enumerate(scores):
+        error = errors[i] if errors is not None else None
+        if error is not None or score is None:
+            prompt = f" (prompt {prompts[i]!r})" if prompts is not None else ""
+            reason = error if error is not None else "a null score and no error"
+            raise RuntimeError(
+                f"{where} could not score image {i}{prompt}: {_snippet(str(reason))}"
+            )
         if isinstance(score, bool) or not isinstance(score, int | float):
             raise RuntimeError(f"{where} returned scores[{i}] = {score!r}, not a number")
         if not math.isfinite(score):
@@ -111,7 +148,16 @@ def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn
     retries = _int("reward_options.remote.retries", options.get("retries", 2), lo=0, hi=10)
     backoff = _float("reward_options.remote.backoff", options.get("backoff", 0.5), lo=0, hi=60)
     batch_size = _int("reward_options.remote.batch_size", options.get("batch_size", 16), lo=1)
-    headers = {"Content-Type": "application/json"}
+    wire = options.get("format", "png")
+    if wire not in FORMATS:
+        raise ConfigError(
+            "reward_options.remote.format", f"expected one of {FORMATS}, got {wire!r}"
+        )
+    binary = wire == "msgpack"
+    if binary:
+        import msgpack
+    kind = MSGPACK if binary else "application/json"
+    headers = {"Content-Type": kind, "Accept": kind}
     if options.get("api_key") is not None:
         api_key = _text("reward_options.remote.api_key", options["api_key"], max_chars=2048)
         headers["Authorization"] = f"Bearer {api_key}"
@@ -122,13 +168,15 @@ def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn
     where = f"remote reward at {_shown(url)}"
     attempts = retries + 1
 
-    def post(prompts: list[str], images: list[str]) -> list[float]:
+    def post(prompts: list[str], images: list[Any]) -> list[float]:
+        body = {"prompts": prompts, "images": images}
+        content = msgpack.packb(body) if binary else json.dumps(body).encode()
         failure = ""
         for attempt in range(attempts):
             if attempt:
                 time.sleep(backoff * 2 ** (attempt - 1))  # exponential backoff
             try:
-                response = client.post(url, json={"prompts": prompts, "images": images})
+                response = client.post(url, content=content)
             except httpx.TimeoutException:
                 failure = f"{where} timed out after {attempts} attempts (timeout {timeout:g} s)"
                 continue
@@ -144,13 +192,18 @@ def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn
                 continue
             if not 200 <= status < 300:
                 raise RuntimeError(f"{where} answered HTTP {status}: {_snippet(response.text)}")
+            answered_msgpack = response.headers.get("content-type", "").startswith(MSGPACK)
             try:
-                payload = response.json()
+                if answered_msgpack:
+                    payload = msgpack.unpackb(response.content, raw=False)
+                else:
+                    payload = response.json()
             except ValueError as exc:
+                kind = "msgpack" if answered_msgpack else "JSON"
                 raise RuntimeError(
-                    f"{where} returned malformed JSON ({exc}): {_snippet(response.text)}"
+                    f"{where} returned malformed {kind} ({exc}): {_snippet(response.text)}"
                 ) from exc
-            return parse_scores(where, payload, len(prompts))
+            return parse_scores(where, payload, len(prompts), prompts)
         raise RuntimeError(failure)
 
     def remote(images: Tensor, prompts: Sequence[str]) -> Tensor:
@@ -159,7 +212,9 @@ def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn
         scores: list[float] = []
         for start in range(0, len(prompts), batch_size):
             stop = start + batch_size
-            scores += post(list(prompts[start:stop]), encode_png(images[start:stop]))
+            encode = encode_raw if binary else encode_png
+            scores += post(list(prompts[start:stop]), encode(images[start:stop]))
         return torch.tensor(scores, dtype=torch.float32)
 
+    remote.remote = True  # type: ignore[attr-defined]  # the trainer overlaps remote scoring
     return remote

@@ -1,10 +1,11 @@
-"""/jobs: create, list, read, cancel, resume; a job's metrics, events, logs, trees, samples and
-checkpoint."""
+"""/jobs: create, list, read, cancel, resume; a job's metrics, events, logs, trees, samples,
+checkpoint and export."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path as PathType
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -38,6 +39,8 @@ from backend.schemas import (
     sample_public,
     tree_summary,
 )
+from backend.settings import Settings
+from treegrpo.secrets import redact
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -53,7 +56,7 @@ def _job_body(job: Job, queue_position: int | None = None) -> bytes:
     return answers.encode(
         {
             **job_fields(row, queue_position),
-            "config": job.config,
+            "config": redact(job.config),
             "schedule": logging_schedule(row, job.config),
         }
     )
@@ -447,52 +450,106 @@ async def job_checkpoint(
     job_id: JobId, db: DbDep, settings: SettingsDep, store: StoreDep, _key: ReadKey
 ) -> StreamingResponse:
     missing = ProblemError(404, f"job {job_id} has no checkpoint", kind="not-found")
-    if store.remote:
-        return await _remote_checkpoint(job_id, db, store, missing)
+    return await _checkpoint_zip(job_id, "", db, settings, store, missing, "")
 
-    def work(session: Session) -> tuple[str, list[tuple[PathType, str]]]:
+
+# The LoRA export the trainer writes into each LoRA checkpoint (treegrpo.export.LORA_EXPORT_DIR;
+# the API reads files only, so it never needs torch to export).
+LORA_EXPORT_DIR = "lora"
+
+
+@router.get(
+    "/{job_id}/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The latest checkpoint's LoRA in diffusers' format, as a zip: "
+            "pytorch_lora_weights.safetensors (for `pipe.load_lora_weights(folder)`) and a "
+            "model card, README.md.",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **problem_responses(404),
+    },
+    summary="Download the trained weights for diffusers",
+)
+async def job_export(
+    job_id: JobId,
+    db: DbDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    _key: ReadKey,
+    export_format: Annotated[
+        Literal["lora"],
+        Query(
+            alias="format",
+            description="lora: the diffusers LoRA of a LoRA run. A whole pipeline folder is "
+            "built on a machine with the model: `treegrpo export JOB_ID --format pipeline`.",
+        ),
+    ] = "lora",
+) -> StreamingResponse:
+    missing = ProblemError(
+        404,
+        f"job {job_id} has no LoRA export: it has no checkpoint yet, or it is a full fine-tune "
+        f"(export that as a pipeline: `treegrpo export {job_id} --format pipeline --out DIR`)",
+        kind="not-found",
+    )
+    return await _checkpoint_zip(job_id, LORA_EXPORT_DIR, db, settings, store, missing, "-lora")
+
+
+async def _checkpoint_zip(
+    job_id: int,
+    sub: str,
+    db: Database,
+    settings: Settings,
+    store: ArtifactStore,
+    missing: ProblemError,
+    suffix: str,
+) -> StreamingResponse:
+    """The job's latest checkpoint folder (or its subfolder `sub`) as a streamed zip."""
+
+    def latest(session: Session) -> str:
         relpath = crud.get_job(session, job_id=job_id).checkpoint_path
         if not relpath:
             raise missing
-        try:
-            entries = files.checkpoint_files(settings.resolved_artifact_dir, relpath)
-        except (storage.OutsideStore, OSError) as exc:
-            raise missing from exc
-        if not entries:
-            raise missing
-        return relpath, entries
+        return "/".join(part for part in (relpath.rstrip("/"), sub) if part)
 
-    relpath, entries = await db.run(work)
-    name = relpath.rstrip("/").rsplit("/", 1)[-1] or "checkpoint"
-    return StreamingResponse(
-        files.zip_stream(entries),
-        media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="job-{job_id}-{_ascii(name)}.zip"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    if store.remote:
 
+        def remote(session: Session) -> str:
+            relpath = latest(session)
+            try:
+                if not store.keys(check_key(relpath)):
+                    raise missing
+            except storage.OutsideStore as exc:
+                raise missing from exc
+            return relpath
 
-async def _remote_checkpoint(
-    job_id: int, db: Database, store: ArtifactStore, missing: ProblemError
-) -> StreamingResponse:
-    def work(session: Session) -> str:
-        relpath = crud.get_job(session, job_id=job_id).checkpoint_path
-        try:
-            if not relpath or not store.keys(check_key(relpath.rstrip("/"))):
+        relpath = await db.run(remote)
+        stream: AsyncIterator[bytes] | Iterator[bytes] = iterate_in_threadpool(
+            files.store_zip_stream(store, relpath)
+        )
+        name = relpath.rsplit("/", 1)[-1] if not sub else relpath.rsplit("/", 2)[-2]
+    else:
+
+        def local(session: Session) -> tuple[str, list[tuple[PathType, str]]]:
+            relpath = latest(session)
+            try:
+                entries = files.checkpoint_files(settings.resolved_artifact_dir, relpath)
+            except (storage.OutsideStore, OSError) as exc:
+                raise missing from exc
+            if not entries:
                 raise missing
-        except storage.OutsideStore as exc:
-            raise missing from exc
-        return relpath.rstrip("/")
+            return relpath, entries
 
-    relpath = await db.run(work)
+        relpath, entries = await db.run(local)
+        stream = files.zip_stream(entries)
+        parts = relpath.rstrip("/").split("/")
+        name = (parts[-2] if sub and len(parts) > 1 else parts[-1]) or "checkpoint"
     return StreamingResponse(
-        iterate_in_threadpool(files.store_zip_stream(store, relpath)),
+        stream,
         media_type="application/zip",
         headers={
-            "Content-Disposition": f'attachment; filename="job-{job_id}-'
-            f'{_ascii(relpath.rsplit("/", 1)[-1])}.zip"',
+            "Content-Disposition": f'attachment; filename="job-{job_id}-{_ascii(name)}{suffix}.zip"',
             "X-Content-Type-Options": "nosniff",
         },
     )

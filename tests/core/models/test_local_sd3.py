@@ -217,8 +217,11 @@ def test_wrong_folders_give_clear_errors(
     other = tmp_path / "flux"
     shutil.copytree(folder, other)
     index = json.loads((other / "model_index.json").read_text())
+    (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "KolorsPipeline"}))
+    with pytest.raises(ValueError, match=r"'KolorsPipeline'.*StableDiffusion3Pipeline"):
+        load_model(str(other), "cpu")
     (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxPipeline"}))
-    with pytest.raises(ValueError, match=r"'FluxPipeline'.*StableDiffusion3Pipeline"):
+    with pytest.raises(ValueError, match=r"holds a 'SD3Transformer2DModel', expected 'FluxT"):
         load_model(str(other), "cpu")
 
     (other / "model_index.json").write_text(json.dumps(index))

@@ -17,6 +17,8 @@ import torch
 from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
     PNDMScheduler,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
@@ -41,7 +43,17 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 CLIP_TOKENS = 16  # tokens per prompt (77 in real CLIP)
 PROMPTS = ["a red cat", "a blue dog", "green grass"]
 
-PipelineT = TypeVar("PipelineT", StableDiffusion3Pipeline, StableDiffusionPipeline)
+PipelineT = TypeVar("PipelineT", StableDiffusion3Pipeline, StableDiffusionPipeline, FluxPipeline)
+# FLUX.1-dev's scheduler_config.json: shift 3 with dynamic shifting from the token count.
+FLUX_SCHEDULER = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 4096,
+    "max_shift": 1.15,
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+}
 
 
 def clip_tokenizer() -> CLIPTokenizer:
@@ -134,6 +146,37 @@ def save_sd3(folder: Path, with_t5: bool = True, seed: int = 0) -> StableDiffusi
         tokenizer_2=clip_tokenizer(),
         text_encoder_3=t5,
         tokenizer_3=t5_tok if with_t5 else None,
+    )
+    pipe.save_pretrained(folder)
+    return eval_mode(pipe)
+
+
+def save_flux(folder: Path, seed: int = 0, guidance_embeds: bool = True) -> FluxPipeline:
+    """FLUX.1's layout: CLIP (32 wide, pooled) + T5 (32 wide), a 1+1-block FLUX transformer on
+    4-channel latents packed 2x2 (16 channels in), FLUX.1-dev's scheduler config."""
+    torch.manual_seed(seed)
+    t5_tok = t5_tokenizer()
+    pipe = FluxPipeline(
+        transformer=FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=guidance_embeds,
+            axes_dims_rope=(4, 6, 6),
+        ),
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+        vae=tiny_vae(),
+        text_encoder=CLIPTextModel(clip_config(32, 32)),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=T5EncoderModel(
+            T5Config(vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+        ),
+        tokenizer_2=t5_tok,
     )
     pipe.save_pretrained(folder)
     return eval_mode(pipe)

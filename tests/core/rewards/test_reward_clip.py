@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_clip import save_tiny_clip
 
 from treegrpo.config import ConfigError
 from treegrpo.rewards.registry import RewardFn, load_rewards
@@ -22,46 +23,10 @@ CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
 
-def _tiny_clip(folder: Path) -> None:
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    # Byte-level BPE vocabulary with no merges: every letter a token, "</w>" marks a word's end.
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for symbol in "abcdefghijklmnopqrstuvwxyz0123456789.,!?'":
-        vocab.setdefault(symbol, len(vocab))
-        vocab.setdefault(symbol + "</w>", len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    config = CLIPConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 24,
-            "bos_token_id": 0,
-            "eos_token_id": 1,  # pooling takes the first end-of-text token
-            "pad_token_id": 1,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-
-
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-clip")
-    _tiny_clip(folder)
+    save_tiny_clip(folder)
     return folder
 
 
