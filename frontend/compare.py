@@ -11,7 +11,7 @@ import gradio as gr
 
 from frontend import curves, render
 from frontend.charts import Series, line_chart_svg
-from frontend.client import ApiClient, ApiError, Job, Sample
+from frontend.client import ApiClient, ApiError, Job, NotFound, Sample
 from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
 from frontend.thumbs import GALLERY_PX
 
@@ -259,6 +259,8 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             multiselect=True,
             label="Runs to compare",
             scale=5,
+            # A run deleted meanwhile must not fail every event until the list refreshes.
+            allow_custom_value=True,
             elem_id="tg-compare-runs",
             max_choices=MAX_RUNS,
         )
@@ -296,8 +298,13 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         ids = [i for i in (as_int(v) for v in (chosen or [])) if i is not None]
         client = sh.ctx.client(request, key)
         try:
-            jobs = [client.get_job(i) for i in ids]
-            common = gallery_epochs([client.samples(i, limit=1).epochs for i in ids])
+            jobs = []
+            for i in ids:
+                try:
+                    jobs.append(client.get_job(i))
+                except NotFound:
+                    continue  # deleted since it was picked
+            common = gallery_epochs([client.samples(j.id, limit=1).epochs for j in jobs])
             epoch = as_int(wanted)
             if epoch not in common:
                 epoch = common[-1] if common else None
@@ -349,7 +356,10 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         names: set[str] = set()
         try:
             for job_id in ids:
-                job, store = fetch_run(client, job_id, metric_name)
+                try:
+                    job, store = fetch_run(client, job_id, metric_name)
+                except NotFound:
+                    continue  # deleted since it was picked: the list drops it on its refresh
                 names |= store.names
                 loaded.append((job, store))
         except ApiError as exc:

@@ -539,8 +539,7 @@ def render_tree_svg(
                 break
             out.append(
                 f'<g class="branch-overlay"><text x="{lay.overlay_x + 4:.1f}" y="{PAD - 2}" '
-                'font-size="10" fill="#7c3aed">grown by branch (not part of the training '
-                "tree)</text>"
+                'font-size="10" fill="#7c3aed">branch results</text>'
             )
         out.append('<g class="edges">')
         for vis in group:
