@@ -20,7 +20,6 @@ Screenshots go to tests/frontend/artifacts/ (or $UI_ARTIFACTS).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -332,5 +331,3 @@ def _story(b: Browser, missing: list[str]) -> None:
     page.wait_for_selector("#tg-phase-chart rect.phase")
     b.shot("18-compare")
     assert not missing, f"404s: {missing}"
-    if os.environ.get("UI_DOCS_IMAGES"):
-        print("docs images: copy the 18-*.png screenshots by hand")
