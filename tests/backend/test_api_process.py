@@ -26,6 +26,7 @@ ALLOWED_CORE = {
     "treegrpo.prompts",
     "treegrpo.rewards",
     "treegrpo.rewards.names",
+    "treegrpo.secrets",  # the redaction of secret-named fields: re and treegrpo.config only
 }
 
 PROBE = """

@@ -128,7 +128,8 @@ def submit_and_wait(
     job_id = response.json()["id"]
 
     def finished() -> dict[str, Any] | None:
-        job = httpx.get(f"{url}/api/v1/jobs/{job_id}", timeout=5).json()
+        # Compose closes reads by default (TREEGRPO_READS_REQUIRE_KEY=true): reads carry the key.
+        job = httpx.get(f"{url}/api/v1/jobs/{job_id}", headers={"X-API-Key": key}, timeout=5).json()
         return job if job["status"] in ("succeeded", "failed", "cancelled", "lost") else None
 
     job: dict[str, Any] = wait_for(f"job {job_id} to finish", finished, timeout, tracker)

@@ -227,7 +227,8 @@ def test_cli_exports_a_run_folder(
     out = tmp_path / "lora"
     assert main(["export", str(run), "--format", "lora", "--out", str(out)]) == 0
     assert (out / "pytorch_lora_weights.safetensors").is_file()
-    assert "not measured" in (out / "README.md").read_text()
+    # sample_every 0, but the final epoch always logs its gallery: the card has its reward.
+    assert "Final held-out reward: eval/brightness_mean" in (out / "README.md").read_text()
     # A non-empty --out, a missing epoch and a folder without checkpoints are refused.
     assert main(["export", str(run), "--out", str(out)]) == 2
     assert main(["export", str(run), "--epoch", "7", "--out", str(tmp_path / "x")]) == 2
