@@ -261,6 +261,12 @@ def _story(b: Browser, missing: list[str]) -> None:
                      && p.scrollTop + p.clientHeight >= p.scrollHeight - 4; }"""
     )
     b.shot("18-run")
+    # Gallery captions wrap instead of being cut ("a picture of t...").
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('#tg-gallery-latest .tg-prompt')]
+             .filter((p) => p.scrollWidth > p.clientWidth + 1).length"""
+    )
+    assert cut == 0, f"{cut} gallery captions are cut"
 
     # 5. Branch again while a long training job runs (the branch has its own lane).
     stack.wait_job(flat_run, {"succeeded"}, timeout=400)
@@ -330,4 +336,10 @@ def _story(b: Browser, missing: list[str]) -> None:
     assert page.locator("#tg-side-by-side[data-same='1']").count() == 1
     page.wait_for_selector("#tg-phase-chart rect.phase")
     b.shot("18-compare")
+
+    # A flat run has no tree: the inspector says so and Branch is disabled.
+    _select(b, flat_run)
+    page.get_by_role("button", name="Open trees").click()
+    b.wait_text("#tg-tab-tree", "grow no tree")
+    page.wait_for_function("() => document.querySelector('#tg-branch')?.disabled === true")
     assert not missing, f"404s: {missing}"
