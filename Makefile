@@ -19,7 +19,8 @@ export GRADIO_ANALYTICS_ENABLED := False
 
 install: $(STAMP)
 
-# Creates .venv (or reuses an existing one) and installs the project editable with its dev extra.
+# Creates .venv (or reuses an existing one) and installs the project editable with its dev extra
+# and the experiment trackers (their tests read TensorBoard and MLflow files back).
 # Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
