@@ -284,5 +284,10 @@ def test_a_digits_run_trains_against_the_server(
     after = httpx.get(f"{served.base}/info", headers=_auth(), timeout=TIMEOUT).json()["stats"][
         "items"
     ]
-    assert after - before == 2 * 2 * 4  # every leaf of both epochs went to the server
+    # Every leaf of both epochs went to the server, and so did the final epoch's gallery (the
+    # last epoch always logs one, whatever sample_every says).
+    galleries = list((out / "artifacts" / "samples").glob("**/samples.json"))
+    assert len(galleries) == 1
+    gallery = len(json.loads(galleries[0].read_text())["samples"])
+    assert after - before == 2 * 2 * 4 + gallery
     assert KEY not in (out / "config.json").read_text()

@@ -141,9 +141,10 @@ class _RewardServer:
 
 @pytest.fixture
 def reward_server(request: pytest.FixtureRequest) -> Iterator[_RewardServer]:
-    # One request scores a gallery or an epoch's leaves (batch_size 64): the baseline gallery,
-    # then epoch 1's leaves and gallery succeed; epoch 2's leaves fail.
-    server = _RewardServer(good=3, failure=request.param)
+    # One request scores a gallery or a chunk of an epoch's trees (batch_size 64; a remote
+    # reward scores the epoch's 2 trees in 2 chunks, overlapped with the rollout): the baseline
+    # gallery, then epoch 1's two chunks and its gallery succeed; epoch 2's first chunk fails.
+    server = _RewardServer(good=4, failure=request.param)
     yield server
     server.close()
 
@@ -173,7 +174,7 @@ def test_a_failing_reward_fails_the_job_and_keeps_earlier_metrics(
     job = stack.wait_status(job_id, ("succeeded", "failed", "cancelled"), timeout=60)
     assert job["status"] == "failed", stack.explain(job_id)()
     error = str(job["error"])
-    assert error.startswith("RewardError: reward 'remote' failed on 8 images: RuntimeError: ")
+    assert error.startswith("RewardError: reward 'remote' failed on 4 images: RuntimeError: ")
     assert message in error and reward_server.url in error
     assert error.endswith("(during epoch 2 of 3; the last checkpoint is epoch 1)")
     # Epoch 0 (baseline) and epoch 1 stay; nothing of the failed epoch was written.
