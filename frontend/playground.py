@@ -71,7 +71,9 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         epoch_box = gr.Textbox(
             label="Checkpoint epoch (blank = latest)", scale=1, elem_id="tg-play-epoch"
         )
-        refresh = gr.Button("Refresh list", size="sm", scale=0, min_width=120)
+        refresh = gr.Button(
+            "Refresh list", size="sm", scale=0, min_width=120, elem_id="tg-play-refresh"
+        )
     with gr.Row(equal_height=True):
         prompt = gr.Textbox(label="Prompt", scale=4, elem_id="tg-play-prompt")
         seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, scale=1)

@@ -342,4 +342,20 @@ def _story(b: Browser, missing: list[str]) -> None:
     page.get_by_role("button", name="Open trees").click()
     b.wait_text("#tg-tab-tree", "grow no tree")
     page.wait_for_function("() => document.querySelector('#tg-branch')?.disabled === true")
+
+    # 7. Playground: one prompt and seed, the base model beside the run's last checkpoint.
+    b.tab("Playground")
+    page.locator("#tg-play-refresh").click()
+    page.locator("#tg-play-run input").click()
+    page.get_by_role("option", name=re.compile(f"^#{tree_run} ")).click()
+    b.fill("tg-play-prompt", "a handwritten digit three")
+    page.locator("#tg-play-go").click()
+    page.wait_for_selector("#tg-play-result", timeout=90_000)
+    titles = page.locator("#tg-play-result .tg-gallery-title").all_inner_texts()
+    assert len(titles) == 2, titles
+    assert titles[0].startswith("Base model, mean reward"), titles
+    assert titles[1].startswith("Checkpoint of epoch 8, mean reward"), titles
+    assert page.locator("#tg-play-result img").count() == 2 * 4
+    b.wait_text("#tg-play-status", "finished in")
+    b.shot("18-playground")
     assert not missing, f"404s: {missing}"
