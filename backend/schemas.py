@@ -529,41 +529,31 @@ def tree_summary(item: dict[str, Any]) -> TreeSummary:
     )
 
 
+def _node_fields(node: TreeNode | BranchNode) -> dict[str, Any]:
+    """What a training node and a branch node answer alike."""
+    return {
+        "id": node.id,
+        "node_index": node.node_index,
+        "parent_id": node.parent_id,
+        "depth": node.depth,
+        "step_index": node.step_index,
+        "t": node.t,
+        "sigma": node.sigma,
+        "is_leaf": node.is_leaf,
+        "log_prob": _finite(node.log_prob_old),
+        "reward": _finite(node.reward),
+        "rewards": node.rewards,
+        "advantage": _finite(node.advantage),
+        "image_url": artifact_url(node.image_path),
+    }
+
+
 def node_public(node: TreeNode) -> TreeNodePublic:
-    return TreeNodePublic(
-        id=node.id,
-        node_index=node.node_index,
-        parent_id=node.parent_id,
-        depth=node.depth,
-        step_index=node.step_index,
-        t=node.t,
-        sigma=node.sigma,
-        is_leaf=node.is_leaf,
-        log_prob=_finite(node.log_prob_old),
-        reward=_finite(node.reward),
-        rewards=node.rewards,
-        advantage=_finite(node.advantage),
-        image_url=artifact_url(node.image_path),
-        branch_job_id=None,
-    )
+    return TreeNodePublic(**_node_fields(node), branch_job_id=None)
 
 
 def branch_node_public(node: BranchNode) -> BranchNodePublic:
-    return BranchNodePublic(
-        id=node.id,
-        node_index=node.node_index,
-        parent_id=node.parent_id,
-        depth=node.depth,
-        step_index=node.step_index,
-        t=node.t,
-        sigma=node.sigma,
-        is_leaf=node.is_leaf,
-        log_prob=_finite(node.log_prob_old),
-        reward=_finite(node.reward),
-        rewards=node.rewards,
-        advantage=_finite(node.advantage),
-        image_url=artifact_url(node.image_path),
-    )
+    return BranchNodePublic(**_node_fields(node))
 
 
 def _leaf_stats(nodes: list[Any]) -> tuple[int, float | None, float | None]:

@@ -14,22 +14,9 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
+from backend.crud.trees import NODE_FIELDS
 from backend.errors import NotFound
 from backend.models import Branch, BranchNode, Job
-
-BRANCH_NODE_FIELDS = (
-    "depth",
-    "step_index",
-    "t",
-    "sigma",
-    "is_leaf",
-    "log_prob_old",
-    "reward",
-    "rewards",
-    "advantage",
-    "image_path",
-    "latent_path",
-)
 
 
 def create_branch(
@@ -70,7 +57,7 @@ def get_branch_node(session: Session, *, tree_id: int, branch_node_id: int) -> B
 def replace_branch_nodes(
     session: Session, *, branch_id: int, nodes: Sequence[dict[str, Any]]
 ) -> list[BranchNode]:
-    """The branch's nodes (each: node_index, parent_index and BRANCH_NODE_FIELDS; parent_index
+    """The branch's nodes (each: node_index, parent_index and crud.trees.NODE_FIELDS, as a tree node; parent_index
     None = a child of the origin), replacing any it had. Parents come before children.
     Commits."""
     session.execute(delete(BranchNode).where(BranchNode.branch_id == branch_id))
@@ -84,7 +71,7 @@ def replace_branch_nodes(
             branch_id=branch_id,
             node_index=int(node["node_index"]),
             parent_id=None if parent is None else known[int(parent)],
-            **{name: node.get(name) for name in BRANCH_NODE_FIELDS if name in node},
+            **{name: node.get(name) for name in NODE_FIELDS if name in node},
         )
         session.add(row)
         session.flush()
