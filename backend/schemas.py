@@ -26,7 +26,7 @@ from backend.models import (
     Tree,
     TreeNode,
 )
-from treegrpo.config import logging_schedule as next_logs
+from treegrpo.epochs import logging_schedule as next_logs
 from treegrpo.secrets import redact
 
 API_PREFIX = "/api/v1"

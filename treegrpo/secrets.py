@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from treegrpo.config import ConfigError
+from treegrpo.errors import ConfigError
 
 SECRET_SUFFIXES = ("key", "token", "secret", "password")
 REFERENCES = {"_env": "env", "_secret": "secret"}  # suffix -> where the value lives

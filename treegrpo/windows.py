@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import random
 
+from treegrpo.algorithm_names import tree_last_start
 from treegrpo.config import TreeConfig
-
-
-def tree_last_start(steps: int, depth: int) -> int:
-    """The last start of a tree window of `depth` steps that leaves the last step out."""
-    return steps - depth - 1
 
 
 def truncated_geometric_probabilities(last_start: int, ratio: float) -> list[float]:

@@ -21,12 +21,23 @@ from backend.api import create_app
 
 ALLOWED_CORE = {
     "treegrpo",
+    "treegrpo.algorithm_names",
     "treegrpo.config",
+    "treegrpo.config.docs",
+    "treegrpo.config.fields",
+    "treegrpo.config.merge",
+    "treegrpo.config.presets",
+    "treegrpo.config.resolve",
+    "treegrpo.config.run",
+    "treegrpo.config.sections",
+    "treegrpo.config.values",
+    "treegrpo.epochs",
+    "treegrpo.errors",
     "treegrpo.presets",
     "treegrpo.prompts",
     "treegrpo.rewards",
     "treegrpo.rewards.names",
-    "treegrpo.secrets",  # the redaction of secret-named fields: re and treegrpo.config only
+    "treegrpo.secrets",  # the redaction of secret-named fields: re and treegrpo.errors only
 }
 
 PROBE = """

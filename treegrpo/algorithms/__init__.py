@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from treegrpo.algorithm_names import ALGORITHMS
 from treegrpo.algorithms.base import Algorithm
 from treegrpo.algorithms.dancegrpo import DanceGRPO
 from treegrpo.algorithms.flowgrpo import FlowGRPO
@@ -32,3 +33,7 @@ def resolve_for_model(config: RunConfig, adapter: ModelAdapter) -> tuple[RunConf
     assert sampling.sde is not None
     schedule = adapter.make_schedule(sampling.steps, sampling.grid, sampling.sde)
     return resolved, schedule
+
+
+# The config validates algorithm names torch-free from treegrpo.algorithm_names; both must agree.
+assert set(ALGORITHM_CLASSES) == set(ALGORITHMS), (sorted(ALGORITHM_CLASSES), ALGORITHMS)
