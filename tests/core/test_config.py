@@ -220,7 +220,7 @@ def test_every_field_has_help() -> None:
 def test_config_imports_no_torch() -> None:
     code = (
         "import sys\n"
-        "import treegrpo.config, treegrpo.presets\n"
+        "import treegrpo.config, treegrpo.presets, treegrpo.algorithm_names, treegrpo.epochs\n"
         "from treegrpo.config import RunConfig, resolve_config\n"
         "from treegrpo.presets import PRESETS\n"
         "for name in PRESETS:\n"
@@ -229,6 +229,37 @@ def test_config_imports_no_torch() -> None:
         "heavy = [m for m in ('torch', 'numpy') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_config_presets_and_secrets_form_no_import_circle() -> None:
+    # grimp also sees imports inside functions, so a circle hidden by a lazy import counts too.
+    grimp = pytest.importorskip("grimp")
+    graph = grimp.build_graph("treegrpo")
+    modules = sorted(
+        m
+        for m in graph.modules
+        if m.startswith("treegrpo.config") or m in ("treegrpo.presets", "treegrpo.secrets")
+    )
+    circles = [
+        (a, b)
+        for i, a in enumerate(modules)
+        for b in modules[i + 1 :]
+        if graph.chain_exists(importer=a, imported=b) and graph.chain_exists(importer=b, imported=a)
+    ]
+    assert circles == []
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["treegrpo.secrets", "treegrpo.presets", "treegrpo.config.presets", "treegrpo.config.fields"],
+)
+def test_config_presets_and_secrets_import_in_any_order(first: str) -> None:
+    # No import circle: whichever module a process imports first, all of them load.
+    code = f"import {first}\nimport treegrpo.config, treegrpo.presets, treegrpo.secrets\n"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
