@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-ALGORITHMS = ("treegrpo", "dancegrpo", "flowgrpo", "mixgrpo")
+# The one algorithm that grows trees; the others the API serves are flat baselines.
+TREE_ALGORITHM = "treegrpo"
 WINDOWS = ("random", "shift", "fixed")
 KINDS = ("train", "sample", "evaluate")
 MAX_NAME = 200
@@ -34,7 +35,8 @@ class FormField:
 
 
 FIELDS: tuple[FormField, ...] = (
-    FormField("algorithm", "algorithm", "choice", choices=ALGORITHMS),
+    # Choices: the algorithms of the presets the API serves (served_algorithms).
+    FormField("algorithm", "algorithm", "choice"),
     FormField("model", "model", "choice", info="a shipped model or a local folder"),
     FormField("reward", "reward", "reward", info="a name, or name=weight, name=weight"),
     FormField("prompts", "prompts", "prompts", info="a prompt-set name, or one prompt per line"),
@@ -59,11 +61,24 @@ TREE_ONLY = frozenset({"tree.k", "tree.depth", "tree.window", "log_tree_every"})
 FLAT_ONLY = frozenset({"flat.group_size"})
 
 
-def fields_for(algorithm: str) -> frozenset[str]:
-    """The form fields that mean something for `algorithm`: TreeGRPO has no flat group, the
-    flat baselines (DanceGRPO, Flow-GRPO, MixGRPO) log no tree. Unknown: all of them."""
-    hidden = FLAT_ONLY if algorithm == "treegrpo" else TREE_ONLY if algorithm in ALGORITHMS else ()
-    return frozenset(FIELD_NAMES) - frozenset(hidden)
+def served_algorithms(presets: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """The algorithms of the API's presets (GET /presets), in order of first appearance. The
+    core defines presets for every algorithm it accepts, so the form restates no list."""
+    names = (config.get("algorithm") for config in presets)
+    return tuple(dict.fromkeys(name for name in names if isinstance(name, str) and name))
+
+
+def fields_for(algorithm: str, algorithms: Collection[str]) -> frozenset[str]:
+    """The form fields that mean something for `algorithm`, one of the served `algorithms`:
+    TreeGRPO has no flat group, the flat baselines (DanceGRPO, Flow-GRPO, MixGRPO) log no
+    tree. Unknown: all of them."""
+    if algorithm == TREE_ALGORITHM:
+        hidden = FLAT_ONLY
+    elif algorithm in algorithms:
+        hidden = TREE_ONLY
+    else:
+        hidden = frozenset()
+    return frozenset(FIELD_NAMES) - hidden
 
 
 # Form-level slots that also receive messages.
@@ -164,15 +179,19 @@ def _number(spec: FormField, raw: Any) -> int | float:
     return value
 
 
-def parse_field(spec: FormField, raw: Any, prompt_sets: Sequence[str] = ()) -> Any:
-    """The config value for the form's raw input (ValueError with a short message)."""
+def parse_field(
+    spec: FormField, raw: Any, prompt_sets: Sequence[str] = (), choices: Sequence[str] = ()
+) -> Any:
+    """The config value for the form's raw input (ValueError with a short message). `choices`
+    are the ones the API serves for a choice field without fixed choices."""
     if spec.kind in ("int", "float"):
         return _number(spec, raw)
     text = "" if raw is None else str(raw)
     if not text.strip():
         raise ValueError("required")
-    if spec.kind == "choice" and spec.choices and text not in spec.choices:
-        raise ValueError(f"choose one of: {', '.join(spec.choices)}")
+    allowed = spec.choices or tuple(choices)
+    if spec.kind == "choice" and allowed and text not in allowed:
+        raise ValueError(f"choose one of: {', '.join(allowed)}")
     if spec.kind == "reward":
         return parse_reward(text)
     if spec.kind == "prompts":
@@ -219,9 +238,11 @@ def build_request(
     name: str,
     advanced: str = "",
     prompt_sets: Sequence[str] = (),
+    choices: Mapping[str, Sequence[str]] | None = None,
 ) -> FormResult:
     """Check every field; the overrides are the fields whose value differs from the preset's
-    (fields left empty keep the preset's or the default's value)."""
+    (fields left empty keep the preset's or the default's value). `choices`: served choices
+    by field name, e.g. {"algorithm": served_algorithms(presets)}."""
     errors: dict[str, str] = {}
     config: dict[str, Any] = {}
     if len(name) > MAX_NAME:
@@ -233,7 +254,7 @@ def build_request(
         if empty:
             continue  # the preset's (or the config default's) value applies
         try:
-            parsed = parse_field(spec, value, prompt_sets)
+            parsed = parse_field(spec, value, prompt_sets, (choices or {}).get(spec.name, ()))
         except ValueError as exc:
             errors[spec.name] = str(exc)
             continue

@@ -521,9 +521,10 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
 
     # -- the form ------------------------------------------------------------------------------
 
-    def fields_for(algorithm: Any) -> list[Any]:
+    def fields_for(algorithm: Any, known: Any) -> list[Any]:
         """Tree fields only for TreeGRPO, the flat group size only for the flat baselines."""
-        shown = form.fields_for(str(algorithm or ""))
+        served = form.served_algorithms((known or {}).values())
+        shown = form.fields_for(str(algorithm or ""), served)
         return [gr.Column(visible=spec.name in shown) for spec in form.FIELDS]
 
     def load_presets(key: str | None, request: gr.Request) -> tuple[Any, ...]:
@@ -552,7 +553,10 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         values = form.preset_values(by_name.get(first, {})) if first else {}
         updates = []
         for spec in form.FIELDS:
-            if spec.name == "model":
+            if spec.name == "algorithm":
+                choices = list(form.served_algorithms(by_name.values()))
+                updates.append(gr.update(choices=choices, value=values.get(spec.name)))
+            elif spec.name == "model":
                 preset_models = [str(c.get("model")) for c in by_name.values() if c.get("model")]
                 choices = list(dict.fromkeys([*models, *preset_models]))
                 updates.append(gr.update(choices=choices, value=values.get(spec.name)))
@@ -564,7 +568,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             gr.update(choices=list(by_name), value=first),
             "",
             *updates,
-            *fields_for(values.get("algorithm")),
+            *fields_for(values.get("algorithm"), by_name),
         )
 
     demo.load(
@@ -580,7 +584,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         return (
             *(gr.update(value=values.get(spec.name)) for spec in form.FIELDS),
             *[""] * len(errors),
-            *fields_for(values.get("algorithm")),
+            *fields_for(values.get("algorithm"), known),
         )
 
     kind.change(lambda value: gr.Column(visible=value != "train"), kind, source_col)
@@ -588,7 +592,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
     algorithm_widget = inputs[form.FIELD_NAMES.index("algorithm")]
     assert isinstance(algorithm_widget, gr.Dropdown)
 
-    algorithm_widget.input(fields_for, algorithm_widget, columns, **QUIET)
+    algorithm_widget.input(fields_for, [algorithm_widget, presets], columns, **QUIET)
     preset.select(fill_from_preset, [preset, presets], [*inputs, *errors, *columns])
 
     form_inputs: set[gr.blocks.Block] = {
@@ -616,6 +620,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             name=(name_value or "").strip(),
             advanced=advanced_value or "",
             prompt_sets=sets or [],
+            choices={"algorithm": form.served_algorithms((known or {}).values())},
         )
         slots: dict[str, str] = dict(result.errors)
         params: dict[str, Any] = {}

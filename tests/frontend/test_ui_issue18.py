@@ -126,11 +126,15 @@ def test_galleries_side_by_side_on_the_same_prompts() -> None:
 
 
 def test_form_hides_tree_fields_for_flat_runs() -> None:
-    assert "tree.k" not in form.fields_for("dancegrpo")
-    assert "log_tree_every" not in form.fields_for("flowgrpo")
-    assert "flat.group_size" not in form.fields_for("treegrpo")
-    assert "tree.k" in form.fields_for("treegrpo")
-    assert form.fields_for("something-new") == frozenset(form.FIELD_NAMES)
+    # The algorithms come from the presets the API serves (GET /presets), not a list of our own.
+    presets = [{"algorithm": a} for a in ("treegrpo", "dancegrpo", "treegrpo", "flowgrpo")]
+    served = form.served_algorithms([*presets, {"model": "digits"}])
+    assert served == ("treegrpo", "dancegrpo", "flowgrpo")
+    assert "tree.k" not in form.fields_for("dancegrpo", served)
+    assert "log_tree_every" not in form.fields_for("flowgrpo", served)
+    assert "flat.group_size" not in form.fields_for("treegrpo", served)
+    assert "tree.k" in form.fields_for("treegrpo", served)
+    assert form.fields_for("something-new", served) == frozenset(form.FIELD_NAMES)
 
 
 def test_tags_are_split_and_shown() -> None:

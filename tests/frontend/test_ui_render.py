@@ -218,7 +218,9 @@ def test_form_sends_only_what_differs_from_the_preset() -> None:
 def test_form_checks_fields_before_sending() -> None:
     raw = form.preset_values(PRESET)
     raw.update({"epochs": 0, "tree.k": 2.5, "train.lr": 0, "algorithm": "nope", "reward": "a=x"})
-    result = form.build_request(raw, PRESET, name="x" * 201, advanced="oops")
+    served = {"algorithm": ["treegrpo", "dancegrpo"]}
+    result = form.build_request(raw, PRESET, name="x" * 201, advanced="oops", choices=served)
+    assert result.errors["algorithm"] == "choose one of: treegrpo, dancegrpo"
     assert set(result.errors) == {
         "epochs",
         "tree.k",
