@@ -9,9 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from treegrpo.algorithm_names import ALGORITHMS
 from treegrpo.cli import main
-
-ALGORITHMS = ["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
