@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from treegrpo.cli import main
-from treegrpo.config import (
-    ConfigError,
-    RunConfig,
-    config_errors,
-    is_gallery_epoch,
-    is_tree_epoch,
-    logging_schedule,
-)
+from treegrpo.config import ConfigError, RunConfig, config_errors
+from treegrpo.epochs import is_gallery_epoch, is_tree_epoch, logging_schedule
 from treegrpo.overopt import gallery_diversity, watch_metrics
 
 
