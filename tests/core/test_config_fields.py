@@ -10,21 +10,19 @@ from typing import Any, ClassVar
 import pytest
 
 from treegrpo.algorithm_names import ALGORITHMS, WINDOW_RULES
-from treegrpo.config import (
+from treegrpo.config import ConfigError, RunConfig, field_help, settings_table
+from treegrpo.config.fields import (
     Bool,
     Choice,
-    ConfigError,
     Float,
     Int,
     Nullable,
-    RunConfig,
     Section,
     Text,
-    field_help,
+    allowed_text,
+    number_text,
     setting,
-    settings_table,
 )
-from treegrpo.config.fields import allowed_text, number_text
 from treegrpo.config.run import declared_settings
 from treegrpo.config.values import Device, Prompts, Reward, Trackers
 from treegrpo.presets import PRESETS

@@ -12,28 +12,13 @@ field and says what is wrong.
 Modules: fields (how a setting is declared and checked), values (model, prompts, rewards,
 trackers), sections and run (the schema), merge, presets and resolve (from what a user wrote to
 a RunConfig), docs (help, the settings table, the API catalog). The names below are the public
-surface; `treegrpo.epochs` and `treegrpo.algorithm_names` are re-exported for older callers.
+surface (declaring a setting: treegrpo.config.fields); `treegrpo.epochs` and
+`treegrpo.algorithm_names` are re-exported for older callers.
 """
 
 from treegrpo.algorithm_names import ALGORITHMS, Algorithm
 from treegrpo.config.docs import catalog, field_help, settings_table
-from treegrpo.config.fields import (
-    MAX_NAME_CHARS,
-    Bool,
-    Check,
-    Choice,
-    Float,
-    Int,
-    Nullable,
-    Section,
-    Text,
-    _bool,
-    _choice,
-    _float,
-    _int,
-    _text,
-    setting,
-)
+from treegrpo.config.fields import MAX_NAME_CHARS, _bool, _choice, _float, _int, _text
 from treegrpo.config.merge import deep_merge
 from treegrpo.config.resolve import config_errors, load_yaml, parse_assignment, resolve_config
 from treegrpo.config.run import DTYPES, MAX_GPUS, DType, RunConfig, expand_dotted
@@ -101,23 +86,15 @@ __all__ = [
     "WINDOW_SCHEDULES",
     "Algorithm",
     "Backup",
-    "Bool",
-    "Check",
-    "Choice",
     "ConfigError",
     "DType",
     "FlatConfig",
-    "Float",
     "FlowSDEName",
     "GridName",
-    "Int",
     "KLForm",
     "LossAggregation",
-    "Nullable",
     "RunConfig",
     "SamplingConfig",
-    "Section",
-    "Text",
     "TrackingConfig",
     "TrainConfig",
     "TreeConfig",
@@ -141,6 +118,5 @@ __all__ = [
     "missing_tracker_packages",
     "parse_assignment",
     "resolve_config",
-    "setting",
     "settings_table",
 ]
