@@ -11,7 +11,7 @@ trained parameters, random init) runs through the product's own code path: `SD3S
   (512 x 512 images = 16 x 64 x 64 latents). We time the RL engine, not the scorers.
 - Noise is drawn on the CPU before each timed phase (the engine draws it up front anyway).
 
-One iteration of each algorithm, per prompt (TREEGRPO.md sections 3, 6, 7):
+One iteration of each algorithm, per prompt (docs/TREEGRPO.md §3, §6, §7):
 
     TreeGRPO   k=3, d=3, T=10, window start s (default 0, the costliest): 27 leaves,
                s + 13 + 27 (T - s - d) model evaluations, 13 parent states (39 edges) trained

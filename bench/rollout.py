@@ -13,7 +13,7 @@ k = 3, d = 3, T = 10: 27 images) with the same model, prompts, schedule and CFG:
 For each it prints images/s, seconds per prompt, model evaluations per image (states evaluated,
 before CFG doubling) and model calls, and speed relative to node-by-node; the last line is
 `batched_vs_node_by_node: <ratio>x`. The two tree methods do exactly the same evaluations
-(TREEGRPO.md section 3), so their ratio is purely what batching buys; the flat method does
+(docs/TREEGRPO.md §3), so their ratio is purely what batching buys; the flat method does
 k^d T evaluations per prompt and shows what the tree's shared prefix and ODE tails save.
 
 Run (from the repository root):
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     images = s.prompts * leaves
     parameters = sum(p.numel() for p in adapter.denoiser.parameters())
 
-    # Derived counts, computed once and asserted against every run (TREEGRPO.md section 3).
+    # Derived counts, computed once and asserted against every run (docs/TREEGRPO.md §3).
     tree_evals_per_prompt = model_evaluations(s.k, s.depth, s.steps, s.window_start)
     flat_evals_per_prompt = leaves * s.steps
     expected_evals = {

@@ -1,6 +1,6 @@
 """The submit form's fields, filled from a preset and checked before anything is sent (pure).
 
-Fields are dotted config names (TREEGRPO.md section 9); the form sends only the values that
+Fields are dotted config names (docs/TREEGRPO.md §9); the form sends only the values that
 differ from the chosen preset, so a job records the preset and its real overrides. The API stays
 the judge of every range: its 422 messages come back per field (`ApiError.field_errors`) and are
 shown under the same field as the checks made here.

@@ -2,7 +2,7 @@
 
     svg = render_tree_svg(Tree.from_json(api_json), selected=node_id)
 
-What it shows (TREEGRPO.md sections 3 and 5):
+What it shows (docs/TREEGRPO.md §3 and §5):
 - Every recorded state is a node, but a chain of deterministic ODE steps (a node with one child
   that was not drawn by an SDE step) is collapsed into ONE dashed grey edge labelled with its step
   count: the shared prefix before the SDE window, and each leaf's ODE tail after it.

@@ -1,4 +1,5 @@
-"""Advantages: per-prompt leaf z-scores and their backup to internal tree edges (TREEGRPO.md 5).
+"""Advantages: per-prompt leaf z-scores and their backup to internal tree edges
+(docs/TREEGRPO.md §5; paper Algorithm 1, Eq. 10-11).
 
 Trees are stored level by level (see `tree.py`), so a depth-j value block of shape
 (trees, k^j) has the k children of node n at positions n*k .. n*k + k - 1 of the depth-(j+1)

@@ -428,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train with TreeGRPO or a baseline. Writes metrics.jsonl, checkpoints/, "
         "artifacts/ (trees, galleries) and train.log to --out. Ctrl-C or `touch OUT/STOP` "
         "stops cleanly with a checkpoint.",
-        epilog="settings for --set (TREEGRPO.md section 9):\n" + settings,
+        epilog="settings for --set (docs/TREEGRPO.md §9):\n" + settings,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("--config", help="YAML file of settings (may name a `preset:`)")

@@ -1,4 +1,4 @@
-"""Step grids from the model's own diffusers scheduler (TREEGRPO.md section 7.0).
+"""Step grids from the model's own diffusers scheduler (docs/TREEGRPO.md §7.0).
 
 The sigmas and timesteps a model samples at are whatever its saved scheduler config makes of
 T steps, so this module builds that scheduler and reads them off `set_timesteps(T)`:

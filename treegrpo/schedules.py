@@ -99,7 +99,7 @@ class FlowMatchSchedule(Schedule):
 
     `sigmas` (T + 1,) end with 0 and `timesteps` (T,) are what the denoiser is fed, both as
     diffusers' FlowMatchEulerDiscreteScheduler.set_timesteps makes them (`grids.flow_schedule`).
-    `sde` picks the stochastic step: Flow-GRPO's (TREEGRPO.md section 4) or DanceGRPO's.
+    `sde` picks the stochastic step: Flow-GRPO's (docs/TREEGRPO.md §4) or DanceGRPO's (§7.1).
     """
 
     family: Family = "flow"

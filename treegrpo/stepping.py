@@ -1,4 +1,4 @@
-"""Every step formula of the project, and nothing else (TREEGRPO.md section 4).
+"""Every step formula of the project, and nothing else (docs/TREEGRPO.md §4).
 
 Pure functions over float32 tensors. Scalars per sample (sigma, alpha, ...) come as tensors that
 broadcast against the state, e.g. shape (B, 1, 1, 1). Rollout and training both call these, so a

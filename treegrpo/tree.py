@@ -1,4 +1,4 @@
-"""Structure and counts of one TreeGRPO tree (TREEGRPO.md section 3).
+"""Structure and counts of one TreeGRPO tree (docs/TREEGRPO.md §3).
 
 A tree with window start s, window width d and branching k is stored level by level: the states
 at step i form a block of `width(i)` nodes, and node n at step i has parent node `parent(i, n)` at

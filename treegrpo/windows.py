@@ -1,8 +1,8 @@
 """Where the SDE window sits in an epoch.
 
-TreeGRPO (TREEGRPO.md 3 and 7.4): `random` (paper Eq. 7), `shift` (official code) or `fixed`;
+TreeGRPO (docs/TREEGRPO.md §3 and §7.4): `random` (paper Eq. 7), `shift` (official code) or `fixed`;
 the tree's window ends before the last step, so its starts run 0 .. T - d - 1.
-MixGRPO (7.3): a window that slides one step every `slide_every` iterations and rolls back to 0
+MixGRPO (§7.3): a window that slides one step every `slide_every` iterations and rolls back to 0
 past the end (`sliding_window`).
 """
 
@@ -26,8 +26,9 @@ def window_start(tree: TreeConfig, steps: int, epoch: int, rng: random.Random) -
 
     `random` draws once per epoch from the truncated geometric distribution over
     s = 0 .. T - d - 1 (favours early, noisy steps); `shift` starts at tree.window_start and moves
-    by shift_by every shift_every epochs, then stays at the last start (the official code never
-    wraps); `fixed` returns tree.window_start.
+    by shift_by every shift_every epochs, then stays at the last start (the official train.py
+    never wraps: it asserts `self.tree_steps[-1] < self.config.sample.num_inference_steps - 1`,
+    so its run stops where ours stays); `fixed` returns tree.window_start.
     """
     last_start = tree_last_start(steps, tree.depth)
     if tree.window == "fixed":

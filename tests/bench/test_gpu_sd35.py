@@ -92,7 +92,7 @@ def test_tiny_cpu_iteration_writes_results(
         assert result["seconds_per_iteration"] > 0 and result["update_mfu"] > 0
         assert result["rollout_peak_memory_gb"] is None  # CPU: no CUDA memory to report
         assert result["last_update_metrics"]["ratio_mean"] == pytest.approx(1.0, abs=1e-4)
-    # Counts for 2 prompts, k = 2, d = 2, T = 4, s = 0 (TREEGRPO.md section 3):
+    # Counts for 2 prompts, k = 2, d = 2, T = 4, s = 0 (docs/TREEGRPO.md §3):
     # tree evals per prompt s + (k^d - 1)/(k - 1) + k^d (T - s - d) = 0 + 3 + 4 * 2 = 11;
     # flat G = k^d = 4 trajectories x 4 steps = 16; DanceGRPO trains int(0.6 * (4 - 1)) = 1
     # step per trajectory (never the last).

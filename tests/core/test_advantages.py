@@ -1,4 +1,4 @@
-"""Leaf z-scores and their backup to internal edges (TREEGRPO.md section 5)."""
+"""Leaf z-scores and their backup to internal edges (docs/TREEGRPO.md §5)."""
 
 from __future__ import annotations
 

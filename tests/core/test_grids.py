@@ -1,4 +1,4 @@
-"""Step grids from the model's own diffusers scheduler (TREEGRPO.md 7.0), on scheduler configs
+"""Step grids from the model's own diffusers scheduler (docs/TREEGRPO.md §7.0), on scheduler configs
 written here: the sigmas and timesteps equal what diffusers' `set_timesteps` makes of them."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_flow_grid_is_diffusers_set_timesteps(shift: float, steps: int) -> None:
 
 
 def test_sd35_shift3_grid_literal() -> None:
-    # SD3.5 (shift 3), T = 10, as TREEGRPO.md 7.0 lists it; the hand-made linspace grid had
+    # SD3.5 (shift 3), T = 10, as docs/TREEGRPO.md §7.0 lists it; the hand-made linspace grid had
     # .964, .923, ..., .250 instead.
     schedule = flow_schedule({**SD3, "shift": 3.0}, 10)
     expected = [1.0, 0.960, 0.913, 0.858, 0.790, 0.707, 0.602, 0.465, 0.278, 0.009, 0.0]

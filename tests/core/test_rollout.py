@@ -1,4 +1,4 @@
-"""Rollouts on the tiny random model (TREEGRPO.md sections 3, 4 and 8).
+"""Rollouts on the tiny random model (docs/TREEGRPO.md §3, §4 and §8).
 
 The batched, level-by-level tree rollout must equal the node-by-node reference given the same
 noises; its evaluation counts must match the section-3 formula; a stored rollout re-evaluated

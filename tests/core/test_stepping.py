@@ -1,4 +1,4 @@
-"""Step formulas of `treegrpo.stepping` (TREEGRPO.md section 4) against hand-computed values."""
+"""Step formulas of `treegrpo.stepping` (docs/TREEGRPO.md §4) against hand-computed values."""
 
 from __future__ import annotations
 

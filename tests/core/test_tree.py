@@ -1,4 +1,4 @@
-"""Tree structure and counts (TREEGRPO.md section 3)."""
+"""Tree structure and counts (docs/TREEGRPO.md §3)."""
 
 from __future__ import annotations
 

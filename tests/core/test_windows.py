@@ -1,5 +1,5 @@
-"""SDE window placement: random (truncated geometric), shift and fixed (TREEGRPO.md 3, 7.4), and
-MixGRPO's sliding window (7.3)."""
+"""SDE window placement: random (truncated geometric), shift and fixed (docs/TREEGRPO.md §3,
+§7.4; paper Eq. 7), and MixGRPO's sliding window (§7.3)."""
 
 from __future__ import annotations
 

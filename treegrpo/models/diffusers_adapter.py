@@ -1,14 +1,37 @@
-"""What the diffusers-backed adapters (SD3 family, SD1.5 family) share: decoding through a
-callable, peft LoRA on the denoiser's attention projections, and gradient checkpointing."""
+"""What the diffusers-backed adapters (SD3, SD1.5 and FLUX.1 families) share: one constructor,
+text encoding and decoding through callables, peft LoRA on the denoiser's attention projections,
+and gradient checkpointing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypedDict, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from treegrpo.models.base import ModelAdapter
+from treegrpo.schedules import Family
+
+# What a family's text encoder returns for a batch of prompts: token states, or (states, pooled).
+TextT = TypeVar("TextT")
+DecoderFn = Callable[[Tensor], Tensor]
+
+
+class AdapterOptions(TypedDict, total=False):
+    """The keyword arguments of `DiffusersAdapter.__init__`, for subclasses that pass them on."""
+
+    family: Family | None
+    dtype: torch.dtype
+    scheduler_config: dict[str, Any] | None
+    autocast_dtype: torch.dtype | None
+
+
+def mixed_precision(dtype: torch.dtype) -> torch.dtype | None:
+    """The autocast dtype of a denoiser whose run asks for `dtype`: None (plain float32
+    arithmetic) for float32. The denoiser keeps float32 master weights and float32 inputs either
+    way; only its matmuls run lower."""
+    return None if dtype == torch.float32 else dtype
 
 
 def add_lora(
@@ -60,11 +83,41 @@ def add_lora(
             param.data.copy_(draw.to(param.device))
 
 
-class DiffusersAdapter(ModelAdapter):
-    """Base for adapters whose denoiser is a diffusers model and whose decoder is a callable."""
+class DiffusersAdapter(ModelAdapter, Generic[TextT]):
+    """Base for adapters whose denoiser is a diffusers model and whose text encoder and decoder
+    are callables: a loaded folder's frozen components, or the digits model's MiniLM and pixels.
+
+    `family` None keeps the class's own (SD1.5: epsilon; SD3 and FLUX: flow); the digits model
+    passes "epsilon" to run its SD3 transformer as a noise predictor.
+    """
 
     lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    decode_fn: Callable[[Tensor], Tensor]
+
+    def __init__(
+        self,
+        name: str,
+        denoiser: nn.Module,
+        encode_text: Callable[[Sequence[str]], TextT],
+        decode: DecoderFn,
+        latent_shape: tuple[int, ...],
+        device: torch.device,
+        *,
+        family: Family | None = None,
+        dtype: torch.dtype = torch.float32,
+        scheduler_config: dict[str, Any] | None = None,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.name = name
+        if family is not None:
+            self.family = family
+        self.denoiser = denoiser
+        self.encode_text = encode_text
+        self.decode_fn = decode
+        self.latent_shape = latent_shape
+        self.device = device
+        self.dtype = dtype
+        self.scheduler_config = scheduler_config
+        self.autocast_dtype = autocast_dtype
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:

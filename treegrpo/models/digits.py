@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from treegrpo.models.diffusers_adapter import mixed_precision
 from treegrpo.models.sd3 import SD3StyleAdapter
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -109,14 +110,13 @@ def make_adapter(
     transformer.to(device=device)
     encoder = _text_encoder(str(device))
     return SD3StyleAdapter(
-        name=variant,
-        transformer=transformer,
-        encode_text=encoder,  # type: ignore[arg-type]
-        decode=pixels_to_images,
+        variant,
+        transformer,
+        encoder,  # type: ignore[arg-type]
+        pixels_to_images,
         latent_shape=(1, IMAGE_SIZE, IMAGE_SIZE),
         device=device,
-        dtype=torch.float32,
         family="flow" if variant == "digits" else "epsilon",
         scheduler_config=scheduler_config(variant),
-        autocast_dtype=None if dtype == torch.float32 else dtype,
+        autocast_dtype=mixed_precision(dtype),
     )

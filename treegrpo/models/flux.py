@@ -1,6 +1,7 @@
-"""FLUX.1-family adapter: a diffusers `FluxTransformer2DModel` (flow matching) on 2x2-packed
-latents, conditioned on T5 token states, a pooled CLIP embedding and, for guidance-distilled
-models (FLUX.1-dev), a guidance embedding.
+"""FLUX.1 family: the `FluxAdapter` (a diffusers `FluxTransformer2DModel`, flow matching, on
+2x2-packed latents, conditioned on T5 token states, a pooled CLIP embedding and, for
+guidance-distilled models (FLUX.1-dev), a guidance embedding), and `load_flux`, which builds one
+from a local FluxPipeline folder.
 
 The rollout, the SDE steps and the checkpoints see ordinary (C, H, W) latents; packing into
 (H/2 * W/2) tokens of 4C channels happens inside `denoise`, exactly as diffusers' FluxPipeline
@@ -16,24 +17,48 @@ second call on the empty prompt) is off by default on a guidance-distilled model
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from treegrpo.config import DEFAULT_CFG_SCALE
+from treegrpo.config import DEFAULT_CFG_SCALE, ConfigError
 from treegrpo.grids import Grid, build_schedule
 from treegrpo.models.base import Conditioning
-from treegrpo.models.diffusers_adapter import DiffusersAdapter
-from treegrpo.schedules import FlowSDE, Schedule
+from treegrpo.models.diffusers_adapter import (
+    AdapterOptions,
+    DecoderFn,
+    DiffusersAdapter,
+    mixed_precision,
+)
+from treegrpo.models.folder import (
+    Size,
+    VaeDecoder,
+    component_config,
+    load_denoiser,
+    load_frozen,
+    load_tokenizer,
+    require_class,
+    require_components,
+    scheduler_config,
+    token_ids,
+    vae_scale_factor,
+)
+from treegrpo.models.sizes import image_size as checked_image_size
+from treegrpo.schedules import Family, FlowSDE, Schedule
+
+if TYPE_CHECKING:
+    from transformers import CLIPTextModel, PreTrainedTokenizerBase, T5EncoderModel
 
 # (T5 token states (B, L, D), pooled CLIP (B, P)) for a batch of prompts.
 TextEncoderFn = Callable[[Sequence[str]], tuple[Tensor, Tensor]]
-DecoderFn = Callable[[Tensor], Tensor]
 
 # FluxPipeline.__call__'s default `guidance_scale`, the value FLUX.1-dev is run with.
 DEFAULT_GUIDANCE = 3.5
+T5_MAX_TOKENS = 512  # FluxPipeline's default max_sequence_length
+DEFAULT_LATENT = 128  # FluxPipeline.default_sample_size: 1024 px with an 8x VAE
 # Flow-GRPO's FLUX LoRA targets (flow_grpo scripts/train_flux.py, 74db6919, `target_modules`):
 # the attention projections of both streams and the double blocks' feed-forwards. peft matches
 # by suffix, so the single blocks' to_q/k/v carry adapters too.
@@ -75,7 +100,8 @@ def latent_image_ids(height: int, width: int) -> Tensor:
     return ids.reshape(-1, 3)
 
 
-class FluxAdapter(DiffusersAdapter):
+class FluxAdapter(DiffusersAdapter[tuple[Tensor, Tensor]]):
+    family: Family = "flow"
     lora_targets = LORA_TARGETS
     export_prefix = "transformer"
 
@@ -87,10 +113,8 @@ class FluxAdapter(DiffusersAdapter):
         decode: DecoderFn,
         latent_shape: tuple[int, ...],
         device: torch.device,
-        scheduler_config: dict[str, Any] | None = None,
         guidance: float | None = None,
-        dtype: torch.dtype = torch.float32,
-        autocast_dtype: torch.dtype | None = None,
+        **options: Unpack[AdapterOptions],
     ) -> None:
         _, height, width = latent_shape
         if height % 2 or width % 2:
@@ -102,16 +126,7 @@ class FluxAdapter(DiffusersAdapter):
                 "true, e.g. FLUX.1-dev); this transformer has no guidance embedding: use "
                 "sampling.cfg_scale"
             )
-        self.name = name
-        self.family = "flow"
-        self.denoiser = transformer
-        self.encode_text = encode_text
-        self.decode_fn = decode
-        self.latent_shape = latent_shape
-        self.device = device
-        self.dtype = dtype
-        self.scheduler_config = scheduler_config
-        self.autocast_dtype = autocast_dtype
+        super().__init__(name, transformer, encode_text, decode, latent_shape, device, **options)
         self.guidance = (guidance or DEFAULT_GUIDANCE) if embeds_guidance else None
         # A guidance-distilled model samples with one call per step (FluxPipeline's
         # true_cfg_scale is 1 by default); others keep the generic CFG default.
@@ -164,3 +179,106 @@ class FluxAdapter(DiffusersAdapter):
             return_dict=False,
         )[0]
         return unpack_latents(out, height, width)
+
+
+class FluxTextEncoder:
+    """FLUX's conditioning, following diffusers' FluxPipeline.encode_prompt:
+
+    pooled = CLIP pooler output (the end-of-text token's state)   (B, P)
+    tokens = T5 last hidden states, 512 tokens                     (B, 512, D)
+    """
+
+    def __init__(
+        self,
+        clip: tuple[PreTrainedTokenizerBase, CLIPTextModel],
+        t5: tuple[PreTrainedTokenizerBase, T5EncoderModel],
+        device: torch.device,
+        t5_tokens: int = T5_MAX_TOKENS,
+    ) -> None:
+        self.clip = clip
+        self.t5 = t5
+        self.device = device
+        self.t5_tokens = t5_tokens
+        # FluxPipeline pads CLIP to tokenizer.model_max_length (77), whatever the position table.
+        self.clip_tokens = int(clip[0].model_max_length)
+
+    @torch.no_grad()
+    def __call__(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        tokenizer, encoder = self.clip
+        pooled = encoder(token_ids(tokenizer, prompts, self.clip_tokens, self.device)).pooler_output
+        tokenizer, t5 = self.t5
+        states = t5(token_ids(tokenizer, prompts, self.t5_tokens, self.device))[0]
+        return states.to(pooled.dtype), pooled  # (B, L, D), (B, P)
+
+
+def load_flux(
+    folder: Path,
+    index: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+    name: str,
+    size: Size = (None, None),
+    guidance: float | None = None,
+) -> FluxAdapter:
+    """A FluxPipeline folder: CLIP and T5 encoders, the transformer and the VAE, their widths
+    checked against each other; `guidance` only where the transformer embeds it."""
+    # Imported here, not at the top: see treegrpo.models.folder.
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    required = ["transformer", "vae", "scheduler", "text_encoder", "tokenizer"]
+    require_components(folder, index, [*required, "text_encoder_2", "tokenizer_2"])
+    dit = component_config(folder, "transformer")
+    require_class(folder, "transformer", dit, "FluxTransformer2DModel")
+    scale = vae_scale_factor(component_config(folder, "vae"))
+    height, width = checked_image_size(
+        size,
+        (DEFAULT_LATENT * scale, DEFAULT_LATENT * scale),
+        scale * 2,
+        f"the VAE's {scale}x times FLUX's 2x2 packing",
+    )
+    if guidance is not None and not dit.get("guidance_embeds", False):
+        raise ConfigError(
+            "sampling.guidance",
+            "this FLUX transformer has no guidance embedding (guidance_embeds false, as "
+            "FLUX.1-schnell): leave sampling.guidance null",
+        )
+
+    transformer = load_denoiser(
+        FluxTransformer2DModel.from_pretrained, folder, "transformer", device
+    )
+    clip = (
+        load_tokenizer(folder, "tokenizer"),
+        load_frozen(CLIPTextModel.from_pretrained, folder, "text_encoder", dtype, device),
+    )
+    t5 = (
+        load_tokenizer(folder, "tokenizer_2"),
+        load_frozen(T5EncoderModel.from_pretrained, folder, "text_encoder_2", dtype, device),
+    )
+    vae = load_frozen(AutoencoderKL.from_pretrained, folder, "vae", dtype, device)
+
+    config = transformer.config
+    channels = int(vae.config["latent_channels"])
+    widths_fit = (
+        int(config["in_channels"]) == 4 * channels
+        and int(t5[1].config.d_model) == int(config["joint_attention_dim"])
+        and int(clip[1].config.hidden_size) == int(config["pooled_projection_dim"])
+    )
+    if not widths_fit:
+        raise ValueError(
+            f"model folder {str(folder)!r}: component widths do not fit together (transformer "
+            f"in_channels {config['in_channels']} == 4 x VAE latent_channels {channels}, T5 "
+            f"width == joint_attention_dim {config['joint_attention_dim']}, CLIP width == "
+            f"pooled_projection_dim {config['pooled_projection_dim']} were expected)"
+        )
+    return FluxAdapter(
+        name,
+        transformer,
+        FluxTextEncoder(clip, t5, device),
+        VaeDecoder(vae, device),
+        latent_shape=(channels, height // scale, width // scale),
+        device=device,
+        scheduler_config=scheduler_config(folder),
+        guidance=guidance,
+        autocast_dtype=mixed_precision(dtype),
+    )
