@@ -3,31 +3,34 @@
 `edge_loss` is the whole per-edge objective in one place; `ppo_update` only splits the epoch's
 edges into minibatches, accumulates, reduces over ranks and steps the optimizer.
 
-Against the paper (TreeGRPO, arXiv 2512.08153, the clipped objective over tree edges, Eq. 12)
-and the official code (zh-ding/TreeGRPO, train.py, `RLTrainer.treegrpo_update` and `train`):
+Against the paper (TreeGRPO, arXiv 2512.08153, Eq. 12: the PPO-clipped objective summed over a
+tree's SDE edges, each with its own advantage; docs/TREEGRPO.md §6) and the official code
+(zh-ding/TreeGRPO train.py, `RLTrainer.treegrpo_update` and `RLTrainer.train`):
 
-    edge_loss, step by step              official train.py
-    1. v = model(x_parent, t, c), CFG    `noise_pred = noise_pred_uncond + guidance_scale *
-                                          (noise_pred_text - noise_pred_uncond)`
-    2. (mu, std) of the SDE step and     `flow_match_euler_discrete_step_with_logprob(...,
-       log p_theta of each of the k       prev_sample=batch["output_latents"][0], ...)`: one
-       children, one forward per parent  forward prices every child of the node
-    3. A = clamp(A(e), -5, 5)            `advantages = torch.clamp(advantages,
-                                          -adv_clip_max, adv_clip_max)`
-    4. ratio = exp(log p_theta - log p_old)   `ratio = torch.exp(log_prob - log_prob_old)`
-    5. loss_e = max(-A ratio,            `unclipped_loss = -advantages * ratio`,
-       -A clamp(ratio, 1 - eps, 1 + eps))   `clipped_loss = -advantages * torch.clamp(ratio,
-                                          1.0 - clip_range, 1.0 + clip_range)`,
-                                          `torch.maximum(unclipped_loss, clipped_loss)`
-    6. sum over the node's k children    `loss_sum += loss` over the children, and
-       (`train.loss_agg: sum`; mean      `if ... loss_agg == "mean": loss_sum /= len(log_probs)`
-       optional)
-    7. optional KL to the reference      none in the paper or the official code: Flow-GRPO's
-       (`train.kl_beta`, `train.kl_form`) ||mu - mu_ref||^2 / (2 sigma_t^2), an extra
+  edge_loss                                official train.py
+  1. v = model(x_parent, t, c) with CFG    `noise_pred_uncond + self.config.sample.guidance_scale
+                                            * (noise_pred_text - noise_pred_uncond)`
+  2. (mu, std) of the SDE step, and        `_, log_probs = flow_match_euler_discrete_step_with_
+     log p_theta of all k children from     logprob(..., prev_sample=batch["output_latents"][0],
+     that one forward                       ...)`, then `for log_prob, old_log_prob, advantage in
+                                            zip(log_probs, batch["log_prob"][0], ...)`
+  3. A = clamp(A(e), -adv_clip, adv_clip)  `advantages = torch.clamp(advantages,
+                                            -self.config.training.adv_clip_max, ...)`
+  4. ratio = exp(log p_theta - log p_old)  `ratio = torch.exp(log_prob - log_prob_old)`
+  5. max(-A ratio,                         `unclipped_loss = -advantages * ratio`,
+         -A clamp(ratio, 1 - eps, 1 + eps)) `clipped_loss = -advantages * torch.clamp(ratio,
+                                            1.0 - ...clip_range, 1.0 + ...clip_range)`,
+                                            `torch.maximum(unclipped_loss, clipped_loss)`
+  6. summed over the node's k children     `loss_sum += loss`; `if ... loss_agg == "mean":
+     (`train.loss_agg`; mean optional)      loss_sum /= len(log_probs)`
+  7. KL to a reference (`train.kl_beta`)   absent from the paper and the official code: Flow-GRPO's
+                                            ||mu - mu_ref||^2 / (2 sigma_t^2), on in its recipe only
 
-`ppo_update` then divides each node's loss by the minibatch's node count before `backward`: the
-official code accumulates gradients over the node-batches of one optimizer step (accelerate's
-`gradient_accumulation_steps`, which divides each loss likewise), with one node per batch.
+  ppo_update                               official train.py
+  minibatches: `train.minibatches`         `gradient_accumulation_steps = max(1, total_samples //
+  optimizer steps per epoch, each node's    2)` with one node per batch: two steps per epoch, each
+  loss divided by its minibatch's size      loss divided by the accumulation count (accelerate)
+  clip_grad_norm_(max_grad_norm)           `clip_grad_norm_(..., max_norm=...max_grad_norm)`
 """
 
 from __future__ import annotations
