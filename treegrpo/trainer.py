@@ -48,8 +48,6 @@ from treegrpo.scoring import Scorer, summarise
 from treegrpo.seeds import GALLERY_NOISE_STREAM, LORA_INIT_STREAM, noise_generator, stream_seed
 from treegrpo.update import ppo_update
 
-__all__ = ["EpochPlan", "Trainer", "stream_seed"]
-
 # Galleries cycle their prompts (each time with new noise) up to this many images, so the eval
 # reward of a small prompt set is an average over enough samples to compare epochs.
 GALLERY_MIN_IMAGES = 32
