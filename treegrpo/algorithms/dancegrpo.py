@@ -49,9 +49,9 @@ def dancegrpo_train_steps(
 def dancegrpo_advantages(
     rewards: dict[str, Tensor], weights: dict[str, float], groups: Tensor
 ) -> Tensor:
-    """(rows,): per reward, (R - group mean) / (group std + 1e-8) with torch's unbiased std, as
-    `advantages = (rewards - mean) / (std + 1e-8)` in train_grpo_flux.py; the rewards' weighted
-    sum, not normalised again (MixGRPO's `advantage_aggr`, same codebase)."""
+    """(rows,): per reward, (R - group mean) / (group std + 1e-8) with torch's unbiased std (the
+    table above); the rewards' weighted sum, not normalised again (MixGRPO's `advantage_aggr`,
+    same codebase)."""
     return combine_rewards(rewards, weights, groups, renormalise=False, unbiased=True)
 
 
