@@ -2,8 +2,8 @@
 
 A logged tree keeps every node's latent (the state x at its step). From the state of node u at
 step i, `regrow` takes the same stochastic step the tree rollout takes inside its window (one
-model evaluation at u, k children from one Gaussian, TREEGRPO.md section 3, step 3), then carries
-each child to the final step with deterministic ODE steps (section 3, step 4). Given the noises
+model evaluation at u, k children from one Gaussian, docs/TREEGRPO.md §3, step 3), then carries
+each child to the final step with deterministic ODE steps (§3, step 4). Given the noises
 the tree drew for u's children, it reproduces them and their leaves exactly; given fresh noises
 it explores what else u could have become.
 
@@ -13,8 +13,10 @@ it explores what else u could have become.
     grown.states[:, -1]   # (k, C, H, W) the new leaves' latents
 
 New leaves are compared with the tree's own leaves: `advantages_against` z-scores each reward
-against the mean and population std of the tree's leaves (TREEGRPO.md section 5's normalisation,
+against the mean and population std of the tree's leaves (docs/TREEGRPO.md §5's normalisation,
 with the tree as the group), so a branch leaf's advantage reads on the same scale as the tree's.
+`branch_nodes` lays the new states out as tree nodes (tree_record.TreeNodeRecord), the one node
+layout that trees and branches are stored in.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from treegrpo.advantages import EPS, group_zscore
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.rollout import Evaluator
 from treegrpo.schedules import Schedule
+from treegrpo.scoring import weighted_sum
 from treegrpo.stepping import gaussian_log_prob
+from treegrpo.tree_record import TreeNodeRecord
 
 LATENT_KEY = "latent"
 
@@ -130,6 +134,49 @@ def advantages_against(
     if total is None:
         raise ValueError("no rewards to compare")
     return total.float()
+
+
+def branch_nodes(
+    grown: Regrowth,
+    schedule: Schedule,
+    images: Tensor,
+    leaf_scores: Mapping[str, Tensor],
+    advantages: Tensor,
+    weights: Mapping[str, float],
+    depth: int,
+) -> list[TreeNodeRecord]:
+    """The regrown states as nodes, numbered level by level from 0 like a tree's own: the state
+    of chain c at position p is node p k + c, whose parent is node (p - 1) k + c (none for the k
+    children of the branched node, which lives in the tree). `images` (k, T - start, C, H, W)
+    are the decoded clean estimates, `leaf_scores[name]` (k,) and `advantages` (k,) the leaves'.
+    Each child carries its log-prob and advantage, each leaf its scores and advantage; every
+    node records `depth` (the branched node's depth + 1)."""
+    k, length = grown.k, grown.states.shape[1]
+    nodes = []
+    for position in range(length):
+        step = grown.step_of(position)
+        is_leaf = position == length - 1
+        for child in range(k):
+            index = position * k + child
+            scores = {name: float(v[child]) for name, v in leaf_scores.items()} if is_leaf else None
+            nodes.append(
+                TreeNodeRecord(
+                    id=index,
+                    parent_id=None if position == 0 else index - k,
+                    step_index=step,
+                    depth=depth,
+                    t=float(schedule.t[step]),
+                    sigma=float(schedule.sigma[step]),
+                    is_leaf=is_leaf,
+                    log_prob=float(grown.log_probs[child]) if position == 0 else None,
+                    reward=weighted_sum(scores, weights) if scores else None,
+                    advantage=float(advantages[child]) if position == 0 or is_leaf else None,
+                    rewards=scores,
+                    image=images[child, position],
+                    latent=grown.states[child, position],
+                )
+            )
+    return nodes
 
 
 def save_latent(path: Path, latent: Tensor) -> None:

@@ -1,4 +1,5 @@
-"""The PPO-clipped policy loss over SDE edges, and the optional KL to the reference (TREEGRPO 6).
+"""The PPO-clipped policy loss over SDE edges, and the optional KL to the reference
+(docs/TREEGRPO.md §6; update.edge_loss puts them together).
 
 ratio  = exp(log p_theta(child) - log p_old(child))
 A      = clamp(A(e), -adv_clip, adv_clip)

@@ -8,8 +8,9 @@ import torch
 from treegrpo.algorithms import resolve_for_model
 from treegrpo.config import RunConfig
 from treegrpo.models.base import ModelAdapter
-from treegrpo.rewards.registry import RewardFn, score_images
+from treegrpo.rewards.registry import RewardFn
 from treegrpo.rollout import draw_tree_noise, rollout_trees
+from treegrpo.scoring import Scorer
 from treegrpo.tree import TreeShape
 from treegrpo.tree_record import TreeRecord, build_tree_records
 from treegrpo.tree_scoring import decode_steps, tree_advantages
@@ -45,8 +46,8 @@ def grow_tree(
     images = decode_steps(adapter, rollout.x0)  # step -> (1, width, C, H, W)
     leaf_images = images[shape.steps][0]  # (k^d, C, H, W)
     leaf_prompts = [prompt] * leaf_images.shape[0]
-    scores = score_images(rewards, leaf_images, leaf_prompts)
     weights = config.reward_weights
+    scores = Scorer(adapter.decode, rewards, weights).score_images(leaf_images, leaf_prompts)
     _, values = tree_advantages(
         rollout, scores, weights, torch.zeros(1, dtype=torch.long), config.tree.backup
     )

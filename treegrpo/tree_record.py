@@ -15,8 +15,10 @@ from typing import Any
 
 from torch import Tensor
 
+from treegrpo.models.base import ModelAdapter
 from treegrpo.rollout import TreeRollout
 from treegrpo.schedules import Schedule
+from treegrpo.tree_scoring import decode_steps
 
 
 @dataclass
@@ -139,4 +141,25 @@ def build_tree_records(
                 nodes=nodes,
             )
         )
+    return records
+
+
+def epoch_tree_records(
+    adapter: ModelAdapter,
+    schedule: Schedule,
+    rollout: TreeRollout,
+    backup: str,
+    rewards: dict[str, Tensor],
+    weights: dict[str, float],
+    values: list[Tensor],
+    first_tree: int,
+) -> list[TreeRecord]:
+    """The records of a recorded training rollout's trees, numbered from `first_tree` (their
+    place in the epoch), each node with its predicted clean image. `rewards[name]` holds the
+    leaves' scores tree after tree (trees * k^d,), `values` the backup's advantages."""
+    images = {step: block.cpu() for step, block in decode_steps(adapter, rollout.x0).items()}
+    leaf_rewards = {name: r.reshape(rollout.trees, -1) for name, r in rewards.items()}
+    records = build_tree_records(rollout, schedule, backup, leaf_rewards, weights, values, images)
+    for record in records:
+        record.index += first_tree
     return records

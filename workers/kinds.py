@@ -38,12 +38,17 @@ from treegrpo.config import RunConfig
 from workers import policy_cache
 from workers.context import JobContext
 from workers.policy_cache import checkpoint_key
-from workers.recorder import JobRecorder, store_samples, store_tree, weighted, write_metrics
+from workers.recorder import (
+    JobRecorder,
+    store_branch_nodes,
+    store_samples,
+    store_tree,
+    write_metrics,
+)
 from workers.secrets import resolve_secret
 
 # Images per model call batch in evaluation (each chunk also checks the stop request).
 EVAL_CHUNK = 64
-EVAL_PROMPTS_DEFAULT = 8
 MAX_SEED = 2**31 - 1
 
 
@@ -258,6 +263,7 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
 def run_sample(ctx: JobContext, params: SampleParams) -> str:
     from treegrpo.prompts import resolve_prompts
     from treegrpo.sample_tree import grow_tree
+    from treegrpo.scoring import summarise_means
     from treegrpo.windows import window_start
 
     config = ctx.config
@@ -284,9 +290,7 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
         ctx.heartbeat(progress_step=index + 1, progress_total=params.trees)
         ctx.log.write(f"tree {index + 1}/{params.trees}: {prompt!r}, window start {start}")
     means = {name: sum(v) / len(v) for name, v in leaves.items() if v}
-    metrics = {f"reward/{name}_mean": value for name, value in means.items()}
-    metrics["reward_mean"] = weighted(means, config.reward_weights)
-    write_metrics(ctx, source.epoch, metrics)
+    write_metrics(ctx, source.epoch, summarise_means(means, config.reward_weights))
     return "completed"
 
 
@@ -296,16 +300,12 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     from treegrpo.algorithms import resolve_for_model
-    from treegrpo.prompts import resolve_prompts
-    from treegrpo.rewards.registry import score_images
-    from treegrpo.rollout import sample_ode
+    from treegrpo.evaluate import eval_prompts, sample_and_score
+    from treegrpo.scoring import Scorer, summarise
 
     config = ctx.config
     source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
-    if config.eval_prompts is not None:
-        prompts = list(resolve_prompts(config.eval_prompts))
-    else:
-        prompts = list(resolve_prompts(config.prompts))[:EVAL_PROMPTS_DEFAULT]
+    prompts = eval_prompts(config)
     rows = [p for p in prompts for _ in range(params.samples_per_prompt)]
     ctx.log.write(
         f"evaluating {source.describe()} on {len(prompts)} prompts x "
@@ -314,6 +314,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     adapter = cached_policy(config, source.checkpoint)
     rewards = cached_rewards(config, adapter.device)
     config, schedule = resolve_for_model(config, adapter)
+    scorer = Scorer(adapter.decode, rewards, config.reward_weights)
     generator = torch.Generator().manual_seed(config.seed)
     initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
     chunks = -(-len(rows) // EVAL_CHUNK)
@@ -323,28 +324,21 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
         if ctx.stop.requested():
             return "stopped"
         part = slice(chunk * EVAL_CHUNK, (chunk + 1) * EVAL_CHUNK)
-        with torch.no_grad():
-            latents = sample_ode(
-                adapter,
-                schedule,
-                adapter.encode_prompts(rows[part]),
-                initial[part],
-                config.sampling.resolved_cfg_scale,
-                config.sampling.max_batch,
-            )
-            decoded = adapter.decode(latents).cpu()  # (n, C, H, W) in [0, 1]
-        images.append(decoded)
-        scores.append(score_images(rewards, decoded, rows[part]))
+        decoded, chunk_scores = sample_and_score(
+            adapter,
+            schedule,
+            scorer,
+            rows[part],
+            initial[part],
+            config.sampling.resolved_cfg_scale,
+            config.sampling.max_batch,
+        )
+        images.append(decoded.cpu())  # (n, C, H, W) in [0, 1]
+        scores.append(chunk_scores)
         ctx.heartbeat(progress_step=chunk + 1, progress_total=chunks)
     all_images = torch.cat(images)
     all_scores = {name: torch.cat([s[name] for s in scores]) for name in rewards}
-    metrics: dict[str, float] = {}
-    for name, values in all_scores.items():
-        metrics[f"eval/{name}_mean"] = float(values.mean())
-        metrics[f"eval/{name}_std"] = float(values.std(unbiased=False))
-    metrics["eval/reward_mean"] = weighted(
-        {name: float(v.mean()) for name, v in all_scores.items()}, config.reward_weights
-    )
+    metrics = summarise(all_scores, config.reward_weights, prefix="eval/", spread=True)
     store_samples(ctx, source.epoch, rows, all_images, all_scores, config.reward_weights)
     write_metrics(ctx, source.epoch, metrics)
     ctx.log.write(", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
@@ -359,8 +353,8 @@ def run_playground(ctx: JobContext, params: SampleParams, play: PlaygroundParams
     """N images of one prompt from the base model (gallery epoch 0) and from the checkpoint
     (gallery of its epoch), from the same N initial noises, scored by every reward."""
     from treegrpo.algorithms import resolve_for_model
-    from treegrpo.rewards.registry import score_images
-    from treegrpo.rollout import sample_ode
+    from treegrpo.evaluate import sample_and_score
+    from treegrpo.scoring import Scorer
 
     config = ctx.config
     source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
@@ -381,21 +375,21 @@ def run_playground(ctx: JobContext, params: SampleParams, play: PlaygroundParams
         adapter = cached_policy(config, policy.checkpoint)
         rewards = rewards or cached_rewards(config, adapter.device)
         resolved, schedule = resolve_for_model(config, adapter)
+        scorer = Scorer(adapter.decode, rewards, config.reward_weights)
         generator = torch.Generator().manual_seed(play.seed)
         initial = torch.randn((play.images, *adapter.latent_shape), generator=generator)
-        with torch.no_grad():
-            latents = sample_ode(
-                adapter,
-                schedule,
-                adapter.encode_prompts(rows),
-                initial,
-                resolved.sampling.resolved_cfg_scale,
-                resolved.sampling.max_batch,
-            )
-            images = adapter.decode(latents).cpu()  # (N, C, H, W) in [0, 1]
-        scores = score_images(rewards, images, rows)
+        decoded, scores = sample_and_score(
+            adapter,
+            schedule,
+            scorer,
+            rows,
+            initial,
+            resolved.sampling.resolved_cfg_scale,
+            resolved.sampling.max_batch,
+        )
+        images = decoded.cpu()  # (N, C, H, W) in [0, 1]
         store_samples(ctx, policy.epoch, rows, images, scores, config.reward_weights)
-        mean = weighted({n: float(v.mean()) for n, v in scores.items()}, config.reward_weights)
+        mean = scorer.summarise(scores)["reward_mean"]
         summary.append(f"{'base' if policy.checkpoint is None else policy.describe()}: {mean:.4f}")
         ctx.heartbeat(progress_step=done + 1, progress_total=len(policies))
     ctx.log.write("mean reward " + "; ".join(summary))
@@ -484,9 +478,9 @@ def branch_record(ctx: JobContext, params: BranchParams) -> int:
 
 def run_branch(ctx: JobContext, params: BranchParams) -> str:
     from treegrpo.algorithms import resolve_for_model
-    from treegrpo.artifacts import thumbnail
-    from treegrpo.branch import advantages_against, load_latent, regrow, save_latent
-    from treegrpo.rewards.registry import score_images
+    from treegrpo.branch import advantages_against, branch_nodes, load_latent, regrow
+    from treegrpo.scoring import Scorer
+    from treegrpo.seeds import stream_seed
 
     origin = branch_origin(params)
     named = (
@@ -521,9 +515,8 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     assert config.sampling.eta is not None
     ctx.fetch(origin.latent_path)
     latent = load_latent(ctx.path(origin.latent_path))
-    generator = torch.Generator().manual_seed(
-        (ctx.config.seed * 1_000_003 + ctx.job_id * 7_919) % 2**62
-    )
+    # The job's own stream: branching the same node twice explores different children.
+    generator = torch.Generator().manual_seed(stream_seed(ctx.config.seed, ctx.job_id, 0))
     noise = torch.randn((params.k, *adapter.latent_shape), generator=generator)
     prompt = origin.prompt
     grown = regrow(
@@ -539,60 +532,31 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     )
     if ctx.stop.requested():
         return "stopped"
+    scorer = Scorer(adapter.decode, rewards, config.reward_weights)
     with torch.no_grad():
-        decoded = adapter.decode(grown.x0.reshape(-1, *grown.x0.shape[2:])).cpu()
+        decoded = scorer.decode(grown.x0.reshape(-1, *grown.x0.shape[2:])).cpu()
     images = decoded.reshape(*grown.x0.shape[:2], *decoded.shape[1:])  # (k, L, C', H', W')
-    leaf_scores = score_images(rewards, images[:, -1], [prompt] * params.k)
+    leaf_scores = scorer.score_images(images[:, -1], [prompt] * params.k)
     advantages = advantages_against(
         {name: torch.tensor(values) for name, values in origin.reference.items()},
         leaf_scores,
         config.reward_weights,
     )
     base = origin.artifact_dir or trees_relpath(origin.job_id, origin.epoch, origin.index)
-    rel = f"{base}/branches/job-{ctx.job_id:06d}"
-    length = grown.states.shape[1]
-    nodes = []
-    for position in range(length):
-        step = grown.step_of(position)
-        for child in range(params.k):
-            local = position * params.k + child  # level by level, like the tree's own numbering
-            is_leaf = step == steps
-            image_path = f"{rel}/images/node-{local:05d}.png"
-            latent_path = f"{rel}/latents/node-{local:05d}.safetensors"
-            target = ctx.path(image_path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            thumbnail(images[child, position]).save(target)
-            save_latent(ctx.path(latent_path), grown.states[child, position])
-            scores = {name: float(v[child]) for name, v in leaf_scores.items()} if is_leaf else None
-            nodes.append(
-                {
-                    "node_index": local,
-                    "parent_index": None if position == 0 else local - params.k,
-                    "depth": origin.node_depth + 1,
-                    "step_index": step,
-                    "t": float(schedule.t[step]),
-                    "sigma": float(schedule.sigma[step]),
-                    "is_leaf": is_leaf,
-                    "log_prob_old": float(grown.log_probs[child]) if position == 0 else None,
-                    "reward": weighted(scores, config.reward_weights) if scores else None,
-                    "rewards": scores,
-                    "advantage": float(advantages[child]) if position == 0 or is_leaf else None,
-                    "image_path": image_path,
-                    "latent_path": latent_path,
-                }
-            )
-    ctx.publish(rel)
-    ctx.heartbeat()
-    with session_scope() as session:
-        # Beside the training tree, never in it. A branch job that runs again (resumed after a
-        # failure) replaces its earlier children.
-        crud.replace_branch_nodes(session, branch_id=branch_id, nodes=nodes)
-    means = {name: float(v.mean()) for name, v in leaf_scores.items()}
-    metrics = {f"reward/{name}_mean": value for name, value in means.items()}
-    metrics["reward_mean"] = weighted(means, config.reward_weights)
+    nodes = branch_nodes(
+        grown,
+        schedule,
+        images,
+        leaf_scores,
+        advantages,
+        config.reward_weights,
+        depth=origin.node_depth + 1,
+    )
+    store_branch_nodes(ctx, f"{base}/branches/job-{ctx.job_id:06d}", branch_id, nodes)
+    metrics = scorer.summarise(leaf_scores)
     metrics["advantage/mean"] = float(advantages.mean())
     write_metrics(ctx, 0, metrics)
     ctx.heartbeat(progress_step=1, progress_total=1)
-    leaf_rewards = ", ".join(f"{n['reward']:.4f}" for n in nodes if n["is_leaf"])
+    leaf_rewards = ", ".join(f"{n.reward:.4f}" for n in nodes if n.is_leaf and n.reward is not None)
     ctx.log.write(f"{params.k} children ({len(nodes)} nodes); leaf rewards {leaf_rewards}")
     return "completed"

@@ -22,7 +22,8 @@ from backend.storage import samples_relpath, trees_relpath
 from treegrpo.artifacts import thumbnail, write_tree
 from treegrpo.branch import save_latent
 from treegrpo.callbacks import Callback, RunInfo, SampleBatch
-from treegrpo.tree_record import TreeRecord
+from treegrpo.scoring import weighted_sum
+from treegrpo.tree_record import TreeNodeRecord, TreeRecord
 from workers.context import JobContext, LostOwnership, with_db_retry
 
 # Metrics shown in the one-line summary of each epoch in the job log.
@@ -39,8 +40,26 @@ def write_metrics(ctx: JobContext, step: int, values: Mapping[str, float]) -> No
     with_db_retry(write)
 
 
-def weighted(rewards: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    return sum(weights[name] * value for name, value in rewards.items() if name in weights)
+def node_row(
+    node: TreeNodeRecord, image_path: str | None, latent_path: str | None
+) -> dict[str, Any]:
+    """A node's row (crud.trees.NODE_FIELDS with its index and its parent's), for a training
+    tree and a branch alike: the record's layout, renamed where the table names differ."""
+    return {
+        "node_index": node.id,
+        "parent_index": node.parent_id,
+        "depth": node.depth,
+        "step_index": node.step_index,
+        "t": node.t,
+        "sigma": node.sigma,
+        "is_leaf": node.is_leaf,
+        "log_prob_old": node.log_prob,
+        "reward": node.reward,
+        "rewards": node.rewards,
+        "advantage": node.advantage,
+        "image_path": image_path,
+        "latent_path": latent_path,
+    }
 
 
 def store_tree(
@@ -59,23 +78,8 @@ def store_tree(
         if node.latent is not None:
             latent_path = f"{rel}/latents/node-{node.id:05d}.safetensors"
             save_latent(ctx.path(latent_path), node.latent)
-        nodes.append(
-            {
-                "node_index": node.id,
-                "parent_index": node.parent_id,
-                "depth": node.depth,
-                "step_index": node.step_index,
-                "t": node.t,
-                "sigma": node.sigma,
-                "is_leaf": node.is_leaf,
-                "log_prob_old": node.log_prob,
-                "reward": node.reward,
-                "rewards": node.rewards,
-                "advantage": node.advantage,
-                "image_path": f"{rel}/{entry['image']}" if entry["image"] else None,
-                "latent_path": latent_path,
-            }
-        )
+        image_path = f"{rel}/{entry['image']}" if entry["image"] else None
+        nodes.append(node_row(node, image_path, latent_path))
 
     ctx.publish(rel)  # before the row: the API never names an image the store lacks
 
@@ -101,6 +105,28 @@ def store_tree(
     return with_db_retry(write)
 
 
+def store_branch_nodes(
+    ctx: JobContext, rel: str, branch_id: int, nodes: Sequence[TreeNodeRecord]
+) -> None:
+    """images/node-NNNNN.png and latents/node-NNNNN.safetensors of a branch's nodes under `rel`,
+    then its node rows, beside the training tree and never in it. A branch job that runs again
+    (resumed after a failure) replaces its earlier children."""
+    rows = []
+    for node in nodes:
+        image_path = f"{rel}/images/node-{node.id:05d}.png"
+        latent_path = f"{rel}/latents/node-{node.id:05d}.safetensors"
+        target = ctx.path(image_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        assert node.image is not None and node.latent is not None
+        thumbnail(node.image).save(target)
+        save_latent(ctx.path(latent_path), node.latent)
+        rows.append(node_row(node, image_path, latent_path))
+    ctx.publish(rel)  # before the rows: the API never names an image the store lacks
+    ctx.heartbeat()
+    with session_scope() as session:
+        crud.replace_branch_nodes(session, branch_id=branch_id, nodes=rows)
+
+
 def store_samples(
     ctx: JobContext,
     epoch: int,
@@ -124,7 +150,7 @@ def store_samples(
             {
                 "prompt": prompt,
                 "image_path": f"{rel}/{name}",
-                "reward": weighted(scores, weights),
+                "reward": weighted_sum(scores, weights),
                 "rewards": scores,
             }
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from treegrpo.branch import advantages_against, load_latent, regrow, save_latent
+from treegrpo.branch import advantages_against, branch_nodes, load_latent, regrow, save_latent
 from treegrpo.models.tiny import TinyAdapter
 from treegrpo.rollout import draw_tree_noise, rollout_trees
 from treegrpo.stepping import gaussian_log_prob
@@ -85,6 +85,32 @@ def test_regrow_log_probs_follow_the_gaussian_and_refuse_a_leaf() -> None:
     torch.testing.assert_close(grown.x0[:, -1], grown.leaves)
     with pytest.raises(ValueError, match="final image"):
         regrow(adapter, schedule, cond, latent, STEPS, noise, 1.0, 0.7)
+
+
+def test_branch_nodes_lay_the_chains_out_as_tree_nodes() -> None:
+    adapter = TinyAdapter("flow", image_size=8, width=16)
+    schedule = adapter.make_schedule(STEPS)
+    cond = adapter.encode_prompts(["a dark square"])
+    latent = torch.randn(adapter.latent_shape, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn((2, *adapter.latent_shape), generator=torch.Generator().manual_seed(2))
+    grown = regrow(adapter, schedule, cond, latent, STEPS - 3, noise, 1.0, 0.7)  # 3 positions
+    images = grown.x0 + 1.0  # stands in for the decoded images
+    scores, advantages = {"r": torch.tensor([0.25, 0.75])}, torch.tensor([-1.0, 1.0])
+    nodes = branch_nodes(grown, schedule, images, scores, advantages, {"r": 2.0}, depth=4)
+    # Level by level: children 0, 1 at step T - 2; then 2, 3; the leaves 4, 5 at step T.
+    assert [n.id for n in nodes] == [0, 1, 2, 3, 4, 5]
+    assert [n.parent_id for n in nodes] == [None, None, 0, 1, 2, 3]
+    assert [n.step_index for n in nodes] == [STEPS - 2] * 2 + [STEPS - 1] * 2 + [STEPS] * 2
+    assert [n.is_leaf for n in nodes] == [False] * 4 + [True] * 2
+    assert {n.depth for n in nodes} == {4}
+    assert [n.log_prob for n in nodes[:2]] == grown.log_probs.tolist()
+    assert all(n.log_prob is None for n in nodes[2:])
+    assert [n.advantage for n in nodes] == [-1.0, 1.0, None, None, -1.0, 1.0]
+    assert [n.rewards for n in nodes[4:]] == [{"r": 0.25}, {"r": 0.75}]
+    assert [n.reward for n in nodes] == [None] * 4 + [0.5, 1.5]
+    assert nodes[3].t == float(schedule.t[STEPS - 1])
+    assert nodes[3].image is not None and torch.equal(nodes[3].image, images[1, 1])
+    assert nodes[5].latent is not None and torch.equal(nodes[5].latent, grown.leaves[1])
 
 
 def test_advantages_against_the_tree_leaves() -> None:

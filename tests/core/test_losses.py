@@ -1,13 +1,22 @@
-"""PPO-clipped loss, child aggregation, KL to the reference, ratio statistics (TREEGRPO.md 6)."""
+"""PPO-clipped loss, child aggregation, KL to the reference, ratio statistics, and the whole
+per-edge objective `update.edge_loss` (docs/TREEGRPO.md §6)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from treegrpo.algorithms import resolve_for_model
+from treegrpo.config import resolve_config
+from treegrpo.edges import EdgeBatch
 from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
+from treegrpo.models.tiny import TinyAdapter
+from treegrpo.stepping import gaussian_log_prob
+from treegrpo.update import edge_loss
 
 
 def loss_of(log_ratio: float, advantage: float, clip_range: float = 0.2, adv_clip: float = 5.0):
@@ -103,3 +112,35 @@ def test_ratio_stats_literal() -> None:
     assert stats["ratio_min"] == pytest.approx(math.exp(-0.3), abs=1e-6)
     assert stats["ratio_max"] == pytest.approx(math.exp(0.3), abs=1e-6)
     assert all(isinstance(v, float) for v in stats.values())
+
+
+def test_edge_loss_on_policy_is_minus_the_clamped_advantages_per_node() -> None:
+    config = resolve_config("tiny-treegrpo", overrides={"train.adv_clip": 1.5})
+    adapter = TinyAdapter("flow")
+    config, schedule = resolve_for_model(config, adapter)
+    sampling, train = config.sampling, config.train
+    assert sampling.eta is not None
+    generator = torch.Generator().manual_seed(0)
+    parents = torch.randn((2, *adapter.latent_shape), generator=generator)
+    steps, cond = torch.tensor([1, 2]), adapter.encode_prompts(["a", "b"])
+    with torch.no_grad():  # the rollout's policy: 3 children per parent
+        out = adapter.predict(parents, steps, schedule, cond, sampling.resolved_cfg_scale)
+        mean, std = schedule.gaussian(parents, out, steps, sampling.eta)
+        noise = torch.randn((2, 3, *adapter.latent_shape), generator=generator)
+        children = mean[:, None] + std[:, None] * noise
+        old = gaussian_log_prob(children, mean[:, None], std[:, None], batch_dims=2)
+    advantages = torch.tensor([[2.0, -1.0, 0.5], [0.0, -3.0, 1.0]])
+    batch = EdgeBatch(parents, steps, torch.arange(2), children, old, advantages, steps + 1)
+    terms = edge_loss(adapter, schedule, batch, cond, sampling, train)
+    # Ratio 1, so loss_e = -clamp(A, -1.5, 1.5): node 0 -(1.5 - 1 + 0.5), node 1 -(0 - 1.5 + 1).
+    torch.testing.assert_close(terms.ratio, torch.ones(2, 3), rtol=0, atol=1e-5)
+    torch.testing.assert_close(terms.per_parent, torch.tensor([-1.0, 0.5]), atol=1e-5, rtol=0)
+    assert terms.kl is None and terms.per_parent.requires_grad
+    mean_agg = dataclasses.replace(train, loss_agg="mean")
+    terms = edge_loss(adapter, schedule, batch, cond, sampling, mean_agg)
+    torch.testing.assert_close(terms.per_parent, torch.tensor([-1.0, 0.5]) / 3, atol=1e-5, rtol=0)
+    # A reference equal to the policy: no KL.
+    reference = copy.deepcopy(adapter.denoiser)
+    terms = edge_loss(adapter, schedule, batch, cond, sampling, train, reference)
+    assert terms.kl is not None
+    torch.testing.assert_close(terms.kl, torch.zeros(2), rtol=0, atol=1e-8)

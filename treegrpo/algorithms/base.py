@@ -1,9 +1,16 @@
-"""What every algorithm tells the trainer, and the rules they share.
+"""What every algorithm is to the trainer: one epoch's rollout behind a small frozen context.
 
 An algorithm owns one epoch's rollout: how it samples (trees or flat groups, which steps are
 stochastic, which noise is shared), which SDE edges it trains, which latent it decodes and
-scores, and how rewards become advantages. The trainer loop (`trainer.py`) knows only this
-interface: it plans the epoch, calls `roll_out`, and runs the same PPO update on the edges.
+scores, and how rewards become advantages. It receives an `EpochContext` (the resolved config,
+the model, its schedule, the epoch's plan and conditioning, a noise source, a scorer and whether
+to record trees) and returns an `EpochRollout` holding everything it produced. It sees nothing
+of the trainer: the trainer (`trainer.py`) plans the epoch, calls `roll_out`, runs the same PPO
+update (`update.py`) on the edges, logs and checkpoints.
+
+    ctx = EpochContext(config, adapter, schedule, plan, cond, noise, scorer, record_trees=False)
+    rollout = get_algorithm(config.algorithm).roll_out(ctx)
+    rollout.edges, rollout.metrics, rollout.images, rollout.model_evals, rollout.tree_records
 
 Defaults: a setting the config leaves null (`sampling.eta`, `sampling.sde`,
 `flat.timestep_fraction`, `flat.same_noise`, `flat.global_std`, `train.kl_beta`) takes the
@@ -15,19 +22,19 @@ from __future__ import annotations
 import dataclasses
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from treegrpo.config import DEFAULT_CFG_SCALE, ConfigError, RunConfig
 from treegrpo.edges import EdgeBatch
+from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.schedules import Family, Schedule
-
-if TYPE_CHECKING:
-    from treegrpo.models.base import Conditioning
-    from treegrpo.trainer import EpochPlan, Trainer
+from treegrpo.scoring import Scorer
+from treegrpo.tree_record import TreeRecord
 
 # The SDE noise level each SDE samples with when `sampling.eta` is null.
 SDE_ETA = {"flowgrpo": 0.7, "dancegrpo": 0.3, "ddim": 1.0}
@@ -37,12 +44,49 @@ DECODE_NOISE_TOLERANCE = 0.01
 
 
 @dataclass
+class EpochPlan:
+    """What the trainer decided for an epoch before any sampling."""
+
+    epoch: int
+    prompts: list[str]  # the whole epoch's, on every rank
+    groups: Tensor  # (prompts,) id of each prompt, equal prompts share one
+    window_start: int
+    generator: torch.Generator
+    rng: random.Random
+    local: range  # this rank's trees (flat groups): indices into `prompts`
+
+    @property
+    def local_prompts(self) -> list[str]:
+        return self.prompts[self.local.start : self.local.stop]
+
+
+@dataclass(frozen=True)
+class EpochContext:
+    """Everything an algorithm's rollout may use; it reaches nothing else."""
+
+    config: RunConfig  # resolved: no null the algorithm decides
+    adapter: ModelAdapter
+    schedule: Schedule
+    plan: EpochPlan
+    cond: Conditioning  # this rank's prompts (plan.local_prompts), in order
+    noise: Callable[[int], torch.Generator]  # tree (flat group) index -> its noise generator
+    scorer: Scorer
+    # The tree sink: True on an epoch whose trees are logged; the rollout then returns their
+    # records in `EpochRollout.tree_records` and the trainer hands them to the callbacks.
+    record_trees: bool = False
+
+
+@dataclass
 class EpochRollout:
-    """What one epoch's rollout hands to the update and the metrics."""
+    """What one epoch's rollout produced: all that the update, the metrics and the logs need."""
 
     edges: EdgeBatch  # this rank's trained edges
     metrics: dict[str, float]
     images: int  # images of the whole epoch (all ranks)
+    model_evals: int  # model evaluations of the whole epoch (all ranks), before CFG
+    # This rank's tree records, numbered within the epoch; None where no trees were recorded
+    # (the same on every rank, so every rank takes part in gathering them, or none does).
+    tree_records: list[TreeRecord] | None = field(default=None)
 
 
 class Algorithm(ABC):
@@ -103,8 +147,8 @@ class Algorithm(ABC):
         return 0
 
     @abstractmethod
-    def roll_out(self, trainer: Trainer, plan: EpochPlan, cond: Conditioning) -> EpochRollout:
-        """Sample this rank's share of the epoch, score it, and return its trained edges."""
+    def roll_out(self, ctx: EpochContext) -> EpochRollout:
+        """Sample this rank's share of the epoch, score it, and return what it produced."""
 
     @abstractmethod
     def epoch_counts(self, config: RunConfig) -> tuple[int, int, int]:

@@ -28,8 +28,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from treegrpo.advantages import combine_rewards
 from treegrpo.algorithms.flat import FlatAlgorithm
 from treegrpo.config import RunConfig
+from treegrpo.rollout import FlatRollout
+from treegrpo.schedules import Schedule
 
 
 def dancegrpo_train_steps(
@@ -43,11 +46,18 @@ def dancegrpo_train_steps(
     return order[:, :count]  # (rows, m)
 
 
+def dancegrpo_advantages(
+    rewards: dict[str, Tensor], weights: dict[str, float], groups: Tensor
+) -> Tensor:
+    """(rows,): per reward, (R - group mean) / (group std + 1e-8) with torch's unbiased std (the
+    table above); the rewards' weighted sum, not normalised again (MixGRPO's `advantage_aggr`,
+    same codebase)."""
+    return combine_rewards(rewards, weights, groups, renormalise=False, unbiased=True)
+
+
 class DanceGRPO(FlatAlgorithm):
     name: ClassVar[str] = "dancegrpo"
     sde: ClassVar[str] = "dancegrpo"
-    decode_clean_estimate: ClassVar[bool] = True
-    dancegrpo_advantages: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "flat.timestep_fraction": 0.6,
         "flat.same_noise": True,
@@ -62,3 +72,20 @@ class DanceGRPO(FlatAlgorithm):
         return dancegrpo_train_steps(
             rows, config.sampling.steps, config.flat.timestep_fraction, generator
         )
+
+    def decoded_latents(
+        self, config: RunConfig, rollout: FlatRollout, schedule: Schedule, sde: Tensor
+    ) -> Tensor:
+        """The clean estimate x0_hat of the last step, whatever that step's noise."""
+        return rollout.last_x0
+
+    def advantages(
+        self,
+        config: RunConfig,
+        rewards: dict[str, Tensor],
+        weights: dict[str, float],
+        groups: Tensor,
+    ) -> Tensor:
+        if config.flat.global_std:  # set by hand: Flow-GRPO's epoch-wide std
+            return super().advantages(config, rewards, weights, groups)
+        return dancegrpo_advantages(rewards, weights, groups)

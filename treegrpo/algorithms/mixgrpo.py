@@ -9,7 +9,7 @@ ODE), and rolls back to 0 after the last start (`windows.sliding_window`).
 Trained steps: the window's steps.
 Decoded: the final state, or the clean estimate when the window covers a noisy last step.
 Advantages: z-score within the prompt's group with the unbiased std, several rewards summed
-without a second normalisation (`advantage_aggr`), as DanceGRPO (`FlatAlgorithm.dancegrpo_advantages`).
+without a second normalisation (`advantage_aggr`), as DanceGRPO (`dancegrpo.dancegrpo_advantages`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from treegrpo.algorithms.dancegrpo import dancegrpo_advantages
 from treegrpo.algorithms.flat import FlatAlgorithm, same_steps_for_every_row
 from treegrpo.config import RunConfig
 from treegrpo.windows import sliding_window
@@ -28,7 +29,6 @@ from treegrpo.windows import sliding_window
 class MixGRPO(FlatAlgorithm):
     name: ClassVar[str] = "mixgrpo"
     sde: ClassVar[str] = "flowgrpo"
-    dancegrpo_advantages: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {
         "flat.timestep_fraction": 1.0,
         "flat.same_noise": True,
@@ -58,3 +58,14 @@ class MixGRPO(FlatAlgorithm):
         self, config: RunConfig, rows: int, window_start: int, generator: torch.Generator
     ) -> Tensor:
         return same_steps_for_every_row(self._window_from(config, window_start), rows)
+
+    def advantages(
+        self,
+        config: RunConfig,
+        rewards: dict[str, Tensor],
+        weights: dict[str, float],
+        groups: Tensor,
+    ) -> Tensor:
+        if config.flat.global_std:  # set by hand: Flow-GRPO's epoch-wide std
+            return super().advantages(config, rewards, weights, groups)
+        return dancegrpo_advantages(rewards, weights, groups)

@@ -1,0 +1,186 @@
+"""The policy update: the loss of a batch of SDE edges, and the PPO steps over an epoch's edges.
+
+`edge_loss` is the whole per-edge objective in one place; `ppo_update` only splits the epoch's
+edges into minibatches, accumulates, reduces over ranks and steps the optimizer.
+
+Against the paper (TreeGRPO, arXiv 2512.08153, Eq. 12: the PPO-clipped objective summed over a
+tree's SDE edges, each with its own advantage; docs/TREEGRPO.md §6) and the official code
+(zh-ding/TreeGRPO train.py, `RLTrainer.treegrpo_update` and `RLTrainer.train`):
+
+  edge_loss                                official train.py
+  1. v = model(x_parent, t, c) with CFG    `noise_pred_uncond + self.config.sample.guidance_scale
+                                            * (noise_pred_text - noise_pred_uncond)`
+  2. (mu, std) of the SDE step, and        `_, log_probs = flow_match_euler_discrete_step_with_
+     log p_theta of all k children from     logprob(..., prev_sample=batch["output_latents"][0],
+     that one forward                       ...)`, then `for log_prob, old_log_prob, advantage in
+                                            zip(log_probs, batch["log_prob"][0], ...)`
+  3. A = clamp(A(e), -adv_clip, adv_clip)  `advantages = torch.clamp(advantages,
+                                            -self.config.training.adv_clip_max, ...)`
+  4. ratio = exp(log p_theta - log p_old)  `ratio = torch.exp(log_prob - log_prob_old)`
+  5. max(-A ratio,                         `unclipped_loss = -advantages * ratio`,
+         -A clamp(ratio, 1 - eps, 1 + eps)) `clipped_loss = -advantages * torch.clamp(ratio,
+                                            1.0 - ...clip_range, 1.0 + ...clip_range)`,
+                                            `torch.maximum(unclipped_loss, clipped_loss)`
+  6. summed over the node's k children     `loss_sum += loss`; `if ... loss_agg == "mean":
+     (`train.loss_agg`; mean optional)      loss_sum /= len(log_probs)`
+  7. KL to a reference (`train.kl_beta`)   absent from the paper and the official code: Flow-GRPO's
+                                            ||mu - mu_ref||^2 / (2 sigma_t^2), on in its recipe only
+
+  ppo_update                               official train.py
+  minibatches: `train.minibatches`         `gradient_accumulation_steps = max(1, total_samples //
+  optimizer steps per epoch, each node's    2)` with one node per batch: two steps per epoch, each
+  loss divided by its minibatch's size      loss divided by the accumulation count (accelerate)
+  clip_grad_norm_(max_grad_norm)           `clip_grad_norm_(..., max_norm=...max_grad_norm)`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from treegrpo.config import SamplingConfig, TrainConfig
+from treegrpo.distributed import Ranks, all_gather_cat, all_reduce_gradients, sum_over_ranks
+from treegrpo.edges import EdgeBatch
+from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, ratio_stats
+from treegrpo.models.base import Conditioning, ModelAdapter
+from treegrpo.optim import clip_targets
+from treegrpo.schedules import Schedule
+from treegrpo.stepping import gaussian_log_prob
+
+
+@dataclass
+class EdgeLoss:
+    """The loss of P parent states and their m children each."""
+
+    per_parent: Tensor  # (P,) PPO-clipped loss, aggregated over the parent's children
+    kl: Tensor | None  # (P,) KL to the reference policy, when there is one
+    ratio: Tensor  # (P, m) pi_theta / pi_old of each child
+    log_prob: Tensor  # (P, m) log pi_theta of each child
+
+
+def edge_loss(
+    adapter: ModelAdapter,
+    schedule: Schedule,
+    batch: EdgeBatch,
+    cond: Conditioning,
+    sampling: SamplingConfig,
+    train: TrainConfig,
+    reference: nn.Module | None = None,
+) -> EdgeLoss:
+    """The objective of a batch of edges under the current policy (steps 1-7 above).
+
+    `cond` holds one row per parent (the parents' prompts); `reference` is the frozen reference
+    denoiser of the optional KL term, None without one.
+    """
+    assert sampling.eta is not None
+    # 1-2. One forward at each parent gives the Gaussian of all its children.
+    out = adapter.predict(batch.parents, batch.steps, schedule, cond, sampling.resolved_cfg_scale)
+    mean, std = schedule.gaussian(batch.parents, out, batch.steps, sampling.eta)
+    log_prob = gaussian_log_prob(
+        batch.children, mean[:, None], std[:, None], batch_dims=2
+    )  # (P, m)
+    # 3-5. Clamped advantages, ratio, PPO clip.
+    per_child, ratio = ppo_clip_loss(
+        log_prob, batch.log_prob_old, batch.advantages, train.clip_range, train.adv_clip
+    )
+    # 6. Over the node's children.
+    per_parent = aggregate_children(per_child, train.loss_agg)
+    # 7. The reference policy's mean at the same parents.
+    kl = None
+    if reference is not None:
+        with torch.no_grad():
+            ref_out = adapter.predict(
+                batch.parents,
+                batch.steps,
+                schedule,
+                cond,
+                sampling.resolved_cfg_scale,
+                denoiser=reference,
+            )
+            ref_mean, _ = schedule.gaussian(batch.parents, ref_out, batch.steps, sampling.eta)
+        scale = std if train.kl_form == "exact" else schedule.kl_scale(std, batch.steps)
+        kl = kl_to_reference(mean, ref_mean, scale)
+    return EdgeLoss(per_parent, kl, ratio, log_prob)
+
+
+def ppo_update(
+    adapter: ModelAdapter,
+    schedule: Schedule,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[nn.Parameter],
+    edges: EdgeBatch,
+    cond: Conditioning,
+    generator: torch.Generator,
+    sampling: SamplingConfig,
+    train: TrainConfig,
+    ranks: Ranks,
+    reference: nn.Module | None = None,
+) -> dict[str, float]:
+    """`train.minibatches` PPO-clipped optimizer steps over the epoch's edges; their metrics.
+
+    `edges` are this rank's block of the epoch's edges, in tree order. The permutation and
+    minibatches are drawn over the epoch's edges on every rank alike; a rank trains the
+    members of each minibatch it holds, every loss is divided by the whole minibatch's
+    size, and summing the gradients over ranks gives exactly the one-process gradient.
+    """
+    first = ranks.rank * len(edges)
+    order = torch.randperm(len(edges) * ranks.world, generator=generator)
+    losses, kls, grad_norms = [], [], []
+    ratios, new_lps, old_lps, advantages = [], [], [], []
+    first_minibatch_deviation = torch.zeros(())
+    for number, minibatch in enumerate(order.chunk(train.minibatches)):
+        optimizer.zero_grad(set_to_none=True)
+        mine = minibatch[(minibatch >= first) & (minibatch < first + len(edges))] - first
+        micro = train.micro_batch or max(1, len(mine))
+        for chunk in mine.split(micro) if len(mine) else ():
+            batch = edges.select(chunk)
+            terms = edge_loss(
+                adapter,
+                schedule,
+                batch,
+                cond.select(batch.prompt_index),
+                sampling,
+                train,
+                reference,
+            )
+            loss = terms.per_parent.sum() / len(minibatch)
+            if terms.kl is not None:
+                loss = loss + float(train.kl_beta or 0.0) * terms.kl.sum() / len(minibatch)
+                kls.append(terms.kl.detach())
+            loss.backward()
+            losses.append(float(loss.detach()))
+            ratio = terms.ratio.detach()
+            ratios.append(ratio.flatten())
+            advantages.append(batch.advantages.flatten())
+            if number == 0:
+                # Before the first optimiser step the policy is the rollout's: any gap
+                # between rollout and training log-probs shows here as ratio != 1.
+                deviation = (ratio - 1.0).abs().max().cpu()
+                first_minibatch_deviation = torch.maximum(first_minibatch_deviation, deviation)
+            new_lps.append(terms.log_prob.detach().flatten())
+            old_lps.append(batch.log_prob_old.flatten())
+        all_reduce_gradients(parameters)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            clip_targets(optimizer, parameters), train.max_grad_norm
+        )
+        grad_norms.append(float(grad_norm))
+        optimizer.step()
+        # Free the gradients now: otherwise they stay allocated through the next rollout.
+        optimizer.zero_grad(set_to_none=True)
+    # The epoch's statistics, not this rank's: gather the per-edge values, sum the losses.
+    ratio, new_lp, old_lp = (all_gather_cat(torch.cat(v)) for v in (ratios, new_lps, old_lps))
+    metrics = ratio_stats(ratio, new_lp, old_lp, train.clip_range)
+    metrics["loss"] = sum_over_ranks(sum(losses)) / train.minibatches
+    metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    metrics["trained_edges"] = float(ratio.numel())
+    all_advantages = all_gather_cat(torch.cat(advantages))
+    metrics["check/adv_clipped"] = float((all_advantages.abs() > train.adv_clip).float().mean())
+    metrics["check/ratio_dev_first_minibatch"] = float(
+        all_gather_cat(first_minibatch_deviation.reshape(1)).max()
+    )
+    metrics["check/clip_fraction"] = metrics["clip_fraction"]
+    if reference is not None:
+        metrics["kl"] = float(all_gather_cat(torch.cat(kls)).mean())
+    return metrics
