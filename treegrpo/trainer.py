@@ -34,9 +34,10 @@ from treegrpo.algorithms import get_algorithm
 from treegrpo.algorithms.base import EpochContext, EpochPlan, EpochRollout
 from treegrpo.callbacks import Callback, CallbackList, RunInfo, SampleBatch
 from treegrpo.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from treegrpo.config import RunConfig, is_gallery_epoch, is_tree_epoch
+from treegrpo.config import RunConfig
 from treegrpo.distributed import any_rank, current_ranks, gather_to_main, shard_range
 from treegrpo.edges import EdgeBatch
+from treegrpo.epochs import is_gallery_epoch, is_tree_epoch
 from treegrpo.evaluate import eval_prompts, sample_and_score
 from treegrpo.export import LORA_EXPORT_DIR, write_lora_export
 from treegrpo.models.base import Conditioning, ModelAdapter

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from treegrpo.algorithm_names import ALGORITHMS
 from treegrpo.algorithms import get_algorithm, resolve_for_model
 from treegrpo.algorithms.base import (
     DECODE_NOISE_TOLERANCE,
@@ -37,8 +38,6 @@ from treegrpo.scoring import Scorer
 from treegrpo.seeds import noise_generator
 from treegrpo.trainer import Trainer
 from treegrpo.tree import model_evaluations
-
-ALGORITHMS = ["treegrpo", "dancegrpo", "flowgrpo", "mixgrpo"]
 
 
 class RememberingScorer(Scorer):

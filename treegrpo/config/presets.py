@@ -3,7 +3,7 @@
 - `tiny-*`: seconds on the random-init test model with the brightness reward (tests, smoke runs).
 - `digits-*`: the shipped digits model with the digit-judge reward; a CPU shows TreeGRPO's gain
   in minutes. Evaluation uses held-out prompt phrasings.
-  Each baseline runs its authors' recipe (TREEGRPO.md 7, docs/FIDELITY.md): its own SDE and eta,
+  Each baseline runs its authors' recipe (docs/TREEGRPO.md §7, docs/FIDELITY.md): its own SDE and eta,
   noise sharing, group size, trained steps, advantage normalisation, KL and optimiser steps per
   iteration. What stays matched across the family is what belongs to the model rather than the
   method: prompts, reward, T, CFG, learning rate and clip range (the originals' lr and clip
