@@ -30,9 +30,10 @@ DESCRIPTION = """\
 Submit TreeGRPO training, sampling and evaluation jobs; follow them live; browse their metrics,
 logged denoising trees, sample galleries and checkpoints. The contract is docs/API.md.
 
-Mutating routes need an `X-API-Key` header (`treegrpo api-key create NAME`); reads need it too
-when the server runs with `TREEGRPO_READS_REQUIRE_KEY=true`. Errors other than validation (422)
-are `application/problem+json`.
+Mutating routes need an `X-API-Key` header (`treegrpo api-key create NAME --role ROLE`) of a
+member (its own runs) or an admin (every run, and `GET /audit`); a viewer reads only. Reads need
+a key too when the server runs with `TREEGRPO_READS_REQUIRE_KEY=true`. `GET /me` says what the
+key may do. Errors other than validation (422) are `application/problem+json`.
 """
 
 

@@ -4,7 +4,7 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-06
 
-Upgrade notes (README "Upgrading to roles"):
+Upgrade notes (README "Roles"):
 - api_keys.role ('admin' | 'member' | 'viewer'). EVERY EXISTING KEY BECOMES ADMIN: before this
   revision any key could do everything, so no script or dashboard that holds one breaks. An
   operator narrows them afterwards (`treegrpo api-key create NAME --role member`, then revoke
