@@ -56,7 +56,7 @@ def require_manage(caller: Caller, *, job_id: int, owner_key_id: int | None, act
     require_role(caller, KeyRole.member, action)
     if not may_manage(caller, owner_key_id):
         raise Forbidden(
-            f"{action} of job {job_id} needs the admin role: a member manages only the runs "
-            f"its own key submitted, and key {caller.name!r} did not submit this one",
+            f"{action} job {job_id} needs the admin role: a member manages only the runs its "
+            f"own key submitted, and key {caller.name!r} did not submit this one",
             needed=KeyRole.admin.value,
         )

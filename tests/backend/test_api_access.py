@@ -267,3 +267,24 @@ def test_the_audit_log_is_for_admins_filtered_and_paged(
     assert [e["key_name"] for e in submits.json()["data"]] == ["alice"]
     with session_scope(settings.resolved_database_url) as session:
         assert session.scalar(select(func.count()).select_from(AuditEntry)) == 4
+
+
+def test_a_branch_belongs_to_the_member_who_grew_it_and_counts_in_its_quota(
+    client: TestClient,
+    keys: dict[str, dict[str, str]],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings, "max_queued_per_key", 1)
+    source = client.post(JOBS, json=BODY, headers=keys["alice"]).json()["id"]
+    tree_id = at.add_tree(settings.resolved_database_url, source, epoch=0)
+    root = client.get(f"/api/v1/trees/{tree_id}").json()["nodes"][0]["id"]
+    path = f"/api/v1/trees/{tree_id}/nodes/{root}/branch"
+    # Any member may branch any tree: the branch is a new job of its own.
+    grown = client.post(path, json={"k": 2}, headers=keys["mallory"])
+    assert grown.status_code == 201, grown.text
+    assert (grown.json()["owner"], grown.json()["parent_job_id"]) == ("mallory", source)
+    # Alice has one job queued already: her branch would be her second.
+    assert client.post(path, json={"k": 2}, headers=keys["alice"]).status_code == 429
+    assert [job.owner_key_id is not None for job in _jobs(settings)] == [True, True]
+    assert _audit(settings)[-1] == ("mallory", "job.branch", str(grown.json()["id"]))
