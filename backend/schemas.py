@@ -511,17 +511,46 @@ def job_public(
 _SUMMARY_COLUMNS = tuple(field for field in JobSummary.model_fields if field in Job.__table__.c)
 
 
+RoleName = Literal["admin", "member", "viewer"]
+
+
 class MePublic(BaseModel):
     """GET /me: the caller's key and what its role allows (README "Roles")."""
 
     key_id: int
     name: str
-    role: Literal["admin", "member", "viewer"]
+    role: RoleName
     can_submit: bool = Field(description="Submit jobs and branches (member, admin).")
     can_manage_all: bool = Field(
         description="Cancel, resume, edit and delete every run, not only its own (admin)."
     )
     can_read_audit: bool = Field(description="GET /audit (admin).")
+
+
+class KeyCreate(_Request):
+    """POST /keys (admin)."""
+
+    name: PresetName = Field(description="Who or what the key is for.")
+    role: RoleName = Field(default="member", description="What the key may do (README Roles).")
+
+
+class KeyPublic(BaseModel):
+    id: int
+    name: str
+    role: RoleName
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The key itself: shown this once, only its hash is stored.")
+
+
+class KeysPublic(BaseModel):
+    data: list[KeyPublic]
+    count: int
 
 
 class AuditEntryPublic(BaseModel):

@@ -288,3 +288,35 @@ def test_a_branch_belongs_to_the_member_who_grew_it_and_counts_in_its_quota(
     assert client.post(path, json={"k": 2}, headers=keys["alice"]).status_code == 429
     assert [job.owner_key_id is not None for job in _jobs(settings)] == [True, True]
     assert _audit(settings)[-1] == ("mallory", "job.branch", str(grown.json()["id"]))
+
+
+def test_an_admin_manages_keys_over_http_and_a_member_cannot(
+    client: TestClient, keys: dict[str, dict[str, str]], settings: Settings
+) -> None:
+    root = keys["root"]
+    _forbidden(client.post("/api/v1/keys", json={"name": "x"}, headers=keys["alice"]), "admin")
+    _forbidden(client.get("/api/v1/keys", headers=keys["vera"]), "admin")
+    assert (
+        client.post("/api/v1/keys", json={"name": "x", "role": "root"}, headers=root).status_code
+        == 422
+    )
+    made = client.post("/api/v1/keys", json={"name": "ci", "role": "viewer"}, headers=root)
+    assert made.status_code == 201, made.text
+    new = made.json()
+    assert new["role"] == "viewer" and new["key"].startswith(new["prefix"])
+    as_new = {"X-API-Key": new["key"]}
+    assert client.get("/api/v1/me", headers=as_new).json()["name"] == "ci"
+    _forbidden(client.post(JOBS, json=BODY, headers=as_new), "member")
+    listed = client.get("/api/v1/keys", headers=root)
+    assert new["key"] not in listed.text and "hashed" not in listed.text
+    assert {k["name"]: k["role"] for k in listed.json()["data"]}["ci"] == "viewer"
+    assert client.delete(f"/api/v1/keys/{new['id']}", headers=root).status_code == 204
+    assert client.get("/api/v1/me", headers=as_new).status_code == 401
+    assert client.delete(f"/api/v1/keys/{new['id']}", headers=root).status_code == 404
+    assert _audit(settings) == [
+        ("root", "key.create", str(new["id"])),
+        ("root", "key.revoke", str(new["id"])),
+    ]
+    with session_scope(settings.resolved_database_url) as session:
+        details = [str(e.detail) for e in session.scalars(select(AuditEntry))]
+    assert all(new["key"] not in detail for detail in details)
