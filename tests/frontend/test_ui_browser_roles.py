@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IN_CI, Browser
-from ui_stack import Stack, add_key, start_stack
+from ui_factories import tree_json
+from ui_stack import Stack, add_key, seed_tree, start_stack
 
 pytestmark = [
     pytest.mark.slow,
@@ -62,6 +63,8 @@ def test_owners_show_and_actions_follow_the_role(stack: Stack) -> None:
     vera = add_key(stack.env, "vera", "viewer")
     alices = _submit(stack, alice, "alice-run")
     bobs = _submit(stack, bob, "bob-run")
+    # A finished run with a tree, written as rows (no owner: as if made before roles).
+    old = seed_tree(stack, tree_json(k=2, depth=2, steps=4, window_start=0, job_id=0))
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -83,6 +86,10 @@ def test_owners_show_and_actions_follow_the_role(stack: Stack) -> None:
                 assert not _enabled(b, name), name
             b.shot("roles-member-other-run")
 
+            _pick(b, old)
+            b.wait_text("#tg-permission", "no key \\(it predates roles\\)")
+            assert not _enabled(b, "Delete run…")
+
             _pick(b, bobs)
             b.wait_text("#tg-permission", "^$")
             assert _enabled(b, "Cancel run…") and _enabled(b, "Delete run…")
@@ -93,6 +100,12 @@ def test_owners_show_and_actions_follow_the_role(stack: Stack) -> None:
             b.wait_text("#tg-submit-refusal", "is a viewer: it reads only")
             assert not _enabled(b, "Submit run")
             b.shot("roles-viewer")
+            # Branching is submitting: the viewer's Branch button is disabled too, with why.
+            _pick(b, old)
+            page.get_by_role("button", name="Open trees").click()
+            page.wait_for_function("() => document.querySelector('#tg-tree svg.treegrpo-tree')")
+            b.wait_text("#tg-branch-msg", "is a viewer: it reads only")
+            assert not page.locator("#tg-branch").is_enabled()
 
             for key in (alice, bob, vera):
                 assert key not in _storage(page)
