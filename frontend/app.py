@@ -40,13 +40,13 @@ def _key_status(
     key: str | None, reads_closed: bool = False, me: dict[str, Any] | None = None
 ) -> str:
     key = (key or "").strip()
+    hint = f"…{key[-4:]}" if len(key) >= 12 else ""
     if key and me is None:
         return (
-            '<span class="tg-key-status tg-key-needed">This key is unknown or revoked: '
-            "nothing can be changed with it.</span>"
+            f'<span class="tg-key-status tg-key-needed">Key {html.escape(hint)} set, but the API '
+            "does not know it (unknown or revoked): nothing can be changed with it.</span>"
         )
     if key:
-        hint = f"…{key[-4:]}" if len(key) >= 12 else ""
         return (
             f'<span class="tg-key-status">Key {html.escape(hint)} set:{who_html(me)} Every '
             "request, reads included, is sent with it. It is kept for this tab only, never in "
