@@ -109,7 +109,10 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
             with gr.Tab("Playground", id=TAB_PLAYGROUND, elem_id="tg-tab-playground"):
                 playground.build(sh, demo)
 
-        def greet(request: gr.Request) -> str:
+        def greet(typed: str | None, request: gr.Request) -> Any:
+            # A key pasted before the page's load event ran has its note already.
+            if (typed or "").strip():
+                return gr.skip()
             return _key_status(None, _reads_closed(ctx, request))
 
         def remember(
@@ -123,7 +126,7 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 _key_status(value, not value and _reads_closed(ctx, request), found),
             )
 
-        demo.load(greet, None, key_note)
+        demo.load(greet, key, key_note)
         key_box.change(remember, key_box, [key, me, key_note])
     return demo
 

@@ -73,6 +73,7 @@ def test_owners_show_and_actions_follow_the_role(stack: Stack) -> None:
             page.set_default_timeout(20_000)
             page.goto(stack.ui)
             b = Browser(page, stack)
+            b.wait_text("#tg-key-note", "No key: read-only")  # the page's load event is done
             b.set_key(bob)
             b.wait_text("#tg-key-note", r"Key bob, role member")
             row = b.wait_text(f'#tg-jobs tr[data-job-id="{alices}"]', "alice-run")
