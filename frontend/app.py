@@ -10,8 +10,10 @@ or alone, against a running API:
     python -m frontend --api http://127.0.0.1:8000 [--host 127.0.0.1 --port 7860]
 
 The UI has no API key of its own: the user pastes theirs in the key field; it is kept in the
-browser (gr.BrowserState) and sent with every call. Without one, everything readable shows and
-actions say that a key is needed. Offline by design: no CDN, no analytics.
+server-side session of this tab only (gr.State: never written to the browser's storage, gone
+when the tab closes or reloads) and sent with every call. Its role (GET /me) decides which
+actions the page offers. Without one, everything readable shows and actions say that a key is
+needed. Offline by design: no CDN, no analytics.
 """
 
 from __future__ import annotations
@@ -26,22 +28,29 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
 from frontend import compare, playground, run, runs, tree
+from frontend.access import me_of, who_html
 from frontend.context import MOUNT_PATH, UiContext
 from frontend.shared import TAB_COMPARE, TAB_PLAYGROUND, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
 from frontend.style import CSS
 
 TITLE = "TreeGRPO studio"
-KEY_STORAGE = "treegrpo-api-key"
-SECRET_ENV = "TREEGRPO_UI_SECRET"
 
 
-def _key_status(key: str | None, reads_closed: bool = False) -> str:
+def _key_status(
+    key: str | None, reads_closed: bool = False, me: dict[str, Any] | None = None
+) -> str:
     key = (key or "").strip()
-    if key:
-        hint = f"…{key[-4:]}" if len(key) >= 12 else ""
+    hint = f"…{key[-4:]}" if len(key) >= 12 else ""
+    if key and me is None:
         return (
-            f'<span class="tg-key-status">Key {html.escape(hint)} set: every request, reads '
-            "included, is sent with it. It stays in this browser only.</span>"
+            f'<span class="tg-key-status tg-key-needed">Key {html.escape(hint)} set, but the API '
+            "does not know it (unknown or revoked): nothing can be changed with it.</span>"
+        )
+    if key:
+        return (
+            f'<span class="tg-key-status">Key {html.escape(hint)} set:{who_html(me)} Every '
+            "request, reads included, is sent with it. It is kept for this tab only, never in "
+            "the browser's storage: paste it again after a reload.</span>"
         )
     if reads_closed:
         return (
@@ -67,9 +76,11 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
     and downloads from ("" when the UI is served by the API itself)."""
     ctx = UiContext(api_url=api_url, public_base=public_base)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        # The browser keeps the key (encrypted with this server's secret; set TREEGRPO_UI_SECRET
-        # to keep it readable across restarts).
-        key = gr.BrowserState("", storage_key=KEY_STORAGE, secret=os.environ.get(SECRET_ENV))
+        # The key lives in this tab's session only: anything kept in the browser's storage
+        # would be readable by whoever reads that storage (its old "encryption" used a secret
+        # the server's public config handed to anyone).
+        key = gr.State("")
+        me = gr.State(None)  # GET /me of the key: {"key_id", "name", "role"} or None
         job = gr.State(None)
         with gr.Row(equal_height=True):
             gr.HTML(
@@ -86,7 +97,7 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 )
                 key_note = gr.HTML(_key_status(None), elem_id="tg-key-note")
         with gr.Tabs(selected=TAB_RUNS) as tabs:
-            sh = Shared(ctx=ctx, key=key, job=job, tabs=tabs)
+            sh = Shared(ctx=ctx, key=key, me=me, job=job, tabs=tabs)
             with gr.Tab("Runs", id=TAB_RUNS, elem_id="tg-tab-runs"):
                 runs.build(sh, demo)
             with gr.Tab("Run", id=TAB_RUN, elem_id="tg-tab-run"):
@@ -98,15 +109,25 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
             with gr.Tab("Playground", id=TAB_PLAYGROUND, elem_id="tg-tab-playground"):
                 playground.build(sh, demo)
 
-        def restore(stored: str | None, request: gr.Request) -> tuple[str, str]:
-            return stored or "", _key_status(stored, not stored and _reads_closed(ctx, request))
+        def greet(typed: str | None, request: gr.Request) -> Any:
+            # A key pasted before the page's load event ran has its note already.
+            if (typed or "").strip():
+                return gr.skip()
+            return _key_status(None, _reads_closed(ctx, request))
 
-        def remember(typed: str | None, request: gr.Request) -> tuple[str, str]:
+        def remember(
+            typed: str | None, request: gr.Request
+        ) -> tuple[str, dict[str, Any] | None, str]:
             value = (typed or "").strip()
-            return value, _key_status(value, not value and _reads_closed(ctx, request))
+            found = me_of(ctx.client(request, value)) if value else None
+            return (
+                value,
+                found,
+                _key_status(value, not value and _reads_closed(ctx, request), found),
+            )
 
-        demo.load(restore, key, [key_box, key_note])
-        key_box.change(remember, key_box, [key, key_note])
+        demo.load(greet, key, key_note)
+        key_box.change(remember, key_box, [key, me, key_note])
     return demo
 
 

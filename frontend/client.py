@@ -211,6 +211,23 @@ def _float_dict(value: Any) -> dict[str, float] | None:
 
 
 @dataclass(frozen=True)
+class Me:
+    """The caller's key, as GET /me describes it."""
+
+    key_id: int
+    name: str
+    role: str  # admin | member | viewer
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Me:
+        return cls(
+            key_id=_int(data.get("key_id")),
+            name=str(data.get("name") or ""),
+            role=str(data.get("role") or "viewer"),
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     id: int
     kind: str
@@ -239,6 +256,8 @@ class Job:
     queue_position: int | None = None  # while queued: 1 = next to start in its lane
     lane: str = ""  # training | interactive
     schedule: dict[str, Any] = field(default_factory=dict)  # next gallery / tree epochs
+    owner_key_id: int | None = None  # the key that submitted it (None: made before roles)
+    owner: str | None = None  # that key's name
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
@@ -277,6 +296,8 @@ class Job:
             queue_position=_opt_int(data.get("queue_position")),
             lane=str(data.get("lane") or ""),
             schedule=_dict(data.get("schedule")),
+            owner_key_id=_opt_int(data.get("owner_key_id")),
+            owner=None if data.get("owner") is None else str(data.get("owner")),
         )
 
     @property
@@ -577,6 +598,10 @@ class ApiClient:
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response
+
+    def me(self) -> Me:
+        """GET /me: the key's name and role (ApiError 401 for a missing or unknown key)."""
+        return Me.from_json(self._json("GET", "/me"))
 
     def reads_need_key(self) -> bool:
         """Whether this API answers reads without a key with 401 (reads closed)."""

@@ -170,13 +170,15 @@ def jobs_table(
             f"<td>{progress_bar(job)}</td>"
             f"<td>{esc(job.algorithm)}</td>"
             f"<td>{esc(job.preset or '-')}</td>"
+            f'<td class="tg-owner">{esc(job.owner or "-")}</td>'
             f'<td class="tg-num">{fmt(job.latest_reward)}</td>'
             f'<td title="{esc(job.created_at.isoformat() if job.created_at else "")}">'
             f"{esc(age(job.created_at, now))}</td></tr>"
         )
     return (
         '<table class="tg-table tg-jobs"><thead><tr><th>id</th><th>name</th><th>kind</th>'
-        "<th>status</th><th>progress</th><th>algorithm</th><th>preset</th><th>reward</th>"
+        "<th>status</th><th>progress</th><th>algorithm</th><th>preset</th><th>owner</th>"
+        "<th>reward</th>"
         "<th>created</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
@@ -213,6 +215,7 @@ def job_header(
         ("kind", esc(job.kind)),
         ("algorithm", esc(job.algorithm or "-")),
         ("preset", esc(job.preset or "-")),
+        ("owner", esc(job.owner or "-")),
         ("latest reward", fmt(job.latest_reward)),
         ("created", esc(age(job.created_at, now))),
         ("running time", esc(duration(ran.total_seconds() if ran else None))),

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from frontend import form, render
+from frontend import access, form, render
 from frontend.client import (
     ACTIVE_STATUSES,
     CANCELLABLE_STATUSES,
@@ -166,6 +166,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
         delete = gr.Button(
             "Delete run…", size="sm", variant="stop", scale=0, min_width=120, elem_id="tg-delete"
         )
+    permission = gr.HTML(elem_id="tg-permission")
     with gr.Accordion("Name, tags and notes of the selected run", open=False, elem_id="tg-manage"):
         with gr.Row():
             edit_name = gr.Textbox(label="name", scale=2, elem_id="tg-edit-name")
@@ -245,6 +246,7 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
     )
     advanced_err = gr.HTML(elem_id="tg-advanced-error")
     submit = gr.Button("Submit run", variant="primary", elem_id="tg-submit")
+    submit_refusal = gr.HTML(elem_id="tg-submit-refusal")
 
     # -- table -------------------------------------------------------------------------------
 
@@ -345,6 +347,27 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             return render.notice(exc.message, "error")
 
     sh.job.change(show_selected, [sh.job, sh.key], selected)
+
+    # -- what this key may do (GET /me): the rest is disabled, with the reason ------------------
+
+    def gate_actions(
+        job: Any, me: dict[str, Any] | None, key: str | None, request: gr.Request
+    ) -> tuple[Any, ...]:
+        job_id = as_int(job)
+        found = None
+        if job_id is not None and me:
+            try:
+                found = sh.ctx.client(request, key).get_job(job_id)
+            except ApiError:
+                found = None
+        # Without a key nothing is disabled: the actions themselves say that a key is needed.
+        reason = access.manage_refusal(me, found) if me else None
+        allowed = gr.update(interactive=reason is None)
+        return allowed, allowed, allowed, allowed, access.refusal_html(reason)
+
+    gate_outputs = [cancel, resume, delete, save, permission]
+    sh.job.change(gate_actions, [sh.job, sh.me, sh.key], gate_outputs)
+    sh.me.change(gate_actions, [sh.job, sh.me, sh.key], gate_outputs)
     open_run.click(lambda: gr.Tabs(selected=TAB_RUN), None, sh.tabs)
     open_tree.click(lambda: gr.Tabs(selected=TAB_TREE), None, sh.tabs)
 
@@ -685,6 +708,12 @@ def build(sh: Shared, demo: gr.Blocks) -> RunsTab:
             new_token,
             new_watch,
         )
+
+    def gate_submit(me: dict[str, Any] | None) -> tuple[Any, str]:
+        reason = access.submit_refusal(me) if me else None
+        return gr.update(interactive=reason is None), access.refusal_html(reason)
+
+    sh.me.change(gate_submit, sh.me, [submit, submit_refusal])
 
     submit.click(
         do_submit,

@@ -21,7 +21,8 @@ QUIET: dict[str, Any] = {"show_progress": "hidden", "queue": True}
 @dataclass
 class Shared:
     ctx: UiContext
-    key: gr.BrowserState  # the user's API key, kept in the browser's storage
+    key: gr.State  # the user's API key, for this tab's session only
+    me: gr.State  # GET /me of that key: {"key_id", "name", "role"}, or None
     job: gr.State  # id of the job picked in any tab (int | None)
     tabs: gr.Tabs
 

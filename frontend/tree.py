@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from frontend import render
+from frontend import access, render
 from frontend.client import (
     ACTIVE_STATUSES,
     KEY_REQUIRED_MESSAGE,
@@ -580,13 +580,16 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         return loaded, None, view, render.node_panel(tree, None), ""
 
     tree_outputs = [tree_state, node_state, tree_html, panel, branch_msg]
-    # No tree (a flat baseline's run, or none logged yet): nothing to branch from.
-    tree_state.change(
-        lambda loaded: gr.Button(interactive=isinstance(loaded, Loaded)),
-        tree_state,
-        branch,
-        **QUIET,
-    )
+
+    # No tree (a flat baseline's run, or none logged yet): nothing to branch from. A viewer's
+    # key may not branch at all (it would be a new job): the reason shows under the button.
+    def branch_allowed(loaded: Any, me: dict[str, Any] | None) -> tuple[Any, Any]:
+        refused = access.submit_refusal(me) if me else None
+        ready = isinstance(loaded, Loaded) and refused is None
+        return gr.Button(interactive=ready), access.refusal_html(refused) if refused else gr.skip()
+
+    for trigger in (tree_state.change, sh.me.change):
+        trigger(branch_allowed, [tree_state, sh.me], [branch, branch_msg], **QUIET)
 
     def complete(loaded: Any, node: Any, key: str | None, request: gr.Request) -> tuple[Any, Any]:
         """The thumbnails of a tree drawn without them (a big tree's second render)."""

@@ -20,6 +20,7 @@ from backend.api.deps import Database
 from backend.api.limits import BodyLimitMiddleware
 from backend.api.routes import api_router
 from backend.artifact_store import open_store
+from backend.private_files import make_private_dir
 from backend.schemas import API_PREFIX
 from backend.settings import Settings, get_settings
 
@@ -29,9 +30,10 @@ DESCRIPTION = """\
 Submit TreeGRPO training, sampling and evaluation jobs; follow them live; browse their metrics,
 logged denoising trees, sample galleries and checkpoints. The contract is docs/API.md.
 
-Mutating routes need an `X-API-Key` header (`treegrpo api-key create NAME`); reads need it too
-when the server runs with `TREEGRPO_READS_REQUIRE_KEY=true`. Errors other than validation (422)
-are `application/problem+json`.
+Mutating routes need an `X-API-Key` header (`treegrpo api-key create NAME --role ROLE`) of a
+member (its own runs) or an admin (every run, and `GET /audit`); a viewer reads only. Reads need
+a key too when the server runs with `TREEGRPO_READS_REQUIRE_KEY=true`. `GET /me` says what the
+key may do. Errors other than validation (422) are `application/problem+json`.
 """
 
 
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    make_private_dir(settings.data_dir)
     app.state.db = Database(settings)
     app.state.store = open_store(settings)
     app.state.ui_mounted = False

@@ -44,7 +44,7 @@ def _seed(url: str, artifact_dir: Path) -> str:
     at.finish(url, failed.id, at.run_job(url, failed.id), "failed", error="x")
     at.new_job(url)  # queued
     with session_scope(url) as session:
-        _, key = crud.create_api_key(session, name="fuzz")
+        _, key = crud.create_api_key(session, name="fuzz", role="admin")
     return key
 
 
@@ -57,6 +57,9 @@ def test_no_operation_answers_5xx(tmp_path: Path, db_url: str) -> None:
     app = create_app(app_settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
+    # Revoking keys goes last: a generated id may name the fuzzing key itself, and every later
+    # request would then stop at the 401.
+    operations.sort(key=lambda operation: operation.label.startswith("DELETE /api/v1/keys/"))
     assert len(operations) >= 19  # every route of docs/API.md
     server_errors: list[str] = []
     timings: dict[str, float] = {}

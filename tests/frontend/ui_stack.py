@@ -57,7 +57,6 @@ def stack_env(data_dir: Path) -> dict[str, str]:
             "TREEGRPO_DATABASE_URL": f"sqlite:///{data_dir / 'treegrpo.db'}",
             "TREEGRPO_HEARTBEAT_SECONDS": "1",
             "TREEGRPO_CANCEL_GRACE_SECONDS": "20",
-            "TREEGRPO_UI_SECRET": "browser-test-secret",
             "GRADIO_ANALYTICS_ENABLED": "False",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
@@ -234,6 +233,12 @@ def _seed_one(
         ids[node["id"]] = added.id
 
 
+def add_key(env: dict[str, str], name: str, role: str) -> str:
+    """`treegrpo api-key create NAME --role ROLE` on the stack's database; the new key."""
+    command = [str(BIN / "treegrpo"), "api-key", "create", name, "--role", role]
+    return _run(command, env).split()[0].strip()
+
+
 def start_stack(
     root: Path,
     *,
@@ -252,7 +257,8 @@ def start_stack(
         env["TREEGRPO_READS_REQUIRE_KEY"] = "true"
     treegrpo = str(BIN / "treegrpo")
     _run([treegrpo, "migrate"], env)
-    key = _run([treegrpo, "api-key", "create", "browser-test"], env).split()[0].strip()
+    # The stack's user runs the whole studio, as the embedded local key does.
+    key = add_key(env, "browser-test", "admin")
     port = free_port()
     stack = Stack(root=root, base=f"http://127.0.0.1:{port}", key=key, env=env)
     try:
