@@ -16,6 +16,7 @@ from pathlib import Path
 from backend import crud
 from backend.db import session_scope
 from backend.errors import NotFound
+from backend.models import KeyRole
 from backend.settings import Settings, get_settings
 
 LOCAL_KEY_NAME = "local"
@@ -55,8 +56,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def ensure_local_key(settings: Settings | None = None) -> str:
-    """The local user's API key: the saved one while it is still valid, else a new key named
-    "local" (older "local" keys, whose plaintext is lost, are revoked). The database must be
+    """The local user's API key (an admin: the laptop's one user runs the whole studio): the
+    saved one while it is still valid, else a new key named "local" (older "local" keys, whose plaintext is lost, are revoked). The database must be
     migrated. Returns the plaintext, which is also in local_key_path(settings)."""
     settings = settings or get_settings()
     url = settings.resolved_database_url
@@ -70,6 +71,6 @@ def ensure_local_key(settings: Settings | None = None) -> str:
         # Any active "local" key's plaintext is gone with the file: retire it for a new one.
         with contextlib.suppress(NotFound):
             crud.revoke_api_key(session, name=LOCAL_KEY_NAME)
-        _, key = crud.create_api_key(session, name=LOCAL_KEY_NAME)
+        _, key = crud.create_api_key(session, name=LOCAL_KEY_NAME, role=KeyRole.admin)
     _write_private(path, key)
     return key

@@ -2,7 +2,7 @@
 
     treegrpo serve [--host 127.0.0.1] [--port 8000] [--migrate] [--reload] [--workers N]
     treegrpo migrate [--url URL] [--revision head] [--down REV]
-    treegrpo api-key create NAME | list [--all] | revoke ID_OR_NAME
+    treegrpo api-key create NAME [--role member|admin|viewer] | list [--all] | revoke ID_OR_NAME
     treegrpo secret set NAME --host H (value on stdin) | list | delete NAME
     treegrpo submit --preset NAME [--set key=value ...] [--kind train] [--name NAME] [--wait]
 
@@ -188,14 +188,15 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
     scope, url = _key_session(args)
     try:
         with scope as session:
-            row, key = crud.create_api_key(session, name=name)
+            row, key = crud.create_api_key(session, name=name, role=args.role)
     except SQLAlchemyError as exc:
         _err(_db_problem(exc, url))
         return EXIT_BAD_REQUEST
     print(key)
     print(
-        f"created API key {row.id} ({name!r}); this is the only time it is shown: store it now. "
-        "Send it as the X-API-Key header (treegrpo submit reads TREEGRPO_API_KEY).",
+        f"created API key {row.id} ({name!r}, role {row.role}); this is the only time it is "
+        "shown: store it now. Send it as the X-API-Key header (treegrpo submit reads "
+        "TREEGRPO_API_KEY).",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -265,6 +266,13 @@ def register_api_key(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create a key and print it (once)")
     create.add_argument("name", metavar="NAME", help="who or what the key is for")
+    create.add_argument(
+        "--role",
+        choices=["member", "admin", "viewer"],
+        default="member",
+        help="member (default): submits and manages its own runs; admin: everything, keys and "
+        "secrets included; viewer: reads only",
+    )
     create.set_defaults(func=cmd_api_key_create)
     listing = actions.add_parser("list", help="list keys (active ones; --all for revoked too)")
     listing.add_argument("--all", action="store_true", help="include revoked keys")

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -79,6 +80,14 @@ RESUMABLE_STATUSES = frozenset(
 )
 
 
+class KeyRole(enum.StrEnum):
+    """What an API key may do (README "Roles"); each may also do all that the one before it may."""
+
+    viewer = "viewer"  # reads only
+    member = "member"  # also submits, and manages the runs it made
+    admin = "admin"  # also manages everyone's runs, keys and secrets
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime,
@@ -92,6 +101,9 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_created", "created_at"),
+        # An Idempotency-Key is the submitting key's own: another key's use of the same string
+        # is a different request (migration 0005; before it the string was global).
+        UniqueConstraint("owner_key_id", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -119,9 +131,7 @@ class Job(Base):
         ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True, index=True
     )
     checkpoint_path: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
-    idempotency_key: Mapped[str | None] = mapped_column(
-        String(NAME_CHARS), nullable=True, unique=True
-    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # The last reward_mean point and its step, kept here by crud.upsert_metrics so that reads
     # of a job (and of a page of 50) need no metrics lookup.
@@ -132,6 +142,13 @@ class Job(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     notes: Mapped[str] = mapped_column(Text, default="")
     deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The API key that submitted the job (its name is the owner the API shows). Null for jobs
+    # made before migration 0005, or by code that holds no key, and when the key row is gone.
+    owner_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL", name="fk_jobs_owner_key_id_api_keys"),
+        nullable=True,
+        index=True,
+    )
 
     metrics: Mapped[list[Metric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
@@ -297,6 +314,9 @@ class Sample(Base):
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'member', 'viewer')", name="ck_api_keys_role"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(NAME_CHARS))
@@ -306,6 +326,32 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # A KeyRole value. Keys made before migration 0005 became admin (they could do everything).
+    role: Mapped[str] = mapped_column(String(16))
+
+
+class AuditEntry(Base):
+    """One mutation: who (the key, and its name at the time, which outlives a revoked or renamed
+    key; a CLI change on the server names the operator instead), what and when. Rows are only
+    ever added."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_at", "action", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL", name="fk_audit_log_key_id_api_keys"),
+        nullable=True,
+        index=True,
+    )
+    key_name: Mapped[str] = mapped_column(String(NAME_CHARS))
+    # A dotted verb: job.submit, job.cancel, key.create, secret.set, ...
+    action: Mapped[str] = mapped_column(String(64))
+    target_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
+    # What changed, never a secret's value or a key's plaintext.
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Secret(Base):
@@ -318,5 +364,8 @@ class Secret(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(NAME_CHARS), unique=True)
     sealed: Mapped[str] = mapped_column(Text)
+    # Host names or patterns the value may be sent to; [] sends it nowhere. Secrets stored before
+    # migration 0005 got [] and stay unusable until an admin names their hosts.
+    hosts: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

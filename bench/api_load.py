@@ -150,7 +150,7 @@ def seed(url: str, jobs: int, preset: str) -> tuple[str, list[int]]:
     config = resolve_config(preset).to_dict()
     ids = []
     with session_scope(url) as session:
-        _, key = crud.create_api_key(session, name="bench")
+        _, key = crud.create_api_key(session, name="bench", role="admin")
         for index in range(jobs):
             job, _ = crud.create_job(
                 session,

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import NotFound
-from backend.models import ApiKey, utcnow
+from backend.models import ApiKey, KeyRole, utcnow
 
 KEY_PREFIX = "tgk_"
 
@@ -19,10 +19,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_api_key(session: Session, *, name: str) -> tuple[ApiKey, str]:
-    """Returns the row and the plaintext key, which is never stored and cannot be shown again."""
+def create_api_key(session: Session, *, name: str, role: KeyRole | str) -> tuple[ApiKey, str]:
+    """Returns the row and the plaintext key, which is never stored and cannot be shown again.
+    The role has no default here: every caller says what the key may do."""
+    role = KeyRole(role)  # ValueError for anything but the three roles
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, prefix=key[: len(KEY_PREFIX) + 6], hashed_key=hash_key(key))
+    row = ApiKey(
+        name=name, prefix=key[: len(KEY_PREFIX) + 6], hashed_key=hash_key(key), role=role.value
+    )
     session.add(row)
     session.commit()
     return row, key

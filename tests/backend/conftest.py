@@ -77,7 +77,7 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 @pytest.fixture
 def api_key(settings: Settings) -> str:
     with session_scope(settings.resolved_database_url) as session:
-        _, key = crud.create_api_key(session, name="tests")
+        _, key = crud.create_api_key(session, name="tests", role="admin")
     return key
 
 

@@ -55,7 +55,7 @@ def test_mutating_routes_need_a_valid_unrevoked_key(
     url = settings.resolved_database_url
     at.new_job(url)
     with session_scope(url) as session:
-        row, key = crud.create_api_key(session, name="soon revoked")
+        row, key = crud.create_api_key(session, name="soon revoked", role="admin")
     _assert_401(client.post(path, json=body))
     _assert_401(client.post(path, json=body, headers={"X-API-Key": ""}))
     _assert_401(client.post(path, json=body, headers={"X-API-Key": "tgk_wrong"}))
@@ -74,7 +74,7 @@ def test_reads_are_open_by_default(client: TestClient) -> None:
 def test_reads_require_a_key_when_configured(tmp_path: Path, sqlite_url: str) -> None:
     settings = at.make_settings(tmp_path, sqlite_url, reads_require_key=True)
     with session_scope(sqlite_url) as session:
-        _, key = crud.create_api_key(session, name="reader")
+        _, key = crud.create_api_key(session, name="reader", role="admin")
     at.new_job(sqlite_url)
     with TestClient(create_app(settings)) as client:
         for path in READS:
@@ -89,7 +89,7 @@ def test_reads_require_a_key_when_configured(tmp_path: Path, sqlite_url: str) ->
 def test_only_a_hash_of_each_key_is_stored(settings: Settings, client: TestClient) -> None:
     url = settings.resolved_database_url
     with session_scope(url) as session:
-        row, key = crud.create_api_key(session, name="hash check")
+        row, key = crud.create_api_key(session, name="hash check", role="admin")
     with session_scope(url) as session:
         stored = session.get(ApiKey, row.id)
         assert stored is not None

@@ -14,11 +14,12 @@ import api_testing as at
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from backend import crud, migrate
 from backend.db import engine_for, session_scope
-from backend.models import Base
+from backend.models import AuditEntry, Base, Secret
 
 TABLES = {"jobs", "metrics", "trees", "tree_nodes", "samples", "api_keys"}
 
@@ -186,3 +187,89 @@ def test_0004_moves_branch_nodes_out_of_the_training_trees(empty_url: str) -> No
     migrate.downgrade(empty_url, "0002")
     migrate.upgrade(empty_url)
     assert migrate.current_revision(empty_url) == migrate.head_revision()
+
+
+def _seed_0004(url: str) -> str:
+    """A 0004 database as a team left it: a key (returned in plain text), a job it submitted
+    with an Idempotency-Key, and a stored secret."""
+    migrate.upgrade(url, "0004")
+    key = "tgk_" + "k" * 43
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    with engine_for(url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (id, name, prefix, hashed_key, created_at) VALUES"
+                " (1, 'laptop', 'tgk_kkkkkk', :hashed, :now)"
+            ),
+            {"hashed": crud.api_keys.hash_key(key), "now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO jobs (id, kind, name, status, config, params, algorithm, created_at,"
+                " updated_at, attempt, progress_step, progress_total, tags, notes,"
+                " idempotency_key, request_hash) VALUES (1, 'train', 'a', 'succeeded', '{}',"
+                " '{}', 'treegrpo', :now, :now, 1, 2, 2, '[]', '', 'retry-1', 'h')"
+            ),
+            {"now": now},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO secrets (name, sealed, created_at, updated_at) VALUES"
+                " ('HF_TOKEN', 'sealed', :now, :now)"
+            ),
+            {"now": now},
+        )
+    return key
+
+
+def test_0005_keeps_existing_keys_working_as_admin(empty_url: str) -> None:
+    key = _seed_0004(empty_url)
+    migrate.upgrade(empty_url)
+    assert _differences(empty_url) == []
+    with session_scope(empty_url) as session:
+        row = crud.verify_api_key(session, key=key)
+        assert row is not None and (row.name, row.role) == ("laptop", "admin")
+        job = crud.get_job(session, job_id=1)
+        assert job.owner_key_id is None and job.idempotency_key == "retry-1"
+        secret = session.scalars(select(Secret)).one()
+        # Sent nowhere until an admin names its hosts.
+        assert (secret.name, secret.hosts) == ("HF_TOKEN", [])
+        assert session.scalars(select(AuditEntry)).all() == []
+    # The role is one of three.
+    with engine_for(empty_url).connect() as connection, pytest.raises(IntegrityError):
+        connection.execute(text("UPDATE api_keys SET role = 'root' WHERE id = 1"))
+
+
+def test_0005_scopes_idempotency_keys_to_their_key_and_downgrades(empty_url: str) -> None:
+    _seed_0004(empty_url)
+    migrate.upgrade(empty_url)
+    insert_job = text(
+        "INSERT INTO jobs (id, kind, name, status, config, params, algorithm, created_at,"
+        " updated_at, attempt, progress_step, progress_total, tags, notes, idempotency_key,"
+        " owner_key_id) VALUES (:id, 'train', 'b', 'queued', '{}', '{}', 'treegrpo', :now,"
+        " :now, 0, 0, 2, '[]', '', 'retry-1', :owner)"
+    )
+    now = datetime.now(UTC)
+    with engine_for(empty_url).begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (id, name, prefix, hashed_key, created_at, role) VALUES"
+                " (2, 'ci', 'tgk_cccccc', 'h2', :now, 'member')"
+            ),
+            {"now": now},
+        )
+        # Key 1 and key 2 may each use 'retry-1' once.
+        connection.execute(insert_job, {"id": 2, "now": now, "owner": 1})
+        connection.execute(insert_job, {"id": 3, "now": now, "owner": 2})
+    with engine_for(empty_url).connect() as connection, pytest.raises(IntegrityError):
+        connection.execute(insert_job, {"id": 4, "now": now, "owner": 2})
+    migrate.downgrade(empty_url, "0004")
+    assert migrate.current_revision(empty_url) == "0004"
+    with engine_for(empty_url).connect() as connection:
+        kept = connection.execute(text("SELECT id, idempotency_key FROM jobs ORDER BY id")).all()
+        columns = {c["name"] for c in inspect(connection).get_columns("api_keys")}
+    # The global constraint is back: only the oldest job keeps the shared key.
+    assert [tuple(row) for row in kept] == [(1, "retry-1"), (2, None), (3, None)]
+    assert "role" not in columns and "audit_log" not in migrate.tables(empty_url)
+    migrate.upgrade(empty_url)
+    assert _differences(empty_url) == []

@@ -44,7 +44,7 @@ def _seed(url: str, artifact_dir: Path) -> str:
     at.finish(url, failed.id, at.run_job(url, failed.id), "failed", error="x")
     at.new_job(url)  # queued
     with session_scope(url) as session:
-        _, key = crud.create_api_key(session, name="fuzz")
+        _, key = crud.create_api_key(session, name="fuzz", role="admin")
     return key
 
 

@@ -93,7 +93,7 @@ def test_a_job_the_broker_could_not_take_is_failed_then_sent_on_retry(
 ) -> None:
     down = at.make_settings(tmp_path, sqlite_url, broker_url=DEAD_BROKER)
     with session_scope(sqlite_url) as session:
-        _, key = crud.create_api_key(session, name="k")
+        _, key = crud.create_api_key(session, name="k", role="admin")
     headers = {"X-API-Key": key, "Idempotency-Key": "nightly-1"}
     body = {"preset": "tiny-treegrpo"}
 
@@ -129,7 +129,7 @@ def test_resume_with_the_broker_down_is_a_503_and_the_job_stays_resumable(
     attempt = at.run_job(sqlite_url, job.id)
     at.finish(sqlite_url, job.id, attempt, "interrupted")
     with session_scope(sqlite_url) as session:
-        _, key = crud.create_api_key(session, name="k")
+        _, key = crud.create_api_key(session, name="k", role="admin")
     down = at.make_settings(tmp_path, sqlite_url, broker_url=DEAD_BROKER)
     answer = TestClient(create_app(down)).post(
         f"/api/v1/jobs/{job.id}/resume", headers={"X-API-Key": key}

@@ -151,7 +151,7 @@ def test_redis_down_then_up_nothing_is_lost(tmp_path: Path, private_redis: Priva
         TestClient(create_app(stack.settings)) as client,
     ):
         with session_scope(stack.url) as session:
-            _, key = crud.create_api_key(session, name="tests")
+            _, key = crud.create_api_key(session, name="tests", role="admin")
         headers = {"X-API-Key": key, "Idempotency-Key": "run-while-redis-is-down"}
         body = {"preset": "tiny-treegrpo", "config": {**TINY, "epochs": 2}}
         stack.queue = QUEUE  # the API sends to the default queue; this Redis is ours alone

@@ -88,7 +88,7 @@ def _branch_again_from_a_tree_the_first_worker_logged(
 ) -> None:
     """Worker b never had epoch 1's tree in its cache: the node's latent comes from the bucket."""
     with session_scope(stack.url) as session:
-        _, key = crud.create_api_key(session, name="tests")
+        _, key = crud.create_api_key(session, name="tests", role="admin")
     first = client.get(f"/api/v1/jobs/{job_id}/trees", params={"epoch": 1}).json()["data"][0]
     tree = client.get(f"/api/v1/trees/{first['id']}").json()
     root = next(node for node in tree["nodes"] if node["parent_id"] is None)

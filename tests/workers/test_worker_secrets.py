@@ -53,7 +53,7 @@ def test_a_secret_reaches_the_reward_server_and_nothing_else(
         monkeypatch.setenv("TREEGRPO_SECRETS_KEY", secrets_key)
         _store_secret("reward-key", secret, monkeypatch)
         with session_scope(stack.url) as session:
-            _, api_key = crud.create_api_key(session, name="secret-test")
+            _, api_key = crud.create_api_key(session, name="secret-test", role="admin")
         answers: list[str] = []
         overrides = {**DIGITS_SMALL, "epochs": 1, "sample_every": 0, "reward": "remote"}
         with TestClient(create_app(stack.settings)) as client:
