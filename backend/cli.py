@@ -175,6 +175,30 @@ def _key_session(args: argparse.Namespace) -> tuple[Any, str]:
     return session_scope(url), url
 
 
+def cli_audit(
+    session: Any, action: str, target_kind: str, target_id: object, **detail: Any
+) -> None:
+    """An audit entry for a change made with this command on the server: no API key acted, so
+    the operator's login names who (cli:<user>)."""
+    import getpass
+
+    from backend import crud
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        user = "unknown"
+    crud.record_audit(
+        session,
+        key_id=None,
+        key_name=f"cli:{user}",
+        action=action,
+        target_kind=target_kind,
+        target_id=target_id,
+        detail=detail,
+    )
+
+
 def cmd_api_key_create(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -189,6 +213,7 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
     try:
         with scope as session:
             row, key = crud.create_api_key(session, name=name, role=args.role)
+            cli_audit(session, "key.create", "key", row.id, name=name, role=row.role)
     except SQLAlchemyError as exc:
         _err(_db_problem(exc, url))
         return EXIT_BAD_REQUEST
@@ -221,9 +246,10 @@ def cmd_api_key_list(args: argparse.Namespace) -> int:
     def when(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
-    table = [("ID", "NAME", "PREFIX", "CREATED", "REVOKED")]
+    table = [("ID", "NAME", "ROLE", "PREFIX", "CREATED", "REVOKED")]
     table += [
-        (str(r.id), r.name, r.prefix + "...", when(r.created_at), when(r.revoked_at)) for r in rows
+        (str(r.id), r.name, r.role, r.prefix + "...", when(r.created_at), when(r.revoked_at))
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -245,6 +271,7 @@ def cmd_api_key_revoke(args: argparse.Namespace) -> int:
                 count = crud.revoke_api_key(session, key_id=int(target))
             else:
                 count = crud.revoke_api_key(session, name=target)
+            cli_audit(session, "key.revoke", "key", target, revoked=count)
     except NotFound:
         _err(f"no active API key with id or name {target!r} (see `treegrpo api-key list`)")
         return EXIT_JOB_FAILED
@@ -324,6 +351,7 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
                 hosts=args.host,
                 secrets_key=get_settings().secrets_key,
             )
+            cli_audit(session, "secret.set", "secret", args.name, created=new)
     except SecretError as exc:
         _err(str(exc))
         return EXIT_BAD_REQUEST
@@ -357,6 +385,8 @@ def cmd_secret_delete(args: argparse.Namespace) -> int:
     scope, _ = _key_session(args)
     with scope as session:
         deleted = delete_secret(session, name=args.name)
+        if deleted:
+            cli_audit(session, "secret.delete", "secret", args.name)
     if not deleted:
         _err(f"no secret named {args.name!r}")
         return EXIT_BAD_REQUEST

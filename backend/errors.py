@@ -14,6 +14,22 @@ class Conflict(Exception):
     """The request is valid but the resource's state forbids it (HTTP 409)."""
 
 
+class QuotaExceeded(Exception):
+    """The caller's key holds as many queued jobs as the operator allows (HTTP 429)."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class Forbidden(PermissionError):
+    """The key is valid but its role may not do this (HTTP 403); names the role needed."""
+
+    def __init__(self, message: str, *, needed: str) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
 class InvalidParams(ValueError):
     """A kind-specific job parameter is wrong (HTTP 422); names the field."""
 

@@ -174,6 +174,13 @@ class JobSummary(BaseModel):
     queue_position: int | None = Field(
         description="While queued: 1 = the next job of its lane to start; else null."
     )
+    owner_key_id: int | None = Field(
+        default=None,
+        description="The API key that submitted the job (null: made before roles existed).",
+    )
+    owner: str | None = Field(
+        default=None, description="That key's name, which the dashboard shows as the owner."
+    )
 
 
 class LoggingSchedule(BaseModel):
@@ -453,6 +460,7 @@ def job_fields(
     fields["notes"] = fields["notes"] or ""
     fields["lane"] = lane_of(row["kind"])
     fields["queue_position"] = queue_position if row["status"] == JobStatus.queued.value else None
+    fields["owner"] = row.get("owner")
     return fields
 
 
@@ -480,15 +488,18 @@ def logging_schedule(
 
 
 def job_public(
-    job: Job | Mapping[str, Any] | RowMapping, queue_position: int | None = None
+    job: Job | Mapping[str, Any] | RowMapping,
+    queue_position: int | None = None,
+    owner: str | None = None,
 ) -> JobPublic:
-    """From an ORM Job, or from a mapping of every Job column (crud.job_rows(with_config=True)
-    gives one, with the config decoded)."""
+    """From an ORM Job (with its owner's key name, which the row does not hold), or from a
+    mapping of every Job column and `owner` (crud.job_rows(with_config=True) gives one, with the
+    config decoded)."""
     row: Mapping[str, Any]
     if isinstance(job, Mapping | RowMapping):
         row = job  # type: ignore[assignment]
     else:
-        row = {column: getattr(job, column) for column in _JOB_COLUMNS}
+        row = {**{column: getattr(job, column) for column in _JOB_COLUMNS}, "owner": owner}
     schedule = logging_schedule(row, row["config"])
     return JobPublic(
         **job_fields(row, queue_position),
@@ -498,6 +509,37 @@ def job_public(
 
 
 _SUMMARY_COLUMNS = tuple(field for field in JobSummary.model_fields if field in Job.__table__.c)
+
+
+class MePublic(BaseModel):
+    """GET /me: the caller's key and what its role allows (README "Roles")."""
+
+    key_id: int
+    name: str
+    role: Literal["admin", "member", "viewer"]
+    can_submit: bool = Field(description="Submit jobs and branches (member, admin).")
+    can_manage_all: bool = Field(
+        description="Cancel, resume, edit and delete every run, not only its own (admin)."
+    )
+    can_read_audit: bool = Field(description="GET /audit (admin).")
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: datetime
+    key_id: int | None = Field(description="The key that acted; null for a CLI operator.")
+    key_name: str = Field(description="Its name at the time, or cli:<user> for the CLI.")
+    action: str = Field(description="job.submit, job.cancel, key.create, secret.set, ...")
+    target_kind: str | None
+    target_id: str | None
+    detail: dict[str, Any]
+
+
+class AuditPublic(BaseModel):
+    data: list[AuditEntryPublic]
+    count: int
+
+
 _JOB_COLUMNS = (*_SUMMARY_COLUMNS, "config")
 
 

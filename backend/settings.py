@@ -121,6 +121,17 @@ class Settings(BaseSettings):
         default=1024 * 1024, gt=0, description="Largest accepted request body (413 above it)."
     )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    max_queued_per_key: int = Field(
+        default=100,
+        ge=0,
+        description="Most jobs one API key may have waiting in a queue; a submission beyond it "
+        "is a 429 with Retry-After. 0: no limit.",
+    )
+    quota_retry_seconds: int = Field(
+        default=30,
+        gt=0,
+        description="The Retry-After of a 429 for a full per-key queue.",
+    )
 
     # -- what a job sent through the API may reach (docs/API.md "Operator lists") ----------------
     outbound_hosts: str = Field(

@@ -5,8 +5,12 @@
 - DbDep: the app's Database. `await db.run(work, ...)` calls `work(session, ...)` in one
   worker-thread call with one short session, closed before the answer is sent: one thread hop
   per request, and the event loop never waits on the database.
-- WriteKey: a valid, unrevoked X-API-Key (401 problem+json otherwise): every mutating route.
-- ReadKey: the same when settings.reads_require_key, else nothing (and no database call).
+- AnyKey: a valid, unrevoked X-API-Key (401 problem+json otherwise), as a Caller (id, name,
+  role).
+- WriteKey: the same, of role member or admin (403 problem+json naming the role otherwise):
+  every mutating route.
+- AdminKey: the same, of role admin.
+- ReadKey: AnyKey when settings.reads_require_key, else nothing (and no database call).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from backend import crud
+from backend import access, crud
+from backend.access import Caller
 from backend.api.problems import ProblemError
 from backend.artifact_store import ArtifactStore
 from backend.db import session_factory
+from backend.models import KeyRole
 from backend.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
@@ -93,7 +99,7 @@ StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 DbDep = Annotated[Database, Depends(get_db)]
 
 
-async def _check_key(db: Database, key: str | None) -> int:
+async def _check_key(db: Database, key: str | None) -> Caller:
     headers = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
     if not key:
         raise ProblemError(
@@ -103,26 +109,48 @@ async def _check_key(db: Database, key: str | None) -> int:
             kind="unauthorized",
             headers=headers,
         )
-    key_id = await db.read(lambda session: crud.active_key_id(session, key=key))
-    if key_id is None:
+    found = await db.read(lambda session: crud.active_key(session, key=key))
+    if found is None:
         raise ProblemError(
             401, "the API key is unknown or revoked", kind="unauthorized", headers=headers
         )
-    return key_id
+    key_id, name, role = found
+    return Caller(key_id=key_id, name=name, role=KeyRole(role))
 
 
-async def require_write_key(db: DbDep, key: Annotated[str | None, Security(api_key_header)]) -> int:
+async def require_any_key(
+    db: DbDep, key: Annotated[str | None, Security(api_key_header)]
+) -> Caller:
     return await _check_key(db, key)
+
+
+async def require_write_key(
+    db: DbDep, key: Annotated[str | None, Security(api_key_header)]
+) -> Caller:
+    caller = await _check_key(db, key)
+    access.require_role(caller, KeyRole.member, "a change")
+    return caller
+
+
+async def require_admin_key(
+    db: DbDep, key: Annotated[str | None, Security(api_key_header)]
+) -> Caller:
+    caller = await _check_key(db, key)
+    access.require_role(caller, KeyRole.admin, "this route")
+    return caller
 
 
 async def require_read_key(
     settings: SettingsDep, db: DbDep, key: Annotated[str | None, Security(api_key_header)]
-) -> int | None:
+) -> Caller | None:
     if not settings.reads_require_key:
         return None
     return await _check_key(db, key)
 
 
-# The id of the caller's key.
-WriteKey = Annotated[int, Depends(require_write_key)]
-ReadKey = Annotated[int | None, Depends(require_read_key)]
+# The caller's key: any role (AnyKey), member or admin (WriteKey: every mutating route; the
+# route checks ownership of an existing run), admin only (AdminKey).
+AnyKey = Annotated[Caller, Depends(require_any_key)]
+WriteKey = Annotated[Caller, Depends(require_write_key)]
+AdminKey = Annotated[Caller, Depends(require_admin_key)]
+ReadKey = Annotated[Caller | None, Depends(require_read_key)]

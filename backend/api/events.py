@@ -68,7 +68,8 @@ def _job_key(job: Job) -> tuple[Any, ...]:
 
 
 def _job_json(session: Session, job: Job) -> str:
-    return job_public(job).model_dump_json()
+    owner = crud.owner_name(session, owner_key_id=job.owner_key_id)
+    return job_public(job, owner=owner).model_dump_json()
 
 
 def _poll(factory: sessionmaker[Session], job_id: int, cursor: _Cursor) -> tuple[list[bytes], bool]:

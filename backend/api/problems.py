@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.errors import Conflict, InvalidParams, NotFound
+from backend.errors import Conflict, Forbidden, InvalidParams, NotFound, QuotaExceeded
 
 log = logging.getLogger("backend.api")
 
@@ -177,6 +177,24 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return problem(409, str(exc), kind="conflict")
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(request: Request, exc: Forbidden) -> JSONResponse:
+        return problem(403, str(exc), kind="forbidden", needed_role=exc.needed)
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        # 429, not 409: nothing is wrong with the request, the key must wait until its queue
+        # drains, and clients already retry a 429 after Retry-After.
+        retry = str(request.app.state.settings.quota_retry_seconds)
+        return problem(
+            429,
+            str(exc),
+            kind="quota-exceeded",
+            headers={"Retry-After": retry},
+            setting="TREEGRPO_MAX_QUEUED_PER_KEY",
+            limit=exc.limit,
+        )
 
     @app.exception_handler(InvalidParams)
     async def _invalid_params(request: Request, exc: InvalidParams) -> JSONResponse:

@@ -196,9 +196,10 @@ def create(
     settings: Settings,
     body: JobCreate,
     idempotency_key: str | None,
+    owner_key_id: int | None = None,
 ) -> tuple[Job, bool]:
     """Validate, insert, enqueue. Returns (job, created); created is False for a replay of an
-    earlier request with the same Idempotency-Key and body."""
+    earlier request of the same key with the same Idempotency-Key and body."""
     config = resolve_job_config(body.preset, body.config)
     # The operator's lists (hosts, referable variables, secrets' hosts, file roots) and sizes.
     refuse_beyond_limits(session, settings=settings, config=config)
@@ -216,6 +217,7 @@ def create(
         progress_total=_progress_total(body.kind, config, params),
         idempotency_key=idempotency_key,
         request_hash=request_hash(body) if idempotency_key is not None else None,
+        **ownership(settings, owner_key_id),
     )
     if created:
         record_branch(session, job=job)
@@ -235,6 +237,7 @@ def create_branch(
     node_id: int | None = None,
     branch_node_id: int | None = None,
     body: BranchCreate,
+    owner_key_id: int | None = None,
 ) -> Job:
     """A sample job that regrows `k` children from one stored tree node (or from a node an
     earlier branch grew), with the config of the job that logged the tree. Its branch record
@@ -271,10 +274,17 @@ def create_branch(
         params=params,
         parent_job_id=source.id,
         progress_total=1,
+        **ownership(settings, owner_key_id),
     )
     record_branch(session, job=job)
     enqueue_or_fail(session, settings=settings, job=job)
     return job
+
+
+def ownership(settings: Settings, owner_key_id: int | None) -> dict[str, Any]:
+    """crud.create_job's owner arguments (access helper, issue 23): the submitting key owns the
+    job, and the operator's per-key quota of queued jobs applies to it (0: none)."""
+    return {"owner_key_id": owner_key_id, "max_queued": settings.max_queued_per_key or None}
 
 
 def purge_or_log(job_id: int, *, settings: Settings) -> None:

@@ -1,12 +1,15 @@
 """Keyword-only CRUD shared by the API and the workers. Each function takes a Session first."""
 
 from backend.crud.api_keys import (
-    active_key_id,
+    active_key,
     create_api_key,
+    key_names,
     list_api_keys,
+    owner_name,
     revoke_api_key,
     verify_api_key,
 )
+from backend.crud.audit import list_audit, record_audit
 from backend.crud.branches import (
     branch_of_job,
     create_branch,
@@ -32,6 +35,7 @@ from backend.crud.jobs import (
     mark_enqueue_failed,
     mark_stale_lost,
     queue_positions,
+    queued_count,
     request_cancel,
     request_resume,
     set_checkpoint,
@@ -68,7 +72,7 @@ from backend.crud.trees import (
 
 __all__ = [
     "JobFilter",
-    "active_key_id",
+    "active_key",
     "add_samples",
     "add_tree",
     "branch_of_job",
@@ -88,12 +92,14 @@ __all__ = [
     "heartbeat",
     "job_page",
     "job_rows",
+    "key_names",
     "lane_counts",
     "lane_of",
     "last_step",
     "latest_values",
     "lease_held",
     "list_api_keys",
+    "list_audit",
     "list_branches",
     "list_jobs",
     "list_metrics",
@@ -106,7 +112,10 @@ __all__ = [
     "max_tree_id",
     "metric_names",
     "metrics_after",
+    "owner_name",
     "queue_positions",
+    "queued_count",
+    "record_audit",
     "replace_branch_nodes",
     "request_cancel",
     "request_resume",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -42,18 +43,34 @@ def verify_api_key(session: Session, *, key: str) -> ApiKey | None:
     return row
 
 
-_ACTIVE_KEY_ID = select(ApiKey.id).where(
+_ACTIVE_KEY = select(ApiKey.id, ApiKey.name, ApiKey.role).where(
     ApiKey.hashed_key == bindparam("hashed"), ApiKey.revoked_at.is_(None)
 )
 
 
-def active_key_id(session: Session, *, key: str) -> int | None:
-    """The id of the active key matching `key`, or None: verify_api_key for every mutating
-    request, as one prepared Core statement (no ORM object to build)."""
+def active_key(session: Session, *, key: str) -> tuple[int, str, str] | None:
+    """(id, name, role) of the active key matching `key`, or None: verify_api_key for every
+    request that needs a key, as one prepared Core statement (no ORM object to build)."""
     if not key or len(key) > 200:
         return None
-    row = session.connection().execute(_ACTIVE_KEY_ID, {"hashed": hash_key(key)}).first()
-    return None if row is None else int(row[0])
+    row = session.connection().execute(_ACTIVE_KEY, {"hashed": hash_key(key)}).first()
+    return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+
+def owner_name(session: Session, *, owner_key_id: int | None) -> str | None:
+    """The name of the key that owns a job (None for an ownerless one)."""
+    if owner_key_id is None:
+        return None
+    return key_names(session, key_ids=[owner_key_id]).get(owner_key_id)
+
+
+def key_names(session: Session, *, key_ids: Iterable[int]) -> dict[int, str]:
+    """The names of these keys (revoked ones too): the owners the API shows."""
+    wanted = set(key_ids)
+    if not wanted:
+        return {}
+    rows = session.execute(select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(wanted)))
+    return {int(key_id): str(name) for key_id, name in rows}
 
 
 def list_api_keys(session: Session, *, include_revoked: bool = True) -> list[ApiKey]:

@@ -30,10 +30,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from backend.errors import Conflict, NotFound
+from backend.errors import Conflict, NotFound, QuotaExceeded
 from backend.models import (
     ACTIVE_STATUSES,
     RESUMABLE_STATUSES,
+    ApiKey,
     Job,
     JobStatus,
     utcnow,
@@ -53,16 +54,23 @@ def create_job(
     progress_total: int = 0,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    owner_key_id: int | None = None,
+    max_queued: int | None = None,
 ) -> tuple[Job, bool]:
-    """Insert a queued job. Returns (job, created).
+    """Insert a queued job owned by `owner_key_id`. Returns (job, created).
 
-    With an idempotency key already used for the same request hash, returns the existing job and
-    False; for a different body, raises Conflict. Commits (the caller enqueues after commit).
+    An idempotency key belongs to its owner: one already used by the same owner for the same
+    request hash returns that job and False; for a different body, raises Conflict. Another
+    owner's use of the same string is never seen. With `max_queued`, an owner that already has
+    that many queued jobs gets QuotaExceeded (a replay is still answered). Commits (the caller
+    enqueues after commit).
     """
     if idempotency_key is not None:
-        existing = _by_idempotency_key(session, idempotency_key, request_hash)
+        existing = _by_idempotency_key(session, idempotency_key, request_hash, owner_key_id)
         if existing is not None:
             return existing, False
+    if max_queued is not None and owner_key_id is not None:
+        _check_queued_quota(session, owner_key_id=owner_key_id, max_queued=max_queued)
     values = {
         "kind": kind,
         "name": name,
@@ -75,6 +83,7 @@ def create_job(
         "progress_total": progress_total,
         "idempotency_key": idempotency_key,
         "request_hash": request_hash,
+        "owner_key_id": owner_key_id,
     }
     try:
         # A Core INSERT ... RETURNING rather than the ORM's unit of work, which was a fifth of a
@@ -86,7 +95,7 @@ def create_job(
         if idempotency_key is None:
             raise
         # Another request with the same key won the race: answer with its job.
-        existing = _by_idempotency_key(session, idempotency_key, request_hash)
+        existing = _by_idempotency_key(session, idempotency_key, request_hash, owner_key_id)
         if existing is None:
             raise
         return existing, False
@@ -100,13 +109,37 @@ def create_job(
 _INSERT_JOB = insert(Job).returning(*Job.__table__.c)
 
 
-def _by_idempotency_key(session: Session, key: str, request_hash: str | None) -> Job | None:
-    job = session.scalar(select(Job).where(Job.idempotency_key == key))
+def _by_idempotency_key(
+    session: Session, key: str, request_hash: str | None, owner_key_id: int | None
+) -> Job | None:
+    owner = Job.owner_key_id.is_(None) if owner_key_id is None else Job.owner_key_id == owner_key_id
+    job = session.scalar(select(Job).where(Job.idempotency_key == key, owner))
     if job is not None and job.request_hash != request_hash:
         raise Conflict(
             f"Idempotency-Key {key!r} was already used with a different request body (job {job.id})"
         )
     return job
+
+
+def queued_count(session: Session, *, owner_key_id: int) -> int:
+    """How many of the key's jobs wait in a queue (deleted ones are never queued)."""
+    query = select(func.count(Job.id)).where(
+        Job.owner_key_id == owner_key_id, Job.status == JobStatus.queued.value
+    )
+    return int(session.scalar(query) or 0)
+
+
+def _check_queued_quota(session: Session, *, owner_key_id: int, max_queued: int) -> None:
+    # Two submissions racing past this count can both land (one over): the quota bounds a flood,
+    # it is not an exact reservation, and a lock per key is not worth it here.
+    queued = queued_count(session, owner_key_id=owner_key_id)
+    if queued >= max_queued:
+        raise QuotaExceeded(
+            f"this key already has {queued} queued jobs, the most the operator allows "
+            f"(TREEGRPO_MAX_QUEUED_PER_KEY={max_queued}); submit again once some have started, "
+            "or cancel some",
+            limit=max_queued,
+        )
 
 
 def get_job(session: Session, *, job_id: int, include_deleted: bool = False) -> Job:
@@ -251,6 +284,12 @@ _READ_COLUMNS = tuple(
 )
 
 
+# The submitting key's name, which answers show as the job's owner (a primary-key lookup per row).
+_OWNER_NAME = (
+    select(ApiKey.name).where(ApiKey.id == Job.owner_key_id).scalar_subquery().label("owner")
+)
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """What GET /jobs filters on; every part is optional and they combine with AND."""
@@ -316,7 +355,7 @@ def _job_rows_statement(
 ) -> Select[Any]:
     """One prepared statement per filter shape: building a select, and its cache key, costs more
     than running it on a small table, so the API's hot reads reuse these."""
-    columns: list[Any] = list(_READ_COLUMNS)
+    columns: list[Any] = [*_READ_COLUMNS, _OWNER_NAME]
     if with_total:
         # Every matching row's count on each row of the page: one round trip, not two.
         columns.append(func.count().over().label("total"))

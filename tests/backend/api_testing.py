@@ -35,6 +35,7 @@ TABLES = (
     "samples",
     "metrics",
     "jobs",
+    "audit_log",
     "api_keys",
 )
 

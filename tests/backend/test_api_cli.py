@@ -3,6 +3,8 @@ test plays the worker through crud), `api-key`, `migrate` and `serve`."""
 
 from __future__ import annotations
 
+import getpass
+import io
 import os
 import shutil
 import signal
@@ -21,8 +23,8 @@ from sqlalchemy import select
 from backend import migrate
 from backend.api import create_app
 from backend.db import session_scope
-from backend.models import ApiKey, Job
-from backend.settings import Settings
+from backend.models import ApiKey, AuditEntry, Job
+from backend.settings import Settings, get_settings
 from treegrpo.cli import main as treegrpo_main
 
 TREEGRPO = shutil.which("treegrpo", path=str(Path(sys.executable).parent)) or "treegrpo"
@@ -209,22 +211,43 @@ def test_api_key_create_list_revoke(sqlite_url: str, capsys: pytest.CaptureFixtu
     captured = capsys.readouterr()
     key = captured.out.strip()
     assert key.startswith("tgk_") and "only time" in captured.err
+    assert "role member" in captured.err  # the default: not an admin unless asked for
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "create", "ops", "--role", "admin"]) == 0
+    capsys.readouterr()
     with session_scope(sqlite_url) as session:
         rows = session.scalars(select(ApiKey)).all()
-        assert [row.name for row in rows] == ["ci bot"] and key not in rows[0].hashed_key
+        assert [(row.name, row.role) for row in rows] == [("ci bot", "member"), ("ops", "admin")]
+        assert key not in rows[0].hashed_key
+    with pytest.raises(SystemExit) as refused:
+        treegrpo_main(["api-key", "--url", sqlite_url, "create", "x", "--role", "root"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'root'" in capsys.readouterr().err
 
     assert treegrpo_main(["api-key", "--url", sqlite_url, "list"]) == 0
     listing = capsys.readouterr().out
     assert "ci bot" in listing and key[:10] in listing and key not in listing
+    assert "member" in listing and "admin" in listing
 
     assert treegrpo_main(["api-key", "--url", sqlite_url, "revoke", "ci bot"]) == 0
     assert "revoked 1 key" in capsys.readouterr().out
     assert treegrpo_main(["api-key", "--url", sqlite_url, "revoke", "1"]) == 1
     assert "no active API key" in capsys.readouterr().err
+    assert treegrpo_main(["api-key", "--url", sqlite_url, "revoke", "ops"]) == 0
     assert treegrpo_main(["api-key", "--url", sqlite_url, "list"]) == 0
     assert "no API keys" in capsys.readouterr().out
     assert treegrpo_main(["api-key", "--url", sqlite_url, "list", "--all"]) == 0
     assert "ci bot" in capsys.readouterr().out
+    # Every change is in the audit log, made by the operator's login, never with the key.
+    with session_scope(sqlite_url) as session:
+        entries = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(e.action, e.target_id, e.detail) for e in entries] == [
+        ("key.create", "1", {"name": "ci bot", "role": "member"}),
+        ("key.create", "2", {"name": "ops", "role": "admin"}),
+        ("key.revoke", "ci bot", {"revoked": 1}),
+        ("key.revoke", "ops", {"revoked": 1}),
+    ]
+    assert {e.key_name for e in entries} == {f"cli:{getpass.getuser()}"}
+    assert all(e.key_id is None for e in entries)
 
 
 def test_migrate_up_and_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -290,3 +313,25 @@ def test_serve_embedded_prints_the_url_and_local_key(tmp_path: Path) -> None:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_secret_changes_are_audited_without_their_values(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TREEGRPO_SECRETS_KEY", "k" * 40)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hunter2-value\n"))
+    get_settings.cache_clear()
+    try:
+        assert treegrpo_main(["secret", "--url", sqlite_url, "set", "HF_TOKEN"]) == 0
+        assert treegrpo_main(["secret", "--url", sqlite_url, "delete", "HF_TOKEN"]) == 0
+        assert treegrpo_main(["secret", "--url", sqlite_url, "delete", "HF_TOKEN"]) == 2
+    finally:
+        get_settings.cache_clear()
+    capsys.readouterr()
+    with session_scope(sqlite_url) as session:
+        entries = session.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(e.action, e.target_kind, e.target_id) for e in entries] == [
+        ("secret.set", "secret", "HF_TOKEN"),
+        ("secret.delete", "secret", "HF_TOKEN"),
+    ]
+    assert all("hunter2" not in str(e.detail) for e in entries)

@@ -14,10 +14,12 @@ import api_testing as at
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from backend import crud, migrate
+from backend.api import create_app
 from backend.db import engine_for, session_scope
 from backend.models import AuditEntry, Base, Secret
 
@@ -222,7 +224,7 @@ def _seed_0004(url: str) -> str:
     return key
 
 
-def test_0005_keeps_existing_keys_working_as_admin(empty_url: str) -> None:
+def test_0005_keeps_existing_keys_working_as_admin(empty_url: str, tmp_path: Path) -> None:
     key = _seed_0004(empty_url)
     migrate.upgrade(empty_url)
     assert _differences(empty_url) == []
@@ -235,6 +237,13 @@ def test_0005_keeps_existing_keys_working_as_admin(empty_url: str) -> None:
         # Sent nowhere until an admin names its hosts.
         assert (secret.name, secret.hosts) == ("HF_TOKEN", [])
         assert session.scalars(select(AuditEntry)).all() == []
+    # Through the API: the old key answers as an admin and may do what only admins may.
+    app = create_app(at.make_settings(tmp_path, empty_url))
+    with TestClient(app) as client:
+        headers = {"X-API-Key": key}
+        assert client.get("/api/v1/me", headers=headers).json()["role"] == "admin"
+        assert client.get("/api/v1/audit", headers=headers).status_code == 200
+        assert client.post("/api/v1/jobs/1/cancel", headers=headers).status_code == 409  # done
     # The role is one of three.
     with engine_for(empty_url).connect() as connection, pytest.raises(IntegrityError):
         connection.execute(text("UPDATE api_keys SET role = 'root' WHERE id = 1"))

@@ -2,10 +2,10 @@
 
 from fastapi import APIRouter
 
-from backend.api.routes import artifacts, catalog, compare, health, jobs, trees
+from backend.api.routes import artifacts, audit, catalog, compare, health, jobs, me, trees
 
 api_router = APIRouter()
-for module in (jobs, trees, compare, artifacts, catalog, health):
+for module in (jobs, trees, compare, artifacts, catalog, health, me, audit):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]

@@ -12,8 +12,9 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import iterate_in_threadpool
 
-from backend import crud, storage
-from backend.api import answers, events, files, submission
+from backend import access, crud, storage
+from backend.access import Caller
+from backend.api import answers, events, files, nesting, submission
 from backend.api.deps import Database, DbDep, ReadKey, SettingsDep, StoreDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses
 from backend.artifact_store import ArtifactStore, check_key
@@ -50,9 +51,10 @@ Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 Epoch = Annotated[int | None, Query(ge=0, le=MAX_INT, description="Only this epoch.")]
 
 
-def _job_body(job: Job, queue_position: int | None = None) -> bytes:
+def _job_body(job: Job, queue_position: int | None, owner: str | None) -> bytes:
     """An ORM job (fresh from a write) as the same JSON bytes GET /jobs/{id} gives."""
     row = {column.name: getattr(job, column.name) for column in Job.__table__.c}
+    row["owner"] = owner
     return answers.encode(
         {
             **job_fields(row, queue_position),
@@ -69,8 +71,30 @@ def _position(session: Session, job: Job) -> int | None:
 
 
 def job_answer(session: Session, job: Job) -> JobPublic:
-    """A job fresh from a write, with its queue position."""
-    return job_public(job, _position(session, job))
+    """A job fresh from a write, with its queue position and owner."""
+    owner = crud.owner_name(session, owner_key_id=job.owner_key_id)
+    return job_public(job, _position(session, job), owner)
+
+
+def audit(session: Session, caller: Caller, action: str, job_id: int, **detail: object) -> None:
+    """One audit entry for a change the caller made to a job."""
+    crud.record_audit(
+        session,
+        key_id=caller.key_id,
+        key_name=caller.name,
+        action=action,
+        target_kind="job",
+        target_id=job_id,
+        detail=detail,
+    )
+
+
+def managed_job(session: Session, caller: Caller, job_id: int, action: str) -> Job:
+    """The job, once the caller may change it (404 if there is none, 403 if it is another
+    key's and the caller is no admin)."""
+    job = crud.get_job(session, job_id=job_id)
+    access.require_manage(caller, job_id=job_id, owner_key_id=job.owner_key_id, action=action)
+    return job
 
 
 @router.post(
@@ -80,7 +104,7 @@ def job_answer(session: Session, job: Job) -> JobPublic:
     summary="Create a job",
     responses={
         200: {"description": "The job an earlier request with this Idempotency-Key created."},
-        **problem_responses(401, 409, 413, 503),
+        **problem_responses(401, 403, 409, 413, 429, 503),
     },
 )
 async def create_job(
@@ -88,25 +112,35 @@ async def create_job(
     request: Request,
     db: DbDep,
     settings: SettingsDep,
-    _key: WriteKey,
+    caller: WriteKey,
     idempotency_key: Annotated[
         str | None,
         Header(
             min_length=1,
             max_length=NAME_CHARS,
             description="Retries with the same key and body return the same job (200); "
-            "another body with the key is a 409.",
+            "another body with the key is a 409. Scoped to the caller's API key: another key's "
+            "use of the same string is a different request.",
         ),
     ] = None,
 ) -> Response:
-    """Validate the whole config (preset + overrides), freeze it in a new `queued` job and send
-    the job to the workers. A bad setting is a 422 whose `loc` is ["body", "config", field]."""
+    """Validate the whole config (preset + overrides), freeze it in a new `queued` job owned by
+    the caller's key and send the job to the workers. A bad setting is a 422 whose `loc` is
+    ["body", "config", field]. Needs a member or admin key; a key with
+    TREEGRPO_MAX_QUEUED_PER_KEY jobs queued already gets a 429 with Retry-After."""
+    nesting.check_job_request(body)
 
     def work(session: Session) -> tuple[bytes, bool]:
         job, created = submission.create(
-            session, settings=settings, body=body, idempotency_key=idempotency_key
+            session,
+            settings=settings,
+            body=body,
+            idempotency_key=idempotency_key,
+            owner_key_id=caller.key_id,
         )
-        return _job_body(job, _position(session, job)), created
+        if created:
+            audit(session, caller, "job.submit", job.id, kind=job.kind, preset=job.preset)
+        return _job_body(job, _position(session, job), caller.name), created
 
     content, created = await db.run(work)
     return answers.answer(request, content, status_code=201 if created else 200)
@@ -186,16 +220,22 @@ async def get_job(job_id: JobId, request: Request, db: DbDep, _key: ReadKey) -> 
 @router.patch(
     "/{job_id}",
     response_model=JobPublic,
-    responses=problem_responses(401, 404),
+    responses=problem_responses(401, 403, 404),
     summary="Rename, tag or annotate a job",
 )
-async def update_job(job_id: JobId, body: JobUpdate, db: DbDep, _key: WriteKey) -> JobPublic:
-    """Any of name, tags (replaces the list) and notes; a field left out keeps its value."""
+async def update_job(job_id: JobId, body: JobUpdate, db: DbDep, caller: WriteKey) -> JobPublic:
+    """Any of name, tags (replaces the list) and notes; a field left out keeps its value. A
+    member may change only its own jobs."""
 
     def work(session: Session) -> JobPublic:
+        managed_job(session, caller, job_id, "editing")
         job = crud.update_job(
             session, job_id=job_id, name=body.name, tags=body.tags, notes=body.notes
         )
+        changed = body.model_dump(exclude_none=True)
+        if "notes" in changed:  # free text: the log says that it changed, not what it says
+            changed["notes"] = f"{len(changed['notes'])} characters"
+        audit(session, caller, "job.update", job_id, **changed)
         return job_answer(session, job)
 
     return await db.run(work)
@@ -205,15 +245,18 @@ async def update_job(job_id: JobId, body: JobUpdate, db: DbDep, _key: WriteKey) 
     "/{job_id}",
     status_code=204,
     response_class=Response,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 403, 404, 409),
     summary="Delete a job",
 )
-async def delete_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: WriteKey) -> Response:
+async def delete_job(job_id: JobId, db: DbDep, settings: SettingsDep, caller: WriteKey) -> Response:
     """Soft delete: the job leaves every listing and answers 404 from now on; a worker removes
-    its artifacts. A queued, running or cancelling job is a 409 (cancel it first)."""
+    its artifacts. A queued, running or cancelling job is a 409 (cancel it first). A member
+    may delete only its own jobs."""
 
     def work(session: Session) -> None:
+        managed_job(session, caller, job_id, "deleting")
         crud.soft_delete_job(session, job_id=job_id)
+        audit(session, caller, "job.delete", job_id)
         submission.purge_or_log(job_id, settings=settings)
 
     await db.run(work)
@@ -223,29 +266,40 @@ async def delete_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: Writ
 @router.post(
     "/{job_id}/cancel",
     response_model=JobPublic,
-    responses=problem_responses(401, 404, 409),
+    responses=problem_responses(401, 403, 404, 409),
     summary="Request a stop",
 )
-async def cancel_job(job_id: JobId, db: DbDep, _key: WriteKey) -> JobPublic:
+async def cancel_job(job_id: JobId, db: DbDep, caller: WriteKey) -> JobPublic:
     """queued -> cancelled at once; running -> cancelling (the worker checkpoints and stops);
-    a cancelling job is answered as it is; any other state is a 409."""
-    return await db.run(
-        lambda session: job_answer(session, crud.request_cancel(session, job_id=job_id))
-    )
+    a cancelling job is answered as it is; any other state is a 409. A member may cancel only
+    its own jobs."""
+
+    def work(session: Session) -> JobPublic:
+        managed_job(session, caller, job_id, "cancelling")
+        job = crud.request_cancel(session, job_id=job_id)
+        audit(session, caller, "job.cancel", job_id, status=job.status)
+        return job_answer(session, job)
+
+    return await db.run(work)
 
 
 @router.post(
     "/{job_id}/resume",
     response_model=JobPublic,
-    responses=problem_responses(401, 404, 409, 503),
+    responses=problem_responses(401, 403, 404, 409, 503),
     summary="Queue a stopped job again",
 )
-async def resume_job(job_id: JobId, db: DbDep, settings: SettingsDep, _key: WriteKey) -> JobPublic:
+async def resume_job(
+    job_id: JobId, db: DbDep, settings: SettingsDep, caller: WriteKey
+) -> JobPublic:
     """interrupted | failed | cancelled | lost -> queued; the worker continues from the job's
-    last checkpoint (or starts over without one). Any other state is a 409."""
+    last checkpoint (or starts over without one). Any other state is a 409. A member may resume
+    only its own jobs."""
 
     def work(session: Session) -> JobPublic:
+        managed_job(session, caller, job_id, "resuming")
         job = crud.request_resume(session, job_id=job_id)
+        audit(session, caller, "job.resume", job_id)
         submission.enqueue_or_fail(session, settings=settings, job=job)
         return job_answer(session, job)
 

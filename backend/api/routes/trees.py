@@ -11,7 +11,7 @@ from backend import crud
 from backend.api import answers, submission
 from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
 from backend.api.problems import problem_responses
-from backend.api.routes.jobs import job_answer
+from backend.api.routes.jobs import audit, job_answer
 from backend.schemas import (
     MAX_ID,
     BranchCreate,
@@ -71,7 +71,7 @@ async def get_branches(tree_id: TreeId, request: Request, db: DbDep, _key: ReadK
     "/{tree_id}/nodes/{node_id}/branch",
     status_code=201,
     response_model=JobPublic,
-    responses=problem_responses(401, 404, 409, 503),
+    responses=problem_responses(401, 403, 404, 409, 429, 503),
     summary="Regrow k children from a node",
 )
 async def branch(
@@ -79,13 +79,14 @@ async def branch(
     node_id: NodeId,
     db: DbDep,
     settings: SettingsDep,
-    _key: WriteKey,
+    caller: WriteKey,
     body: BranchCreate | None = None,
 ) -> JobPublic:
     """Creates a `sample` job (interactive lane) with params {"branch": {tree_id, node_id, k}}
     and the config of the job that logged the tree. Its record appears at once in GET
     /trees/{id} `branches` (the training tree itself never changes); its nodes when it is done.
-    A leaf has no steps left to branch: 409."""
+    A leaf has no steps left to branch: 409. Any member may branch any tree: the branch is a
+    new job of its own."""
 
     def work(session: Session) -> JobPublic:
         job = submission.create_branch(
@@ -94,7 +95,9 @@ async def branch(
             tree_id=tree_id,
             node_id=node_id,
             body=body or BranchCreate(),
+            owner_key_id=caller.key_id,
         )
+        audit(session, caller, "job.branch", job.id, tree_id=tree_id, node_id=node_id)
         return job_answer(session, job)
 
     return await db.run(work)
@@ -104,7 +107,7 @@ async def branch(
     "/{tree_id}/branch-nodes/{branch_node_id}/branch",
     status_code=201,
     response_model=JobPublic,
-    responses=problem_responses(401, 404, 409, 503),
+    responses=problem_responses(401, 403, 404, 409, 429, 503),
     summary="Regrow k children from a node a branch grew",
 )
 async def branch_again(
@@ -112,7 +115,7 @@ async def branch_again(
     branch_node_id: BranchNodeId,
     db: DbDep,
     settings: SettingsDep,
-    _key: WriteKey,
+    caller: WriteKey,
     body: BranchCreate | None = None,
 ) -> JobPublic:
     """As POST /trees/{id}/nodes/{node_id}/branch, from a branch node (GET /trees/{id}
@@ -125,7 +128,9 @@ async def branch_again(
             tree_id=tree_id,
             branch_node_id=branch_node_id,
             body=body or BranchCreate(),
+            owner_key_id=caller.key_id,
         )
+        audit(session, caller, "job.branch", job.id, tree_id=tree_id, branch_node_id=branch_node_id)
         return job_answer(session, job)
 
     return await db.run(work)
