@@ -303,8 +303,9 @@ def test_refused_at_submit_naming_the_field(studio: Studio) -> None:
         )
     }
     assert len(messages) == 1
-    clip = {"reward": "clipscore", "reward_options": {"clipscore": {"path": "/etc"}}}
-    studio.refused(clip, "reward_options.clipscore.path", "file rule")
+    for path in ("/etc", "../../../etc", str(studio.models / "escape")):
+        clip = {"reward": "clipscore", "reward_options": {"clipscore": {"path": path}}}
+        studio.refused(clip, "reward_options.clipscore.path", "file rule")
     head = {"reward": "aesthetic", "reward_options": {"aesthetic": {"head": "../../etc/passwd"}}}
     studio.refused(head, "reward_options.aesthetic.head", "file rule")
     # A prompt file: the config takes prompt sets and lists today; a path is refused either way.
@@ -328,6 +329,11 @@ def test_the_worker_refuses_on_its_own_and_only_the_allowed_request_arrives(
         "service port": studio.bypass(remote(f"http://127.0.0.1:{studio.recorder.port}/")),
         "metadata": studio.bypass(remote("http://169.254.169.254/latest/meta-data/")),
         "mlflow file": studio.bypass({"tracking.mlflow_uri": f"file://{studio.models}/x"}),
+        "mlflow sqlite": studio.bypass({"tracking.mlflow_uri": "sqlite:////tmp/mlflow.db"}),
+        "mlflow foreign": studio.bypass({"tracking.mlflow_uri": "http://evil.example:5000"}),
+        "reward path": studio.bypass(
+            {"reward": "clipscore", "reward_options.clipscore.path": str(studio.models / "escape")}
+        ),
         "model /etc": studio.bypass({"model": "/etc"}),
         "model missing": studio.bypass({"model": "/no/such/folder"}),
     }
@@ -350,6 +356,9 @@ def test_the_worker_refuses_on_its_own_and_only_the_allowed_request_arrives(
         "service port": "outbound rule",
         "metadata": "169.254.169.254 is a cloud metadata address",
         "mlflow file": "never to a file",
+        "mlflow sqlite": "never to a file",
+        "mlflow foreign": "evil.example:5000 is not a host the operator lets jobs connect to",
+        "reward path": "reward_options.clipscore.path: file rule",
         "model /etc": "model: file rule",
         "model missing": "model: file rule",
     }
