@@ -50,8 +50,9 @@ METADATA_ADDRESSES = frozenset(
 METADATA_NAMES = frozenset({"metadata.google.internal", "metadata.goog", "metadata"})
 
 
-class EgressRefused(PermissionError):
-    """A connection the outbound rule forbids, found in the worker right before connecting."""
+class EgressRefused(RuntimeError):
+    """A connection the outbound rule forbids, found in the worker right before connecting.
+    Not an OSError: no retry loop or handler of connection errors may take it for one."""
 
 
 @dataclass(frozen=True)

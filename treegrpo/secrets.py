@@ -140,7 +140,10 @@ def secret_destination_problem(
             "(url or server), and this reward names none"
         )
     for url in urls:
-        parts, host, port = split_url("url", url)
+        try:
+            parts, host, port = split_url("url", url)
+        except ConfigError as exc:  # the URL's own field reports it; the secret stays home
+            return f"secret rule: secret {name!r} goes only to a valid URL ({exc.reason})"
         if not any(rule.matches(host, port, parts.scheme) for rule in hosts):
             return (
                 f"secret rule: secret {name!r} may be sent only to {shown(hosts)}, not to "

@@ -20,7 +20,7 @@ from treegrpo.job_limits import limit_problems
 from treegrpo.secrets import secret_names
 
 
-class JobRefused(PermissionError):
+class JobRefused(RuntimeError):
     """A job whose config breaks an operator's rule; the message names each field and rule."""
 
 

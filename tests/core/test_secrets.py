@@ -95,6 +95,8 @@ def test_studio_references_need_the_operators_lists() -> None:
     assert "may be sent only to reward:8100, not to other:8100" in reason
     [(_, reason)] = problems({"url": url, "api_key_secret": "unbound"})
     assert "may be sent only to none" in reason
+    [(_, reason)] = problems({"url": "ftp://reward:8100/", "api_key_secret": "bound"})
+    assert "goes only to a valid URL (outbound rule: only http://" in reason
     [(_, reason)] = problems({"api_key_secret": "bound"})
     assert "names none" in reason
     [(_, reason)] = problems({"url": url, "api_key_secret": "missing"})
