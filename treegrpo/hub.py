@@ -3,7 +3,8 @@
     folder = local_folder("model", "stabilityai/stable-diffusion-3.5-medium")
     folder = local_folder("reward_options.pickscore.path", "yuvalkirstain/PickScore_v1@main")
 
-A reference that is an existing folder is that folder. Otherwise, if it looks like `ORG/NAME`
+A reference that is an existing folder is that folder (on one's own machine; under a studio
+worker's file rule see `local_folder`). Otherwise, if it looks like `ORG/NAME`
 (optionally `@REVISION`: a branch, tag or commit hash), it is looked up in the cache that
 huggingface_hub uses (HF_HOME / HF_HUB_CACHE, default ~/.cache/huggingface/hub) with
 `local_files_only=True`: `models--ORG--NAME/refs/REVISION` names a snapshot folder. A missing

@@ -82,11 +82,12 @@ def test_other_destinations_are_refused_naming_the_field(url: str, reason: str) 
 def _stub_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) -> list[str]:
     """getaddrinfo answers from a table; the names asked are recorded."""
     asked: list[str] = []
+    real = socket.getaddrinfo  # the suite's loopback-only guard (tests/network_guard.py)
 
     def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
         asked.append(host)
         if host not in answers:
-            raise socket.gaierror(f"unknown name {host}")
+            return real(host, port, *args, **kwargs)
         return [
             (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
             for a in answers[host]
@@ -134,5 +135,71 @@ def test_the_installed_rule_pins_the_request_to_the_checked_address(
         target, headers, extensions = egress.pinned_target("https://secure/score", "f")
         assert target == "https://10.0.0.9:443/score"
         assert headers == {"Host": "secure"} and extensions == {"sni_hostname": "secure"}
+    finally:
+        egress.install(None)
+
+
+def test_the_remote_reward_connects_to_the_checked_address_with_the_names_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name that resolves to loopback (stubbed), a listener there: the request reaches the
+    checked address, and the server still sees the name the URL gave."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import torch
+
+    from treegrpo.rewards.remote import remote_factory
+
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hosts.append(self.headers["Host"])
+            prompts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["prompts"]
+            body = json.dumps({"scores": [1.0] * len(prompts)}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    asked = _stub_dns(monkeypatch, {"reward.test": ["127.0.0.1"], "imds.test": ["169.254.169.254"]})
+    try:
+        egress.install(parse_hosts(f"reward.test:{port},imds.test:{port}"))
+        fn = remote_factory(torch.device("cpu"), {"url": f"http://reward.test:{port}/score"})
+        assert fn(torch.zeros(2, 1, 8, 8), ["a", "b"]).tolist() == [1.0, 1.0]
+        assert hosts == [f"reward.test:{port}"] and asked.count("reward.test") == 1
+        refused = remote_factory(torch.device("cpu"), {"url": f"http://imds.test:{port}/s"})
+        with pytest.raises(EgressRefused, match="cloud metadata"):
+            refused(torch.zeros(1, 1, 8, 8), ["a"])
+        assert len(hosts) == 1  # nothing was sent
+    finally:
+        egress.install(None)
+        server.shutdown()
+
+
+def test_mlflow_checks_its_server_before_its_client_connects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typing import cast
+
+    from treegrpo.trackers.mlflow import MlflowTracker
+
+    _stub_dns(monkeypatch, {"mlflow.test": ["169.254.169.254"]})
+    try:
+        egress.install(parse_hosts("mlflow.test:5000"))
+        tracker = MlflowTracker("http://mlflow.test:5000", "treegrpo", "run")
+        with pytest.raises(
+            EgressRefused, match=r"mlflow_uri: outbound rule: mlflow\.test resolves"
+        ):
+            tracker.on_start(cast(Any, None))
+        assert tracker.client is None
     finally:
         egress.install(None)
