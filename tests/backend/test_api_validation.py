@@ -237,3 +237,24 @@ def test_a_local_folders_size_rule_is_read_at_submit(tmp_path: Path, db_url: str
         error = _error(submit(1024))
         assert "larger than this model's maximum 512" in error["msg"]
         assert submit(256).status_code == 201
+
+
+def test_a_member_may_name_a_secret_for_its_own_hosts_only(
+    settings: Settings, client: TestClient
+) -> None:
+    """The API reads a secret's hosts, never its value (it has no secrets key)."""
+    from backend.crud.secrets import set_secret
+
+    with session_scope(settings.resolved_database_url) as session:
+        set_secret(session, name="rk", value="sk-1", hosts=["localhost:8100"], secrets_key="s")
+    member = auth_for(settings)
+
+    def submit(url: str) -> Any:
+        config = {**REMOTE, "reward_options.remote": {"url": url, "api_key_secret": "rk"}}
+        body = {"preset": "digits-treegrpo", "config": config}
+        return client.post(JOBS, json=body, headers=member)
+
+    assert submit("http://localhost:8100/score").status_code == 201
+    error = _error(submit("http://127.0.0.1:8100/score"))  # allowed host, not the secret's
+    assert error["loc"] == ["body", "config", "reward_options.remote.api_key_secret"]
+    assert "may be sent only to localhost:8100, not to 127.0.0.1:8100" in error["msg"]
