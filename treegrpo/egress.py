@@ -41,8 +41,8 @@ ANY_PORT = -1
 RULE = "outbound rule"
 
 # Cloud metadata endpoints: AWS/GCP/Azure/OpenStack (169.254.169.254, inside link-local anyway),
-# AWS's IPv6 one, Alibaba's, Oracle's and Tencent's older one. They hand out the host's
-# credentials to anyone who asks from inside, so no list may open them.
+# AWS's IPv6 one, Alibaba's, and Oracle's older one. They hand out the machine's credentials to
+# anyone who asks from inside, so no list may open them.
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(text)
     for text in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192")
