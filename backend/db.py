@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.private_files import make_private_database
 from backend.settings import get_settings
 
 
@@ -48,6 +49,10 @@ def engine_for(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            if parsed.database and parsed.database != ":memory:":
+                # SQLite made the file with the umask's mode (often 0644): the database holds
+                # key hashes, configs and sealed secrets, so it is its user's alone.
+                make_private_database(parsed.database)
 
         return engine
     connect_args: dict[str, object] = {}

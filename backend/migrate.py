@@ -10,6 +10,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from backend.db import engine_for
+from backend.private_files import make_private_database
 from backend.settings import get_settings
 
 # alembic.ini and migrations/ sit at the top of the source tree, beside this package, so they are
@@ -43,6 +44,10 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     url = url or get_settings().resolved_database_url
     _prepare(url)
     command.upgrade(alembic_config(url), revision)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        # Alembic's own engine made the file with the umask's mode: the user's alone.
+        make_private_database(parsed.database)
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

@@ -22,6 +22,7 @@ from types import FrameType
 import httpx
 import psutil
 
+from backend.private_files import PRIVATE_DIR, make_private_dir
 from backend.queue import INTERACTIVE_QUEUE, QUEUE
 
 READY_TIMEOUT_S = 120.0
@@ -119,7 +120,8 @@ def wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout: float
 
 def run_up(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    make_private_dir(data_dir)  # made before this rule, or by a looser umask
     env = dict(os.environ)
     env["TREEGRPO_DATA_DIR"] = str(data_dir)
     for key, value in {

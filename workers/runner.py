@@ -24,32 +24,32 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from workers.context import StopRequest
+from workers.failures import describe, save_traceback, sent_strings
 
 if TYPE_CHECKING:
     from workers.context import JobContext
 
 ORPHAN_CHECK_SECONDS = 1.0
-ERROR_CHARS = 2000
 EXIT_ORPHANED = 70
 
+__all__ = ["describe", "failure", "main", "run", "write_result"]
 
-def describe(exc: BaseException) -> str:
-    """A one-paragraph error for the job row: the exception type and message."""
-    from treegrpo.config import ConfigError
 
-    if isinstance(exc, ConfigError):
-        text = f"invalid setting {exc}"
-    else:
-        message = str(exc).strip() or repr(exc)
-        text = f"{type(exc).__name__}: {message}"
-    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+def failure(exc: BaseException, running: dict[str, JobContext], result_file: Path | None) -> str:
+    """The job row's one-line error for `exc` (workers/failures.py); its traceback goes to the
+    worker's own log, never to the job's."""
+    save_traceback(exc, result_file)
+    ctx = running.get("job")
+    sent = sent_strings([ctx.config.to_dict(), ctx.params]) if ctx is not None else frozenset()
+    error = describe(exc, sent)
+    where = _where(ctx)
+    return f"{error} ({where})" if where else error
 
 
 def write_result(path: Path, outcome: str, error: str | None) -> None:
@@ -139,12 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = "lost"
         print(f"stopping: {exc}", file=sys.stderr, flush=True)
     except BaseException as exc:  # every failure must reach the job row
-        traceback.print_exc()
-        sys.stderr.flush()
-        error = describe(exc)
-        where = _where(running.get("job"))
-        if where:
-            error = f"{error} ({where})"
+        error = failure(exc, running, args.result_file)
     if is_rank_zero():
         write_result(args.result_file, outcome, error)
     return 0 if outcome == "completed" else 1

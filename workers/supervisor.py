@@ -37,6 +37,7 @@ from backend.errors import NotFound
 from backend.models import JobStatus
 from backend.settings import Settings
 from backend.storage import log_relpath
+from workers.failures import take_traceback
 from workers.joblog import JobLog
 from workers.mirror import Mirror
 
@@ -272,6 +273,7 @@ class Supervisor:
                 return self.finish("failed", f"could not start the job's process: {exc}")
             code = self.watch(child, stop_file)
             result = self.read_result(result_file)
+            self.log_traceback(result_file)
         return self.conclude(code, result)
 
     def warm_allowed(self) -> bool:
@@ -303,6 +305,7 @@ class Supervisor:
         self.log.write("running in the interactive lane's warm process")
         code = self.watch(process, stop_file, result_file)
         result = self.read_result(result_file)
+        self.log_traceback(result_file)
         return self.conclude(code, result)
 
     def watch(
@@ -395,6 +398,15 @@ class Supervisor:
             ):
                 return None
             return job.status
+
+    def log_traceback(self, result_file: Path) -> None:
+        """A failed job's traceback into the worker's own log: its job log and error, which
+        the API serves, carry one line (workers/failures.py)."""
+        text = take_traceback(result_file)
+        if text:
+            logger.error(
+                "job %s attempt %s failed:\n%s", self.job.job_id, self.job.attempt, text.rstrip()
+            )
 
     @staticmethod
     def read_result(path: Path) -> dict[str, str | None] | None:

@@ -22,7 +22,6 @@ import select
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from workers import policy_cache
 from workers.context import StopRequest
-from workers.runner import _watch_parent, describe, run, write_result
+from workers.runner import _watch_parent, failure, run, write_result
 
 if TYPE_CHECKING:
     from workers.context import JobContext
@@ -73,8 +72,7 @@ def run_one(request: dict[str, Any], current: dict[str, StopRequest]) -> None:
             outcome = "lost"
             print(f"stopping: {exc}", file=sys.stderr, flush=True)
         except BaseException as exc:  # every failure must reach the job row
-            traceback.print_exc()
-            error = describe(exc)
+            error = failure(exc, running, Path(request["result_file"]))
         finally:
             current.pop("stop", None)
     write_result(Path(request["result_file"]), outcome, error)

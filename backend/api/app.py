@@ -20,6 +20,7 @@ from backend.api.deps import Database
 from backend.api.limits import BodyLimitMiddleware
 from backend.api.routes import api_router
 from backend.artifact_store import open_store
+from backend.private_files import make_private_dir
 from backend.schemas import API_PREFIX
 from backend.settings import Settings, get_settings
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    make_private_dir(settings.data_dir)
     app.state.db = Database(settings)
     app.state.store = open_store(settings)
     app.state.ui_mounted = False

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,7 +153,9 @@ def reward_server(request: pytest.FixtureRequest) -> Iterator[_RewardServer]:
 @pytest.mark.parametrize(
     ("reward_server", "message"),
     [
-        ("http500", 'answered HTTP 500 after 1 attempts: {"detail": "reward model crashed"}'),
+        # The server's answer is blanked: a config could point the reward at any service the
+        # worker reaches and read its answer back in the error (workers/failures.py).
+        ("http500", "answered HTTP 500 after 1 attempts: {'…': '…'}"),
         ("nan", "returned scores[0] = nan, not a finite number"),
     ],
     indirect=["reward_server"],
@@ -182,4 +185,27 @@ def test_a_failing_reward_fails_the_job_and_keeps_earlier_metrics(
     assert sorted({step for step, _, _ in points}) == [0, 1]
     assert "reward_mean" in {name for step, name, _ in points if step == 1}
     assert job["checkpoint_path"] and job["checkpoint_path"].endswith("epoch-000001")
-    assert "Traceback" in stack.log(job_id)
+    # The traceback is the worker's own business: the job's log (which the API serves) has none.
+    assert "Traceback" not in stack.log(job_id)
+    assert "Traceback" in "".join(worker.text() for worker in stack.workers)
+
+
+def test_a_model_folder_with_a_foreign_index_fails_with_one_line_that_echoes_nothing(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A config can point the worker at any JSON file it can read (until file roots refuse it
+    at submit); the job's error names the rule but never quotes what the file holds."""
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "HushHushPipeline"}')
+    stack.start_worker("foreign")
+    job_id = stack.submit("train", preset="tiny-treegrpo", overrides={**TINY, "model": str(folder)})
+    job = stack.wait_status(job_id, ("succeeded", "failed"), timeout=60)
+    assert job["status"] == "failed", stack.explain(job_id)()
+    error = str(job["error"])
+    assert "_class_name" in error and "model_index.json" in error  # the rule
+    assert str(folder) in error  # the job's own value may be quoted back
+    assert "HushHush" not in error and "\n" not in error
+    log = stack.log(job_id)
+    assert "HushHush" not in log and "Traceback" not in log
+    assert "HushHushPipeline" in "".join(worker.text() for worker in stack.workers)
