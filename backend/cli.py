@@ -3,7 +3,7 @@
     treegrpo serve [--host 127.0.0.1] [--port 8000] [--migrate] [--reload] [--workers N]
     treegrpo migrate [--url URL] [--revision head] [--down REV]
     treegrpo api-key create NAME [--role member|admin|viewer] | list [--all] | revoke ID_OR_NAME
-    treegrpo secret set NAME (value on stdin) | list | delete NAME
+    treegrpo secret set NAME --host H (value on stdin) | list | delete NAME
     treegrpo submit --preset NAME [--set key=value ...] [--kind train] [--name NAME] [--wait]
 
 Imports stay inside the commands: `treegrpo --help` loads this module and must stay fast.
@@ -321,10 +321,16 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
 
     from backend.crud.secrets import SecretError, set_secret
     from backend.settings import get_settings
+    from treegrpo.egress import parse_hosts
     from treegrpo.secrets import NAME
 
     if not NAME.match(args.name):
         _err("a secret name is letters, digits, _ . - (up to 128), starting with a letter or _")
+        return EXIT_BAD_REQUEST
+    try:
+        parse_hosts(args.host)
+    except ValueError as exc:
+        _err(f"--host: {exc}")
         return EXIT_BAD_REQUEST
     if sys.stdin.isatty():
         value = getpass.getpass(f"value of secret {args.name}: ")
@@ -332,14 +338,18 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
         value = sys.stdin.read().rstrip("\r\n")
     if not value:
         _err(
-            "empty value: pipe the secret on stdin, e.g. `printenv KEY | treegrpo secret set NAME`"
+            "empty value: pipe the secret on stdin, e.g. `printenv KEY | treegrpo secret set NAME --host H`"
         )
         return EXIT_BAD_REQUEST
     scope, url = _key_session(args)
     try:
         with scope as session:
             new = set_secret(
-                session, name=args.name, value=value, secrets_key=get_settings().secrets_key
+                session,
+                name=args.name,
+                value=value,
+                hosts=args.host,
+                secrets_key=get_settings().secrets_key,
             )
             cli_audit(session, "secret.set", "secret", args.name, created=new)
     except SecretError as exc:
@@ -349,8 +359,8 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
         _err(_db_problem(exc, url))
         return EXIT_BAD_REQUEST
     print(
-        f"{'stored' if new else 'replaced'} secret {args.name!r}, sealed; name it in a config "
-        f"as <field>_secret: {args.name}",
+        f"{'stored' if new else 'replaced'} secret {args.name!r}, sealed, for "
+        f"{', '.join(args.host)} only; name it in a config as <field>_secret: {args.name}",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -362,8 +372,8 @@ def cmd_secret_list(args: argparse.Namespace) -> int:
     scope, _ = _key_session(args)
     with scope as session:
         rows = list_secrets(session)
-    for name, updated in rows:
-        print(f"{name}\t{updated}")
+    for name, updated, hosts in rows:
+        print(f"{name}\t{updated}\t{','.join(hosts) or '(no hosts: cannot be sent anywhere)'}")
     if not rows:
         print("no secrets", file=sys.stderr)
     return EXIT_OK
@@ -389,14 +399,24 @@ def register_secret(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="store, list or delete server-side secrets",
         description="Secrets a config names as <field>_secret: NAME (for example "
         "reward_options.remote.api_key_secret), sealed in the database with "
-        "TREEGRPO_SECRETS_KEY. Only workers open them; no API route reads them.",
+        "TREEGRPO_SECRETS_KEY. Only workers open them, and send them only to the hosts "
+        "each was stored for; no API route reads or writes them (an admin's tool on the "
+        "server).",
     )
     parser.add_argument("--url", help="database URL (default: TREEGRPO_DATABASE_URL or SQLite)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     store = actions.add_parser("set", help="store or replace a secret; the value is read on stdin")
     store.add_argument("name", metavar="NAME")
+    store.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        metavar="HOST",
+        help="a host the secret may be sent to: host:port, host (the scheme's default port) "
+        "or host:*; repeat for more. A job naming the secret with another URL is refused.",
+    )
     store.set_defaults(func=cmd_secret_set)
-    listing = actions.add_parser("list", help="list secret names (never values)")
+    listing = actions.add_parser("list", help="list secret names and hosts (never values)")
     listing.set_defaults(func=cmd_secret_list)
     delete = actions.add_parser("delete", help="delete a secret")
     delete.add_argument("name", metavar="NAME")

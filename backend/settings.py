@@ -10,12 +10,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from treegrpo.config import ConfigError
+from treegrpo.egress import parse_hosts
+from treegrpo.job_limits import JobLimits
 
 DEFAULT_DATA_DIR = Path("data")
+# `make up` on one machine: a `treegrpo reward-serve` (port 8100) and an MLflow server (5000) on
+# loopback; no other local port (the API's own, Postgres, Redis) is reachable from a job.
+DEFAULT_OUTBOUND_HOSTS = "127.0.0.1:8100,localhost:8100,[::1]:8100,127.0.0.1:5000,localhost:5000"
 
 
 class Settings(BaseSettings):
@@ -128,6 +133,49 @@ class Settings(BaseSettings):
         description="The Retry-After of a 429 for a full per-key queue.",
     )
 
+    # -- what a job sent through the API may reach (docs/API.md "Operator lists") ----------------
+    outbound_hosts: str = Field(
+        default=DEFAULT_OUTBOUND_HOSTS,
+        description="Hosts jobs may connect to (remote rewards, MLflow), comma-separated: "
+        "host:port, host (the scheme's default port) or host:* (any port). Default: a "
+        "reward-serve and an MLflow server on loopback.",
+    )
+    referable_env: str = Field(
+        default="",
+        description="Worker environment variables a job may name as <field>_env, "
+        "comma-separated; empty: none.",
+    )
+    model_roots: str | None = Field(
+        default=None,
+        description="Folders whose files jobs may name (model, reward paths, prompt files), "
+        "comma-separated; default ./models, the Hugging Face cache and data_dir/datasets.",
+    )
+
+    @field_validator("outbound_hosts")
+    @classmethod
+    def _hosts_parse(cls, value: str) -> str:
+        parse_hosts(value)  # a ValueError names the bad entry
+        return value
+
+    @property
+    def job_limits(self) -> JobLimits:
+        return JobLimits(
+            hosts=parse_hosts(self.outbound_hosts),
+            referable_env=frozenset(_items(self.referable_env)),
+            roots=self.resolved_model_roots,
+            hub_cache=hub_cache_folder(),
+        )
+
+    @property
+    def resolved_model_roots(self) -> tuple[Path, ...]:
+        if self.model_roots is not None:
+            return tuple(Path(item).expanduser().resolve() for item in _items(self.model_roots))
+        return (
+            Path("models").resolve(),
+            hub_cache_folder(),
+            (self.data_dir / "datasets").resolve(),
+        )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'treegrpo.db').resolve()}"
@@ -144,6 +192,17 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def hub_cache_folder() -> Path:
+    """The Hugging Face cache the workers read hub ids from (HF_HUB_CACHE / HF_HOME)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE).expanduser().resolve()
 
 
 def load_settings() -> Settings:

@@ -3,7 +3,8 @@
     folder = local_folder("model", "stabilityai/stable-diffusion-3.5-medium")
     folder = local_folder("reward_options.pickscore.path", "yuvalkirstain/PickScore_v1@main")
 
-A reference that is an existing folder is that folder. Otherwise, if it looks like `ORG/NAME`
+A reference that is an existing folder is that folder (on one's own machine; under a studio
+worker's file rule see `local_folder`). Otherwise, if it looks like `ORG/NAME`
 (optionally `@REVISION`: a branch, tag or commit hash), it is looked up in the cache that
 huggingface_hub uses (HF_HOME / HF_HUB_CACHE, default ~/.cache/huggingface/hub) with
 `local_files_only=True`: `models--ORG--NAME/refs/REVISION` names a snapshot folder. A missing
@@ -14,6 +15,7 @@ on a connected machine.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from treegrpo.config import ConfigError
@@ -42,16 +44,43 @@ def cache_folder(cache_dir: str | Path | None = None) -> Path:
 
 
 def local_folder(
-    field: str, reference: str, what: str = "a folder", cache_dir: str | Path | None = None
+    field: str,
+    reference: str,
+    what: str = "a folder",
+    cache_dir: str | Path | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> Path:
     """The folder `reference` names: itself if it is a folder, else its cached hub snapshot.
-    `what` says what the folder should hold, for the error."""
-    path = Path(reference).expanduser()
-    if path.is_dir():
-        return path
+    `what` says what the folder should hold, for the error.
+
+    Under a file rule (`roots`, or the one a studio worker installed: treegrpo/file_roots.py)
+    the folder, or the cached snapshot, must lie under a root, and `ORG/NAME` is always a hub
+    id: what a job may open never depends on which relative folders exist on the worker."""
+    from treegrpo import file_roots
+
+    roots = roots if roots is not None else file_roots.installed()
     parsed = parse_hub_id(reference)
+    if roots is None:
+        path = Path(reference).expanduser()
+        if path.is_dir():
+            return path
+    elif parsed is None:
+        path = file_roots.within_roots(field, reference, roots)
+        if path.is_dir():
+            return path
     if parsed is None:
         raise ConfigError(field, f"no such folder: {reference} does not exist (expected {what})")
+    snapshot = cached_snapshot(field, reference, what, cache_dir)
+    return snapshot if roots is None else file_roots.within_roots(field, str(snapshot), roots)
+
+
+def cached_snapshot(
+    field: str, reference: str, what: str = "a folder", cache_dir: str | Path | None = None
+) -> Path:
+    """The snapshot folder of hub id `reference` in the local cache, or a ConfigError."""
+    parsed = parse_hub_id(reference)
+    if parsed is None:
+        raise ConfigError(field, f"{reference!r} is not a hub id ORG/NAME[@REVISION]")
     repo, revision = parsed
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError

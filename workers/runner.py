@@ -153,6 +153,7 @@ def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobCont
     from backend.storage import log_relpath
     from treegrpo.config import RunConfig
     from workers.context import JobContext, LostOwnership
+    from workers.job_limits import enforce as enforce_job_limits
     from workers.joblog import JobLog
     from workers.kinds import run_job
     from workers.mirror import Mirror
@@ -178,6 +179,7 @@ def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobCont
         mirror=Mirror.of(settings),
     )
     running["job"] = ctx
+    enforce_job_limits(ctx.config)  # the operator's lists, before anything loads or connects
     if kind == "train" and ctx.config.gpus > 1 and "WORLD_SIZE" not in os.environ:
         from treegrpo.models.registry import resolve_device
 

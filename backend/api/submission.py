@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from backend import crud, queue
+from backend.api.job_limits import refuse_beyond_limits
 from backend.api.problems import ProblemError, validation_error
 from backend.errors import NotFound
 from backend.job_params import parse_params
@@ -200,6 +201,8 @@ def create(
     """Validate, insert, enqueue. Returns (job, created); created is False for a replay of an
     earlier request of the same key with the same Idempotency-Key and body."""
     config = resolve_job_config(body.preset, body.config)
+    # The operator's lists (hosts, referable variables, secrets' hosts, file roots) and sizes.
+    refuse_beyond_limits(session, settings=settings, config=config)
     params_model = _parse_params(body.kind, body.params)
     params = params_model.model_dump(mode="json", exclude_none=True)
     _params_refer_to_rows(session, params)
@@ -257,6 +260,8 @@ def create_branch(
             kind="conflict",
         )
     source = crud.get_job(session, job_id=tree.job_id)
+    # The source's config passed the lists at its submit; they may have narrowed since.
+    refuse_beyond_limits(session, settings=settings, config=RunConfig.from_dict(source.config))
     params = {"branch": {"tree_id": tree_id, **origin, "k": body.k}}
     parse_params("sample", params)  # the workers read params through the same models
     job, _ = crud.create_job(

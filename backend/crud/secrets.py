@@ -1,18 +1,23 @@
 """Server-side secrets: sealed with Fernet under a key derived from the settings' secrets_key.
 
-Only `treegrpo secret` (set, list, delete) and the workers (open) call these; no API route does.
+Only `treegrpo secret` (set, list, delete; an admin's tool on the server) and the workers
+(open) call these; no API route writes or opens a secret. Each secret names the hosts it may be
+sent to (`hosts`, entries as in treegrpo/egress.py); the API reads those, never the value, to
+refuse at submit a job that would send it elsewhere.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.models import Secret, utcnow
+from treegrpo.egress import HostRule, parse_hosts
 
 
 class SecretError(LookupError):
@@ -32,15 +37,29 @@ def _fernet(secrets_key: str | None) -> Any:
     return Fernet(base64.urlsafe_b64encode(digest))
 
 
-def set_secret(session: Session, *, name: str, value: str, secrets_key: str | None) -> bool:
-    """Store (or replace) a secret; True when it was new."""
+def set_secret(
+    session: Session, *, name: str, value: str, hosts: Sequence[str], secrets_key: str | None
+) -> bool:
+    """Store (or replace) a secret bound to `hosts`; True when it was new."""
+    entries = [str(rule) for rule in parse_hosts(hosts)]
+    if not entries:
+        raise SecretError(f"secret {name!r} needs at least one host it may be sent to")
     sealed = _fernet(secrets_key).encrypt(value.encode()).decode("ascii")
     row = session.scalar(select(Secret).where(Secret.name == name))
     if row is None:
-        session.add(Secret(name=name, sealed=sealed))
+        session.add(Secret(name=name, sealed=sealed, hosts=entries))
         return True
-    row.sealed, row.updated_at = sealed, utcnow()
+    row.sealed, row.hosts, row.updated_at = sealed, entries, utcnow()
     return False
+
+
+def secret_hosts(session: Session, *, names: Iterable[str]) -> dict[str, tuple[HostRule, ...]]:
+    """The hosts of each stored secret among `names` (missing names are left out)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    rows = session.execute(select(Secret.name, Secret.hosts).where(Secret.name.in_(wanted)))
+    return {name: parse_hosts(hosts or []) for name, hosts in rows}
 
 
 def open_secret(session: Session, *, name: str, secrets_key: str | None) -> str:
@@ -58,10 +77,10 @@ def open_secret(session: Session, *, name: str, secrets_key: str | None) -> str:
         ) from None
 
 
-def list_secrets(session: Session) -> list[tuple[str, str]]:
-    """(name, last update as ISO text), never a value."""
+def list_secrets(session: Session) -> list[tuple[str, str, list[str]]]:
+    """(name, last update as ISO text, hosts), never a value."""
     rows = session.scalars(select(Secret).order_by(Secret.name))
-    return [(row.name, row.updated_at.isoformat()) for row in rows]
+    return [(row.name, row.updated_at.isoformat(), list(row.hosts or [])) for row in rows]
 
 
 def delete_secret(session: Session, *, name: str) -> bool:

@@ -1,5 +1,5 @@
 """The API process: importing and serving backend.main never loads torch, the workers or any of
-the core beyond its torch-free config; the UI is mounted only through the treegrpo.ui hook;
+the core beyond its torch-free config and submit checks; the UI is mounted only through the treegrpo.ui hook;
 OpenAPI at /docs."""
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ ALLOWED_CORE = {
     "treegrpo.rewards",
     "treegrpo.rewards.names",
     "treegrpo.secrets",  # the redaction of secret-named fields: re and treegrpo.errors only
+    # The operator's lists and the size rules, checked at submit (issue 23): torch-free.
+    "treegrpo.egress",
+    "treegrpo.file_roots",
+    "treegrpo.hub",
+    "treegrpo.job_limits",
+    "treegrpo.models",
+    "treegrpo.models.sizes",
 }
 
 PROBE = """

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from api_testing import make_settings
 from fastapi.testclient import TestClient
+
+from backend import crud
+from backend.api import create_app
+from backend.db import session_scope
+from backend.settings import Settings
 
 JOBS = "/api/v1/jobs"
 
@@ -137,3 +145,116 @@ def test_unknown_routes_and_methods_are_problems(client: TestClient) -> None:
     method = client.put(f"{JOBS}/1")
     assert method.status_code == 405
     assert method.headers["content-type"] == "application/problem+json"
+
+
+REMOTE = {"reward": "remote"}
+
+
+@pytest.mark.parametrize(
+    ("config", "loc", "reason"),
+    [
+        # `make up`'s defaults: a reward-serve (8100) and MLflow (5000) on loopback, nothing else.
+        (
+            {**REMOTE, "reward_options.remote.url": "http://127.0.0.1:8000/score"},
+            "reward_options.remote.url",
+            "127.0.0.1:8000 is not a host the operator lets jobs connect to",
+        ),
+        (
+            {**REMOTE, "reward_options.remote.url": "ftp://127.0.0.1:8100/"},
+            "reward_options.remote.url",
+            "only http:// and https://",
+        ),
+        (
+            {
+                **REMOTE,
+                "reward_options.remote.url": "http://127.0.0.1:8100/",
+                "reward_options.remote.api_key_env": "HOME",
+            },
+            "reward_options.remote.api_key_env",
+            "HOME is not a variable the operator lets jobs read",
+        ),
+        (
+            {
+                **REMOTE,
+                "reward_options.remote.url": "http://127.0.0.1:8100/",
+                "reward_options.remote.api_key_secret": "nope",
+            },
+            "reward_options.remote.api_key_secret",
+            "no secret named 'nope'",
+        ),
+        ({"tracking.mlflow_uri": "sqlite:///x.db"}, "tracking.mlflow_uri", "never to a file"),
+        ({"model": "/etc"}, "model", "file rule"),
+        ({"model": "digits", "sampling.height": 500}, "sampling.height", "16x16 only, got 500"),
+    ],
+)
+def test_what_a_job_may_reach_is_checked_at_submit(
+    client: TestClient, auth: dict[str, str], config: dict[str, Any], loc: str, reason: str
+) -> None:
+    error = _error(
+        client.post(JOBS, json={"preset": "digits-treegrpo", "config": config}, headers=auth)
+    )
+    assert error["loc"] == ["body", "config", loc]
+    assert reason in error["msg"]
+    assert client.get(JOBS).json()["count"] == 0
+
+
+def test_allowed_destinations_pass_at_submit(client: TestClient, auth: dict[str, str]) -> None:
+    config = {**REMOTE, "reward_options.remote.url": "http://localhost:8100/score"}
+    answer = client.post(JOBS, json={"preset": "digits-treegrpo", "config": config}, headers=auth)
+    assert answer.status_code == 201, answer.text
+
+
+def auth_for(settings: Settings) -> dict[str, str]:
+    with session_scope(settings.resolved_database_url) as session:
+        _, key = crud.create_api_key(session, name="sizes", role="member")
+    return {"X-API-Key": key}
+
+
+def test_a_local_folders_size_rule_is_read_at_submit(tmp_path: Path, db_url: str) -> None:
+    """Without torch: the SD3 folder's VAE (8x) and 2x2 patches make sizes multiples of 16, up
+    to its position table (pos_embed_max_size 32 -> 512 px)."""
+    folder = tmp_path / "models" / "sd3"
+    for name, data in {
+        "model_index.json": {"_class_name": "StableDiffusion3Pipeline"},
+        "vae/config.json": {"block_out_channels": [8, 8, 8, 8]},
+        "transformer/config.json": {"patch_size": 2, "sample_size": 16, "pos_embed_max_size": 32},
+    }.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(data))
+    settings = make_settings(tmp_path, db_url, model_roots=str(tmp_path / "models"))
+    auth = auth_for(settings)
+    with TestClient(create_app(settings)) as client:
+
+        def submit(height: int) -> Any:
+            config = {"model": str(folder), "sampling.height": height}
+            body = {"preset": "digits-treegrpo", "config": config}
+            return client.post(JOBS, json=body, headers=auth)
+
+        error = _error(submit(500))
+        assert error["loc"] == ["body", "config", "sampling.height"]
+        assert "not a positive multiple of 16" in error["msg"]
+        assert error["msg"].endswith("the nearest valid size is 496")  # 500 - 496 = 4 < 512 - 500
+        error = _error(submit(1024))
+        assert "larger than this model's maximum 512" in error["msg"]
+        assert submit(256).status_code == 201
+
+
+def test_a_member_may_name_a_secret_for_its_own_hosts_only(
+    settings: Settings, client: TestClient
+) -> None:
+    """The API reads a secret's hosts, never its value (it has no secrets key)."""
+    from backend.crud.secrets import set_secret
+
+    with session_scope(settings.resolved_database_url) as session:
+        set_secret(session, name="rk", value="sk-1", hosts=["localhost:8100"], secrets_key="s")
+    member = auth_for(settings)
+
+    def submit(url: str) -> Any:
+        config = {**REMOTE, "reward_options.remote": {"url": url, "api_key_secret": "rk"}}
+        body = {"preset": "digits-treegrpo", "config": config}
+        return client.post(JOBS, json=body, headers=member)
+
+    assert submit("http://localhost:8100/score").status_code == 201
+    error = _error(submit("http://127.0.0.1:8100/score"))  # allowed host, not the secret's
+    assert error["loc"] == ["body", "config", "reward_options.remote.api_key_secret"]
+    assert "may be sent only to localhost:8100, not to 127.0.0.1:8100" in error["msg"]

@@ -71,3 +71,40 @@ def test_a_reward_of_a_set_can_be_scored_on_its_server() -> None:
         )
     with pytest.raises(ConfigError, match=r"reward_options.digit_judge.server"):
         load_rewards({"digit_judge": 1.0}, options={"digit_judge": {"server": "ftp://h"}})
+
+
+def test_studio_references_need_the_operators_lists() -> None:
+    """A job from the studio may name listed variables only, and a secret only for URLs among
+    its hosts; a secret with no hosts (stored before hosts existed) goes nowhere."""
+    from treegrpo.egress import parse_hosts
+    from treegrpo.secrets import reference_problems
+
+    url = "http://reward:8100/score"
+    hosts = {"bound": parse_hosts("reward:8100"), "unbound": ()}
+
+    def problems(options: dict[str, object]) -> list[tuple[str, str]]:
+        found = reference_problems({"remote": options}, {"LISTED"}, hosts)
+        return [(p.field, p.reason) for p in found]
+
+    assert problems({"url": url, "api_key_env": "LISTED"}) == []
+    assert problems({"url": url, "api_key_secret": "bound"}) == []
+    [(field, reason)] = problems({"url": url, "api_key_env": "TREEGRPO_SECRETS_KEY"})
+    assert field == "reward_options.remote.api_key_env"
+    assert "TREEGRPO_SECRETS_KEY is not a variable" in reason and "LISTED" in reason
+    [(_, reason)] = problems({"url": "http://other:8100/", "api_key_secret": "bound"})
+    assert "may be sent only to reward:8100, not to other:8100" in reason
+    [(_, reason)] = problems({"url": url, "api_key_secret": "unbound"})
+    assert "may be sent only to none" in reason
+    [(_, reason)] = problems({"url": "ftp://reward:8100/", "api_key_secret": "bound"})
+    assert "goes only to a valid URL (outbound rule: only http://" in reason
+    [(_, reason)] = problems({"api_key_secret": "bound"})
+    assert "names none" in reason
+    [(_, reason)] = problems({"url": url, "api_key_secret": "missing"})
+    assert reason == "no secret named 'missing'"
+    # The resolver gets where the value goes, so a worker can refuse on its own.
+    seen: list[tuple[str, str, tuple[str, ...]]] = []
+    resolve_options(
+        {"remote": {"url": url, "api_key_env": "K"}},
+        lambda kind, name, where: seen.append((kind, name, where)) or "v",
+    )
+    assert seen == [("env", "K", (url,))]

@@ -220,3 +220,17 @@ def test_workers_read_the_hosts_hugging_face_cache_read_only_and_offline() -> No
         assert mounts == ["${TREEGRPO_HF_CACHE:-~/.cache/huggingface}:/hf:ro"], name
         env = service["environment"]
         assert env["HF_HOME"] == "/hf" and env["HF_HUB_OFFLINE"] == "1", name
+
+
+def test_jobs_reach_only_the_compose_services_and_mounts() -> None:
+    """Issue 23: the operator lists default to the reward service, its key's variable and the
+    workers' read-only mounts, for the API's check and the workers' alike."""
+    for name in ("api", "worker", "worker-interactive", "worker-gpu"):
+        env = services()[name]["environment"]
+        assert env["TREEGRPO_OUTBOUND_HOSTS"] == "${TREEGRPO_OUTBOUND_HOSTS:-reward:8100}", name
+        assert env["TREEGRPO_REFERABLE_ENV"] == (
+            "${TREEGRPO_REFERABLE_ENV:-TREEGRPO_REWARD_API_KEY}"
+        ), name
+        assert env["TREEGRPO_MODEL_ROOTS"] == "${TREEGRPO_MODEL_ROOTS:-/app/models,/hf}", name
+    api = services()["api"]["volumes"]
+    assert "./models:/app/models:ro" in api  # the sizes check reads the models' config files

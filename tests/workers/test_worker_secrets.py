@@ -10,6 +10,7 @@ import io
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rewardserve"))
 from reward_server import ROOT, reward_server
 
 
-def _store_secret(name: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`treegrpo secret set NAME` with the value piped on stdin."""
+def _store_secret(name: str, value: str, host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`treegrpo secret set NAME --host HOST` with the value piped on stdin."""
     parser = argparse.ArgumentParser(prog="treegrpo")
     register_secret(parser.add_subparsers())
     monkeypatch.setattr(sys, "stdin", io.StringIO(value + "\n"))
-    args = parser.parse_args(["secret", "set", name])
+    args = parser.parse_args(["secret", "set", name, "--host", host])
     get_settings.cache_clear()
     try:
         assert args.func(args) == 0
@@ -51,7 +52,7 @@ def test_a_secret_reaches_the_reward_server_and_nothing_else(
     ):
         monkeypatch.setenv("TREEGRPO_DATABASE_URL", stack.url)
         monkeypatch.setenv("TREEGRPO_SECRETS_KEY", secrets_key)
-        _store_secret("reward-key", secret, monkeypatch)
+        _store_secret("reward-key", secret, urlsplit(server.url).netloc, monkeypatch)
         with session_scope(stack.url) as session:
             _, api_key = crud.create_api_key(session, name="secret-test", role="admin")
         answers: list[str] = []

@@ -304,7 +304,10 @@ def make_stack(transport: str, root: Path, **overrides: Any) -> Iterator[Stack]:
     """A stack on `transport`; `overrides` replace settings (FAST's clocks, broker_url, ...)."""
     tag = uuid.uuid4().hex[:10]
     data_dir = root / "data"
-    clocks = {**FAST, **overrides}
+    # The operator's lists (issue 23), open to what worker tests use: servers on loopback at
+    # free ports, models in pytest's temp folders. tests/security narrows them.
+    limits = {"outbound_hosts": "127.0.0.1:*,localhost:*", "model_roots": str(root.parent)}
+    clocks = {**FAST, **limits, **overrides}
     values: dict[str, Any] = {"data_dir": data_dir, **clocks}
     database: str | None = None
     if transport == "redis":

@@ -8,11 +8,9 @@ import torch
 from treegrpo.config import ConfigError, RunConfig
 from treegrpo.hub import local_folder
 from treegrpo.models.base import ModelAdapter
-from treegrpo.models.sizes import fixed_size
+from treegrpo.models.sizes import BUILTIN_SIZES, fixed_size
 from treegrpo.models.tiny import TinyAdapter
 
-# Image side (pixels) of the built-in models, which sample at that size only.
-BUILTIN_SIZES = {"tiny-random": 8, "tiny-random-ddim": 8, "digits": 16, "digits-ddim": 16}
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

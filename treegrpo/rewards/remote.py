@@ -23,7 +23,9 @@ The bearer key (`Authorization: Bearer <key>`) is never a config value: the conf
 `api_key_env: NAME` (the worker's environment variable NAME) or `api_key_secret: NAME` (the
 server-side secret store), and the caller resolves the reference (`secrets.resolve_options`) into
 the `api_key` the factory receives. A 4xx answer or a malformed response is not retried: it fails
-at once with a RuntimeError that names the server and says what was wrong.
+at once with a RuntimeError that names the server and says what was wrong. In a studio worker
+(an outbound rule installed: treegrpo/egress.py) each attempt first resolves the host and checks
+every address, then connects to the checked address: a refusal raises EgressRefused, unretried.
 
     fn = REWARDS["remote"](torch.device("cpu"), {"url": "http://127.0.0.1:8000/score"})
     scores = fn(images, prompts)  # (B,) float32
@@ -44,6 +46,7 @@ import torch
 from torch import Tensor
 
 from treegrpo.config import ConfigError, _float, _int, _text
+from treegrpo.egress import pinned_target
 from treegrpo.rewards.jpeg import to_pil_images
 
 # registry.RewardFn, restated: the registry imports this module.
@@ -175,8 +178,13 @@ def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn
         for attempt in range(attempts):
             if attempt:
                 time.sleep(backoff * 2 ** (attempt - 1))  # exponential backoff
+            # Under a studio worker's outbound rule the name is resolved and checked on every
+            # attempt, and the request goes to that checked address (no second DNS answer).
+            target, pin_headers, extensions = pinned_target(url, where)
             try:
-                response = client.post(url, content=content)
+                response = client.post(
+                    target, content=content, headers=pin_headers, extensions=extensions
+                )
             except httpx.TimeoutException:
                 failure = f"{where} timed out after {attempts} attempts (timeout {timeout:g} s)"
                 continue

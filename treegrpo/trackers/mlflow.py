@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from treegrpo import egress
 from treegrpo.callbacks import Callback, RunInfo, SampleBatch
 from treegrpo.trackers import flat_params
 
@@ -28,6 +29,12 @@ class MlflowTracker(Callback):
         self.run_id: str | None = None
 
     def on_start(self, info: RunInfo) -> None:
+        rules = egress.installed()
+        if rules is not None and self.uri.startswith(("http://", "https://")):
+            # MLflow's client opens its own connections (requests), so the request cannot be
+            # pinned to the checked address as the remote reward's is: the name is resolved
+            # and every address checked here, right before the client first connects.
+            egress.checked_address(self.uri, rules, "tracking.mlflow_uri")
         if self.uri.startswith("file:"):
             # Recent MLflow keeps its file store in maintenance mode and refuses it unless told;
             # offline-first wants it (no database to set up, readable by `mlflow ui`). This
