@@ -146,6 +146,7 @@ def ppo_update(
     losses, kls, grad_norms = [], [], []
     ratios, new_lps, old_lps, advantages = [], [], [], []
     first_minibatch_deviation = torch.zeros(())
+    padded = 0
     for number, minibatch in enumerate(order.chunk(train.minibatches)):
         optimizer.zero_grad(set_to_none=True)
         mine = minibatch[(minibatch >= first) & (minibatch < first + len(edges))] - first
@@ -153,6 +154,7 @@ def ppo_update(
         chunks = list(mine.split(micro)) if len(mine) else []
         # Agreed before any forward: a rank with fewer chunks pads after its own.
         padding = max_over_ranks(len(chunks)) - len(chunks) if sharded else 0
+        padded += padding
         for chunk in chunks:
             batch = edges.select(chunk)
             terms = edge_loss(
@@ -217,6 +219,9 @@ def ppo_update(
         all_gather_cat(first_minibatch_deviation.reshape(1)).max()
     )
     metrics["check/clip_fraction"] = metrics["clip_fraction"]
+    if sharded:
+        # Forwards spent only to keep the ranks in step: what uneven minibatches cost.
+        metrics["sharding/padding_forwards"] = sum_over_ranks(padded)
     if reference is not None:
         metrics["kl"] = float(all_gather_cat(torch.cat(kls)).mean())
     return metrics
