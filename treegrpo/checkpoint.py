@@ -158,10 +158,14 @@ def _sharded_state(
     )
 
     options = StateDictOptions(ignore_frozen_params=True)
+    trainable = {name for name, param in module.named_parameters() if param.requires_grad}
     if optimizer is None:
-        return {MODEL_KEY: get_model_state_dict(module, options=options)}
-    weights, optim = get_state_dict(module, optimizer, options=options)
-    return {MODEL_KEY: weights, OPTIMIZER_KEY: optim}
+        weights, optim = get_model_state_dict(module, options=options), None
+    else:
+        weights, optim = get_state_dict(module, optimizer, options=options)
+    # Buffers (SD3's pos_embed) are not trained: they come from the model, as frozen weights do.
+    state = {MODEL_KEY: {name: t for name, t in weights.items() if name in trainable}}
+    return state if optim is None else {**state, OPTIMIZER_KEY: optim}
 
 
 def _load_sharded(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
