@@ -34,6 +34,7 @@ LR = resolve_config("tiny-treegrpo").train.lr
 SETTINGS = ["--preset", "tiny-treegrpo", "--quiet", "--set", "device=cpu"]
 SETTINGS += ["--set", "prompts_per_epoch=8", "--set", "train.minibatches=2"]
 SETTINGS += ["--set", "train.micro_batch=2", "--set", "train.sharding=fsdp"]
+SETTINGS += ["--set", "log_tree_every=2"]
 
 
 def _launch_env() -> dict[str, str]:
@@ -130,6 +131,9 @@ def test_two_sharded_ranks_train_like_one_process_and_pad_uneven_micro_batches(
     shards = sorted((latest_checkpoint(two / "checkpoints") / DCP_DIR).glob("*.distcp"))  # type: ignore[operator]
     sizes = [p.stat().st_size for p in shards]
     assert len(sizes) == 2 and min(sizes) > 0.3 * sum(sizes)
+    # Rank 0 wrote every rank's trees, as one process did.
+    trees = [sorted(p.name for p in (run / "artifacts" / "trees").iterdir()) for run in (one, two)]
+    assert trees[0] == trees[1] and len(trees[1]) == 8
     # The galleries ran on both ranks (a sharded forward is collective) and match.
     assert _metrics(two)[-1]["eval/reward_mean"] == pytest.approx(
         _metrics(one)[-1]["eval/reward_mean"], rel=1e-5
