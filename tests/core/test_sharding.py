@@ -131,9 +131,18 @@ def test_two_sharded_ranks_train_like_one_process_and_pad_uneven_micro_batches(
     shards = sorted((latest_checkpoint(two / "checkpoints") / DCP_DIR).glob("*.distcp"))  # type: ignore[operator]
     sizes = [p.stat().st_size for p in shards]
     assert len(sizes) == 2 and min(sizes) > 0.3 * sum(sizes)
+    # The tree explorer's and evaluation's policy loads the shards put together.
+    from treegrpo.policy import load_policy
+
+    checkpoint = latest_checkpoint(two / "checkpoints")
+    assert checkpoint is not None
+    config = resolve_config("tiny-treegrpo", assignments=["device=cpu"])
+    policy = load_policy(config, checkpoint).denoiser
+    saved = checkpoint_weights(checkpoint)
+    assert all(torch.equal(p.detach(), saved[name]) for name, p in policy.named_parameters())
     # Rank 0 wrote every rank's trees, as one process did.
     trees = [sorted(p.name for p in (run / "artifacts" / "trees").iterdir()) for run in (one, two)]
-    assert trees[0] == trees[1] and len(trees[1]) == 8
+    assert trees[0] == trees[1] and len(trees[1]) == 2 * 8  # the first and the final epoch
     # The galleries ran on both ranks (a sharded forward is collective) and match.
     assert _metrics(two)[-1]["eval/reward_mean"] == pytest.approx(
         _metrics(one)[-1]["eval/reward_mean"], rel=1e-5
