@@ -15,11 +15,13 @@ rename makes it count only once every shard and the metadata are written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,11 +129,12 @@ def save_sharded_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    dcp.save(
-        _sharded_state(module, optimizer),
-        checkpoint_id=str(tmp / DCP_DIR),
-        no_dist=not _in_group(),  # one process: a sharded run resumed there
-    )
+    with _one_process_is_intended():
+        dcp.save(
+            _sharded_state(module, optimizer),
+            checkpoint_id=str(tmp / DCP_DIR),
+            no_dist=not _in_group(),  # one process: a sharded run resumed there
+        )
     if is_main:
         torch.save({"torch": torch.get_rng_state(), "python": random.getstate()}, tmp / "rng.pt")
         (tmp / "state.json").write_text(
@@ -181,7 +184,8 @@ def _load_sharded(path: Path, module: nn.Module, optimizer: torch.optim.Optimize
             "train.weights_dtype: float32"
         )
     state = _sharded_state(module, optimizer)
-    dcp.load(state, checkpoint_id=str(path / DCP_DIR), no_dist=not _in_group())
+    with _one_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path / DCP_DIR), no_dist=not _in_group())
     set_state_dict(
         module,
         optimizer if optimizer is not None else [],
@@ -208,7 +212,8 @@ def checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
         if name.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
     }
     # no_dist: one process reads every rank's files, even inside a running process group.
-    dcp.load({MODEL_KEY: weights}, storage_reader=reader, no_dist=True)
+    with _one_process_is_intended():
+        dcp.load({MODEL_KEY: weights}, storage_reader=reader, no_dist=True)
     return weights
 
 
@@ -256,6 +261,15 @@ def _load_plain(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer 
     load_trainable_state(module, load_file(str(path / "model.safetensors"), device=str(device)))
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device))
+
+
+@contextlib.contextmanager
+def _one_process_is_intended() -> Iterator[None]:
+    """DCP warns on every call without a process group ("assuming the intent is to save in a
+    single process"); here that is the intent (one process, or reading all shards on one)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _in_group() -> bool:

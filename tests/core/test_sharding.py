@@ -202,3 +202,22 @@ def test_a_checkpoint_of_two_ranks_resumes_on_two_exactly_and_on_one(
     _assert_close_weights(_weights(straight, 3), _weights(on_one, 3))
     # One process writes the same layout: the run's checkpoints stay DCP.
     assert (on_one / "checkpoints" / "epoch-000003" / DCP_DIR / ".metadata").is_file()
+
+
+@pytest.mark.slow
+def test_a_sharded_flat_baseline_with_a_sharded_kl_reference_trains_like_one_process(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """DanceGRPO with the KL term: the reference is sharded too, so its forwards are collective
+    and the padding runs them as well."""
+    settings = ["--preset", "tiny-dancegrpo", "--quiet", "--set", "device=cpu"]
+    settings += ["--set", "prompts_per_epoch=4", "--set", "epochs=2", "--set", "train.kl_beta=0.05"]
+    settings += ["--set", "train.micro_batch=2", "--set", "train.sharding=fsdp"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *settings, "--out", str(one)]) == 0
+    _launch(["train", *settings, "--set", "gpus=2", "--out", str(two)])
+    for a, b in zip(_metrics(one), _metrics(two), strict=True):
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+        assert b["kl"] == pytest.approx(a["kl"], rel=1e-5) and b["kl"] > 0
+    assert sum(m["sharding/padding_forwards"] for m in _metrics(two)) > 0
+    _assert_close_weights(_weights(one), _weights(two))
