@@ -58,24 +58,37 @@ def shard_units(module: nn.Module) -> list[nn.Module]:
     ]
 
 
-def shard_denoiser(module: nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
-    """Shard `module` in place over every rank of the process group (one mesh dimension).
+def shard_denoiser(
+    module: nn.Module, device: torch.device, dtype: torch.dtype | None, replicas: int = 1
+) -> None:
+    """Shard `module` in place over the ranks of the process group.
 
-    Build the optimizer afterwards: sharding replaces each parameter by a DTensor parameter.
-    The mesh is explicit: without one, a gloo job on a machine with GPUs moves to CUDA
-    (pytorch/pytorch#132471).
+    `replicas` > 1 is HSDP: a 2-D mesh (replicas, world / replicas), sharded within each group
+    of world / replicas ranks (one machine) and replicated across the groups (machines), so only
+    one gradient all-reduce per step crosses the network. Build the optimizer afterwards:
+    sharding replaces each parameter by a DTensor parameter. The mesh is explicit: without one,
+    a gloo job on a machine with GPUs moves to CUDA (pytorch/pytorch#132471).
     """
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    world = dist.get_world_size()
+    if replicas < 1 or world % replicas:
+        raise ValueError(f"{world} ranks do not split into {replicas} equal replica groups")
+    if replicas == 1:
+        mesh = init_device_mesh(device.type, (world,))
+    else:
+        mesh = init_device_mesh(
+            device.type, (replicas, world // replicas), mesh_dim_names=("replicate", "shard")
+        )
     policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     for block in shard_units(module):
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(module, mesh=mesh, mp_policy=policy)
     for unit in module.modules():
         if isinstance(unit, FSDPModule):
+            # Sum over the shard group and over the replicas alike.
             unit.set_gradient_divide_factor(1.0)
             # SUM on the wire: no PREMUL_SUM, which gloo lacks.
             unit.set_force_sum_reduction_for_comms(True)

@@ -221,3 +221,62 @@ def test_a_sharded_flat_baseline_with_a_sharded_kl_reference_trains_like_one_pro
         assert b["kl"] == pytest.approx(a["kl"], rel=1e-5) and b["kl"] > 0
     assert sum(m["sharding/padding_forwards"] for m in _metrics(two)) > 0
     _assert_close_weights(_weights(one), _weights(two))
+
+
+REDUCTION_SCRIPT = """
+import copy, os
+import torch
+from treegrpo.distributed import destroy_process_group, init_process_group, ranks_from_env
+from treegrpo.models.tiny import TinyDenoiser
+from treegrpo.sharding import full_norm, shard_denoiser
+
+ranks = ranks_from_env(os.environ)
+init_process_group(ranks, torch.device("cpu"))
+torch.manual_seed(0)
+whole = TinyDenoiser(blocks=2)
+model = copy.deepcopy(whole)
+shard_denoiser(model, torch.device("cpu"), None, replicas=int(os.environ["REPLICAS"]))
+
+
+def loss(module, rank):
+    # Each rank's share of the batch, divided by the whole batch's size (as ppo_update does).
+    g = torch.Generator().manual_seed(rank)
+    x, c = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 64, generator=g)
+    return module(x, torch.rand(2, generator=g) * 1000, c).pow(2).sum() / (2 * ranks.world)
+
+
+loss(model, ranks.rank).backward()
+for rank in range(ranks.world):  # every rank's share in one process
+    loss(whole, rank).backward()
+norm = full_norm(torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1e9))
+expected = float(torch.nn.utils.clip_grad_norm_(list(whole.parameters()), 1e9))
+assert abs(norm - expected) <= 1e-5 * expected, (norm, expected)
+for (name, p), q in zip(model.named_parameters(), whole.parameters(), strict=True):
+    torch.testing.assert_close(p.grad.full_tensor(), q.grad, rtol=1e-5, atol=1e-7, msg=name)
+destroy_process_group()
+os.write(1, f"ok {ranks.rank} {norm:.6f}\\n".encode())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("world", "replicas"), [(2, 1), (4, 2)])
+def test_sharded_gradients_are_the_sum_over_ranks_flat_and_hybrid(
+    tmp_path: Path, world: int, replicas: int
+) -> None:
+    """The gradient of every sharded unit is the sum of the ranks' gradients, on one mesh
+    dimension and on HSDP's two (2 replica groups of 2 shards: two machines of 2 GPUs)."""
+    script = tmp_path / "reduction.py"
+    script.write_text(REDUCTION_SCRIPT)
+    command = launch_command(["unused"], world, cpu=True)
+    launcher = command[: command.index("-m", 3)]
+    result = subprocess.run(
+        [*launcher, str(script)],
+        env={**_launch_env(), "REPLICAS": str(replicas)},
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("ok")
+    ) == [str(rank) for rank in range(world)]
