@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from treegrpo.checkpoint import PREFIX, latest_checkpoint
+from treegrpo.checkpoint import PREFIX, checkpoint_weights, is_checkpoint, latest_checkpoint
 from treegrpo.config import ConfigError
 
 Format = Literal["lora", "pipeline"]
@@ -61,7 +61,7 @@ def find_checkpoint(source: Path, epoch: int | None = None) -> Path:
     folder in the artifact store (jobs/ID)."""
     if not source.is_dir():
         raise ExportError(f"{source} is not a folder")
-    if (source / "state.json").is_file() and (source / "model.safetensors").is_file():
+    if is_checkpoint(source):
         if epoch is not None and source.name != f"{PREFIX}{epoch:06d}":
             raise ExportError(f"{source} is a checkpoint of another epoch than {epoch}")
         return source
@@ -75,7 +75,7 @@ def find_checkpoint(source: Path, epoch: int | None = None) -> Path:
     if found is None:
         raise ExportError(
             f"{source} holds no checkpoint: expected a run folder (with checkpoints/), a "
-            "checkpoints folder or one checkpoint (state.json + model.safetensors)"
+            "checkpoints folder or one checkpoint (state.json + model.safetensors or dcp/)"
         )
     return found
 
@@ -212,7 +212,7 @@ def write_lora_export(checkpoint: Path, out: Path, prefix: str) -> Path:
             f"{checkpoint} is a full fine-tune (train.lora_rank = 0): export it with "
             "--format pipeline"
         )
-    state = diffusers_lora_state(load_file(str(checkpoint / "model.safetensors")), prefix)
+    state = diffusers_lora_state(checkpoint_weights(checkpoint), prefix)
     metadata = {
         "format": "pt",
         LORA_METADATA_KEY: json.dumps(
@@ -286,7 +286,7 @@ def write_pipeline_export(checkpoint: Path, out: Path) -> Path:
         pipe.unload_lora_weights()
         shutil.rmtree(out / ".lora", ignore_errors=True)
     else:
-        weights = load_file(str(checkpoint / "model.safetensors"))
+        weights = checkpoint_weights(checkpoint)
         denoiser = denoiser_component(pipe, weights.keys())
         # Not strict: frozen weights and buffers the checkpoint leaves out keep the base's.
         missing = set(weights) - set(dict(denoiser.named_parameters()))

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from treegrpo.checkpoint import PREFIX, load_trainable_state
+from treegrpo.checkpoint import PREFIX, checkpoint_weights, load_trainable_state
 from treegrpo.config import RunConfig
 from treegrpo.models.base import ModelAdapter
 
@@ -56,8 +56,6 @@ def load_policy(config: RunConfig, checkpoint: Path | None = None) -> ModelAdapt
     model); `config` decides device and dtype. Raises ValueError when the checkpoint's tensors
     do not fit the model.
     """
-    from safetensors.torch import load_file
-
     from treegrpo.models.registry import load_model_for
 
     model, lora_rank = config.model, 0
@@ -68,7 +66,10 @@ def load_policy(config: RunConfig, checkpoint: Path | None = None) -> ModelAdapt
     if checkpoint is not None:
         if lora_rank:
             adapter.enable_lora(lora_rank)
-        weights = load_file(str(checkpoint / "model.safetensors"), device=str(adapter.device))
-        load_trainable_state(adapter.denoiser, weights)
+        # Either layout: model.safetensors, or a sharded run's DCP shards put together.
+        weights = checkpoint_weights(checkpoint)
+        load_trainable_state(
+            adapter.denoiser, {k: v.to(adapter.device) for k, v in weights.items()}
+        )
     adapter.denoiser.eval()
     return adapter

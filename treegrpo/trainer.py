@@ -12,7 +12,9 @@ out its block of the epoch's prompts, with the same noise per tree as one proces
 (one generator per tree, seeded by (seed, epoch, tree)); rewards are gathered so advantages and
 metrics cover the whole epoch, and summed gradients make every optimizer step the one-process
 step. Only rank 0 calls the callbacks (metrics, trees, galleries, checkpoints, logs); a stop
-request on any rank stops them all.
+request on any rank stops them all. With `train.sharding: fsdp` the denoiser is sharded over the
+ranks (treegrpo/sharding.py): every rank then joins each forward, galleries included, and
+writes its shards of each checkpoint (DCP, treegrpo/checkpoint.py).
 
     trainer = Trainer(config, load_model(config.model), load_rewards(config.reward_weights),
                       callbacks=[JsonlMetrics(out / "metrics.jsonl")], checkpoint_root=out / "ckpt")
@@ -33,7 +35,12 @@ import torch
 from treegrpo.algorithms import get_algorithm
 from treegrpo.algorithms.base import EpochContext, EpochPlan, EpochRollout
 from treegrpo.callbacks import Callback, CallbackList, RunInfo, SampleBatch
-from treegrpo.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from treegrpo.checkpoint import (
+    TrainState,
+    load_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from treegrpo.config import RunConfig
 from treegrpo.distributed import any_rank, current_ranks, gather_to_main, shard_range
 from treegrpo.edges import EdgeBatch
@@ -47,6 +54,7 @@ from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn
 from treegrpo.scoring import Scorer, summarise
 from treegrpo.seeds import GALLERY_NOISE_STREAM, LORA_INIT_STREAM, noise_generator, stream_seed
+from treegrpo.sharding import compute_dtype, shard_denoiser, sharding_active
 from treegrpo.update import ppo_update
 
 # Galleries cycle their prompts (each time with new noise) up to this many images, so the eval
@@ -110,15 +118,23 @@ class Trainer:
             )
         if config.train.grad_checkpointing:
             adapter.enable_gradient_checkpointing()
+        self.sharded = sharding_active(config.train, self.ranks)
+        # The reference policy for the optional KL is the model as loaded, before any update.
+        self.reference = None
+        if self.sharded:
+            dtype = compute_dtype(adapter)
+            if config.train.kl_beta:
+                # Sharded forward-only, like the policy: not a second full model per rank.
+                self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
+                shard_denoiser(self.reference, adapter.device, dtype)
+            shard_denoiser(adapter.denoiser, adapter.device, dtype)
         self.parameters = adapter.trainable_parameters()
         if not self.parameters:
             raise ValueError(f"model {adapter.name!r} has no trainable parameters")
         # The optimizer's float32 masters start from the full-precision weights.
         self.optimizer = build_optimizer(self.parameters, config.train, adapter.device)
         store_weights(self.parameters, config.train.weights_dtype)
-        # The reference policy for the optional KL is the model as loaded, before any update.
-        self.reference = None
-        if config.train.kl_beta:
+        if config.train.kl_beta and self.reference is None:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
         if config.train.compile:  # after the reference copy: that one stays eager
             adapter.compile_denoiser()
@@ -141,7 +157,7 @@ class Trainer:
             f"{info.trained_edges_per_epoch} trained edges and at most "
             f"{info.model_evals_per_epoch} model evaluations per epoch"
         )
-        if self.state.epoch == 0 and config.sample_every and self.ranks.is_main:
+        if self.state.epoch == 0 and config.sample_every and self.samples_galleries:
             self.callbacks.on_epoch_end(0, self.held_out(0, self.sample_gallery(0)))
         last_saved = -1
         status = "completed"
@@ -156,7 +172,7 @@ class Trainer:
             epoch = self.state.epoch
             # The final epoch always logs a gallery (treegrpo.config.is_gallery_epoch).
             gallery = is_gallery_epoch(epoch, epochs=config.epochs, every=config.sample_every)
-            if gallery and self.ranks.is_main:
+            if gallery and self.samples_galleries:
                 metrics.update(self.held_out(epoch, self.sample_gallery(epoch)))
                 watch, self.state.watch = watch_metrics(metrics, self.state.watch)
                 metrics.update(watch)
@@ -169,13 +185,20 @@ class Trainer:
         self.callbacks.on_end(status, self.state.epoch)
         return status
 
+    @property
+    def samples_galleries(self) -> bool:
+        """Rank 0 samples the galleries; under sharding every rank joins its forwards."""
+        return self.ranks.is_main or self.sharded
+
     def should_stop(self) -> bool:
         """A stop request on any rank (all ranks call this at the same points)."""
         return any_rank(self.stop_requests.should_stop())
 
     def save(self) -> Path | None:
-        """A checkpoint, written by rank 0 (every rank holds the same weights and optimizer)."""
-        if self.checkpoint_root is None or not self.ranks.is_main:
+        """A checkpoint: written by rank 0 (every rank holds the same weights and optimizer), or
+        under train.sharding fsdp by every rank, each its shards (DCP)."""
+        sharded = self.config.train.sharding == "fsdp"
+        if self.checkpoint_root is None or not (self.ranks.is_main or sharded):
             return None
         prefix = self.adapter.export_prefix
         extra = None
@@ -184,14 +207,26 @@ class Trainer:
             def extra(folder: Path) -> None:
                 write_lora_export(folder, folder / LORA_EXPORT_DIR, prefix)
 
-        path = save_checkpoint(
-            self.checkpoint_root,
-            self.adapter.denoiser,
-            self.optimizer,
-            self.state,
-            self.config.to_dict(),
-            extra,
-        )
+        if sharded:
+            # Also on one process (a sharded run resumed there): one layout per run.
+            path = save_sharded_checkpoint(
+                self.checkpoint_root,
+                self.adapter.denoiser,
+                self.optimizer,
+                self.state,
+                self.config.to_dict(),
+                self.ranks.is_main,
+                extra,
+            )
+        else:
+            path = save_checkpoint(
+                self.checkpoint_root,
+                self.adapter.denoiser,
+                self.optimizer,
+                self.state,
+                self.config.to_dict(),
+                extra,
+            )
         self.callbacks.on_checkpoint(self.state.epoch, path)
         return path
 
@@ -323,6 +358,7 @@ class Trainer:
             self.config.train,
             self.ranks,
             self.reference,
+            self.sharded,
         )
 
     # -- galleries -----------------------------------------------------------------------------

@@ -31,6 +31,11 @@ tree's SDE edges, each with its own advantage; docs/TREEGRPO.md §6) and the off
   optimizer steps per epoch, each node's    2)` with one node per batch: two steps per epoch, each
   loss divided by its minibatch's size      loss divided by the accumulation count (accelerate)
   clip_grad_norm_(max_grad_norm)           `clip_grad_norm_(..., max_norm=...max_grad_norm)`
+
+With `sharded` (train.sharding: fsdp, treegrpo/sharding.py) FSDP sums the gradients inside each
+backward, and every rank runs as many micro-batch forwards as the rank with the most, the
+missing ones on a stand-in edge with weight 0 (verl's `same_micro_num_in_dp` padding): a FSDP
+forward is a collective, so a rank with fewer would leave the others waiting in an all-gather.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from treegrpo.losses import aggregate_children, kl_to_reference, ppo_clip_loss, 
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.optim import clip_targets
 from treegrpo.schedules import Schedule
+from treegrpo.sharding import full_norm, max_over_ranks
 from treegrpo.stepping import gaussian_log_prob
 
 
@@ -105,6 +111,15 @@ def edge_loss(
     return EdgeLoss(per_parent, kl, ratio, log_prob)
 
 
+def minibatch_loss(terms: EdgeLoss, minibatch_size: int, train: TrainConfig) -> Tensor:
+    """A micro-batch's share of its minibatch's loss: divided by the whole minibatch's size, so
+    that the micro-batches' gradients, summed (over chunks and ranks), are the minibatch's."""
+    loss = terms.per_parent.sum() / minibatch_size
+    if terms.kl is not None:
+        loss = loss + float(train.kl_beta or 0.0) * terms.kl.sum() / minibatch_size
+    return loss
+
+
 def ppo_update(
     adapter: ModelAdapter,
     schedule: Schedule,
@@ -117,6 +132,7 @@ def ppo_update(
     train: TrainConfig,
     ranks: Ranks,
     reference: nn.Module | None = None,
+    sharded: bool = False,
 ) -> dict[str, float]:
     """`train.minibatches` PPO-clipped optimizer steps over the epoch's edges; their metrics.
 
@@ -130,11 +146,16 @@ def ppo_update(
     losses, kls, grad_norms = [], [], []
     ratios, new_lps, old_lps, advantages = [], [], [], []
     first_minibatch_deviation = torch.zeros(())
+    padded = 0
     for number, minibatch in enumerate(order.chunk(train.minibatches)):
         optimizer.zero_grad(set_to_none=True)
         mine = minibatch[(minibatch >= first) & (minibatch < first + len(edges))] - first
         micro = train.micro_batch or max(1, len(mine))
-        for chunk in mine.split(micro) if len(mine) else ():
+        chunks = list(mine.split(micro)) if len(mine) else []
+        # Agreed before any forward: a rank with fewer chunks pads after its own.
+        padding = max_over_ranks(len(chunks)) - len(chunks) if sharded else 0
+        padded += padding
+        for chunk in chunks:
             batch = edges.select(chunk)
             terms = edge_loss(
                 adapter,
@@ -145,12 +166,11 @@ def ppo_update(
                 train,
                 reference,
             )
-            loss = terms.per_parent.sum() / len(minibatch)
-            if terms.kl is not None:
-                loss = loss + float(train.kl_beta or 0.0) * terms.kl.sum() / len(minibatch)
-                kls.append(terms.kl.detach())
+            loss = minibatch_loss(terms, len(minibatch), train)
             loss.backward()
             losses.append(float(loss.detach()))
+            if terms.kl is not None:
+                kls.append(terms.kl.detach())
             ratio = terms.ratio.detach()
             ratios.append(ratio.flatten())
             advantages.append(batch.advantages.flatten())
@@ -161,11 +181,29 @@ def ppo_update(
                 first_minibatch_deviation = torch.maximum(first_minibatch_deviation, deviation)
             new_lps.append(terms.log_prob.detach().flatten())
             old_lps.append(batch.log_prob_old.flatten())
-        all_reduce_gradients(parameters)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            clip_targets(optimizer, parameters), train.max_grad_norm
-        )
-        grad_norms.append(float(grad_norm))
+        if sharded:
+            # FSDP summed each backward's gradients over ranks already; even out the forwards.
+            for _ in range(padding):
+                stand_in = edges.select(torch.zeros(1, dtype=torch.long))
+                terms = edge_loss(
+                    adapter,
+                    schedule,
+                    stand_in,
+                    cond.select(stand_in.prompt_index),
+                    sampling,
+                    train,
+                    reference,
+                )
+                (0.0 * minibatch_loss(terms, len(minibatch), train)).backward()
+            grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(parameters, train.max_grad_norm))
+        else:
+            all_reduce_gradients(parameters)
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(
+                    clip_targets(optimizer, parameters), train.max_grad_norm
+                )
+            )
+        grad_norms.append(grad_norm)
         optimizer.step()
         # Free the gradients now: otherwise they stay allocated through the next rollout.
         optimizer.zero_grad(set_to_none=True)
@@ -181,6 +219,9 @@ def ppo_update(
         all_gather_cat(first_minibatch_deviation.reshape(1)).max()
     )
     metrics["check/clip_fraction"] = metrics["clip_fraction"]
+    if sharded:
+        # Forwards spent only to keep the ranks in step: what uneven minibatches cost.
+        metrics["sharding/padding_forwards"] = sum_over_ranks(padded)
     if reference is not None:
         metrics["kl"] = float(all_gather_cat(torch.cat(kls)).mean())
     return metrics

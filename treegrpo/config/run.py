@@ -127,6 +127,12 @@ class RunConfig(Section):
                 f"{self.train.weights_dtype} weights run under {self.train.weights_dtype} "
                 f"autocast: set dtype: {self.train.weights_dtype} too (got {self.dtype})",
             )
+        if self.train.sharding == "fsdp" and self.train.weights_dtype != "float32":
+            raise ConfigError(
+                "train.sharding",
+                "under fsdp the float32 weight shards are the master weights and compute runs "
+                f"in dtype ({self.dtype}): set train.weights_dtype: float32",
+            )
         self._check_window()
 
     def _check_window(self) -> None:

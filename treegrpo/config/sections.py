@@ -33,6 +33,7 @@ Backup = Literal["mean", "logprob_softmax", "depth_norm"]
 KLForm = Literal["flowgrpo", "exact"]
 LossAggregation = Literal["sum", "mean"]
 WeightsDtype = Literal["float32", "bfloat16"]
+Sharding = Literal["none", "fsdp"]
 
 FLOW_SDES: tuple[str, ...] = get_args(FlowSDEName)
 GRIDS: tuple[str, ...] = get_args(GridName)
@@ -41,6 +42,7 @@ BACKUPS: tuple[str, ...] = get_args(Backup)
 KL_FORMS: tuple[str, ...] = get_args(KLForm)
 LOSS_AGGREGATIONS: tuple[str, ...] = get_args(LossAggregation)
 WEIGHTS_DTYPES: tuple[str, ...] = get_args(WeightsDtype)
+SHARDINGS: tuple[str, ...] = get_args(Sharding)
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,14 @@ class TrainConfig(Section):
         "and AdamW moments in the optimizer (needs dtype bfloat16).",
         Choice(WEIGHTS_DTYPES),
         note="bfloat16 needs dtype bfloat16",
+    )
+    sharding: Sharding = setting(
+        "none",
+        "With gpus > 1: none (a full replica per process) or fsdp (FSDP2: the denoiser's "
+        "weights, gradients and AdamW state split over the processes; float32 shards, "
+        "compute in dtype; DCP checkpoints).",
+        Choice(SHARDINGS),
+        note="fsdp needs weights_dtype float32",
     )
     fused_adamw: bool | None = setting(
         None, "torch's fused AdamW kernel; null = on CUDA devices.", Nullable(Bool())

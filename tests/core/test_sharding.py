@@ -1,0 +1,282 @@
+"""`train.sharding: fsdp` on 2 gloo ranks (treegrpo/sharding.py, the DCP checkpoints of
+treegrpo/checkpoint.py): the sharded run trains what the replicated run trains (gradient norms,
+not only weights: a divide factor left on FSDP's mean halves the norm, and clipping can hide it
+in the weights), ranks with fewer micro-batches pad instead of hanging, and a checkpoint written
+by 2 ranks resumes on 1 and on 2.
+
+Measured on a 2-core CPU (tiny-random, the configs below): per-epoch gradient norms agree to
+~2e-7 relative, weights to ~1e-7 (two ranks sum a minibatch in another order).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from treegrpo.checkpoint import DCP_DIR, checkpoint_weights, latest_checkpoint
+from treegrpo.cli import main
+from treegrpo.config import ConfigError, resolve_config
+from treegrpo.distributed import launch_command
+from treegrpo.sharding import shard_units
+
+# A rank that waits forever in a collective fails the test here instead of hanging it.
+LAUNCH_TIMEOUT = 150
+LR = resolve_config("tiny-treegrpo").train.lr
+# 8 trees of 6 trained edges on 2 ranks, 2 minibatches of 24 edges, micro-batches of 2: the
+# ranks' shares of a minibatch are random, so their micro-batch counts differ.
+SETTINGS = ["--preset", "tiny-treegrpo", "--quiet", "--set", "device=cpu"]
+SETTINGS += ["--set", "prompts_per_epoch=8", "--set", "train.minibatches=2"]
+SETTINGS += ["--set", "train.micro_batch=2", "--set", "train.sharding=fsdp"]
+SETTINGS += ["--set", "log_tree_every=2"]
+
+
+def _launch_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1")
+    return env
+
+
+def _launch(argv: list[str], ranks: int = 2) -> str:
+    result = subprocess.run(
+        launch_command(argv, ranks, cpu=True),
+        env=_launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _metrics(run: Path) -> list[dict[str, float]]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["metrics"] for line in lines]
+
+
+def _weights(run: Path, epoch: int | None = None) -> dict[str, torch.Tensor]:
+    root = run / "checkpoints"
+    checkpoint = root / f"epoch-{epoch:06d}" if epoch else latest_checkpoint(root)
+    assert checkpoint is not None
+    return checkpoint_weights(checkpoint)
+
+
+def _assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """Within float rounding; AdamW may turn a rounding-level difference of a gradient below
+    its eps into up to lr * |dg| / eps (see test_distributed._assert_same_weights)."""
+    assert a.keys() == b.keys() and a
+    diff = torch.cat([(a[name] - b[name]).abs().flatten() for name in a])
+    assert float(diff.max()) <= 0.1 * LR
+    assert float(diff.median()) < 1e-7
+
+
+def _assert_same_training(one: Path, two: Path) -> None:
+    a, b = _metrics(one), _metrics(two)
+    assert len(a) == len(b)
+    for epoch, (ma, mb) in enumerate(zip(a, b, strict=True), start=1):
+        for name in ("grad_norm", "loss", "reward_mean", "ratio_mean"):
+            assert mb[name] == pytest.approx(ma[name], rel=1e-5, abs=1e-7), (epoch, name)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_sharding_is_a_checked_setting() -> None:
+    assert resolve_config("tiny-treegrpo").train.sharding == "none"
+    assert resolve_config("tiny-treegrpo", assignments=["train.sharding=fsdp"]).train.sharding
+    with pytest.raises(ConfigError) as error:
+        resolve_config("tiny-treegrpo", assignments=["train.sharding=zero3"])
+    assert error.value.field == "train.sharding"
+    with pytest.raises(ConfigError) as error:
+        resolve_config(
+            "tiny-treegrpo",
+            assignments=["train.sharding=fsdp", "dtype=bfloat16", "train.weights_dtype=bfloat16"],
+        )
+    assert error.value.field == "train.sharding" and "master weights" in error.value.reason
+
+
+def test_units_are_the_blocks_of_the_top_level_block_lists() -> None:
+    from treegrpo.models.tiny import TinyDenoiser
+
+    denoiser = TinyDenoiser(blocks=3)
+    assert shard_units(denoiser) == list(denoiser.blocks)
+
+
+@pytest.mark.slow
+def test_two_sharded_ranks_train_like_one_process_and_pad_uneven_micro_batches(
+    tmp_path: Path, one_thread: None
+) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *SETTINGS, "--set", "epochs=2", "--out", str(one)]) == 0
+    stdout = _launch(
+        ["train", *SETTINGS, "--set", "gpus=2", "--set", "epochs=2", "--out", str(two)]
+    )
+    assert stdout.count("completed at epoch 2/2") == 1
+    _assert_same_training(one, two)
+    _assert_close_weights(_weights(one), _weights(two))
+    # The ranks did run unequal micro-batch counts (and padded instead of hanging).
+    assert sum(m["sharding/padding_forwards"] for m in _metrics(two)) > 0
+    # Each rank wrote its half of the weights and moments, not a replica.
+    shards = sorted((latest_checkpoint(two / "checkpoints") / DCP_DIR).glob("*.distcp"))  # type: ignore[operator]
+    sizes = [p.stat().st_size for p in shards]
+    assert len(sizes) == 2 and min(sizes) > 0.3 * sum(sizes)
+    # The tree explorer's and evaluation's policy loads the shards put together.
+    from treegrpo.policy import load_policy
+
+    checkpoint = latest_checkpoint(two / "checkpoints")
+    assert checkpoint is not None
+    config = resolve_config("tiny-treegrpo", assignments=["device=cpu"])
+    policy = load_policy(config, checkpoint).denoiser
+    saved = checkpoint_weights(checkpoint)
+    assert all(torch.equal(p.detach(), saved[name]) for name, p in policy.named_parameters())
+    # Rank 0 wrote every rank's trees, as one process did.
+    trees = [sorted(p.name for p in (run / "artifacts" / "trees").iterdir()) for run in (one, two)]
+    assert trees[0] == trees[1] and len(trees[1]) == 2 * 8  # the first and the final epoch
+    # The galleries ran on both ranks (a sharded forward is collective) and match.
+    assert _metrics(two)[-1]["eval/reward_mean"] == pytest.approx(
+        _metrics(one)[-1]["eval/reward_mean"], rel=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_two_ranks_resumes_on_two_exactly_and_on_one(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """Uninterrupted: 3 epochs on 2 ranks. Its epoch-2 checkpoint resumed on 2 ranks gives the
+    same epoch 3 bit for bit; resumed on 1 process (DCP reshards), the loaded weights and AdamW
+    state are bit-equal to what the 2 ranks saved, and epoch 3 matches within float rounding
+    (one process sums the minibatch in another order than two)."""
+    straight = tmp_path / "straight"
+    _launch(["train", *SETTINGS, "--set", "gpus=2", "--set", "epochs=3", "--out", str(straight)])
+
+    def cut_at_epoch_2(name: str) -> Path:
+        run = tmp_path / name
+        shutil.copytree(straight, run)
+        shutil.rmtree(run / "checkpoints" / "epoch-000003")
+        return run
+
+    again = cut_at_epoch_2("again")
+    _launch(["train", "--resume", str(again), "--set", "epochs=3", "--quiet"])
+    a, b = _weights(straight, 3), _weights(again, 3)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(again)[-1]["grad_norm"] == _metrics(straight)[-1]["grad_norm"]
+
+    # The loaded state on one process, against torch's own consolidation of the checkpoint.
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from treegrpo.models.registry import load_model_for
+    from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.trainer import Trainer
+
+    config = resolve_config(overrides=json.loads((straight / "config.json").read_text()))
+    config = resolve_config(overrides=config.to_dict(), assignments=["gpus=1"])
+    trainer = Trainer(config, load_model_for(config), load_run_rewards(config))
+    checkpoint = straight / "checkpoints" / "epoch-000002"
+    trainer.resume(checkpoint)
+    dcp_to_torch_save(str(checkpoint / DCP_DIR), str(tmp_path / "whole.pt"))
+    whole = torch.load(tmp_path / "whole.pt", weights_only=False)
+    for name, param in trainer.adapter.denoiser.named_parameters():
+        assert torch.equal(param.detach(), whole["model"][name]), name
+        moments = trainer.optimizer.state[param]
+        saved = whole["optimizer"]["state"][name]
+        assert torch.equal(moments["exp_avg"], saved["exp_avg"]), name
+        assert torch.equal(moments["exp_avg_sq"], saved["exp_avg_sq"]), name
+        assert float(moments["step"]) == float(saved["step"]) == 4.0  # 2 epochs x 2 minibatches
+    assert trainer.state.epoch == 2
+
+    on_one = cut_at_epoch_2("on_one")
+    resume = ["train", "--resume", str(on_one), "--set", "epochs=3", "--set", "gpus=1", "--quiet"]
+    assert main(resume) == 0
+    _assert_same_training(straight, on_one)
+    _assert_close_weights(_weights(straight, 3), _weights(on_one, 3))
+    # One process writes the same layout: the run's checkpoints stay DCP.
+    assert (on_one / "checkpoints" / "epoch-000003" / DCP_DIR / ".metadata").is_file()
+
+
+@pytest.mark.slow
+def test_a_sharded_flat_baseline_with_a_sharded_kl_reference_trains_like_one_process(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """DanceGRPO with the KL term: the reference is sharded too, so its forwards are collective
+    and the padding runs them as well."""
+    settings = ["--preset", "tiny-dancegrpo", "--quiet", "--set", "device=cpu"]
+    settings += ["--set", "prompts_per_epoch=4", "--set", "epochs=2", "--set", "train.kl_beta=0.05"]
+    settings += ["--set", "train.micro_batch=2", "--set", "train.sharding=fsdp"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["train", *settings, "--out", str(one)]) == 0
+    _launch(["train", *settings, "--set", "gpus=2", "--out", str(two)])
+    for a, b in zip(_metrics(one), _metrics(two), strict=True):
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+        assert b["kl"] == pytest.approx(a["kl"], rel=1e-5) and b["kl"] > 0
+    assert sum(m["sharding/padding_forwards"] for m in _metrics(two)) > 0
+    _assert_close_weights(_weights(one), _weights(two))
+
+
+REDUCTION_SCRIPT = """
+import copy, os
+import torch
+from treegrpo.distributed import destroy_process_group, init_process_group, ranks_from_env
+from treegrpo.models.tiny import TinyDenoiser
+from treegrpo.sharding import full_norm, shard_denoiser
+
+ranks = ranks_from_env(os.environ)
+init_process_group(ranks, torch.device("cpu"))
+torch.manual_seed(0)
+whole = TinyDenoiser(blocks=2)
+model = copy.deepcopy(whole)
+shard_denoiser(model, torch.device("cpu"), None, replicas=int(os.environ["REPLICAS"]))
+
+
+def loss(module, rank):
+    # Each rank's share of the batch, divided by the whole batch's size (as ppo_update does).
+    g = torch.Generator().manual_seed(rank)
+    x, c = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 64, generator=g)
+    return module(x, torch.rand(2, generator=g) * 1000, c).pow(2).sum() / (2 * ranks.world)
+
+
+loss(model, ranks.rank).backward()
+for rank in range(ranks.world):  # every rank's share in one process
+    loss(whole, rank).backward()
+norm = full_norm(torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1e9))
+expected = float(torch.nn.utils.clip_grad_norm_(list(whole.parameters()), 1e9))
+assert abs(norm - expected) <= 1e-5 * expected, (norm, expected)
+for (name, p), q in zip(model.named_parameters(), whole.parameters(), strict=True):
+    torch.testing.assert_close(p.grad.full_tensor(), q.grad, rtol=1e-5, atol=1e-7, msg=name)
+destroy_process_group()
+os.write(1, f"ok {ranks.rank} {norm:.6f}\\n".encode())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("world", "replicas"), [(2, 1), (4, 2)])
+def test_sharded_gradients_are_the_sum_over_ranks_flat_and_hybrid(
+    tmp_path: Path, world: int, replicas: int
+) -> None:
+    """The gradient of every sharded unit is the sum of the ranks' gradients, on one mesh
+    dimension and on HSDP's two (2 replica groups of 2 shards: two machines of 2 GPUs)."""
+    script = tmp_path / "reduction.py"
+    script.write_text(REDUCTION_SCRIPT)
+    command = launch_command(["unused"], world, cpu=True)
+    launcher = command[: command.index("-m", 3)]
+    result = subprocess.run(
+        [*launcher, str(script)],
+        env={**_launch_env(), "REPLICAS": str(replicas)},
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(
+        line.split()[1] for line in result.stdout.splitlines() if line.startswith("ok")
+    ) == [str(rank) for rank in range(world)]
