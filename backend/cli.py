@@ -351,7 +351,9 @@ def cmd_secret_set(args: argparse.Namespace) -> int:
                 hosts=args.host,
                 secrets_key=get_settings().secrets_key,
             )
-            cli_audit(session, "secret.set", "secret", args.name, created=new)
+            cli_audit(
+                session, "secret.set", "secret", args.name, created=new, hosts=list(args.host)
+            )
     except SecretError as exc:
         _err(str(exc))
         return EXIT_BAD_REQUEST

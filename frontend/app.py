@@ -34,6 +34,7 @@ from frontend.shared import TAB_COMPARE, TAB_PLAYGROUND, TAB_RUN, TAB_RUNS, TAB_
 from frontend.style import CSS
 
 TITLE = "TreeGRPO studio"
+KEY_PENDING = '<span class="tg-key-status tg-key-pending">Connecting to the studio…</span>'
 
 
 def _key_status(
@@ -95,7 +96,9 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                     placeholder="paste your key (treegrpo api-key create NAME)",
                     elem_id="tg-api-key",
                 )
-                key_note = gr.HTML(_key_status(None), elem_id="tg-key-note")
+                # Until the page's load event has answered, the note says so: a key pasted
+                # before then must not have its note overwritten by a late "No key".
+                key_note = gr.HTML(KEY_PENDING, elem_id="tg-key-note")
         with gr.Tabs(selected=TAB_RUNS) as tabs:
             sh = Shared(ctx=ctx, key=key, me=me, job=job, tabs=tabs)
             with gr.Tab("Runs", id=TAB_RUNS, elem_id="tg-tab-runs"):

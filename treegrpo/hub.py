@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from treegrpo.config import ConfigError
+from treegrpo.errors import ConfigError
 
 # ORG/NAME as the hub spells repo ids, optionally @REVISION.
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from treegrpo.config import ConfigError
 from treegrpo.egress import RULE, HostRule, check_url
+from treegrpo.errors import ConfigError
 from treegrpo.file_roots import path_problems
 from treegrpo.secrets import reference_problems
 

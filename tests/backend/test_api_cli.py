@@ -322,7 +322,12 @@ def test_secret_changes_are_audited_without_their_values(
     monkeypatch.setattr(sys, "stdin", io.StringIO("hunter2-value\n"))
     get_settings.cache_clear()
     try:
-        assert treegrpo_main(["secret", "--url", sqlite_url, "set", "HF_TOKEN"]) == 0
+        assert (
+            treegrpo_main(
+                ["secret", "--url", sqlite_url, "set", "HF_TOKEN", "--host", "huggingface.co"]
+            )
+            == 0
+        )
         assert treegrpo_main(["secret", "--url", sqlite_url, "delete", "HF_TOKEN"]) == 0
         assert treegrpo_main(["secret", "--url", sqlite_url, "delete", "HF_TOKEN"]) == 2
     finally:
@@ -335,3 +340,4 @@ def test_secret_changes_are_audited_without_their_values(
         ("secret.delete", "secret", "HF_TOKEN"),
     ]
     assert all("hunter2" not in str(e.detail) for e in entries)
+    assert entries[0].detail["hosts"] == ["huggingface.co"]  # where the secret may now go

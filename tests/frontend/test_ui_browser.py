@@ -114,6 +114,8 @@ class Browser:
         raise AssertionError(f"{selector} never matched {pattern!r}; last text: {seen!r}")
 
     def set_key(self, key: str) -> None:
+        # The page's load event writes the note once; a key typed before it answers would race it.
+        self.page.wait_for_selector("#tg-key-note .tg-key-status:not(.tg-key-pending)")
         self.fill("tg-api-key", key)
         self.wait_text("#tg-key-note", re.escape(f"…{key[-4:]}") if len(key) >= 12 else "set")
 

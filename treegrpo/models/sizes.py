@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from treegrpo.config import ConfigError
+from treegrpo.errors import ConfigError
 
 # Image side (pixels) of the built-in models, which sample at that size only.
 BUILTIN_SIZES = {"tiny-random": 8, "tiny-random-ddim": 8, "digits": 16, "digits-ddim": 16}
