@@ -150,8 +150,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CommandError(f"{out} holds no run to resume (no config.json)")
         data = json.loads(config_path.read_text())
         changes = [a.partition("=")[0].strip() for a in args.set]
-        if any(name not in ("epochs", "gpus") for name in changes):
-            raise CommandError("only epochs and gpus can change on --resume (e.g. --set epochs=20)")
+        if any(name not in ("epochs", "gpus", "nodes") for name in changes):
+            raise CommandError(
+                "only epochs, gpus and nodes can change on --resume (e.g. --set epochs=20)"
+            )
         config = resolve_config(overrides=data, assignments=args.set)
         checkpoint = latest_checkpoint(out / "checkpoints")
         if checkpoint is None:
@@ -173,13 +175,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     # gpus > 1: the same command on `gpus` ranks. Started by hand, it starts the launcher; under
     # the launcher every rank gets here, joins the process group and trains its share.
     ranks = ranks_from_env(os.environ)
+    if config.nodes > 1 and not under_launcher(os.environ):
+        raise CommandError(
+            f"nodes = {config.nodes}: run this command on every machine under torchrun (one "
+            "agent per machine, c10d rendezvous), or submit the job to the studio, whose "
+            "workers form the gang (README: Scaling out)"
+        )
     if config.gpus > 1 and not under_launcher(os.environ):
         device = resolve_device(config.device)
         return _relaunch(launch_command(_train_argv(args), config.gpus, device.type == "cpu"))
-    if ranks.world != config.gpus:
+    if ranks.world != config.world_size:
         raise CommandError(
-            f"the launcher started {ranks.world} processes but the run asks for gpus = "
-            f"{config.gpus}; launch as many as it asks for (or set gpus to match)"
+            f"the launcher started {ranks.world} processes but the run asks for nodes x gpus = "
+            f"{config.nodes} x {config.gpus}; launch as many as it asks for (or set gpus and "
+            "nodes to match)"
         )
     device = rank_device(resolve_device(config.device), ranks)
     # Joining waits for every rank, so no rank writes below before all have checked the above.
