@@ -36,6 +36,7 @@ from backend.schemas import (
     job_fields,
     job_public,
     logging_schedule,
+    node_fields,
     sample_public,
     tree_summary,
 )
@@ -178,7 +179,8 @@ async def get_job(job_id: JobId, request: Request, db: DbDep, _key: ReadKey) -> 
         position = None
         if row["status"] == "queued":
             position = crud.queue_positions(session, job_ids=[job_id]).get(job_id)
-        return answers.job_body(row, position)
+        nodes = node_fields(crud.list_nodes(session, job_id=job_id))
+        return answers.job_body(row, position, nodes)
 
     return answers.answer(request, await db.read(work))
 
