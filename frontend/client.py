@@ -239,6 +239,7 @@ class Job:
     queue_position: int | None = None  # while queued: 1 = next to start in its lane
     lane: str = ""  # training | interactive
     schedule: dict[str, Any] = field(default_factory=dict)  # next gallery / tree epochs
+    nodes: tuple[JobNode, ...] = ()  # a multi-node job's machines (latest attempt)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
@@ -277,11 +278,41 @@ class Job:
             queue_position=_opt_int(data.get("queue_position")),
             lane=str(data.get("lane") or ""),
             schedule=_dict(data.get("schedule")),
+            nodes=tuple(
+                JobNode.from_json(n) for n in data.get("nodes") or [] if isinstance(n, Mapping)
+            ),
         )
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+
+@dataclass(frozen=True)
+class JobNode:
+    """One machine of a multi-node job (GET /jobs/{id} `nodes`)."""
+
+    node_rank: int
+    status: str
+    worker: str | None
+    host: str | None
+    heartbeat_at: datetime | None
+    error: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobNode:
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return None if value is None else str(value)
+
+        return cls(
+            node_rank=_int(data.get("node_rank")),
+            status=str(data.get("status") or ""),
+            worker=text("worker"),
+            host=text("host"),
+            heartbeat_at=_time(data.get("heartbeat_at")),
+            error=text("error"),
+        )
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,10 @@ class NodeSupervisor(Supervisor):
         if self.stop_reason == "lost" and self.peer_lost is None:
             return super().conclude(code, result)  # the job is no longer this attempt's
         if outcome in ("completed", "stopped") or self.stop_reason in ("cancel", "shutdown"):
+            # The other machines finish within moments of this one: their rows end first, so
+            # a finished job never shows a machine still running (nor one that the job's end
+            # made its supervisor kill).
+            self.wait_for_peers()
             return super().conclude(code, result)
         lost, errors = self.wait_for_peers()
         if self.peer_lost or lost:
