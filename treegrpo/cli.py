@@ -417,6 +417,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launcher(args: argparse.Namespace) -> int:
+    """Print what a site's scheduler runs for a multi-node `treegrpo train` (treegrpo/launchers.py):
+    the job's nodes and gpus come from its config, so nothing is typed twice."""
+    import yaml
+
+    from treegrpo.launchers import slurm_script, train_job
+
+    base = _load_config_file(Path(args.config)) if args.config else None
+    config = resolve_config(preset=args.preset, overrides=base, assignments=args.set)
+    argv = ["train", *(["--config", args.config] if args.config else [])]
+    argv += ["--preset", args.preset] if args.preset else []
+    for assignment in args.set:
+        argv += ["--set", assignment]
+    argv += ["--out", args.out, "--quiet"]
+    if args.site == "slurm":
+        print(slurm_script(argv, config.nodes, config.gpus), end="")
+    else:
+        manifest = train_job(
+            argv, nodes=config.nodes, gpus=config.gpus, name=args.name, image=args.image
+        )
+        print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # the command
 
@@ -503,6 +527,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--epoch", type=int, default=None, help="default: the latest checkpoint")
     export.add_argument("--out", required=True, help="folder to create")
     export.set_defaults(func=cmd_export)
+
+    launcher = sub.add_parser(
+        "launcher",
+        help="print the SLURM script or Kubeflow TrainJob that runs a multi-node train",
+        description="For sites whose scheduler owns the GPUs: prints an sbatch script (srun "
+        "starts one torchrun agent per machine, c10d rendezvous on the first host) or a "
+        "Kubeflow Trainer TrainJob (numNodes x numProcPerNode) running `treegrpo train` with "
+        "these settings; nodes and gpus come from the config. --out must be a folder every "
+        "machine sees at the same path.",
+    )
+    launcher.add_argument("site", choices=["slurm", "kubeflow"])
+    launcher.add_argument("--config", help="YAML file of settings (may name a `preset:`)")
+    launcher.add_argument("--preset", help="start from a named preset")
+    launcher.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
+    launcher.add_argument("--out", required=True, help="run folder (shared by every machine)")
+    launcher.add_argument("--name", default="treegrpo-train", help="TrainJob name (kubeflow)")
+    launcher.add_argument("--image", default="treegrpo-worker-gpu", help="image (kubeflow)")
+    launcher.set_defaults(func=cmd_launcher)
 
     for entry in entry_points(group="treegrpo.commands"):
         entry.load()(sub)

@@ -33,14 +33,15 @@ def slurm_script(
     """An `sbatch` script that runs `treegrpo <argv>` on `nodes` machines x `gpus` processes."""
     rendezvous = Rendezvous(
         nodes=nodes,
-        endpoint=f"${{head}}:{port}",
+        endpoint=f"${{TREEGRPO_RDZV_HOST}}:{port}",
         run_id="${SLURM_JOB_ID}",
         # torchrun serves the store on the machine whose host name matches the endpoint's.
         local_addr="$(hostname)",
     )
     command = launch_command(argv, gpus, cpu=False, rendezvous=rendezvous)
     command[0] = python
-    # Shell words: the ${...} and $(...) parts expand on each machine, the rest is quoted.
+    # The ${...} and $(...) words expand in each machine's shell (srun passes the exported
+    # variables on); every other word is quoted, and the whole line once more for `bash -c`.
     words = " ".join(word if "$" in word else shlex.quote(word) for word in command)
     return "\n".join(
         [
@@ -49,8 +50,8 @@ def slurm_script(
             "#SBATCH --ntasks-per-node=1",
             f"#SBATCH --gpus-per-node={gpus}",
             "#SBATCH --requeue",
-            'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
-            f"srun --ntasks-per-node=1 bash -c '{words}'",
+            'export TREEGRPO_RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+            f"srun --ntasks-per-node=1 bash -c {shlex.quote(words)}",
             "",
         ]
     )

@@ -61,7 +61,7 @@ def test_a_multi_node_command_is_torchrun_with_c10d_rendezvous() -> None:
 
 
 def test_the_slurm_script_runs_one_torchrun_per_machine() -> None:
-    script = slurm_script(["train", "--config", "job.yaml", "--out", "/shared/run"], 2, 4)
+    script = slurm_script(["train", "--set", "name='it''s'", "--out", "/shared/run"], 2, 4)
     assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
     assert "#SBATCH --gpus-per-node=4" in script
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
@@ -71,12 +71,16 @@ def test_the_slurm_script_runs_one_torchrun_per_machine() -> None:
     assert inner[:3] == ["python", "-m", "torch.distributed.run"]
     args = get_args_parser().parse_args(inner[3:])
     assert args.nnodes == "2" and args.nproc_per_node == "4"
-    assert args.rdzv_backend == "c10d" and args.rdzv_endpoint == "${head}:29400"
+    assert args.rdzv_backend == "c10d" and args.rdzv_endpoint == "${TREEGRPO_RDZV_HOST}:29400"
     assert args.rdzv_id == "${SLURM_JOB_ID}"  # new at every requeue, as an attempt's id
     assert "is_host" not in args.rdzv_conf  # torchrun matches the head's host name itself
-    assert args.training_script_args == ["train", "--config", "job.yaml", "--out", "/shared/run"]
+    # Quoted once for srun's shell and once for each machine's: the words arrive unchanged.
+    assert args.training_script_args == ["train", "--set", "name='it''s'", "--out", "/shared/run"]
     # The head is the allocation's first host, found on every machine.
-    assert 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)' in script
+    assert (
+        'export TREEGRPO_RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+        in script
+    )
 
 
 def test_the_kubeflow_trainjob_runs_the_same_command_on_every_pod() -> None:
@@ -103,6 +107,29 @@ def test_the_kubeflow_trainjob_runs_the_same_command_on_every_pod() -> None:
         "/data/run",
     ]
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 8
+
+
+def test_treegrpo_launcher_prints_them_with_nodes_and_gpus_from_the_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import yaml
+
+    settings = ["--preset", "tiny-treegrpo", "--set", "nodes=2", "--set", "gpus=1"]
+    assert main(["launcher", "slurm", *settings, "--out", "/shared/run"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --gpus-per-node=1" in script
+    assert "-m treegrpo.cli train --preset tiny-treegrpo --set nodes=2" in script
+    assert main(["launcher", "kubeflow", *settings, "--out", "/data/run", "--name", "x"]) == 0
+    manifest = yaml.safe_load(capsys.readouterr().out)
+    assert manifest["metadata"]["name"] == "x"
+    assert manifest["spec"]["trainer"]["numNodes"] == 2
+    assert manifest["spec"]["trainer"]["command"][3:] == [
+        "train",
+        *settings,
+        "--out",
+        "/data/run",
+        "--quiet",
+    ]
 
 
 def test_a_multi_node_run_started_without_torchrun_says_how_to_start_it(
