@@ -114,3 +114,21 @@ def test_two_two_node_jobs_on_three_workers_both_finish(tmp_path: Path) -> None:
         # timeout and went back to the queue (at least once) rather than holding its worker.
         logs = [stack.log(job_id) for job_id in jobs]
         assert any("the gang timeout passed before every node joined" in log for log in logs)
+
+
+def test_a_cancel_reaches_every_node(tmp_path: Path) -> None:
+    with make_stack("redis", tmp_path) as stack:
+        for name in ("a", "b"):
+            stack.start_worker(name, env=NODE_ENV)
+        job_id = stack.submit(
+            "train", preset="tiny-treegrpo", overrides={**TWO_NODES, "epochs": 50}
+        )
+        stack.wait_for(job_id, lambda j: j["progress_step"] >= 1, "one epoch", timeout=240)
+        with session_scope(stack.url) as session:
+            crud.request_cancel(session, job_id=job_id)
+        job = stack.wait_status(job_id, FINAL, timeout=120)
+        assert job["status"] == "cancelled", stack.explain(job_id)()
+        assert job["error"] is None  # stopped cleanly after a step, not killed at the grace
+        assert job["progress_step"] < 50 and job["checkpoint_path"]
+        # Both machines' processes stopped: their rows ended, neither failed.
+        assert [n["status"] for n in _nodes(stack, job_id)] == ["done", "done"]
