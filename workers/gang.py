@@ -162,13 +162,19 @@ class NodeSupervisor(Supervisor):
         if self.peer_lost or lost:
             reason = self.peer_lost or f"{lost[0]} was lost"
             status = self.finish("interrupted", f"{reason}; the attempt ended on every node")
-            if status == "interrupted" and self.queue_again():
+            # As the reconciler does with a lost job: again only from a checkpoint (else a
+            # machine that keeps failing would restart the job from scratch for ever).
+            if status == "interrupted" and self.has_checkpoint() and self.queue_again():
                 return "queued"
             return status
         if errors:
             mine = [f"node 0: {error}"] if error else []
             return self.finish("failed", "; ".join([*errors, *mine])[:2000])
         return super().conclude(code, result)
+
+    def has_checkpoint(self) -> bool:
+        with session_scope(self.url) as session:
+            return bool(crud.get_job(session, job_id=self.job.job_id).checkpoint_path)
 
     def wait_for_peers(self) -> tuple[list[str], list[str]]:
         """After this node's processes failed: wait (up to the staleness limit) until every
@@ -245,6 +251,9 @@ def wait_formed(settings: Settings, supervisor: NodeSupervisor) -> str:
         status = supervisor.heartbeat()
         with session_scope(url) as session:
             formed = crud.gang_formed(session, job_id=job.job_id, attempt=job.attempt)
+        if supervisor.peer_lost:
+            # A worker that claimed a slot died before the gang formed: start over.
+            return requeue_unformed(settings, supervisor, supervisor.peer_lost)
         if status is None:
             supervisor.log.write("the job is no longer this attempt's; leaving the gang")
             return "lost"
@@ -257,7 +266,8 @@ def wait_formed(settings: Settings, supervisor: NodeSupervisor) -> str:
             supervisor.log.write(f"gang formed: {nodes}")
             return "formed"
         if time.monotonic() > deadline or SHUTTING_DOWN.is_set():
-            return requeue_unformed(settings, supervisor)
+            why = "the worker is shutting down" if SHUTTING_DOWN.is_set() else "the gang timeout"
+            return requeue_unformed(settings, supervisor, f"{why} passed")
         time.sleep(tick)
 
 
@@ -267,7 +277,7 @@ def describe_gang(settings: Settings, job: Claimed) -> str:
         return ", ".join(describe_node(node) for node in nodes)
 
 
-def requeue_unformed(settings: Settings, supervisor: NodeSupervisor) -> str:
+def requeue_unformed(settings: Settings, supervisor: NodeSupervisor, why: str) -> str:
     """The gang did not form: the job back to `queued` with a new message; node 0 is free
     again, so the workers that other half-formed gangs wait for can join them."""
     job = supervisor.job
@@ -276,7 +286,6 @@ def requeue_unformed(settings: Settings, supervisor: NodeSupervisor) -> str:
         back = crud.return_gang_to_queue(session, job_id=job.job_id, attempt=job.attempt)
     if not back:
         return "lost"
-    why = "the worker is shutting down" if SHUTTING_DOWN.is_set() else "the gang timeout passed"
     supervisor.log.write(
         f"{why} before every node joined ({describe_gang(settings, job)}); queued again"
     )
