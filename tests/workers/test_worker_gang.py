@@ -17,7 +17,8 @@ from backend import crud
 from backend.api import create_app
 from backend.db import session_scope
 
-pytestmark = pytest.mark.integration
+# Real workers, torchrun agents and a training run each: tens of seconds on 2 cores.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Every "machine" is this one: the rendezvous and gloo stay on the loopback interface.
 NODE_ENV = {"TREEGRPO_NODE_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
