@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from backend import crud
 from backend.crud.nodes import CLAIMED, DONE, FAILED
@@ -35,6 +34,7 @@ from backend.db import session_scope
 from backend.models import JobNode, JobStatus
 from backend.settings import Settings
 from backend.storage import job_dir
+from workers.joblog import JobLog
 from workers.supervisor import SHUTTING_DOWN, Claimed, Requeue, Supervisor
 
 Join = Callable[[int, int], None]
@@ -85,7 +85,7 @@ class NodeSupervisor(Supervisor):
             # Each machine logs to a file of its own: with a bucket, one shared key would be
             # overwritten by whichever machine uploaded last.
             self.log_key = f"{job_dir(job.job_id)}/node-{self.node_rank}.log"
-            self.log = type(self.log)(self.store / self.log_key, "worker")
+            self.log = JobLog(self.store / self.log_key, "worker")
 
     @property
     def leader(self) -> bool:
@@ -124,7 +124,8 @@ class NodeSupervisor(Supervisor):
             return None
         return status
 
-    def lost_peers(self, nodes: Any) -> list[str]:
+    def lost_peers(self, nodes: Iterable[JobNode]) -> list[str]:
+        """The other nodes still running whose heartbeat is stale (their worker is gone)."""
         cutoff: datetime = crud.stale_cutoff(self.settings.stale_after_seconds)
         return [
             describe_node(node)
@@ -177,8 +178,9 @@ class NodeSupervisor(Supervisor):
             return bool(crud.get_job(session, job_id=self.job.job_id).checkpoint_path)
 
     def wait_for_peers(self) -> tuple[list[str], list[str]]:
-        """After this node's processes failed: wait (up to the staleness limit) until every
-        other node has ended or gone stale. Returns (lost nodes, errors the others reported)."""
+        """After this node's processes ended: wait (up to the staleness limit) until every
+        other node has ended or gone stale. Returns (lost nodes, errors the others reported);
+        a node still running at the limit counts as lost."""
         job = self.job
         deadline = time.monotonic() + self.settings.stale_after_seconds
         while True:
