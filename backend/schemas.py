@@ -504,7 +504,9 @@ def logging_schedule(
 
 
 def job_public(
-    job: Job | Mapping[str, Any] | RowMapping, queue_position: int | None = None
+    job: Job | Mapping[str, Any] | RowMapping,
+    queue_position: int | None = None,
+    nodes: Sequence[Mapping[str, Any]] = (),
 ) -> JobPublic:
     """From an ORM Job, or from a mapping of every Job column (crud.job_rows(with_config=True)
     gives one, with the config decoded)."""
@@ -518,6 +520,7 @@ def job_public(
         **job_fields(row, queue_position),
         config=redact(row["config"]),
         schedule=LoggingSchedule.model_validate(schedule) if schedule else None,
+        nodes=[JobNodePublic.model_validate(node) for node in nodes],
     )
 
 

@@ -153,6 +153,17 @@ class NodeSupervisor(Supervisor):
             return outcome or "failed"
         if self.stop_reason == "lost" and self.peer_lost is None:
             return super().conclude(code, result)  # the job is no longer this attempt's
+        if outcome == "stopped" and self.stop_reason is None and self.status() == "cancelling":
+            # Another machine passed the cancel on before this one's next tick read it.
+            self.stop_reason = "cancel"
+        if outcome == "stopped" and self.stop_reason is None and not SHUTTING_DOWN.is_set():
+            # Nobody asked node 0 to stop: another machine's worker is shutting down (its ranks
+            # checkpointed and stopped, and the stop is collective). Its next worker resumes.
+            self.wait_for_peers()
+            status = self.finish("interrupted", "another machine of the gang stopped the job")
+            if status == "interrupted" and self.queue_again():
+                return "queued"
+            return status
         if outcome in ("completed", "stopped") or self.stop_reason in ("cancel", "shutdown"):
             # The other machines finish within moments of this one: their rows end first, so
             # a finished job never shows a machine still running (nor one that the job's end

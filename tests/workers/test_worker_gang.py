@@ -99,6 +99,27 @@ def test_losing_the_node_1_worker_resumes_the_job_once(tmp_path: Path) -> None:
         assert steps == list(range(1, epochs + 1))  # every epoch once: no gap
 
 
+def test_a_node_1_worker_shutting_down_hands_the_job_on(tmp_path: Path) -> None:
+    """A warm shutdown (SIGTERM) of the node-1 worker: its ranks checkpoint and stop, the stop
+    is collective, and node 0 queues the job again for the next gang."""
+    epochs = 5
+    with make_stack("redis", tmp_path) as stack:
+        workers = {name: stack.start_worker(name, env=NODE_ENV) for name in ("a", "b")}
+        job_id = stack.submit(
+            "train", preset="tiny-treegrpo", overrides={**TWO_NODES, "epochs": epochs}
+        )
+        stack.wait_for(job_id, lambda j: j["progress_step"] >= 1, "one epoch", timeout=240)
+        node_1 = _nodes(stack, job_id, attempt=1)[1]
+        leaving = workers["a" if node_1["worker"].startswith("a0@") else "b"]
+        leaving.stop(timeout=60)
+        stack.start_worker("c", env=NODE_ENV)
+        job = stack.wait_status(job_id, FINAL, timeout=300)
+        assert job["status"] == "succeeded", stack.explain(job_id)()
+        assert job["attempt"] == 2
+        assert "another machine of the gang stopped the job" in stack.log(job_id)
+        assert [n["status"] for n in _nodes(stack, job_id, attempt=1)] == ["done", "done"]
+
+
 def test_two_two_node_jobs_on_three_workers_both_finish(tmp_path: Path) -> None:
     with make_stack("redis", tmp_path, gang_timeout_seconds=5.0) as stack:
         jobs = [

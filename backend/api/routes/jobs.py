@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path as PathType
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -51,7 +51,9 @@ Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 Epoch = Annotated[int | None, Query(ge=0, le=MAX_INT, description="Only this epoch.")]
 
 
-def _job_body(job: Job, queue_position: int | None = None) -> bytes:
+def _job_body(
+    job: Job, queue_position: int | None = None, nodes: list[dict[str, Any]] | None = None
+) -> bytes:
     """An ORM job (fresh from a write) as the same JSON bytes GET /jobs/{id} gives."""
     row = {column.name: getattr(job, column.name) for column in Job.__table__.c}
     return answers.encode(
@@ -59,6 +61,7 @@ def _job_body(job: Job, queue_position: int | None = None) -> bytes:
             **job_fields(row, queue_position),
             "config": redact(job.config),
             "schedule": logging_schedule(row, job.config),
+            "nodes": nodes or [],
         }
     )
 
@@ -70,8 +73,9 @@ def _position(session: Session, job: Job) -> int | None:
 
 
 def job_answer(session: Session, job: Job) -> JobPublic:
-    """A job fresh from a write, with its queue position."""
-    return job_public(job, _position(session, job))
+    """A job fresh from a write, with its queue position (and a multi-node job's machines)."""
+    nodes = node_fields(crud.list_nodes(session, job_id=job.id))
+    return job_public(job, _position(session, job), nodes)
 
 
 @router.post(
@@ -107,7 +111,8 @@ async def create_job(
         job, created = submission.create(
             session, settings=settings, body=body, idempotency_key=idempotency_key
         )
-        return _job_body(job, _position(session, job)), created
+        nodes = node_fields(crud.list_nodes(session, job_id=job.id))  # an idempotent replay
+        return _job_body(job, _position(session, job), nodes), created
 
     content, created = await db.run(work)
     return answers.answer(request, content, status_code=201 if created else 200)
