@@ -369,3 +369,30 @@ class Secret(Base):
     hosts: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class JobNode(Base):
+    """One machine of a multi-node attempt (`nodes > 1`): node 0 is the worker that claimed the
+    job and hosts the torchrun rendezvous; the others claim their slot with one conditional
+    UPDATE (workers/gang.py). Rows of an earlier attempt stay, as the history of who ran it."""
+
+    __tablename__ = "job_nodes"
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", "node_rank", name="uq_job_nodes_attempt_rank"),
+        Index("ix_job_nodes_job_attempt", "job_id", "attempt"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    node_rank: Mapped[int] = mapped_column(Integer)
+    # open (waiting for a worker) -> claimed -> done | failed; `abandoned` when the gang did not
+    # form in time and the job went back to the queue.
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    worker: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
+    # Node 0's rendezvous port (c10d store on host:port); null on the other nodes.
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

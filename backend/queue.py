@@ -19,6 +19,9 @@ TASK_EVALUATE = "treegrpo.evaluate"
 TASK_BRANCH = "treegrpo.branch"
 TASK_RECONCILE = "treegrpo.reconcile"
 TASK_PURGE = "treegrpo.purge"
+# A worker joins a multi-node job's gang as one of its machines (workers/gang.py); sent by the
+# job's node 0, on the training lane.
+TASK_JOIN = "treegrpo.join"
 # Two lanes: training (train, evaluate: may run for days) and interactive (sample and branch
 # jobs, artifact purges: seconds), each served by its own worker, so interactive work never
 # waits behind training (crud.lane_of says which lane a job kind takes).

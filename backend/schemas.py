@@ -195,6 +195,18 @@ class LoggingSchedule(BaseModel):
     next_checkpoint_epoch: int | None
 
 
+class JobNodePublic(BaseModel):
+    """One machine of a multi-node job's latest attempt."""
+
+    node_rank: int = Field(description="0: the worker that took the job (rendezvous host).")
+    attempt: int
+    status: Literal["open", "claimed", "done", "failed", "abandoned"]
+    worker: str | None
+    host: str | None
+    heartbeat_at: datetime | None
+    error: str | None
+
+
 class JobPublic(JobSummary):
     """One job, with its fully resolved config."""
 
@@ -202,6 +214,18 @@ class JobPublic(JobSummary):
     schedule: LoggingSchedule | None = Field(
         default=None, description="Train jobs: when the next gallery, trees and checkpoint come."
     )
+    nodes: list[JobNodePublic] = Field(
+        default_factory=list,
+        description="A job with nodes > 1: its machines in the latest attempt (empty otherwise).",
+    )
+
+
+NODE_FIELDS = tuple(JobNodePublic.model_fields)
+
+
+def node_fields(nodes: Sequence[Any]) -> list[dict[str, Any]]:
+    """JobPublic.nodes as plain JSON-ready values, from crud.list_nodes rows."""
+    return [{name: getattr(node, name) for name in NODE_FIELDS} for node in nodes]
 
 
 class JobsPublic(BaseModel):
@@ -491,6 +515,7 @@ def job_public(
     job: Job | Mapping[str, Any] | RowMapping,
     queue_position: int | None = None,
     owner: str | None = None,
+    nodes: Sequence[Mapping[str, Any]] = (),
 ) -> JobPublic:
     """From an ORM Job (with its owner's key name, which the row does not hold), or from a
     mapping of every Job column and `owner` (crud.job_rows(with_config=True) gives one, with the
@@ -505,6 +530,7 @@ def job_public(
         **job_fields(row, queue_position),
         config=redact(row["config"]),
         schedule=LoggingSchedule.model_validate(schedule) if schedule else None,
+        nodes=[JobNodePublic.model_validate(node) for node in nodes],
     )
 
 

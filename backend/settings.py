@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         description="Seconds after which Redis hands an unacknowledged message to another "
         "worker; default max_job_seconds + 1 h (never while a job runs). Tests set it short.",
     )
+    node_addr: str | None = Field(
+        default=None,
+        description="This machine's address as the other machines of a multi-node job reach "
+        "it (rendezvous and process group); default: the host name.",
+    )
+    gang_timeout_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="How long node 0 of a multi-node job waits for the other workers to join; "
+        "then the job goes back to the queue, so half-formed gangs never hold each other up.",
+    )
     cancel_grace_seconds: float = Field(
         default=20.0, gt=0, description="After a cancel, how long before the trainer is killed."
     )

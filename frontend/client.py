@@ -258,6 +258,7 @@ class Job:
     schedule: dict[str, Any] = field(default_factory=dict)  # next gallery / tree epochs
     owner_key_id: int | None = None  # the key that submitted it (None: made before roles)
     owner: str | None = None  # that key's name
+    nodes: tuple[JobNode, ...] = ()  # a multi-node job's machines (latest attempt)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
@@ -298,11 +299,41 @@ class Job:
             schedule=_dict(data.get("schedule")),
             owner_key_id=_opt_int(data.get("owner_key_id")),
             owner=None if data.get("owner") is None else str(data.get("owner")),
+            nodes=tuple(
+                JobNode.from_json(n) for n in data.get("nodes") or [] if isinstance(n, Mapping)
+            ),
         )
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+
+@dataclass(frozen=True)
+class JobNode:
+    """One machine of a multi-node job (GET /jobs/{id} `nodes`)."""
+
+    node_rank: int
+    status: str
+    worker: str | None
+    host: str | None
+    heartbeat_at: datetime | None
+    error: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobNode:
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return None if value is None else str(value)
+
+        return cls(
+            node_rank=_int(data.get("node_rank")),
+            status=str(data.get("status") or ""),
+            worker=text("worker"),
+            host=text("host"),
+            heartbeat_at=_time(data.get("heartbeat_at")),
+            error=text("error"),
+        )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import gradio as gr
 from frontend import curves, render
 from frontend.charts import Series, line_chart_svg
 from frontend.client import API_PREFIX, ApiClient, ApiError, Job, Sample
+from frontend.nodes import nodes_html
 from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
 from frontend.thumbs import GALLERY_PX
 from frontend.tree import warm_newest_trees
@@ -225,9 +226,10 @@ def _export_href(sh: Shared, job: Job) -> str | None:
 
 
 def _header(sh: Shared, job: Job) -> str:
-    return render.job_header(
+    header = render.job_header(
         job, checkpoint_href=_checkpoint_href(sh, job), export_href=_export_href(sh, job)
     )
+    return header + nodes_html(job)
 
 
 def _gallery(sh: Shared, client: ApiClient, job: Job, samples: list[Sample], title: str) -> str:

@@ -150,8 +150,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CommandError(f"{out} holds no run to resume (no config.json)")
         data = json.loads(config_path.read_text())
         changes = [a.partition("=")[0].strip() for a in args.set]
-        if any(name not in ("epochs", "gpus") for name in changes):
-            raise CommandError("only epochs and gpus can change on --resume (e.g. --set epochs=20)")
+        if any(name not in ("epochs", "gpus", "nodes") for name in changes):
+            raise CommandError(
+                "only epochs, gpus and nodes can change on --resume (e.g. --set epochs=20)"
+            )
         config = resolve_config(overrides=data, assignments=args.set)
         checkpoint = latest_checkpoint(out / "checkpoints")
         if checkpoint is None:
@@ -173,13 +175,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     # gpus > 1: the same command on `gpus` ranks. Started by hand, it starts the launcher; under
     # the launcher every rank gets here, joins the process group and trains its share.
     ranks = ranks_from_env(os.environ)
+    if config.nodes > 1 and not under_launcher(os.environ):
+        raise CommandError(
+            f"nodes = {config.nodes}: run this command on every machine under torchrun (one "
+            "agent per machine, c10d rendezvous), or submit the job to the studio, whose "
+            "workers form the gang (README: Scaling out)"
+        )
     if config.gpus > 1 and not under_launcher(os.environ):
         device = resolve_device(config.device)
         return _relaunch(launch_command(_train_argv(args), config.gpus, device.type == "cpu"))
-    if ranks.world != config.gpus:
+    if ranks.world != config.world_size:
         raise CommandError(
-            f"the launcher started {ranks.world} processes but the run asks for gpus = "
-            f"{config.gpus}; launch as many as it asks for (or set gpus to match)"
+            f"the launcher started {ranks.world} processes but the run asks for nodes x gpus = "
+            f"{config.nodes} x {config.gpus}; launch as many as it asks for (or set gpus and "
+            "nodes to match)"
         )
     device = rank_device(resolve_device(config.device), ranks)
     # Joining waits for every rank, so no rank writes below before all have checked the above.
@@ -408,6 +417,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launcher(args: argparse.Namespace) -> int:
+    """Print what a site's scheduler runs for a multi-node `treegrpo train` (treegrpo/launchers.py):
+    the job's nodes and gpus come from its config, so nothing is typed twice."""
+    import yaml
+
+    from treegrpo.launchers import slurm_script, train_job
+
+    base = _load_config_file(Path(args.config)) if args.config else None
+    config = resolve_config(preset=args.preset, overrides=base, assignments=args.set)
+    argv = ["train", *(["--config", args.config] if args.config else [])]
+    argv += ["--preset", args.preset] if args.preset else []
+    for assignment in args.set:
+        argv += ["--set", assignment]
+    argv += ["--out", args.out, "--quiet"]
+    if args.site == "slurm":
+        print(slurm_script(argv, config.nodes, config.gpus), end="")
+    else:
+        manifest = train_job(
+            argv, nodes=config.nodes, gpus=config.gpus, name=args.name, image=args.image
+        )
+        print(yaml.safe_dump(manifest, sort_keys=False), end="")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # the command
 
@@ -494,6 +527,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--epoch", type=int, default=None, help="default: the latest checkpoint")
     export.add_argument("--out", required=True, help="folder to create")
     export.set_defaults(func=cmd_export)
+
+    launcher = sub.add_parser(
+        "launcher",
+        help="print the SLURM script or Kubeflow TrainJob that runs a multi-node train",
+        description="For sites whose scheduler owns the GPUs: prints an sbatch script (srun "
+        "starts one torchrun agent per machine, c10d rendezvous on the first host) or a "
+        "Kubeflow Trainer TrainJob (numNodes x numProcPerNode) running `treegrpo train` with "
+        "these settings; nodes and gpus come from the config. --out must be a folder every "
+        "machine sees at the same path.",
+    )
+    launcher.add_argument("site", choices=["slurm", "kubeflow"])
+    launcher.add_argument("--config", help="YAML file of settings (may name a `preset:`)")
+    launcher.add_argument("--preset", help="start from a named preset")
+    launcher.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
+    launcher.add_argument("--out", required=True, help="run folder (shared by every machine)")
+    launcher.add_argument("--name", default="treegrpo-train", help="TrainJob name (kubeflow)")
+    launcher.add_argument("--image", default="treegrpo-worker-gpu", help="image (kubeflow)")
+    launcher.set_defaults(func=cmd_launcher)
 
     for entry in entry_points(group="treegrpo.commands"):
         entry.load()(sub)

@@ -9,6 +9,12 @@ that every optimizer step equals the one-process step on the whole batch (see `T
     command = launch_command(["train", "--preset", "tiny-treegrpo", "--out", "run"], 2, cpu=True)
     subprocess.run(command, check=True)
 
+A job on several machines (`nodes = M`) runs one torchrun agent per machine; the agents meet at
+a c10d rendezvous (`Rendezvous`: node 0's host:port and an id per attempt) and torchrun assigns
+the ranks, so ranks are global over the M x gpus processes and LOCAL_RANK counts per machine:
+
+    launch_command(argv, 8, cpu=False, rendezvous=Rendezvous(2, "10.0.0.5:29400", "job-7-a1"))
+
 Only this module and the CLI read the launcher's environment; the trainer asks torch.distributed
 (`current_ranks`). Every collective here is a no-op in a one-process run.
 """
@@ -87,7 +93,8 @@ def current_ranks() -> Ranks:
     if not (dist.is_available() and dist.is_initialized()):
         return Ranks()
     rank, world = dist.get_rank(), dist.get_world_size()
-    local = torch.cuda.current_device() if dist.get_backend() == "nccl" else rank
+    # The launcher's LOCAL_RANK: the rank equals it only on one machine.
+    local = dist.get_node_local_rank(fallback_rank=rank)
     return Ranks(rank, world, local)
 
 
@@ -210,8 +217,51 @@ def destroy_process_group() -> None:
 # The launcher
 
 
-def launch_command(argv: Sequence[str], num_processes: int, cpu: bool) -> list[str]:
-    """The command line that runs `treegrpo <argv>` on `num_processes` ranks of one machine.
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the torchrun agents of a multi-machine job meet (c10d): `nodes` machines, node 0's
+    `endpoint` host:port, a `run_id` new at every attempt (a restarted job never meets the
+    agents of a dead one). `host` says whether this machine is node 0 and serves the store
+    (None: torchrun decides by matching its host name against the endpoint's); `local_addr` is
+    the address the other machines reach this one at."""
+
+    nodes: int
+    endpoint: str
+    run_id: str
+    host: bool | None = None
+    local_addr: str | None = None
+    join_timeout: float = 600.0
+
+    def arguments(self) -> list[str]:
+        """torchrun's rendezvous options; `--max-restarts 0`: a node that fails ends the attempt
+        everywhere, and the job's owner (the studio's lease, or the site's scheduler) starts
+        the next one from the last checkpoint."""
+        conf = f"join_timeout={self.join_timeout:g}"
+        if self.host is not None:
+            conf += f",is_host={int(self.host)}"
+        local = ["--local-addr", self.local_addr] if self.local_addr else []
+        return [
+            "--nnodes",
+            str(self.nodes),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            self.endpoint,
+            "--rdzv-id",
+            self.run_id,
+            "--rdzv-conf",
+            conf,
+            "--max-restarts",
+            "0",
+            *local,
+        ]
+
+
+def launch_command(
+    argv: Sequence[str], num_processes: int, cpu: bool, rendezvous: Rendezvous | None = None
+) -> list[str]:
+    """The command line that runs `treegrpo <argv>` on `num_processes` ranks of this machine,
+    alone or (with `rendezvous`) as one machine of a multi-machine job.
 
     GPU: `accelerate launch --multi_gpu` (torchrun underneath); `--main_process_port 0` picks a
     free port, so several jobs can share a host. The explicit settings keep a user's accelerate
@@ -222,20 +272,19 @@ def launch_command(argv: Sequence[str], num_processes: int, cpu: bool) -> list[s
     Intel oneCCL), and `--multi_cpu` is no longer a flag. So the CPU case calls the launcher that
     `accelerate launch --multi_gpu` itself wraps, torch.distributed.run, directly; `--standalone`
     picks a free port on 127.0.0.1.
+
+    Several machines: torch.distributed.run directly on CPU and GPU alike, since accelerate's
+    multi-machine mode is a static rendezvous (a fixed main_process_ip and machine_rank typed
+    on every machine), and c10d needs neither.
     """
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
-    if cpu:
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes",
-            "1",
-            "--nproc_per_node",
-            str(num_processes),
-        ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run"]
+    if rendezvous is not None:
+        launcher = [*torchrun, *rendezvous.arguments(), "--nproc-per-node", str(num_processes)]
+    elif cpu:
+        launcher = [*torchrun, "--standalone", "--nnodes", "1", "--nproc_per_node"]
+        launcher.append(str(num_processes))
     else:
         # accelerate refuses --multi_gpu for one process; without it, it starts that one plainly.
         multi = ["--multi_gpu"] if num_processes > 1 else []

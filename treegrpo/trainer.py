@@ -123,11 +123,14 @@ class Trainer:
         self.reference = None
         if self.sharded:
             dtype = compute_dtype(adapter)
+            # Shard within a machine, replicate across machines (HSDP): only one gradient
+            # all-reduce per step crosses the network.
+            replicas = config.nodes
             if config.train.kl_beta:
                 # Sharded forward-only, like the policy: not a second full model per rank.
                 self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
-                shard_denoiser(self.reference, adapter.device, dtype)
-            shard_denoiser(adapter.denoiser, adapter.device, dtype)
+                shard_denoiser(self.reference, adapter.device, dtype, replicas)
+            shard_denoiser(adapter.denoiser, adapter.device, dtype, replicas)
         self.parameters = adapter.trainable_parameters()
         if not self.parameters:
             raise ValueError(f"model {adapter.name!r} has no trainable parameters")

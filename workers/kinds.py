@@ -91,8 +91,11 @@ def run_train(ctx: JobContext) -> str:
 
     config = ctx.config
     ranks = ranks_from_env(os.environ)
-    if ranks.world != config.gpus:
-        raise JobError(f"gpus = {config.gpus}, but {ranks.world} processes were started")
+    if ranks.world != config.world_size:
+        raise JobError(
+            f"nodes x gpus = {config.nodes} x {config.gpus}, but {ranks.world} processes "
+            "were started"
+        )
     checkpoint: Path | None = None
     if ctx.checkpoint_path:
         ctx.fetch(ctx.checkpoint_path)

@@ -7,7 +7,10 @@ sessions, and ends by writing a small JSON result for the supervisor:
     {"outcome": "completed" | "stopped" | "failed" | "lost", "error": str | null}
 
 A train job with `gpus = N > 1` starts N ranks of this same command under the core's launcher
-(treegrpo/distributed.py); every rank trains its share, rank 0 alone writes.
+(treegrpo/distributed.py); every rank trains its share, rank 0 alone writes. A job on several
+machines (`nodes > 1`) gets the gang's rendezvous from its supervisor (workers/gang.py): each
+machine runs one torchrun agent over its `gpus` ranks, and each machine's local rank 0 writes
+that machine's result file.
 
 Stop requests: the supervisor's stop file, or SIGTERM / SIGINT (a deployment stopping the whole
 process group); the trainer then stops after its current step and checkpoints. If the worker
@@ -33,6 +36,7 @@ from workers.context import StopRequest
 from workers.failures import describe, save_traceback, sent_strings
 
 if TYPE_CHECKING:
+    from treegrpo.distributed import Rendezvous
     from workers.context import JobContext
 
 ORPHAN_CHECK_SECONDS = 1.0
@@ -79,20 +83,24 @@ def _watch_parent(worker_pid: int) -> None:
             os._exit(EXIT_ORPHANED)
 
 
-def is_rank_zero() -> bool:
-    """Rank 0 of a multi-process job, or the only process of any other job."""
-    return os.environ.get("RANK", "0") == "0"
+def writes_result() -> bool:
+    """Local rank 0 of this machine's ranks, or the only process of any other job: the result
+    file is this machine's (on one machine, local rank 0 is rank 0)."""
+    return os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0"
 
 
-def relaunch(argv: Sequence[str], processes: int, cpu: bool) -> int:
+def relaunch(
+    argv: Sequence[str], processes: int, cpu: bool, rendezvous: Rendezvous | None = None
+) -> int:
     """This command again on `processes` ranks under the core's launcher (torch.distributed.run
-    on the CPU, `accelerate launch` on GPUs); waits for it, passing a SIGTERM on. Ctrl-C reaches
-    the launcher directly (same process group)."""
+    on the CPU, `accelerate launch` on GPUs; torchrun with `rendezvous` on several machines);
+    waits for it, passing a SIGTERM on. Ctrl-C reaches the launcher directly (same process
+    group)."""
     import subprocess
 
     from treegrpo.distributed import launch_command
 
-    launcher = launch_command([], processes, cpu)
+    launcher = launch_command([], processes, cpu, rendezvous)
     if launcher[-2:] != ["-m", "treegrpo.cli"]:
         raise RuntimeError(f"unexpected launcher command {launcher}")
     child = subprocess.Popen([*launcher[:-2], "-m", "workers.runner", *argv])
@@ -112,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stop-file", type=Path, required=True)
     parser.add_argument("--result-file", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, default=None)
+    # A multi-node attempt: where the gang's torchrun agents meet (workers/gang.py).
+    parser.add_argument("--rdzv-endpoint", default=None)
+    parser.add_argument("--rdzv-id", default=None)
+    parser.add_argument("--node-rank", type=int, default=0)
+    parser.add_argument("--local-addr", default=None)
+    parser.add_argument("--join-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
     stop = StopRequest(args.stop_file)
@@ -132,15 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome = run(args.job_id, args.attempt, stop, running)
         if outcome.startswith("launch:"):
             # A train job on several processes: the ranks run it, rank 0 writes the result.
-            _, processes, device_type = outcome.split(":")
+            _, processes, nodes, device_type = outcome.split(":")
             argv = list(sys.argv[1:]) if argv is None else list(argv)
-            return relaunch(argv, int(processes), device_type == "cpu")
+            rendezvous = _rendezvous(args, int(nodes))
+            return relaunch(argv, int(processes), device_type == "cpu", rendezvous)
     except LostOwnership as exc:
         outcome = "lost"
         print(f"stopping: {exc}", file=sys.stderr, flush=True)
     except BaseException as exc:  # every failure must reach the job row
         error = failure(exc, running, args.result_file)
-    if is_rank_zero():
+    if writes_result():
         write_result(args.result_file, outcome, error)
     return 0 if outcome == "completed" else 1
 
@@ -180,11 +195,34 @@ def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobCont
     )
     running["job"] = ctx
     enforce_job_limits(ctx.config)  # the operator's lists, before anything loads or connects
-    if kind == "train" and ctx.config.gpus > 1 and "WORLD_SIZE" not in os.environ:
+    if kind == "train" and ctx.config.world_size > 1 and "WORLD_SIZE" not in os.environ:
         from treegrpo.models.registry import resolve_device
 
-        return f"launch:{ctx.config.gpus}:{resolve_device(ctx.config.device).type}"
+        config = ctx.config
+        return f"launch:{config.gpus}:{config.nodes}:{resolve_device(config.device).type}"
     return run_job(ctx)
+
+
+def _rendezvous(args: argparse.Namespace, nodes: int) -> Rendezvous | None:
+    """The gang's meeting point for torchrun; None on one machine. A multi-node job started
+    without one (not through a gang) cannot find its other machines: that is an error."""
+    from treegrpo.distributed import Rendezvous
+
+    if nodes == 1:
+        return None
+    if not (args.rdzv_endpoint and args.rdzv_id):
+        raise RuntimeError(
+            f"nodes = {nodes}, but this attempt has no rendezvous: a multi-node job runs "
+            "through the gang its workers form (workers/gang.py) or under torchrun"
+        )
+    return Rendezvous(
+        nodes=nodes,
+        endpoint=args.rdzv_endpoint,
+        run_id=args.rdzv_id,
+        host=args.node_rank == 0,
+        local_addr=args.local_addr,
+        join_timeout=args.join_timeout,
+    )
 
 
 def _where(ctx: JobContext | None) -> str:

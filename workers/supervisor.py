@@ -65,6 +65,8 @@ class Claimed:
     attempt: int
     kind: str
     params: dict[str, Any]
+    # Machines the attempt spans (a train job's `nodes`); > 1 forms a gang (workers/gang.py).
+    nodes: int = 1
 
 
 def claim(settings: Settings, job_id: int, worker: str) -> Claimed | None:
@@ -80,7 +82,8 @@ def claim(settings: Settings, job_id: int, worker: str) -> Claimed | None:
         )
         if job is None:
             return None
-        return Claimed(job.id, job.attempt, job.kind, dict(job.params or {}))
+        nodes = int(job.config.get("nodes", 1)) if job.kind == "train" else 1
+        return Claimed(job.id, job.attempt, job.kind, dict(job.params or {}), nodes)
 
 
 def held_elsewhere(settings: Settings, job_id: int) -> bool:
@@ -245,21 +248,7 @@ class Supervisor:
                     WARM.lock.release()
                 if warm is not None:
                     return warm
-            command = [
-                sys.executable,
-                "-m",
-                "workers.runner",
-                "--job-id",
-                str(job.job_id),
-                "--attempt",
-                str(job.attempt),
-                "--stop-file",
-                str(stop_file),
-                "--result-file",
-                str(result_file),
-                "--parent-pid",
-                str(os.getpid()),
-            ]
+            command = self.runner_command(stop_file, result_file)
             try:
                 with self.log.path.open("ab") as output:
                     child = subprocess.Popen(
@@ -275,6 +264,25 @@ class Supervisor:
             result = self.read_result(result_file)
             self.log_traceback(result_file)
         return self.conclude(code, result)
+
+    def runner_command(self, stop_file: Path, result_file: Path) -> list[str]:
+        """`python -m workers.runner` for this attempt (a gang's node adds its rendezvous)."""
+        job = self.job
+        return [
+            sys.executable,
+            "-m",
+            "workers.runner",
+            "--job-id",
+            str(job.job_id),
+            "--attempt",
+            str(job.attempt),
+            "--stop-file",
+            str(stop_file),
+            "--result-file",
+            str(result_file),
+            "--parent-pid",
+            str(os.getpid()),
+        ]
 
     def warm_allowed(self) -> bool:
         job = self.job

@@ -15,7 +15,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from celery import Task
@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from backend.queue import (
     TASK_BRANCH,
     TASK_EVALUATE,
+    TASK_JOIN,
     TASK_PURGE,
     TASK_RECONCILE,
     TASK_SAMPLE,
@@ -114,8 +115,44 @@ def run_job_message(app: WorkerApp, task: Task, job_id: int) -> str:
         return "ignored"
     logger.info("job %s (%s) claimed as attempt %s", job_id, claimed.kind, claimed.attempt)
     with slots_of(app).take() as device:
-        status = Supervisor(settings, claimed, worker, sender(app), device).run()
+        if claimed.nodes > 1:
+            from workers.gang import lead
+
+            status = lead(settings, claimed, worker, sender(app), join_sender(app), device)
+        else:
+            status = Supervisor(settings, claimed, worker, sender(app), device).run()
     logger.info("job %s: %s", job_id, status)
+    return status
+
+
+def join_sender(app: WorkerApp) -> Callable[[int, int], None]:
+    """Sends a join message for a multi-node attempt to the lane train jobs take."""
+    from workers.app import requeue_target
+
+    def join(job_id: int, attempt: int) -> None:
+        app.send_task(
+            TASK_JOIN,
+            args=[job_id, attempt],
+            queue=requeue_target(app, "train"),
+            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5},
+        )
+
+    return join
+
+
+def run_join_message(app: WorkerApp, task: Task, job_id: int, attempt: int) -> str:
+    """Join a multi-node attempt as one of its machines (workers/gang.py)."""
+    from workers.app import sender
+    from workers.gang import follow
+
+    if SHUTTING_DOWN.is_set():
+        time.sleep(REJECT_PAUSE_SECONDS)
+        raise Reject(f"job {job_id}: this worker is shutting down", requeue=True)
+    hostname = task.request.hostname or socket.gethostname()
+    worker = f"{hostname}/pid-{os.getpid()}"
+    with slots_of(app).take() as device:
+        status = follow(app.settings, job_id, attempt, worker, sender(app), device)
+    logger.info("job %s attempt %s, as a joining node: %s", job_id, attempt, status)
     return status
 
 
@@ -134,6 +171,11 @@ def register_tasks(app: WorkerApp) -> None:
         return reconcile(app.settings, sender(app))
 
     app.task(name=TASK_RECONCILE, ignore_result=True)(reconcile_now)
+
+    def join(task: Task, job_id: int, attempt: int) -> str:
+        return run_join_message(app, task, int(job_id), int(attempt))
+
+    app.task(name=TASK_JOIN, bind=True, ignore_result=True)(join)
 
     def purge(job_id: int) -> int:
         return purge_job(app.settings, int(job_id))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -30,10 +30,14 @@ def encode(content: Any) -> bytes:
     return orjson.dumps(content, option=_OPTIONS)
 
 
-def job_body(row: Mapping[str, Any] | RowMapping, queue_position: int | None = None) -> bytes:
+def job_body(
+    row: Mapping[str, Any] | RowMapping,
+    queue_position: int | None = None,
+    nodes: Sequence[Mapping[str, Any]] = (),
+) -> bytes:
     """A job from a crud.job_rows mapping: the summary fields, plus the config when the row has
     `config_json` (the stored text, spliced in without decoding) and, for train jobs, when it
-    logs next (read from the few settings that say so)."""
+    logs next (read from the few settings that say so), and a multi-node job's `nodes`."""
     fields = job_fields(row, queue_position)
     config_json = row.get("config_json")
     if config_json is not None:
@@ -42,6 +46,7 @@ def job_body(row: Mapping[str, Any] | RowMapping, queue_position: int | None = N
         if row["kind"] == "train":
             schedule = logging_schedule(row, orjson.loads(config_json))
         fields["schedule"] = schedule
+        fields["nodes"] = list(nodes)
     return encode(fields)
 
 

@@ -138,7 +138,8 @@ def test_every_setting_is_declared_with_help_and_check_and_is_in_the_docs() -> N
 
 def test_the_docs_state_cross_setting_limits() -> None:
     settings = declared_settings()
-    assert allowed_text(settings["gpus"]) == "1..64; divides prompts_per_epoch"
+    assert allowed_text(settings["gpus"]) == "1..64; nodes x gpus divides prompts_per_epoch"
+    assert allowed_text(settings["nodes"]) == "1..64; nodes x gpus divides prompts_per_epoch"
     assert allowed_text(settings["sampling.max_batch"]) == ">= 0; >= 2 with CFG"
 
 

@@ -164,7 +164,9 @@ def test_a_launch_that_does_not_match_gpus_is_refused(
     monkeypatch.setenv("WORLD_SIZE", "2")
     out = tmp_path / "run"
     assert main(["train", "--preset", "tiny-treegrpo", "--out", str(out), "--quiet"]) == 2
-    assert "started 2 processes but the run asks for gpus = 1" in capsys.readouterr().err
+    assert (
+        "started 2 processes but the run asks for nodes x gpus = 1 x 1" in capsys.readouterr().err
+    )
     assert not out.exists()
 
 

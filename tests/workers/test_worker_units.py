@@ -24,6 +24,7 @@ from backend.queue import (
     QUEUE,
     TASK_BRANCH,
     TASK_EVALUATE,
+    TASK_JOIN,
     TASK_PURGE,
     TASK_RECONCILE,
     TASK_SAMPLE,
@@ -69,6 +70,7 @@ def test_the_app_registers_the_queue_s_task_names(tmp_path: Path) -> None:
         TASK_BRANCH,
         TASK_RECONCILE,
         TASK_PURGE,
+        TASK_JOIN,
     }
     assert app.conf.task_default_queue == QUEUE
 

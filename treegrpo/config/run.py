@@ -29,6 +29,7 @@ from treegrpo.config.values import (
 from treegrpo.errors import ConfigError
 
 MAX_GPUS = 64
+MAX_NODES = 64
 
 DType = Literal["float32", "bfloat16", "float16"]
 DTYPES: tuple[str, ...] = get_args(DType)
@@ -73,10 +74,19 @@ class RunConfig(Section):
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.", Device())
     gpus: int = setting(
         1,
-        "Processes (GPUs) the trainer runs on; > 1 runs torch.distributed ranks (started by "
-        "`accelerate launch`; gloo on the CPU), each with an equal share of the prompts.",
+        "Processes (GPUs) per machine; > 1 runs torch.distributed ranks (started by "
+        "`accelerate launch` on one machine, torchrun on several; gloo on the CPU), each "
+        "with an equal share of the prompts.",
         Int(1, MAX_GPUS),
-        note="divides prompts_per_epoch",
+        note="nodes x gpus divides prompts_per_epoch",
+    )
+    nodes: int = setting(
+        1,
+        "Machines the job spans, each running `gpus` processes under one torchrun agent "
+        "(c10d rendezvous; in the studio, the workers form the gang). The gradient is "
+        "replicated across machines.",
+        Int(1, MAX_NODES),
+        note="nodes x gpus divides prompts_per_epoch",
     )
     dtype: DType = setting(
         "float32", "Model dtype; step math always runs in float32.", Choice(DTYPES)
@@ -109,17 +119,24 @@ class RunConfig(Section):
     # Filled in below the class from the `section(...)` fields.
     SECTIONS: ClassVar[dict[str, type[Any]]] = {}
 
+    @property
+    def world_size(self) -> int:
+        """Processes of the job in all: `gpus` on each of `nodes` machines."""
+        return self.nodes * self.gpus
+
     def check_together(self) -> None:
         unused = sorted(set(self.reward_options) - set(self.reward_weights))
         if unused:
             raise ConfigError(
                 f"reward_options.{unused[0]}", "options given for a reward the run does not use"
             )
-        if self.prompts_per_epoch % self.gpus:
+        if self.prompts_per_epoch % self.world_size:
+            field = "nodes" if self.nodes > 1 else "gpus"
             raise ConfigError(
-                "gpus",
-                f"prompts_per_epoch = {self.prompts_per_epoch} must be divisible by gpus = "
-                f"{self.gpus}: each process rolls out an equal share of the epoch's prompts",
+                field,
+                f"prompts_per_epoch = {self.prompts_per_epoch} must be divisible by nodes x gpus"
+                f" = {self.nodes} x {self.gpus}: each process rolls out an equal share of the "
+                "epoch's prompts",
             )
         if self.train.weights_dtype != "float32" and self.dtype != self.train.weights_dtype:
             raise ConfigError(

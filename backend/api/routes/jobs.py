@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path as PathType
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -37,6 +37,7 @@ from backend.schemas import (
     job_fields,
     job_public,
     logging_schedule,
+    node_fields,
     sample_public,
     tree_summary,
 )
@@ -51,7 +52,12 @@ Offset = Annotated[int, Query(ge=0, le=MAX_INT, description="Rows to skip.")]
 Epoch = Annotated[int | None, Query(ge=0, le=MAX_INT, description="Only this epoch.")]
 
 
-def _job_body(job: Job, queue_position: int | None, owner: str | None) -> bytes:
+def _job_body(
+    job: Job,
+    queue_position: int | None,
+    owner: str | None,
+    nodes: list[dict[str, Any]] | None = None,
+) -> bytes:
     """An ORM job (fresh from a write) as the same JSON bytes GET /jobs/{id} gives."""
     row = {column.name: getattr(job, column.name) for column in Job.__table__.c}
     row["owner"] = owner
@@ -60,6 +66,7 @@ def _job_body(job: Job, queue_position: int | None, owner: str | None) -> bytes:
             **job_fields(row, queue_position),
             "config": redact(job.config),
             "schedule": logging_schedule(row, job.config),
+            "nodes": nodes or [],
         }
     )
 
@@ -71,9 +78,11 @@ def _position(session: Session, job: Job) -> int | None:
 
 
 def job_answer(session: Session, job: Job) -> JobPublic:
-    """A job fresh from a write, with its queue position and owner."""
+    """A job fresh from a write, with its queue position, owner (and a multi-node job's
+    machines)."""
     owner = crud.owner_name(session, owner_key_id=job.owner_key_id)
-    return job_public(job, _position(session, job), owner)
+    nodes = node_fields(crud.list_nodes(session, job_id=job.id))
+    return job_public(job, _position(session, job), owner, nodes)
 
 
 def audit(session: Session, caller: Caller, action: str, job_id: int, **detail: object) -> None:
@@ -140,7 +149,8 @@ async def create_job(
         )
         if created:
             audit(session, caller, "job.submit", job.id, kind=job.kind, preset=job.preset)
-        return _job_body(job, _position(session, job), caller.name), created
+        nodes = node_fields(crud.list_nodes(session, job_id=job.id))  # an idempotent replay
+        return _job_body(job, _position(session, job), caller.name, nodes), created
 
     content, created = await db.run(work)
     return answers.answer(request, content, status_code=201 if created else 200)
@@ -212,7 +222,8 @@ async def get_job(job_id: JobId, request: Request, db: DbDep, _key: ReadKey) -> 
         position = None
         if row["status"] == "queued":
             position = crud.queue_positions(session, job_ids=[job_id]).get(job_id)
-        return answers.job_body(row, position)
+        nodes = node_fields(crud.list_nodes(session, job_id=job_id))
+        return answers.job_body(row, position, nodes)
 
     return answers.answer(request, await db.read(work))
 
