@@ -219,11 +219,12 @@ def _train(
         StopFile,
         truncate_metrics,
     )
-    from treegrpo.distributed import barrier
+    from treegrpo.distributed import barrier, current_ranks
     from treegrpo.models.registry import load_model_for
     from treegrpo.progress import ProgressBar
     from treegrpo.rewards.registry import load_run_rewards
     from treegrpo.secrets import environment_resolver
+    from treegrpo.sharding import loads_empty_denoiser
     from treegrpo.trackers import make_trackers
     from treegrpo.trainer import Trainer
 
@@ -240,7 +241,10 @@ def _train(
         def should_stop(self) -> bool:
             return interrupt.requested
 
-    adapter = load_model_for(config, str(device))
+    # Only rank 0 of a sharded run reads the denoiser's weights; they reach the other ranks'
+    # shards by broadcast (Trainer, sharding.fill_shards).
+    empty = loads_empty_denoiser(config.train, current_ranks())
+    adapter = load_model_for(config, str(device), empty_denoiser=empty)
     rewards = load_run_rewards(config, adapter.device, environment_resolver(os.environ))
     progress = ProgressBar(disable=args.quiet)
     trainer = Trainer(

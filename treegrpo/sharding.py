@@ -19,6 +19,11 @@ assumes. `set_gradient_divide_factor` reaches only the parameters of the module 
 not its children's (torch `_fully_shard.py`), so it is set on every sharded unit; a root-only
 setting halves a 2-rank gradient norm (measured, docs/BENCHMARKS.md "Sharding").
 
+Loading: only rank 0 reads the denoiser's weights. The other ranks build it on the meta device
+(`loads_empty_denoiser`, `registry.load_model(empty_denoiser=True)`), every rank shards, and
+`fill_shards` broadcasts rank 0's full state into the shards one tensor at a time, so N ranks
+never hold N full float32 copies in host memory.
+
 Every FSDP forward is a collective: every rank must run as many forwards (and backwards) as the
 others, or the ones ahead wait forever in an all-gather. `update.ppo_update` pads with
 zero-weighted micro-batches; galleries sample on every rank.
@@ -38,6 +43,12 @@ def sharding_active(train: TrainConfig, ranks: Ranks) -> bool:
     """fsdp with more than one process; one process trains a plain module (the same maths), so
     a sharded run can resume on one process (`checkpoint.load_checkpoint` reshards)."""
     return train.sharding == "fsdp" and ranks.world > 1
+
+
+def loads_empty_denoiser(train: TrainConfig, ranks: Ranks) -> bool:
+    """Whether this rank builds its denoiser on the meta device and leaves the reading of the
+    weights to rank 0 (`fill_shards`): every rank of a sharded run but rank 0."""
+    return sharding_active(train, ranks) and not ranks.is_main
 
 
 def compute_dtype(adapter: ModelAdapter) -> torch.dtype | None:
@@ -92,6 +103,40 @@ def shard_denoiser(
             unit.set_gradient_divide_factor(1.0)
             # SUM on the wire: no PREMUL_SUM, which gloo lacks.
             unit.set_force_sum_reduction_for_comms(True)
+
+
+def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """What `fill_shards` broadcasts: rank 0's full state (parameters and buffers, unsharded),
+    taken before sharding; the other ranks' modules are empty and give nothing."""
+    import torch.distributed as dist
+
+    if dist.get_rank() != 0:
+        return {}
+    return dict(module.state_dict(keep_vars=False))
+
+
+def fill_shards(module: nn.Module, state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Broadcast rank 0's full `state` (`full_state`) into every rank's shards of `module`,
+    sharded by `shard_denoiser`, with torch's own `set_model_state_dict(broadcast_from_rank0)`:
+    one tensor at a time, so no rank but 0 ever holds the whole model.
+
+    Ranks > 0 hold an empty (meta) module: `to_empty` gives their shards and buffers storage
+    first. Buffers outside the state dict (non-persistent ones) are broadcast one by one.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if dist.get_rank() != 0:
+        module.to_empty(device=device)
+    set_model_state_dict(
+        module,
+        dict(state),  # a copy: it puts the module's new shards in the dict it is given
+        options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+    )
+    persistent = set(module.state_dict().keys())
+    for name, buffer in module.named_buffers():
+        if name not in persistent:
+            dist.broadcast(buffer, src=0)
 
 
 def full_norm(norm: torch.Tensor) -> float:

@@ -54,7 +54,13 @@ from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn
 from treegrpo.scoring import Scorer, summarise
 from treegrpo.seeds import GALLERY_NOISE_STREAM, LORA_INIT_STREAM, noise_generator, stream_seed
-from treegrpo.sharding import compute_dtype, shard_denoiser, sharding_active
+from treegrpo.sharding import (
+    compute_dtype,
+    fill_shards,
+    full_state,
+    shard_denoiser,
+    sharding_active,
+)
 from treegrpo.update import ppo_update
 
 # Galleries cycle their prompts (each time with new noise) up to this many images, so the eval
@@ -126,11 +132,17 @@ class Trainer:
             # Shard within a machine, replicate across machines (HSDP): only one gradient
             # all-reduce per step crosses the network.
             replicas = config.nodes
+            # Only rank 0 holds the loaded weights (the other ranks' denoisers are empty, see
+            # registry.load_model_for): they reach the other ranks' shards by broadcast.
+            loaded = full_state(adapter.denoiser)
             if config.train.kl_beta:
                 # Sharded forward-only, like the policy: not a second full model per rank.
                 self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
                 shard_denoiser(self.reference, adapter.device, dtype, replicas)
+                fill_shards(self.reference, loaded, adapter.device)
             shard_denoiser(adapter.denoiser, adapter.device, dtype, replicas)
+            fill_shards(adapter.denoiser, loaded, adapter.device)
+            del loaded
         self.parameters = adapter.trainable_parameters()
         if not self.parameters:
             raise ValueError(f"model {adapter.name!r} has no trainable parameters")

@@ -86,13 +86,19 @@ def load_digits_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     weights: Path | None = None,
+    empty: bool = False,
 ) -> SD3StyleAdapter:
-    """The shipped weights (or `weights`), or a fresh init when `weights` is False-y and absent."""
+    """The shipped weights (or `weights`), or a fresh init when `weights` is False-y and absent;
+    `empty`: the transformer on the meta device, no weights read (`folder.load_denoiser`)."""
     from safetensors.torch import load_file
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown digits variant {variant!r}; known: {', '.join(VARIANTS)}")
     torch_device = torch.device(device)
+    if empty:
+        with torch.device("meta"):
+            empty_transformer = build_transformer()
+        return make_adapter(variant, empty_transformer, torch_device, dtype)
     transformer = build_transformer()
     path = weights if weights is not None else weights_path(variant)
     if not path.exists():
@@ -107,7 +113,8 @@ def load_digits_model(
 def make_adapter(
     variant: str, transformer: torch.nn.Module, device: torch.device, dtype: torch.dtype
 ) -> SD3StyleAdapter:
-    transformer.to(device=device)
+    if not any(param.is_meta for param in transformer.parameters()):
+        transformer.to(device=device)
     encoder = _text_encoder(str(device))
     return SD3StyleAdapter(
         variant,

@@ -219,6 +219,7 @@ def load_flux(
     name: str,
     size: Size = (None, None),
     guidance: float | None = None,
+    empty: bool = False,
 ) -> FluxAdapter:
     """A FluxPipeline folder: CLIP and T5 encoders, the transformer and the VAE, their widths
     checked against each other; `guidance` only where the transformer embeds it."""
@@ -244,9 +245,7 @@ def load_flux(
             "FLUX.1-schnell): leave sampling.guidance null",
         )
 
-    transformer = load_denoiser(
-        FluxTransformer2DModel.from_pretrained, folder, "transformer", device
-    )
+    transformer = load_denoiser(FluxTransformer2DModel, folder, "transformer", device, empty)
     clip = (
         load_tokenizer(folder, "tokenizer"),
         load_frozen(CLIPTextModel.from_pretrained, folder, "text_encoder", dtype, device),

@@ -137,11 +137,24 @@ def load_frozen(
 
 
 def load_denoiser(
-    load: Callable[..., ModuleT], folder: Path, name: str, device: torch.device
-) -> ModuleT:
+    model_class: Any, folder: Path, name: str, device: torch.device, empty: bool = False
+) -> Any:
     """The trained denoiser, in float32 master weights whatever the run's dtype: autocast lowers
-    its matmuls (`mixed_precision`), and `enable_lora` may store its frozen base lower."""
-    denoiser = load(folder / name, dtype=torch.float32, local_files_only=True)
+    its matmuls (`mixed_precision`), and `enable_lora` may store its frozen base lower.
+
+    `empty`: the architecture from its config.json on the meta device, with no weights read, for
+    the ranks > 0 of a sharded run: rank 0 loads the weights and broadcasts them into the
+    shards (`sharding.fill_shards`), so N ranks never hold N full copies in host memory.
+    """
+    if empty:
+        with torch.device("meta"):
+            denoiser = model_class.from_config(
+                model_class.load_config(folder / name, local_files_only=True)
+            )
+        return denoiser
+    denoiser = model_class.from_pretrained(
+        folder / name, dtype=torch.float32, local_files_only=True
+    )
     denoiser.to(device)
     return denoiser
 

@@ -47,8 +47,10 @@ def load_local_model(
     dtype: str | torch.dtype = torch.float32,
     size: Size = (None, None),
     guidance: float | None = None,
+    empty_denoiser: bool = False,
 ) -> ModelAdapter:
-    """The adapter for a local diffusers pipeline folder (see the module docstring)."""
+    """The adapter for a local diffusers pipeline folder (see the module docstring);
+    `empty_denoiser` builds the denoiser on the meta device (`folder.load_denoiser`)."""
     folder = Path(path).expanduser()
     torch_dtype = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
     if torch_dtype is None or torch_dtype not in DTYPES.values():
@@ -67,7 +69,9 @@ def load_local_model(
             "sampling.guidance", "applies to guidance-distilled FLUX models; use sampling.cfg_scale"
         )
     if family == "flux":
-        return load_flux(folder, index, torch_device, torch_dtype, str(path), size, guidance)
+        return load_flux(
+            folder, index, torch_device, torch_dtype, str(path), size, guidance, empty_denoiser
+        )
     if family == "sd3":
-        return load_sd3(folder, index, torch_device, torch_dtype, str(path), size)
-    return load_sd15(folder, index, torch_device, torch_dtype, str(path), size)
+        return load_sd3(folder, index, torch_device, torch_dtype, str(path), size, empty_denoiser)
+    return load_sd15(folder, index, torch_device, torch_dtype, str(path), size, empty_denoiser)

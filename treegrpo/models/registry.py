@@ -29,10 +29,13 @@ def load_model(
     dtype: str = "float32",
     size: tuple[int | None, int | None] = (None, None),
     guidance: float | None = None,
+    empty_denoiser: bool = False,
 ) -> ModelAdapter:
     """Build the adapter a config's `model` names: a built-in name, a local diffusers pipeline
     folder, or a hub id (`ORG/NAME[@REVISION]`) in the local Hugging Face cache. `size` is
-    (sampling.height, sampling.width), `guidance` sampling.guidance (FLUX only)."""
+    (sampling.height, sampling.width), `guidance` sampling.guidance (FLUX only).
+    `empty_denoiser`: the denoiser's architecture on the meta device, no weights read (a sharded
+    run's ranks > 0, filled from rank 0 by `sharding.fill_shards`)."""
     torch_device = resolve_device(device)
     torch_dtype = TORCH_DTYPES[dtype]
     builtin = BUILTIN_SIZES.get(name)
@@ -41,14 +44,14 @@ def load_model(
         if guidance is not None:
             raise ConfigError("sampling.guidance", f"model {name!r} has no guidance embedding")
     if name == "tiny-random":
-        return TinyAdapter("flow", device=torch_device, dtype=torch_dtype)
+        return TinyAdapter("flow", device=torch_device, dtype=torch_dtype, empty=empty_denoiser)
     if name == "tiny-random-ddim":
-        return TinyAdapter("epsilon", device=torch_device, dtype=torch_dtype)
+        return TinyAdapter("epsilon", device=torch_device, dtype=torch_dtype, empty=empty_denoiser)
     if name in ("digits", "digits-ddim"):
         from treegrpo.models.digits import load_digits_model
 
         try:
-            return load_digits_model(name, torch_device, torch_dtype)
+            return load_digits_model(name, torch_device, torch_dtype, empty=empty_denoiser)
         except FileNotFoundError as exc:
             raise ConfigError("model", str(exc)) from exc
     if "/" in name or name.startswith((".", "~")):
@@ -59,7 +62,9 @@ def load_model(
         from treegrpo.models.local import load_local_model
 
         try:
-            return load_local_model(folder, torch_device, torch_dtype, size, guidance)
+            return load_local_model(
+                folder, torch_device, torch_dtype, size, guidance, empty_denoiser
+            )
         except ConfigError:
             raise
         except ValueError as exc:  # the loader names the folder and what it expected
@@ -73,10 +78,14 @@ def load_model(
 
 
 def load_model_for(
-    config: RunConfig, device: str | None = None, model: str | None = None
+    config: RunConfig,
+    device: str | None = None,
+    model: str | None = None,
+    empty_denoiser: bool = False,
 ) -> ModelAdapter:
     """The adapter of a run: `config.model` (or `model`) at the run's image size and guidance,
-    on `device` (default config.device) in config.dtype."""
+    on `device` (default config.device) in config.dtype. `empty_denoiser`: see `load_model`
+    (`sharding.loads_empty_denoiser` says which ranks of a run load it so)."""
     sampling = config.sampling
     return load_model(
         model or config.model,
@@ -84,4 +93,5 @@ def load_model_for(
         config.dtype,
         (sampling.height, sampling.width),
         sampling.guidance,
+        empty_denoiser=empty_denoiser,
     )

@@ -102,6 +102,7 @@ def load_sd15(
     dtype: torch.dtype,
     name: str,
     size: Size = (None, None),
+    empty: bool = False,
 ) -> SD15Adapter:
     """A StableDiffusionPipeline folder of an epsilon-prediction model: its CLIP text encoder,
     UNet and VAE, their widths checked against each other."""
@@ -124,7 +125,7 @@ def load_sd15(
             "the SD1.5 family here expects epsilon prediction"
         )
 
-    unet = load_denoiser(UNet2DConditionModel.from_pretrained, folder, "unet", device)
+    unet = load_denoiser(UNet2DConditionModel, folder, "unet", device, empty)
     tokenizer = load_tokenizer(folder, "tokenizer")
     text_encoder = load_frozen(CLIPTextModel.from_pretrained, folder, "text_encoder", dtype, device)
     vae = load_frozen(AutoencoderKL.from_pretrained, folder, "vae", dtype, device)

@@ -134,6 +134,7 @@ def load_sd3(
     dtype: torch.dtype,
     name: str,
     size: Size = (None, None),
+    empty: bool = False,
 ) -> SD3StyleAdapter:
     """A StableDiffusion3Pipeline folder: CLIP-L, CLIP-G and (optional) T5 encoders, the MMDiT
     transformer and the VAE, their sizes and widths checked against each other."""
@@ -157,9 +158,7 @@ def load_sd3(
     )
     height, width = height // scale, width // scale
 
-    transformer = load_denoiser(
-        SD3Transformer2DModel.from_pretrained, folder, "transformer", device
-    )
+    transformer = load_denoiser(SD3Transformer2DModel, folder, "transformer", device, empty)
     clip_l = (
         load_tokenizer(folder, "tokenizer"),
         load_frozen(

@@ -72,7 +72,9 @@ class TinyDenoiser(nn.Module):
 
 
 class TinyAdapter(ModelAdapter):
-    """Random-init, deterministic for a given seed. `width` and `image_size` scale the compute."""
+    """Random-init, deterministic for a given seed. `width` and `image_size` scale the compute.
+    `empty`: the denoiser on the meta device, for a sharded run's ranks > 0 (rank 0's weights
+    are broadcast into the shards, `sharding.fill_shards`)."""
 
     def __init__(
         self,
@@ -84,12 +86,17 @@ class TinyAdapter(ModelAdapter):
         width: int = 32,
         blocks: int = 2,
         seed: int = 0,
+        empty: bool = False,
     ) -> None:
         self.family = family
         self.name = "tiny-random" if family == "flow" else "tiny-random-ddim"
         self.latent_shape = (channels, image_size, image_size)
         self.device = torch.device(device)
         self.dtype = dtype
+        if empty:
+            with torch.device("meta"):
+                self.denoiser = TinyDenoiser(channels, width, blocks).to(dtype=dtype)
+            return
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.denoiser = TinyDenoiser(channels, width, blocks)
