@@ -61,6 +61,7 @@ from treegrpo.sharding import (
     shard_denoiser,
     sharding_active,
 )
+from treegrpo.text_encoders import use_text_encoders
 from treegrpo.update import ppo_update
 
 # Galleries cycle their prompts (each time with new noise) up to this many images, so the eval
@@ -118,6 +119,7 @@ class Trainer:
         self.eval_prompts = eval_prompts(config)
         repeats = -(-GALLERY_MIN_IMAGES // len(self.eval_prompts))
         self.gallery_prompts = self.eval_prompts * repeats
+        use_text_encoders(adapter, config.train.text_encoders)
         if config.train.lora_rank:
             adapter.enable_lora(
                 config.train.lora_rank, seed=stream_seed(config.seed, 0, LORA_INIT_STREAM)

@@ -34,6 +34,7 @@ KLForm = Literal["flowgrpo", "exact"]
 LossAggregation = Literal["sum", "mean"]
 WeightsDtype = Literal["float32", "bfloat16"]
 Sharding = Literal["none", "fsdp"]
+TextEncoders = Literal["device", "offload", "cache"]
 
 FLOW_SDES: tuple[str, ...] = get_args(FlowSDEName)
 GRIDS: tuple[str, ...] = get_args(GridName)
@@ -43,6 +44,7 @@ KL_FORMS: tuple[str, ...] = get_args(KLForm)
 LOSS_AGGREGATIONS: tuple[str, ...] = get_args(LossAggregation)
 WEIGHTS_DTYPES: tuple[str, ...] = get_args(WeightsDtype)
 SHARDINGS: tuple[str, ...] = get_args(Sharding)
+TEXT_ENCODER_PLACEMENTS: tuple[str, ...] = get_args(TextEncoders)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,13 @@ class TrainConfig(Section):
         "compute in dtype; DCP checkpoints).",
         Choice(SHARDINGS),
         note="fsdp needs weights_dtype float32",
+    )
+    text_encoders: TextEncoders = setting(
+        "device",
+        "Where the frozen text encoders live between prompt encodings: device, offload "
+        "(host memory, on the device only while encoding) or cache (offload, and each "
+        "distinct prompt encoded once).",
+        Choice(TEXT_ENCODER_PLACEMENTS),
     )
     fused_adamw: bool | None = setting(
         None, "torch's fused AdamW kernel; null = on CUDA devices.", Nullable(Bool())
