@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_diffusers import run_config, save_sd3
 
 from treegrpo.config import RunConfig, resolve_config
@@ -114,3 +115,24 @@ def test_rank_1_loads_nothing_and_gets_rank_0s_sd3_with_the_same_lora(tmp_path: 
     lines = _launch_ranks(config, tmp_path)
     trained = {line[4] for line in lines}
     assert len(trained) == 1 and int(trained.pop()) > 0
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "tiny-random-ddim", "digits", "digits-ddim"])
+def test_every_built_in_model_loads_an_empty_denoiser(name: str) -> None:
+    """What ranks > 0 of a sharded run load: the architecture, no storage, nothing read; the
+    rest of the adapter (text encoder, schedule) is whole."""
+    from treegrpo.models.registry import load_model
+
+    full = load_model(name, "cpu")
+    empty = load_model(name, "cpu", empty_denoiser=True)
+    shapes = [(n, p.shape, p.dtype) for n, p in full.denoiser.named_parameters()]
+    assert [(n, p.shape, p.dtype) for n, p in empty.denoiser.named_parameters()] == shapes
+    assert all(p.is_meta for p in empty.denoiser.parameters())
+    assert not any(p.is_meta for p in full.denoiser.parameters())
+    prompts = ["a cat", "a dog"]
+    for a, b in zip(
+        full.encode_prompts(prompts).tensors.values(),
+        empty.encode_prompts(prompts).tensors.values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
