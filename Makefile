@@ -43,7 +43,7 @@ system-deps:
 	fi
 
 test: install system-deps lint
-	$(BIN)/python -m pytest -n 2 -m "not gpu"
+	$(BIN)/python -m pytest -n 2 -m "not gpu" --durations=25
 
 format: install
 	$(BIN)/ruff check --fix .
