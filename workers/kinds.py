@@ -86,6 +86,7 @@ def run_train(ctx: JobContext) -> str:
     )
     from treegrpo.models.registry import load_model_for, resolve_device
     from treegrpo.rewards.registry import load_run_rewards
+    from treegrpo.sharding import loads_empty_denoiser
     from treegrpo.trackers import make_trackers, tracker_folders
     from treegrpo.trainer import Trainer
 
@@ -110,7 +111,9 @@ def run_train(ctx: JobContext) -> str:
         ctx.log.write(f"loading model {config.model} on {where}")
     init_process_group(ranks, device)
     try:
-        adapter = load_model_for(config, str(device))
+        # As `treegrpo train`: only rank 0 of a sharded job reads the denoiser's weights.
+        empty = loads_empty_denoiser(config.train, ranks)
+        adapter = load_model_for(config, str(device), empty_denoiser=empty)
         rewards = load_run_rewards(config, adapter.device, resolve_secret)
         recorder = JobRecorder(ctx)
         # Trackers write into the job's folder of the store (tensorboard/, wandb/, mlruns/).
