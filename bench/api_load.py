@@ -201,6 +201,9 @@ class Server:
                 "TREEGRPO_DATABASE_URL": url,
                 "TREEGRPO_DATA_DIR": str(data_dir),
                 "TREEGRPO_ARTIFACT_DIR": str(data_dir / "artifacts"),
+                # One key submits every POST of the run: the per-key quota of queued jobs would
+                # answer 429 past 100 and the bench would time refusals, not submissions.
+                "TREEGRPO_MAX_QUEUED_PER_KEY": "0",
                 "GRADIO_ANALYTICS_ENABLED": "False",
                 "HF_HUB_OFFLINE": "1",
             }
