@@ -12,10 +12,18 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from treegrpo.algorithms import resolve_for_model
+from treegrpo.callbacks import Callback, SampleBatch
 from treegrpo.cli import main
 from treegrpo.config import ConfigError, RunConfig, resolve_config
 from treegrpo.ema import EMA_FILE, WeightsEMA, ema_decay
+from treegrpo.evaluate import sample_and_score
+from treegrpo.models.tiny import TinyAdapter
 from treegrpo.policy import has_ema, load_policy
+from treegrpo.rewards.registry import load_rewards
+from treegrpo.scoring import Scorer
+from treegrpo.seeds import GALLERY_NOISE_STREAM, stream_seed
+from treegrpo.trainer import Trainer
 
 
 def test_the_decay_warms_up_and_is_capped() -> None:
@@ -97,3 +105,44 @@ def test_without_ema_nothing_is_kept(tmp_path: Path) -> None:
     assert main(["train", "--preset", "tiny-treegrpo", "--quiet", "--out", str(out)]) == 0
     assert not has_ema(_last_checkpoint(out))
     assert resolve_config("tiny-treegrpo").train.ema is False
+
+
+class _Galleries(Callback):
+    def __init__(self) -> None:
+        self.batches: list[SampleBatch] = []
+
+    def on_samples(self, batch: SampleBatch) -> None:
+        self.batches.append(batch)
+
+
+def test_galleries_sample_with_the_ema_weights(tmp_path: Path) -> None:
+    config = resolve_config(
+        "tiny-treegrpo",
+        {"train.ema": True, "train.ema_every": 1, "train.ema_decay": 0.5, "sample_every": 0},
+    )
+    galleries = _Galleries()
+    trainer = Trainer(
+        config,
+        TinyAdapter("flow"),
+        load_rewards(config.reward_weights),
+        callbacks=[galleries],
+        checkpoint_root=tmp_path,
+    )
+    assert trainer.run() == "completed"
+    (final,) = galleries.batches  # the final epoch's gallery
+    checkpoint = tmp_path / f"epoch-{config.epochs:06d}"
+    trained = trainer.adapter.denoiser.state_dict()
+    # The gallery is what the EMA weights draw from the gallery noise, not the trained weights.
+    for ema in (True, False):
+        policy = load_policy(config, checkpoint, ema=ema)
+        resolved, schedule = resolve_for_model(config, policy)
+        generator = torch.Generator().manual_seed(stream_seed(config.seed, 0, GALLERY_NOISE_STREAM))
+        initial = torch.randn((len(final.prompts), *policy.latent_shape), generator=generator)
+        scorer = Scorer(policy.decode, load_rewards(config.reward_weights), config.reward_weights)
+        images, _ = sample_and_score(
+            policy, schedule, scorer, final.prompts, initial, resolved.sampling.resolved_cfg_scale
+        )
+        assert torch.equal(images, final.images) is ema
+    # ...and the trainer's own weights came back after the gallery.
+    for name, value in load_file(str(checkpoint / "model.safetensors")).items():
+        assert torch.equal(trained[name], value), name
