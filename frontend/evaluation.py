@@ -6,6 +6,8 @@ The worker writes each row as metric points (workers/kinds.py `table_metrics`): 
 step, `evaluation/row`, `evaluation/job` (0 = the base model), `evaluation/epoch`,
 `evaluation/ema`, `evaluation/confidence` and `evaluation/<reward>/{mean,std,n,low,high}`. This
 module reads them back over HTTP and draws the table; a timer redraws it while the job runs.
+A train job with a checkpoint gets a button that creates that comparison (its checkpoint against
+the base model, with its own eval settings).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from typing import Any
 import gradio as gr
 
 from frontend import render
-from frontend.client import ApiClient, ApiError
+from frontend.client import ApiClient, ApiError, Job
 from frontend.shared import QUIET, Shared, as_int
 
 PREFIX = "evaluation/"
 STATS = ("mean", "std", "n", "low", "high")
 TICK_SECONDS = 3.0
 ACTIVE = ("queued", "running", "cancelling")
+NAME_CHARS = 200  # a job name's limit (the API's)
 
 
 @dataclass(frozen=True)
@@ -174,37 +177,88 @@ def table_html(table: Table | None, status: str = "") -> str:
     )
 
 
-def evaluation_update(client: ApiClient, job_id: int | None) -> tuple[EvalView, Any]:
-    """The view and the HTML update for the picked job: its table if it is an evaluate job,
-    hidden otherwise."""
-    hidden = (EvalView(), gr.update(value="", visible=False))
+def comparison_body(job: Job) -> dict[str, Any]:
+    """POST /jobs body of an evaluate job that sets a train job's latest checkpoint against the
+    base model, with that job's own config (its eval_prompts and eval.* settings)."""
+    name = f"{job.name or f'job #{job.id}'} vs the base model"
+    return {
+        "kind": "evaluate",
+        "name": name[:NAME_CHARS],
+        "config": job.config,
+        "params": {"models": [{}, {"job_id": job.id}]},
+    }
+
+
+def start_comparison(client: ApiClient, job_id: int | None) -> tuple[Any, str]:
+    """Create the comparison of `job_id` (a train job with a checkpoint); (the new job's id to
+    show, or a skip, and a notice)."""
+    if job_id is None:
+        return gr.skip(), render.notice("Pick a training job first.", "warn")
+    try:
+        job = client.get_job(job_id)
+        if job.kind != "train" or not job.checkpoint_path:
+            return gr.skip(), render.notice(
+                f"Job #{job_id} has no checkpoint to evaluate yet.", "warn"
+            )
+        created = client._json("POST", "/jobs", body=comparison_body(job), mutating=True)
+    except ApiError as exc:
+        return gr.skip(), render.notice(exc.message, "warn" if exc.status == 401 else "error")
+    new_id = int(created["id"])
+    text = f"Created evaluate job #{new_id}: job #{job_id}'s checkpoint against the base model."
+    return new_id, render.notice(text)
+
+
+def evaluation_update(client: ApiClient, job_id: int | None) -> tuple[EvalView, Any, Any]:
+    """The view, the HTML update and the comparison button's for the picked job: the table of
+    an evaluate job; the button for a train job with a checkpoint; neither otherwise."""
+    hidden = (EvalView(), gr.update(value="", visible=False), gr.update(visible=False))
     if job_id is None:
         return hidden
     try:
         job = client.get_job(job_id)
+        if job.kind == "train":
+            shown = gr.update(visible=bool(job.checkpoint_path))
+            return EvalView(), gr.update(value="", visible=False), shown
         if job.kind != "evaluate":
             return hidden
         table = fetch_table(client, job_id)
     except ApiError as exc:
-        return EvalView(), gr.update(value=render.notice(exc.message, "error"), visible=True)
+        notice = render.notice(exc.message, "error")
+        return EvalView(), gr.update(value=notice, visible=True), gr.update(visible=False)
     html = "<h4>Evaluation</h4>" + table_html(table, job.status)
     view = EvalView(job_id, job.status not in ACTIVE, len(table.rows) if table else 0)
-    return view, gr.update(value=html, visible=True)
+    return view, gr.update(value=html, visible=True), gr.update(visible=False)
 
 
 def build(sh: Shared, demo: gr.Blocks) -> None:
-    """The table's place in the Run tab, wired to the picked job; redrawn while it runs."""
+    """The table's place in the Run tab, wired to the picked job (redrawn while it runs), and
+    a train job's button that evaluates its checkpoint against the base model."""
     view = gr.State(EvalView())
     html = gr.HTML(visible=False, elem_id="tg-evaluation")
+    with gr.Row():
+        compare = gr.Button(
+            "Evaluate against the base model",
+            visible=False,
+            size="sm",
+            scale=0,
+            min_width=260,
+            elem_id="tg-evaluate-base",
+        )
+        message = gr.HTML(elem_id="tg-evaluate-msg")
 
-    def show(job_id: Any, key: str | None, request: gr.Request) -> tuple[Any, Any]:
+    def show(job_id: Any, key: str | None, request: gr.Request) -> tuple[Any, Any, Any]:
         return evaluation_update(sh.ctx.client(request, key), as_int(job_id))
 
-    def tick(state: EvalView, key: str | None, request: gr.Request) -> tuple[Any, Any]:
+    def tick(state: EvalView, key: str | None, request: gr.Request) -> tuple[Any, Any, Any]:
         if state.job_id is None or state.final:
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         return evaluation_update(sh.ctx.client(request, key), state.job_id)
 
-    sh.job.change(show, [sh.job, sh.key], [view, html])
-    demo.load(show, [sh.job, sh.key], [view, html])
-    gr.Timer(TICK_SECONDS).tick(tick, [view, sh.key], [view, html], **QUIET)
+    def on_compare(job_id: Any, key: str | None, request: gr.Request) -> tuple[Any, str]:
+        return start_comparison(sh.ctx.client(request, key), as_int(job_id))
+
+    outputs = [view, html, compare]
+    sh.job.change(show, [sh.job, sh.key], outputs)
+    demo.load(show, [sh.job, sh.key], outputs)
+    gr.Timer(TICK_SECONDS).tick(tick, [view, sh.key], outputs, **QUIET)
+    compare.click(on_compare, [sh.job, sh.key], [sh.job, message])

@@ -1,9 +1,11 @@
 """An evaluate job's table in the dashboard, in Debian's Chromium against the real stack (as
-test_ui_browser.py): a short digits run with an EMA makes a checkpoint; an evaluate job with the
-eval-digits preset compares the base model with it on held-out prompts, scored by three eval
-rewards (digit_judge, boldness, contrast) apart from the training reward. The Run tab shows its
-table, models x rewards with mean ± interval, whose numbers are the API's. The screenshot goes
-to docs/images/dashboard-evaluation.png (and tests/frontend/artifacts/).
+test_ui_browser.py): a short digits run with an EMA, whose config names three eval rewards
+(digit_judge, boldness, contrast) apart from its training reward, makes a checkpoint; the Run
+tab's "Evaluate against the base model" creates the evaluate job, which compares the base model
+with that checkpoint on held-out prompts; the Run tab then shows its table, models x rewards with
+mean ± interval, whose numbers are the API's. The same comparison made through the API with the
+eval-digits preset has the same numbers (the same fixed noises). The screenshot goes to
+docs/images/dashboard-evaluation.png (and tests/frontend/artifacts/).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ pytestmark = [
 DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard-evaluation.png"
 EVAL_REWARDS = ["boldness", "contrast", "digit_judge"]
 # Small enough for a 2-core machine: 4 epochs of one 4-leaf tree over 6 steps, an EMA of every
-# optimizer step, one checkpoint at the end.
+# optimizer step, one checkpoint at the end; its evaluation: 10 held-out prompts x 2 images.
 TRAIN = {
     "epochs": 4,
     "prompts_per_epoch": 1,
@@ -40,6 +42,9 @@ TRAIN = {
     "checkpoint_every": 0,
     "train.ema": True,
     "train.ema_every": 1,
+    "eval_prompts": "digits-heldout",
+    "eval.rewards": {"digit_judge": 1.0, "boldness": 1.0, "contrast": 1.0},
+    "eval.images_per_prompt": 2,
 }
 
 
@@ -59,6 +64,17 @@ def _create(stack: Stack, body: dict[str, Any]) -> int:
         return int(answer.json()["id"])
 
 
+def _means(stack: Stack, job_id: int) -> dict[tuple[int, str], float]:
+    """(row, reward) -> mean, as the API serves the evaluate job's metric points."""
+    with stack.api() as api:
+        points = api.get(f"/jobs/{job_id}/metrics").json()["data"]
+    return {
+        (p["step"], p["name"].split("/")[1]): p["value"]
+        for p in points
+        if p["name"].startswith("evaluation/") and p["name"].endswith("/mean")
+    }
+
+
 def test_ui_evaluation_table(stack: Stack) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -67,24 +83,18 @@ def test_ui_evaluation_table(stack: Stack) -> None:
         {"kind": "train", "name": "short digits run", "preset": "digits-treegrpo", "config": TRAIN},
     )
     stack.wait_job(trained, {"succeeded"}, timeout=400)
-    evaluated = _create(
+    by_api = _create(
         stack,
         {
             "kind": "evaluate",
-            "name": "base vs checkpoint",
+            "name": "base vs checkpoint (API)",
             "preset": "eval-digits",
             "config": {"sampling.steps": 6, "eval.images_per_prompt": 2},
             "params": {"models": [{}, {"job_id": trained}]},
         },
     )
-    stack.wait_job(evaluated, {"succeeded"}, timeout=400)
-    with stack.api() as api:
-        points = api.get(f"/jobs/{evaluated}/metrics").json()["data"]
-    expected = {
-        (p["step"], p["name"].split("/")[1]): p["value"]
-        for p in points
-        if p["name"].startswith("evaluation/") and p["name"].endswith("/mean")
-    }
+    stack.wait_job(by_api, {"succeeded"}, timeout=400)
+    expected = _means(stack, by_api)
     assert {reward for _, reward in expected} == set(EVAL_REWARDS)
 
     with sync_playwright() as pw:
@@ -94,7 +104,7 @@ def test_ui_evaluation_table(stack: Stack) -> None:
             page.set_default_timeout(20_000)
             b = Browser(page, stack)
             try:
-                _story(b, evaluated, trained, expected)
+                _story(b, trained, expected)
             except BaseException:
                 b.shot("evaluation-failure")
                 print(stack.logs())
@@ -104,15 +114,22 @@ def test_ui_evaluation_table(stack: Stack) -> None:
             browser.close()
 
 
-def _story(
-    b: Browser, evaluated: int, trained: int, expected: dict[tuple[int, str], float]
-) -> None:
-    page = b.page
-    page.goto(b.stack.ui)
-    b.wait_text("#tg-jobs", "base vs checkpoint", timeout=30)
-    page.locator(f"#tg-jobs tr[data-job-id='{evaluated}']").dblclick()
-    b.wait_text("#tg-run-header", "succeeded")
-    b.wait_text("#tg-evaluation", "Evaluation")
+def _story(b: Browser, trained: int, expected: dict[tuple[int, str], float]) -> None:
+    page, stack = b.page, b.stack
+    page.goto(stack.ui)
+    b.wait_text("#tg-jobs", "short digits run", timeout=30)
+    b.set_key(stack.key)
+    # The train job's Run tab offers the comparison; clicking it creates and opens the job.
+    page.locator(f"#tg-jobs tr[data-job-id='{trained}']").dblclick()
+    b.wait_text("#tg-run-header", "short digits run")
+    page.locator("#tg-evaluate-base").click()
+    created = b.wait_text("#tg-evaluate-msg", r"Created evaluate job #\d+")
+    evaluated = int(re.search(r"#(\d+)", created).group(1))  # type: ignore[union-attr]
+    b.wait_text("#tg-run-header", "vs the base model")
+    stack.wait_job(evaluated, {"succeeded"}, timeout=400)
+    b.wait_text("#tg-evaluation", "base model", timeout=30)
+    assert _means(stack, evaluated) == expected  # the API's job: the same fixed noises
+
     table = page.locator("#tg-evaluation-table")
     headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
     assert headers[0] == "model" and sorted(headers[1:]) == EVAL_REWARDS
@@ -129,6 +146,8 @@ def _story(
             assert re.fullmatch(r"-?\d+\.\d{4} ± \d+\.\d{4}", cell.inner_text().strip())
     caption = table.locator("caption").inner_text()
     assert "95% Student t interval over 10 held-out prompts" in caption
+    assert not page.locator("#tg-evaluate-base").is_visible()  # not offered on an evaluate job
+
     # A training job shows no evaluation table.
     b.tab("Runs")
     page.locator(f"#tg-jobs tr[data-job-id='{trained}']").dblclick()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from frontend.evaluation import parse_table, table_html
+from ui_factories import job_json
+
+from frontend.client import Job
+from frontend.evaluation import comparison_body, parse_table, table_html
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -54,3 +57,12 @@ def test_reward_names_are_escaped() -> None:
     assert table is not None
     html = table_html(table)
     assert XSS not in html and "&lt;img src=x" in html
+
+
+def test_the_comparison_of_a_train_job_is_its_checkpoint_against_the_base_model() -> None:
+    job = Job.from_json(job_json(id=12, name="x" * 200, config={"eval": {"steps": 40}}))
+    body = comparison_body(job)
+    assert body["kind"] == "evaluate"
+    assert body["params"] == {"models": [{}, {"job_id": 12}]}
+    assert body["config"] == {"eval": {"steps": 40}}  # the run's own eval settings
+    assert len(body["name"]) == 200 and body["name"].startswith("x")
