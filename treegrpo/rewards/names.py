@@ -12,4 +12,5 @@ REWARD_NAMES: tuple[str, ...] = (
     "aesthetic",
     "hps",
     "remote",
+    "ocr",
 )
