@@ -13,4 +13,5 @@ REWARD_NAMES: tuple[str, ...] = (
     "hps",
     "remote",
     "ocr",
+    "vlm_judge",
 )
