@@ -14,4 +14,5 @@ REWARD_NAMES: tuple[str, ...] = (
     "remote",
     "ocr",
     "vlm_judge",
+    "imagereward",
 )
