@@ -15,4 +15,5 @@ REWARD_NAMES: tuple[str, ...] = (
     "ocr",
     "vlm_judge",
     "imagereward",
+    "geneval",
 )

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from treegrpo.config import ConfigError, RunConfig
-from treegrpo.rewards import clip, digits, imagereward, jpeg, ocr, remote, vlm_judge
+from treegrpo.rewards import clip, digits, geneval, imagereward, jpeg, ocr, remote, vlm_judge
 from treegrpo.rewards.names import REWARD_NAMES
 from treegrpo.rewards.pixels import brightness, contrast
 from treegrpo.secrets import Resolver, resolve_options
@@ -69,6 +69,7 @@ REWARDS: dict[str, RewardFactory] = {
     "ocr": without_metadata(ocr.ocr_factory),
     "vlm_judge": without_metadata(vlm_judge.vlm_judge_factory),
     "imagereward": without_metadata(imagereward.imagereward_factory),
+    "geneval": without_metadata(geneval.geneval_factory),
 }
 
 assert set(REWARDS) == set(REWARD_NAMES), "rewards/names.py must list exactly the registry"
