@@ -74,8 +74,9 @@ def detector_input(image: Tensor, size: int, max_size: int) -> tuple[Tensor, tup
     """(3, H, W) in [0, 1] -> (3, h, w) resized so min(h, w) = size, max(h, w) <= max_size
     (keep ratio, bilinear), and (h, w). Normalising and padding come after."""
     height, width = image.shape[-2:]
+    # mmcv's imrescale: one factor for both sides, each rounded half up.
     scale = min(size / min(height, width), max_size / max(height, width))
-    new = (round(height * scale), round(width * scale))
+    new = (int(height * scale + 0.5), int(width * scale + 0.5))
     if new != (height, width):
         image = F.interpolate(image[None], size=new, mode="bilinear", align_corners=False)[0]
     return image.clamp(0, 1), new

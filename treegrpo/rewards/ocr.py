@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from treegrpo import file_roots
 from treegrpo.config import ConfigError, _float, _int, _text
 from treegrpo.rewards.clip import _check_keys
 from treegrpo.rewards.jpeg import to_pil_images
@@ -101,7 +102,9 @@ def ocr_score(target: str, recognised: str) -> float:
 def _model_file(field: str, value: Any) -> str | None:
     if value is None:
         return None
-    file = Path(_text(field, value, max_chars=2048)).expanduser()
+    text = _text(field, value, max_chars=2048)
+    roots = file_roots.installed()  # a studio worker's file rule, if any
+    file = Path(text).expanduser() if roots is None else file_roots.within_roots(field, text, roots)
     if not file.is_file():
         raise ConfigError(field, f"no such file: {file}")
     return str(file)

@@ -85,3 +85,16 @@ def test_bad_options_name_their_field(tmp_path) -> None:
         ocr.ocr_factory(torch.device("cpu"), {"rec_model_path": str(tmp_path / "none.onnx")})
     with pytest.raises(ConfigError, match=r"reward_options\.ocr\.text_score"):
         ocr.ocr_factory(torch.device("cpu"), {"text_score": 2})
+
+
+def test_model_files_outside_a_workers_roots_are_refused(tmp_path) -> None:
+    from treegrpo import file_roots
+
+    outside = tmp_path / "rec.onnx"
+    outside.write_bytes(b"onnx")
+    file_roots.install([tmp_path / "models"])
+    try:
+        with pytest.raises(ConfigError, match=r"reward_options\.ocr\.rec_model_path"):
+            ocr.ocr_factory(torch.device("cpu"), {"rec_model_path": str(outside)})
+    finally:
+        file_roots.install(None)
