@@ -153,11 +153,18 @@ def _mask2former(
 
 
 def _stats(folder: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The folder's image_mean / image_std (on a 0-1 scale), else ImageNet's."""
     try:
         config = json.loads((folder / "preprocessor_config.json").read_text())
-        return tuple(config["image_mean"]), tuple(config["image_std"])
+        mean = tuple(float(v) for v in config["image_mean"])
+        std = tuple(float(v) for v in config["image_std"])
     except (OSError, ValueError, KeyError, TypeError):
         return IMAGENET_MEAN, IMAGENET_STD
+    if len(mean) != 3 or len(std) != 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    if max(mean) > 1:  # given on the 0-255 scale, as mmdet's config writes them
+        mean, std = tuple(v / 255 for v in mean), tuple(v / 255 for v in std)
+    return mean, std
 
 
 class ColourClassifier:

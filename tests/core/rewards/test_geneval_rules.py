@@ -3,6 +3,7 @@ detector post-processing and colour crops on hand-made tensors."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -221,3 +222,25 @@ def test_colour_crops_are_the_mask_on_grey_cut_to_the_box() -> None:
     assert classify(image, [with_mask], "car") == ["red"]
     assert classify(image, [Detection(box=(0, 0, 12, 12), score=1.0)], "car") == ["blue"]
     assert classify.weights("car").shape == (10, 3)
+
+
+def test_detector_normalisation_from_the_folder(tmp_path) -> None:
+    assert geneval._stats(tmp_path) == (geneval.IMAGENET_MEAN, geneval.IMAGENET_STD)
+    # mmdet's config writes them on the 0-255 scale: 123.675 / 255 = 0.485, 58.395 / 255 = 0.229.
+    config = {"image_mean": [123.675, 116.28, 103.53], "image_std": [58.395, 57.12, 57.375]}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(config))
+    mean, std = geneval._stats(tmp_path)
+    assert mean == pytest.approx(geneval.IMAGENET_MEAN, abs=1e-6)
+    assert std == pytest.approx(geneval.IMAGENET_STD, abs=1e-3)
+
+
+def test_detector_input_rescales_as_mmcv() -> None:
+    # 512 x 512 -> 800 x 800; 480 x 640 -> shortest 800 (x 1.667): 800 x 1067 (1066.67 rounded up);
+    # 200 x 1000 -> 800 / 200 = 4 would make 4000 wide: capped by 1333 / 1000 -> 267 x 1333.
+    for shape, expected in (
+        ((512, 512), (800, 800)),
+        ((480, 640), (800, 1067)),
+        ((200, 1000), (267, 1333)),
+    ):
+        image, size = geneval.detector_input(torch.rand(3, *shape), 800, 1333)
+        assert size == expected and tuple(image.shape[-2:]) == expected
