@@ -68,6 +68,12 @@ def test_the_real_engine_reads_rendered_text(reward: ocr.MetadataRewardFn) -> No
     assert scores.tolist() == pytest.approx([1.0, 0.5, 0.0])
 
 
+def test_text_score_reaches_the_engine() -> None:
+    # Every line is read with confidence < 1: a threshold of 1 drops them all, so nothing is read.
+    strict = ocr.ocr_factory(torch.device("cpu"), {"text_score": 1})
+    assert strict(_rendered("Hello World")[None], ['"Hello World"'], [{}]).tolist() == [0.0]
+
+
 def test_metadata_text_and_the_registry_entry(reward: ocr.MetadataRewardFn) -> None:
     image = _rendered("SALE")[None]  # (1, 3, 128, 320)
     assert reward(image, ["a shop window"], [{"text": "sale"}]).tolist() == [1.0]
