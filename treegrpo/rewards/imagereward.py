@@ -179,8 +179,9 @@ def _text_config(field: str, med: Mapping[str, Any], encoder_width: int) -> Any:
 
 
 def _load_part(field: str, model: torch.nn.Module, state: Mapping[str, Tensor], part: str) -> None:
-    """Load `state` into `model`, every parameter found and no weight left over."""
-    result = model.load_state_dict(dict(state), strict=False)
+    """Load `state` into `model` (built on the meta device: no random init of ~470 M weights),
+    every parameter found and no weight left over."""
+    result = model.load_state_dict(dict(state), strict=False, assign=True)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing or result.unexpected_keys:
         raise ConfigError(
@@ -189,6 +190,13 @@ def _load_part(field: str, model: torch.nn.Module, state: Mapping[str, Tensor], 
             f"{len(missing)} weights missing (e.g. {sorted(missing)[:3]}), "
             f"{len(result.unexpected_keys)} unexpected (e.g. {sorted(result.unexpected_keys)[:3]})",
         )
+    for name, buffer in list(model.named_buffers()):
+        if buffer.is_meta:  # non-persistent buffers: only BERT's position ids, 0 .. max - 1
+            if not name.endswith("position_ids"):
+                raise ConfigError(field, f"the {part} has no value for its buffer {name}")
+            owner = model.get_submodule(name.rpartition(".")[0])
+            positions = torch.arange(buffer.shape[-1]).expand(buffer.shape)
+            owner.register_buffer("position_ids", positions, persistent=False)
 
 
 def _tokenizer(field: str, folder: Path) -> Any:
@@ -245,8 +253,9 @@ def imagereward_factory(device: torch.device, options: Mapping[str, Any]) -> Met
     vision_state, text_state, head_state = split_checkpoint(field, state)
     vision_config = _vision_config(field, vision_state)
     text_config = _text_config(field, med, vision_config.hidden_size)
-    vision = BlipVisionModel(vision_config)
-    text = BlipTextModel(text_config, add_pooling_layer=False)
+    with torch.device("meta"):  # every weight comes from the checkpoint
+        vision = BlipVisionModel(vision_config)
+        text = BlipTextModel(text_config, add_pooling_layer=False)
     _load_part(field, vision, vision_state, "visual encoder (blip.visual_encoder)")
     _load_part(field, text, text_state, "text encoder (blip.text_encoder)")
     head = [
