@@ -19,12 +19,13 @@ export GRADIO_ANALYTICS_ENABLED := False
 
 install: $(STAMP)
 
-# Creates .venv (or reuses an existing one) and installs the project editable with its dev extra
-# and the experiment trackers (their tests read TensorBoard and MLflow files back).
+# Creates .venv (or reuses an existing one) and installs the project editable with its dev extra,
+# the experiment trackers (their tests read TensorBoard and MLflow files back) and the OCR reward
+# (its test reads rendered text with the real engine).
 # Re-runs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev,trackers]"
+	$(BIN)/python -m pip install -e ".[dev,trackers,ocr]"
 	@touch $@
 
 lint: install

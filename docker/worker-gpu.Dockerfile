@@ -33,7 +33,7 @@ COPY rewardserve rewardserve
 COPY alembic.ini ./
 COPY migrations migrations
 # With the experiment trackers (TensorBoard, W&B offline, MLflow): optional extras.
-RUN pip install -e ".[trackers]"
+RUN pip install -e ".[trackers,ocr]"
 
 RUN useradd --create-home --uid 1001 treegrpo && mkdir -p /data && chown treegrpo /data
 USER treegrpo

@@ -32,9 +32,9 @@ Evaluation presets (`eval-*`, for evaluate jobs: `eval.*` settings, held-out pro
 - `eval-flowgrpo-ocr`, `eval-flowgrpo-geneval`, `eval-flowgrpo-pickscore`: Flow-GRPO's three
   tasks as its scripts/train_sd3.py `eval` runs them (the whole test split, 40 steps, CFG 4.5,
   512 x 512, one image per prompt; config/grpo.py).
-The last four name their prompts by dataset id and rewards that arrive with the dataset and
-task-reward work; until this build can express them they are listed in PENDING_PRESETS with the
-reason, and asking for one says why (`preset_dict`).
+The last four name their prompts by dataset id (prompt datasets arrive with issue 25's dataset
+work); until this build can express them they are listed in PENDING_PRESETS with the reason,
+and asking for one says why (`preset_dict`).
 """
 
 from __future__ import annotations
@@ -249,7 +249,10 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
             },
             "reward_options": {
                 "hps": {"path": "./models/hps-v2.1-clip"},
-                "imagereward": {"path": "./models/ImageReward"},
+                "imagereward": {
+                    "path": "./models/ImageReward",
+                    "tokenizer_path": "./models/bert-base-uncased",
+                },
                 "aesthetic": {
                     "path": "./models/clip-vit-large-patch14",
                     "head": "./models/aesthetic/sac+logos+ava1-l14-linearMSE.pth",
@@ -272,6 +275,14 @@ EVAL_PRESETS: dict[str, dict[str, Any]] = {
         {
             "eval_prompts": {"dataset": "flowgrpo-geneval", "split": "test"},
             "eval": {**_FLOWGRPO_EVAL["eval"], "rewards": "geneval"},
+            # GenEval's strict rules for evaluation (exact counts), as Flow-GRPO's eval reports.
+            "reward_options": {
+                "geneval": {
+                    "path": "./models/mask2former-swin-small-coco-instance",
+                    "clip_path": "./models/clip-vit-large-patch14",
+                    "mode": "strict",
+                }
+            },
         },
     ),
     # Flow-GRPO dataset/pickscore/test.txt: 2,048 Pick-a-Pic prompts.

@@ -12,4 +12,8 @@ REWARD_NAMES: tuple[str, ...] = (
     "aesthetic",
     "hps",
     "remote",
+    "ocr",
+    "vlm_judge",
+    "imagereward",
+    "geneval",
 )

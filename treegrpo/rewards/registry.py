@@ -23,13 +23,36 @@ import torch
 from torch import Tensor
 
 from treegrpo.config import ConfigError, RunConfig
-from treegrpo.rewards import clip, digits, jpeg, remote
+from treegrpo.rewards import clip, digits, geneval, imagereward, jpeg, ocr, remote, vlm_judge
 from treegrpo.rewards.names import REWARD_NAMES
 from treegrpo.rewards.pixels import brightness, contrast
 from treegrpo.secrets import Resolver, resolve_options
 
 RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
 RewardFactory = Callable[[torch.device, Mapping[str, Any]], RewardFn]
+# The benchmark tasks' rewards take each image's metadata too (one dict per image).
+MetadataRewardFn = Callable[[Tensor, Sequence[str], Sequence[Mapping[str, Any]]], Tensor]
+MetadataRewardFactory = Callable[[torch.device, Mapping[str, Any]], MetadataRewardFn]
+
+
+def without_metadata(factory: MetadataRewardFactory) -> RewardFactory:
+    """A metadata-taking reward in today's two-argument registry: every image gets {}.
+
+    (Until prompts carry metadata, issue 25: then the registry passes each row's own.)"""
+
+    def build(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
+        fn = factory(device, options)
+
+        def score(images: Tensor, prompts: Sequence[str]) -> Tensor:
+            return fn(images, prompts, [{} for _ in prompts])
+
+        score.__name__ = getattr(fn, "__name__", "score")
+        if getattr(fn, "remote", False):
+            score.remote = True  # type: ignore[attr-defined]  # the trainer overlaps its scoring
+        return score
+
+    return build
+
 
 REWARDS: dict[str, RewardFactory] = {
     "brightness": lambda device, options: brightness,
@@ -43,6 +66,10 @@ REWARDS: dict[str, RewardFactory] = {
     "aesthetic": clip.aesthetic_factory,
     "hps": clip.hps_factory,
     "remote": remote.remote_factory,
+    "ocr": without_metadata(ocr.ocr_factory),
+    "vlm_judge": without_metadata(vlm_judge.vlm_judge_factory),
+    "imagereward": without_metadata(imagereward.imagereward_factory),
+    "geneval": without_metadata(geneval.geneval_factory),
 }
 
 assert set(REWARDS) == set(REWARD_NAMES), "rewards/names.py must list exactly the registry"
