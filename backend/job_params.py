@@ -7,8 +7,13 @@
   With `playground`, it instead samples N images of one prompt and seed from the base model and
   from the checkpoint, stored as two galleries (epoch 0 = base, epoch E = the checkpoint's) with
   every reward, for the dashboard's side-by-side Playground.
-- evaluate: ODE samples of the held-out prompts scored with every reward of the config, from the
-  policy of `source_job_id`'s checkpoint (or the base model).
+- evaluate: ODE samples of the held-out prompts with the config's eval settings (`eval.rewards`,
+  `eval.steps`, fixed noise per prompt from `eval.seed`), from the policy of `source_job_id`'s
+  checkpoint (or the base model), or from each of `models` in turn (the base model and any
+  checkpoints) for a table of models x rewards: each reward's mean, std and Student t interval
+  over the prompts. A checkpoint that keeps an EMA (train.ema) is sampled with its EMA weights
+  unless the model says `ema: false`. One model's gallery and metrics are at its epoch; with
+  several, model i's are at step i (the `evaluation/row` metric names the row).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MAX_TREES = 64
 MAX_PLAYGROUND_IMAGES = 16
 MAX_PROMPT_CHARS = 500
+MAX_EVAL_MODELS = 16
 # Ids and epochs are 32-bit integer columns.
 MAX_ID = 2**31 - 1
 
@@ -70,12 +76,51 @@ class SampleParams(BaseModel):
     playground: PlaygroundParams | None = None
 
 
+class EvaluateModel(BaseModel):
+    """One row of an evaluation: the base model, or a job's checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="the trained job; null = the base model"
+    )
+    epoch: int | None = Field(
+        default=None, ge=0, le=MAX_ID, description="its checkpoint; null = the latest"
+    )
+    ema: bool | None = Field(
+        default=None,
+        description="sample with the checkpoint's EMA weights; null = where it keeps them",
+    )
+
+
 class EvaluateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source_job_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     checkpoint_epoch: int | None = Field(default=None, ge=0, le=MAX_ID)
-    samples_per_prompt: int = Field(default=4, ge=1, le=64)
+    models: list[EvaluateModel] = Field(
+        default_factory=list,
+        max_length=MAX_EVAL_MODELS,
+        description="models to compare, in table order (instead of source_job_id)",
+    )
+    samples_per_prompt: int | None = Field(
+        default=None, ge=1, le=64, description="images per prompt; null = eval.images_per_prompt"
+    )
+    confidence: float = Field(
+        default=0.95, ge=0.5, le=0.999, description="of the Student t intervals"
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> EvaluateParams:
+        if self.models and (self.source_job_id is not None or self.checkpoint_epoch is not None):
+            raise ValueError("give either models or source_job_id (and checkpoint_epoch)")
+        return self
+
+    def rows(self) -> list[EvaluateModel]:
+        """The models of the table: `models`, else the one source (the base model without)."""
+        if self.models:
+            return list(self.models)
+        return [EvaluateModel(job_id=self.source_job_id, epoch=self.checkpoint_epoch)]
 
 
 PARAMS_BY_KIND: dict[str, type[BaseModel]] = {

@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from frontend import curves, render
+from frontend import curves, evaluation, render
 from frontend.charts import Series, line_chart_svg
 from frontend.client import API_PREFIX, ApiClient, ApiError, Job, Sample
 from frontend.nodes import nodes_html
@@ -324,6 +324,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         '<div class="tg-empty">Pick a job above, or click one in the Runs tab.</div>',
         elem_id="tg-run-header",
     )
+    evaluation.build(sh, demo)  # an evaluate job's table of models x rewards
     gr.Markdown("#### Reward")
     reward_html = gr.HTML(elem_id="tg-reward")
     gr.Markdown("#### Policy update")

@@ -6,11 +6,16 @@ stored differ, so the sampling itself is this one function.
 
     initial = torch.randn((len(prompts), *adapter.latent_shape), generator=generator)
     images, scores = sample_and_score(adapter, schedule, scorer, prompts, initial, cfg, max_batch)
+
+An evaluation (the evaluate job) follows Flow-GRPO's (scripts/train_sd3.py `eval`): the eval
+rewards (`eval.rewards`), more steps (`eval.steps`, RunConfig.eval_steps), fixed noises per prompt
+(`eval_noise`: prompt i's depend only on eval.seed and i) and, where `train.ema` is on, the EMA
+weights. Each reward's mean comes with a Student t interval over the prompts (`score_intervals`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -21,6 +26,8 @@ from treegrpo.prompts import resolve_prompts
 from treegrpo.rollout import sample_ode
 from treegrpo.schedules import Schedule
 from treegrpo.scoring import Scorer
+from treegrpo.seeds import eval_generator
+from treegrpo.statistics import MeanInterval, mean_interval
 
 # A run without eval_prompts evaluates on the first this many of its training prompts.
 EVAL_PROMPTS_DEFAULT = 8
@@ -54,3 +61,43 @@ def sample_and_score(
         max_batch,
     )
     return scorer.decode_and_score(latents, prompts)
+
+
+def eval_rows(prompts: Sequence[str], images_per_prompt: int) -> list[str]:
+    """One row per image: each prompt `images_per_prompt` times, prompt by prompt."""
+    return [prompt for prompt in prompts for _ in range(images_per_prompt)]
+
+
+def eval_noise(
+    eval_seed: int, prompts: int, images_per_prompt: int, latent_shape: Sequence[int]
+) -> Tensor:
+    """The initial noises of `eval_rows`: (prompts * images_per_prompt, *latent_shape), prompt
+    i's drawn from its own generator (seeds.eval_generator), so they do not change with the
+    run's seed, the number of prompts or a chunking of the evaluation."""
+    return torch.cat(
+        [
+            torch.randn((images_per_prompt, *latent_shape), generator=eval_generator(eval_seed, i))
+            for i in range(prompts)
+        ]
+    )  # (prompts * images_per_prompt, *latent_shape)
+
+
+def eval_schedule(adapter: ModelAdapter, config: RunConfig) -> Schedule:
+    """The ODE schedule of an evaluation: the eval steps (RunConfig.eval_steps) on the grid and
+    SDE of `config`, which must be resolved for the model (algorithms.resolve_for_model)."""
+    sampling = config.sampling
+    if sampling.sde is None:
+        raise ValueError("resolve the config for its model before building its eval schedule")
+    return adapter.make_schedule(config.eval_steps, sampling.grid, sampling.sde)
+
+
+def score_intervals(
+    scores: Mapping[str, Tensor], images_per_prompt: int, confidence: float = 0.95
+) -> dict[str, MeanInterval]:
+    """Per reward, the mean over prompts with its Student t interval. A prompt's images share
+    the prompt, so the unit is the prompt: its images' mean is one value (rows as `eval_rows`)."""
+    out = {}
+    for name, values in scores.items():
+        per_prompt = values.detach().double().cpu().reshape(-1, images_per_prompt).mean(dim=1)
+        out[name] = mean_interval(per_prompt.tolist(), confidence)
+    return out

@@ -15,8 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
+
 from treegrpo.checkpoint import PREFIX, checkpoint_weights, load_trainable_state
 from treegrpo.config import RunConfig
+from treegrpo.ema import EMA_FILE
 from treegrpo.models.base import ModelAdapter
 
 
@@ -49,8 +52,16 @@ def checkpoint_config(checkpoint: Path) -> dict[str, Any]:
     return config
 
 
-def load_policy(config: RunConfig, checkpoint: Path | None = None) -> ModelAdapter:
-    """`config.model` on `config.device`, with the weights of `checkpoint` when given.
+def has_ema(checkpoint: Path | None) -> bool:
+    """Whether a checkpoint keeps an EMA of its weights (a run with train.ema)."""
+    return checkpoint is not None and (checkpoint / EMA_FILE).is_file()
+
+
+def load_policy(
+    config: RunConfig, checkpoint: Path | None = None, ema: bool = False
+) -> ModelAdapter:
+    """`config.model` on `config.device`, with the weights of `checkpoint` when given: its EMA
+    weights with `ema` where it keeps them (`has_ema`), else its trained weights.
 
     The checkpoint's own config decides the model and LoRA rank (its tensors only fit that
     model); `config` decides device and dtype. Raises ValueError when the checkpoint's tensors
@@ -67,7 +78,11 @@ def load_policy(config: RunConfig, checkpoint: Path | None = None) -> ModelAdapt
         if lora_rank:
             adapter.enable_lora(lora_rank)
         # Either layout: model.safetensors, or a sharded run's DCP shards put together.
-        weights = checkpoint_weights(checkpoint)
+        weights = (
+            load_file(str(checkpoint / EMA_FILE))
+            if ema and has_ema(checkpoint)
+            else checkpoint_weights(checkpoint)
+        )
         load_trainable_state(
             adapter.denoiser, {k: v.to(adapter.device) for k, v in weights.items()}
         )

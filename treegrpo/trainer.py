@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from treegrpo.algorithms import get_algorithm
 from treegrpo.algorithms.base import EpochContext, EpochPlan, EpochRollout
@@ -44,6 +45,7 @@ from treegrpo.checkpoint import (
 from treegrpo.config import RunConfig
 from treegrpo.distributed import any_rank, current_ranks, gather_to_main, shard_range
 from treegrpo.edges import EdgeBatch
+from treegrpo.ema import EMA_FILE, WeightsEMA
 from treegrpo.epochs import is_gallery_epoch, is_tree_epoch
 from treegrpo.evaluate import eval_prompts, sample_and_score
 from treegrpo.export import LORA_EXPORT_DIR, write_lora_export
@@ -155,6 +157,12 @@ class Trainer:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
         if config.train.compile:  # after the reference copy: that one stays eager
             adapter.compile_denoiser()
+        # Flow-GRPO's EMA of the trained weights (treegrpo/ema.py): galleries sample with it.
+        self.ema = (
+            WeightsEMA(adapter.denoiser, config.train.ema_decay, config.train.ema_every)
+            if config.train.ema
+            else None
+        )
         self.state = TrainState()
 
     # -- public --------------------------------------------------------------------------------
@@ -163,6 +171,15 @@ class Trainer:
         """Continue from a checkpoint: weights, optimizer and progress."""
         self.state, _ = load_checkpoint(checkpoint, self.adapter.denoiser, self.optimizer)
         self.callbacks.on_log(f"resumed from {checkpoint} at epoch {self.state.epoch}")
+        if self.ema is not None:
+            if (checkpoint / EMA_FILE).is_file():
+                self.ema.load_state_dict(load_file(str(checkpoint / EMA_FILE)))
+            else:
+                # A checkpoint of a run without train.ema: the average starts here.
+                self.ema = WeightsEMA(
+                    self.adapter.denoiser, self.config.train.ema_decay, self.config.train.ema_every
+                )
+                self.callbacks.on_log(f"{checkpoint} holds no EMA; it starts from its weights")
 
     def run(self) -> str:
         """Train to `config.epochs`; returns "completed", or "stopped" after a stop request."""
@@ -218,11 +235,19 @@ class Trainer:
         if self.checkpoint_root is None or not (self.ranks.is_main or sharded):
             return None
         prefix = self.adapter.export_prefix
+        lora_export = self.config.train.lora_rank and prefix is not None
+        ema = self.ema
         extra = None
-        if self.config.train.lora_rank and prefix is not None:
-            # A LoRA checkpoint carries its diffusers export (lora/), so the API can serve it.
+        if lora_export or ema is not None:
+
             def extra(folder: Path) -> None:
-                write_lora_export(folder, folder / LORA_EXPORT_DIR, prefix)
+                if lora_export:
+                    # A LoRA checkpoint carries its diffusers export (lora/), so the API can
+                    # serve it.
+                    assert prefix is not None
+                    write_lora_export(folder, folder / LORA_EXPORT_DIR, prefix)
+                if ema is not None:
+                    save_file(ema.state_dict(), str(folder / EMA_FILE))
 
         if sharded:
             # Also on one process (a sharded run resumed there): one layout per run.
@@ -325,7 +350,7 @@ class Trainer:
         # Tree (prompt) order: every tree has as many edges, so this rank's edges are block
         # `rank` of the epoch's edges, which is how `update` splits each minibatch.
         edges = edges.select(torch.argsort(edges.prompt_index.cpu(), stable=True))
-        metrics.update(self.update(edges, cond, plan.generator))
+        metrics.update(self.update(edges, cond, plan.generator, epoch))
         epoch_seconds = time.perf_counter() - started
         self.state.epoch = epoch + 1
         self.state.images_seen += images
@@ -360,9 +385,17 @@ class Trainer:
             self.callbacks.on_tree(epoch, record)
 
     def update(
-        self, edges: EdgeBatch, cond: Conditioning, generator: torch.Generator
+        self, edges: EdgeBatch, cond: Conditioning, generator: torch.Generator, epoch: int = 0
     ) -> dict[str, float]:
-        """PPO-clipped steps over this rank's edges (update.ppo_update, docs/TREEGRPO.md §6)."""
+        """PPO-clipped steps over this rank's edges (update.ppo_update, docs/TREEGRPO.md §6);
+        the EMA, when kept, folds in after each optimizer step (numbered over the run)."""
+        after_step = None
+        if self.ema is not None:
+            ema, first = self.ema, epoch * self.config.train.minibatches
+
+            def after_step(number: int) -> object:
+                return ema.step(first + number)
+
         return ppo_update(
             self.adapter,
             self.schedule,
@@ -376,12 +409,20 @@ class Trainer:
             self.ranks,
             self.reference,
             self.sharded,
+            after_step,
         )
 
     # -- galleries -----------------------------------------------------------------------------
 
     def sample_gallery(self, epoch: int) -> dict[str, float]:
-        """ODE samples of the evaluation prompts from the same noise every time."""
+        """ODE samples of the evaluation prompts from the same noise every time; with the EMA
+        weights when train.ema is on (as Flow-GRPO evaluates)."""
+        if self.ema is None:
+            return self._sample_gallery(epoch)
+        with self.ema.swapped_in():
+            return self._sample_gallery(epoch)
+
+    def _sample_gallery(self, epoch: int) -> dict[str, float]:
         self.adapter.denoiser.eval()
         generator = torch.Generator().manual_seed(
             stream_seed(self.config.seed, 0, GALLERY_NOISE_STREAM)

@@ -40,6 +40,7 @@ forward is a collective, so a rank with fewer would leave the others waiting in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -133,6 +134,7 @@ def ppo_update(
     ranks: Ranks,
     reference: nn.Module | None = None,
     sharded: bool = False,
+    after_step: Callable[[int], object] | None = None,
 ) -> dict[str, float]:
     """`train.minibatches` PPO-clipped optimizer steps over the epoch's edges; their metrics.
 
@@ -140,6 +142,7 @@ def ppo_update(
     minibatches are drawn over the epoch's edges on every rank alike; a rank trains the
     members of each minibatch it holds, every loss is divided by the whole minibatch's
     size, and summing the gradients over ranks gives exactly the one-process gradient.
+    `after_step(number)` runs after the epoch's optimizer step `number` (the EMA's update).
     """
     first = ranks.rank * len(edges)
     order = torch.randperm(len(edges) * ranks.world, generator=generator)
@@ -207,6 +210,8 @@ def ppo_update(
         optimizer.step()
         # Free the gradients now: otherwise they stay allocated through the next rollout.
         optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step(number)
     # The epoch's statistics, not this rank's: gather the per-edge values, sum the losses.
     ratio, new_lp, old_lp = (all_gather_cat(torch.cat(v)) for v in (ratios, new_lps, old_lps))
     metrics = ratio_stats(ratio, new_lp, old_lp, train.clip_range)

@@ -4,7 +4,8 @@ parameters mean):
 - train: the core Trainer, any algorithm or preset, resumed from the job's checkpoint if it has one;
 - sample: grow logged trees for the config's prompts with a source job's checkpoint (or the base
   model);
-- evaluate: ODE samples of held-out prompts scored by every reward of the config;
+- evaluate: ODE samples of held-out prompts scored by the eval rewards, for one model or a table
+  of models (the base model and checkpoints) x rewards;
 - branch (a sample job with params.branch): regrow k children from a stored tree node;
 - playground (a sample job with params.playground): one prompt and seed, N images from the base
   model and N from a checkpoint, from the same initial noises, each scored by every reward.
@@ -28,6 +29,7 @@ from backend.db import session_scope
 from backend.errors import NotFound
 from backend.job_params import (
     BranchParams,
+    EvaluateModel,
     EvaluateParams,
     PlaygroundParams,
     SampleParams,
@@ -227,7 +229,7 @@ def policy_for_tree(ctx: JobContext, meta: dict[str, Any], fallback_job: int) ->
     return PolicySource(found[1], found[0], int(job_id))
 
 
-def cached_policy(config: RunConfig, checkpoint: Path | None) -> Any:
+def cached_policy(config: RunConfig, checkpoint: Path | None, ema: bool = False) -> Any:
     """load_policy, kept for the next job in the interactive lane's warm process."""
     from treegrpo.policy import load_policy
 
@@ -240,15 +242,19 @@ def cached_policy(config: RunConfig, checkpoint: Path | None) -> Any:
         sampling.height,
         sampling.width,
         sampling.guidance,
+        ema,
         *checkpoint_key(checkpoint),
     )
-    return policy_cache.cached(key, lambda: load_policy(config, checkpoint))
+    return policy_cache.cached(key, lambda: load_policy(config, checkpoint, ema))
 
 
-def cached_rewards(config: RunConfig, device: Any) -> Any:
-    """load_run_rewards, kept likewise (a reward model can be bigger than the policy)."""
+def cached_rewards(config: RunConfig, device: Any, eval_rewards: bool = False) -> Any:
+    """load_run_rewards, kept likewise (a reward model can be bigger than the policy); with
+    `eval_rewards`, the rewards an evaluation reports (eval.rewards) instead of training's."""
     from treegrpo.rewards.registry import load_run_rewards
 
+    if eval_rewards:
+        config = dataclasses.replace(config, reward=tuple(config.eval_reward_weights.items()))
     key = (
         "rewards",
         json.dumps(config.reward_weights, sort_keys=True),
@@ -305,30 +311,72 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
-    from treegrpo.algorithms import resolve_for_model
-    from treegrpo.evaluate import eval_prompts, sample_and_score
-    from treegrpo.scoring import Scorer, summarise
+    """Each model of the table (one, or the base model and checkpoints) samples the held-out
+    prompts from the same fixed noises with the eval steps, scored by the eval rewards."""
+    from treegrpo.evaluate import eval_noise, eval_prompts, eval_rows
 
     config = ctx.config
-    source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
+    weights = config.eval_reward_weights
+    per_prompt = params.samples_per_prompt or config.eval.images_per_prompt
+    models = params.rows()
+    sources = [source_policy(ctx, model.job_id, model.epoch) for model in models]
     prompts = eval_prompts(config)
-    rows = [p for p in prompts for _ in range(params.samples_per_prompt)]
-    ctx.log.write(
-        f"evaluating {source.describe()} on {len(prompts)} prompts x "
-        f"{params.samples_per_prompt} samples with {', '.join(config.reward_weights)}"
-    )
-    adapter = cached_policy(config, source.checkpoint)
-    rewards = cached_rewards(config, adapter.device)
-    config, schedule = resolve_for_model(config, adapter)
-    scorer = Scorer(adapter.decode, rewards, config.reward_weights)
-    generator = torch.Generator().manual_seed(config.seed)
-    initial = torch.randn((len(rows), *adapter.latent_shape), generator=generator)
+    rows = eval_rows(prompts, per_prompt)
     chunks = -(-len(rows) // EVAL_CHUNK)
-    ctx.heartbeat(progress_step=0, progress_total=chunks)
+    names = "; ".join(source.describe() for source in sources)
+    ctx.log.write(
+        f"evaluating {names} on {len(prompts)} prompts x {per_prompt} images, "
+        f"{config.eval_steps} steps, eval seed {config.eval.seed}, with {', '.join(weights)}"
+    )
+    ctx.heartbeat(progress_step=0, progress_total=chunks * len(sources))
+    for row, (model, source) in enumerate(zip(models, sources, strict=True)):
+        ema = _uses_ema(model, source)
+        adapter = cached_policy(config, source.checkpoint, ema)
+        initial = eval_noise(config.eval.seed, len(prompts), per_prompt, adapter.latent_shape)
+        sampled = _evaluate_model(ctx, adapter, rows, initial, row * chunks)
+        if sampled is None:
+            return "stopped"
+        images, scores = sampled
+        # One model: its gallery and metrics at its epoch; several: at their row.
+        step = source.epoch if len(sources) == 1 else row
+        store_samples(ctx, step, rows, images, scores, weights)
+        metrics = table_metrics(row, source, ema, scores, per_prompt, params.confidence)
+        write_metrics(ctx, step, {**summarise_eval(scores, weights), **metrics})
+        label = source.describe() + (" (EMA)" if ema else "")
+        ctx.log.write(label + ": " + _interval_text(metrics, list(weights)))
+    return "completed"
+
+
+def _uses_ema(model: EvaluateModel, source: PolicySource) -> bool:
+    from treegrpo.policy import has_ema
+
+    kept = has_ema(source.checkpoint)
+    if model.ema and not kept:
+        raise JobError(f"{source.describe()} keeps no EMA weights (its run had train.ema off)")
+    return kept if model.ema is None else model.ema
+
+
+def _evaluate_model(
+    ctx: JobContext, adapter: Any, rows: list[str], initial: torch.Tensor, done: int
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    """ODE samples of `rows` from `initial` with the eval schedule, scored by the eval rewards,
+    in chunks (each checks the stop request): ((n, C, H, W) CPU images, name -> (n,) scores),
+    or None when a stop was requested."""
+    from treegrpo.algorithms import resolve_for_model
+    from treegrpo.evaluate import eval_schedule, sample_and_score
+    from treegrpo.scoring import Scorer
+
+    config = ctx.config
+    weights = config.eval_reward_weights
+    rewards = cached_rewards(config, adapter.device, eval_rewards=True)
+    resolved, _ = resolve_for_model(config, adapter)
+    schedule = eval_schedule(adapter, resolved)
+    scorer = Scorer(adapter.decode, rewards, weights)
     images, scores = [], []
+    chunks = -(-len(rows) // EVAL_CHUNK)
     for chunk in range(chunks):
         if ctx.stop.requested():
-            return "stopped"
+            return None
         part = slice(chunk * EVAL_CHUNK, (chunk + 1) * EVAL_CHUNK)
         decoded, chunk_scores = sample_and_score(
             adapter,
@@ -336,19 +384,53 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
             scorer,
             rows[part],
             initial[part],
-            config.sampling.resolved_cfg_scale,
-            config.sampling.max_batch,
+            resolved.sampling.resolved_cfg_scale,
+            resolved.sampling.max_batch,
         )
         images.append(decoded.cpu())  # (n, C, H, W) in [0, 1]
         scores.append(chunk_scores)
-        ctx.heartbeat(progress_step=chunk + 1, progress_total=chunks)
-    all_images = torch.cat(images)
-    all_scores = {name: torch.cat([s[name] for s in scores]) for name in rewards}
-    metrics = summarise(all_scores, config.reward_weights, prefix="eval/", spread=True)
-    store_samples(ctx, source.epoch, rows, all_images, all_scores, config.reward_weights)
-    write_metrics(ctx, source.epoch, metrics)
-    ctx.log.write(", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
-    return "completed"
+        ctx.heartbeat(progress_step=done + chunk + 1)
+    return torch.cat(images), {name: torch.cat([s[name] for s in scores]) for name in weights}
+
+
+def summarise_eval(scores: dict[str, torch.Tensor], weights: dict[str, float]) -> dict[str, float]:
+    from treegrpo.scoring import summarise
+
+    return summarise(scores, weights, prefix="eval/", spread=True)
+
+
+def table_metrics(
+    row: int,
+    source: PolicySource,
+    ema: bool,
+    scores: dict[str, torch.Tensor],
+    per_prompt: int,
+    confidence: float,
+) -> dict[str, float]:
+    """One row of the evaluation table as metric points: which model (`evaluation/job`, 0 for
+    the base model; `evaluation/epoch`; `evaluation/ema`) and, per reward, mean, std, n (the
+    prompts) and the interval's low and high (`evaluation/<reward>/<stat>`)."""
+    from treegrpo.evaluate import score_intervals
+
+    metrics = {
+        "evaluation/row": float(row),
+        "evaluation/job": float(source.job_id or 0),
+        "evaluation/epoch": float(source.epoch),
+        "evaluation/ema": float(ema),
+        "evaluation/confidence": confidence,
+    }
+    for name, interval in score_intervals(scores, per_prompt, confidence).items():
+        for stat in ("mean", "std", "n", "low", "high"):
+            metrics[f"evaluation/{name}/{stat}"] = float(getattr(interval, stat))
+    return metrics
+
+
+def _interval_text(metrics: dict[str, float], names: list[str]) -> str:
+    parts = []
+    for name in names:
+        mean, high = metrics[f"evaluation/{name}/mean"], metrics[f"evaluation/{name}/high"]
+        parts.append(f"{name} {mean:.4f} ± {high - mean:.4f}")
+    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------

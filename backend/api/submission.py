@@ -132,6 +132,15 @@ def _params_refer_to_rows(session: Session, params: dict[str, Any]) -> None:
             raise validation_error(
                 ("body", "params", "source_job_id"), f"no job {source}", "not_found", source
             ) from exc
+    for index, model in enumerate(params.get("models") or []):
+        job_id = model.get("job_id") if isinstance(model, dict) else None
+        if job_id is None:
+            continue
+        try:
+            crud.get_job(session, job_id=int(job_id))
+        except NotFound as exc:
+            loc = ("body", "params", "models", index, "job_id")
+            raise validation_error(loc, f"no job {job_id}", "not_found", job_id) from exc
     branch = params.get("branch")
     if branch:
         _check_branch_node(session, branch=branch, loc=("body", "params", "branch"))

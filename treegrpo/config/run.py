@@ -11,6 +11,8 @@ from treegrpo.algorithm_names import ALGORITHMS, WINDOW_RULES, Algorithm
 from treegrpo.config.fields import Choice, Int, Nullable, Section, section, setting
 from treegrpo.config.merge import deep_merge
 from treegrpo.config.sections import (
+    SD_EVAL_STEPS,
+    EvalConfig,
     FlatConfig,
     SamplingConfig,
     TrackingConfig,
@@ -18,6 +20,7 @@ from treegrpo.config.sections import (
     TreeConfig,
 )
 from treegrpo.config.values import (
+    BUILTIN_MODELS,
     MAX_PROMPTS,
     Device,
     Model,
@@ -108,6 +111,7 @@ class RunConfig(Section):
     tree: TreeConfig = section(TreeConfig)
     flat: FlatConfig = section(FlatConfig)
     train: TrainConfig = section(TrainConfig)
+    eval: EvalConfig = section(EvalConfig)
     trackers: tuple[str, ...] = setting(
         (),
         "Experiment trackers, any of tensorboard, wandb, mlflow (offline-first; optional "
@@ -125,7 +129,8 @@ class RunConfig(Section):
         return self.nodes * self.gpus
 
     def check_together(self) -> None:
-        unused = sorted(set(self.reward_options) - set(self.reward_weights))
+        used = set(self.reward_weights) | set(self.eval_reward_weights)
+        unused = sorted(set(self.reward_options) - used)
         if unused:
             raise ConfigError(
                 f"reward_options.{unused[0]}", "options given for a reward the run does not use"
@@ -149,6 +154,10 @@ class RunConfig(Section):
                 "train.sharding",
                 "under fsdp the float32 weight shards are the master weights and compute runs "
                 f"in dtype ({self.dtype}): set train.weights_dtype: float32",
+            )
+        if self.train.ema and self.train.sharding == "fsdp":
+            raise ConfigError(
+                "train.ema", "the EMA is not kept for sharded (fsdp) runs yet: set train.ema: false"
             )
         self._check_window()
 
@@ -192,6 +201,22 @@ class RunConfig(Section):
         return dict(self.reward)
 
     @property
+    def eval_reward_weights(self) -> dict[str, float]:
+        """The rewards an evaluation reports: eval.rewards, else the training reward."""
+        if self.eval.rewards is None:
+            return self.reward_weights
+        if isinstance(self.eval.rewards, str):
+            return {self.eval.rewards: 1.0}
+        return dict(self.eval.rewards)
+
+    @property
+    def eval_steps(self) -> int:
+        """eval.steps, or its default: the training steps on a built-in model, else 40."""
+        if self.eval.steps is not None:
+            return self.eval.steps
+        return self.sampling.steps if self.model in BUILTIN_MODELS else SD_EVAL_STEPS
+
+    @property
     def window_width(self) -> int:
         """SDE window width of the algorithm: tree depth, MixGRPO's window, or all steps."""
         rule = WINDOW_RULES.get(self.algorithm)
@@ -204,7 +229,13 @@ class RunConfig(Section):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value):
+            if isinstance(value, EvalConfig):
+                section_dict = dataclasses.asdict(value)
+                rewards = section_dict["rewards"]
+                if rewards is not None and not isinstance(rewards, str):
+                    section_dict["rewards"] = dict(rewards)  # as `reward`: {name: weight}
+                out[f.name] = section_dict
+            elif dataclasses.is_dataclass(value):
                 out[f.name] = dataclasses.asdict(value)  # type: ignore[arg-type]
             elif f.name == "reward" and not isinstance(value, str):
                 out[f.name] = dict(value)

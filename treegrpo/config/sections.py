@@ -1,4 +1,4 @@
-"""The nested groups of settings: sampling.*, tree.*, flat.*, train.*, tracking.*.
+"""The nested groups of settings: sampling.*, tree.*, flat.*, train.*, eval.*, tracking.*.
 
 Each setting is one `setting(default, help, check)` line (fields.py); the rules between the
 settings of one section sit in its `check_together`.
@@ -19,12 +19,16 @@ from treegrpo.config.fields import (
     Text,
     setting,
 )
+from treegrpo.config.values import Reward
 from treegrpo.errors import ConfigError
 
 MAX_LEAVES_PER_TREE = 4096
 MAX_STEPS = 500  # RL fine-tuning samples with few steps (the paper: 10)
 MAX_IMAGE_SIDE = 8192  # pixels; the model checks its own multiple and maximum
 DEFAULT_CFG_SCALE = 4.5  # CFG of models that are not guidance-distilled (SD3 and Flow-GRPO's)
+# Flow-GRPO evaluates with 40 steps against 10 in training (config/grpo.py eval_num_steps).
+SD_EVAL_STEPS = 40
+MAX_EVAL_IMAGES_PER_PROMPT = 64
 
 FlowSDEName = Literal["flowgrpo", "dancegrpo"]
 GridName = Literal["model", "dancegrpo"]
@@ -265,6 +269,52 @@ class TrainConfig(Section):
         False,
         "torch.compile the denoiser (dynamic shapes); pays off on long GPU runs.",
         Bool(),
+    )
+    ema: bool = setting(
+        False,
+        "Keep an exponential moving average of the trained weights (Flow-GRPO's EMA, in "
+        "every checkpoint); galleries and evaluate jobs then sample with the EMA weights.",
+        Bool(),
+        note="not with sharding fsdp",
+    )
+    ema_decay: float = setting(
+        0.9,
+        "EMA decay; the first updates use min((1 + n) / (10 + n), decay) at optimizer step n "
+        "(Flow-GRPO: 0.9).",
+        Float(0.0, 1.0, hi_open=True),
+    )
+    ema_every: int = setting(8, "Optimizer steps per EMA update (Flow-GRPO: 8).", Int(1, 1_000_000))
+
+
+@dataclass(frozen=True)
+class EvalConfig(Section):
+    """How held-out prompts are evaluated: evaluate jobs (treegrpo/evaluate.py)."""
+
+    PREFIX: ClassVar[str] = "eval"
+
+    rewards: str | tuple[tuple[str, float], ...] | None = setting(
+        None,
+        "The rewards an evaluation reports, apart from the training reward; a name or "
+        "{name: weight, ...} as `reward`; null = the training reward.",
+        Nullable(Reward()),
+    )
+    steps: int | None = setting(
+        None,
+        f"Denoising steps of an evaluation; null = {SD_EVAL_STEPS} for models from folders or "
+        "the hub (Flow-GRPO evaluates with 40 against 10 in training), the training steps "
+        "for the built-in models.",
+        Nullable(Int(1, MAX_STEPS)),
+    )
+    seed: int = setting(
+        0,
+        "Seed of the fixed evaluation noise: prompt i's noises depend only on (eval.seed, i), "
+        "not on the run's seed, so every model is evaluated from the same noises.",
+        Int(0, 2**31 - 1),
+    )
+    images_per_prompt: int = setting(
+        1,
+        "Images per held-out prompt in an evaluation (Flow-GRPO: 1).",
+        Int(1, MAX_EVAL_IMAGES_PER_PROMPT),
     )
 
 
