@@ -10,12 +10,16 @@ chunked scoring (`reward_workers`), the KL reference (Flow-GRPO's default), a sl
 - a sha256 of every trained weight tensor and every optimizer-state tensor of every checkpoint;
 - a sha256 of every file the run wrote under artifacts/ (tree.json, galleries, PNGs).
 
-The golden (golden.json beside this file) was recorded on the code BEFORE the issue-22
-refactor; tests/core/test_no_number_moved.py compares the current code's fingerprints with it.
-Floats depend on the CPU kernels torch dispatches to, so the golden also records the torch
-version and CPU capability it was made with; elsewhere the test skips and says why.
+The goldens (golden-*.json beside this file) were recorded on the code BEFORE the issue-22
+refactor (commit 9fc4b38); tests/core/test_no_number_moved.py compares the current code's
+fingerprints with the one made on this platform. Floats depend on the CPU kernels torch dispatches
+to, and those differ between CPU models of the same capability (an AMD EPYC and the machine of the
+first golden, both AVX512, disagreed in 268 values), so each golden records the torch version, the
+CPU capability and the CPU model it was made with; where none matches, the test skips and says why.
+Later work may add metrics and artifact files; only values that were there may not move.
 
-    .venv/bin/python tests/core/golden/record.py            # rewrite golden.json
+    git worktree add --detach /tmp/before 9fc4b38
+    PYTHONPATH=/tmp/before .venv/bin/python tests/core/golden/record.py   # golden for this CPU
     .venv/bin/python tests/core/golden/record.py --check    # compare, print differences
 """
 
@@ -33,7 +37,7 @@ from typing import Any
 
 import torch
 
-GOLDEN = Path(__file__).with_name("golden.json")
+GOLDEN_DIR = Path(__file__).parent
 # Wall-clock measurements: they differ on every run by nature.
 TIMING_PREFIXES = ("time/", "throughput/")
 TIMING_NAMES = ("wall_clock",)
@@ -89,9 +93,36 @@ CASES: dict[str, Case] = {
 }
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it ('' where it does not)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else ""
+
+
 def platform() -> dict[str, str]:
     """What the floats depend on besides the code."""
-    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "torch": torch.__version__,
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
+    }
+
+
+def golden_path(for_platform: dict[str, str]) -> Path:
+    slug = "-".join(
+        "".join(c if c.isalnum() else "_" for c in for_platform.get(key, "")).strip("_")
+        for key in ("cpu_model", "cpu", "torch")
+    )
+    return GOLDEN_DIR / f"golden-{slug}.json"
+
+
+def goldens() -> list[dict[str, Any]]:
+    """Every recorded golden, each with its platform."""
+    return [json.loads(path.read_text()) for path in sorted(GOLDEN_DIR.glob("golden-*.json"))]
 
 
 def _sha(tensor: torch.Tensor) -> str:
@@ -194,14 +225,15 @@ def record_all(root: Path) -> dict[str, Any]:
 
 
 def differences(golden: dict[str, Any], current: dict[str, Any], path: str = "") -> list[str]:
-    """Every leaf where the two fingerprints differ, by its path (exact comparison)."""
+    """Every leaf of the golden that moved or went missing, by its path (exact comparison).
+
+    Keys only the current fingerprint has (a metric or an artifact file added since) are not
+    differences: they move no number that was there."""
     if isinstance(golden, dict) and isinstance(current, dict):
         found = []
-        for key in sorted(set(golden) | set(current), key=str):
+        for key in sorted(golden, key=str):
             if key not in current:
                 found.append(f"{path}/{key}: missing now")
-            elif key not in golden:
-                found.append(f"{path}/{key}: new (not in the golden)")
             else:
                 found += differences(golden[key], current[key], f"{path}/{key}")
         return found
@@ -217,12 +249,13 @@ def differences(golden: dict[str, Any], current: dict[str, Any], path: str = "")
 def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         current = record_all(Path(tmp))
+    golden = golden_path(current["platform"])
     if "--check" in argv:
-        found = differences(json.loads(GOLDEN.read_text()), current)
+        found = differences(json.loads(golden.read_text()), current)
         print("\n".join(found) or "no number moved")
         return 1 if found else 0
-    GOLDEN.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {GOLDEN}")
+    golden.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {golden}")
     return 0
 
 
