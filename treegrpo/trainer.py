@@ -61,6 +61,7 @@ from treegrpo.sharding import (
     shard_denoiser,
     sharding_active,
 )
+from treegrpo.shares import Layout, resumed_layout, run_layout
 from treegrpo.text_encoders import use_text_encoders
 from treegrpo.update import ppo_update
 
@@ -155,14 +156,25 @@ class Trainer:
             self.reference = copy.deepcopy(adapter.denoiser).requires_grad_(False).eval()
         if config.train.compile:  # after the reference copy: that one stays eager
             adapter.compile_denoiser()
-        self.state = TrainState()
+        self.layout = run_layout(self.ranks.world, self.sharded, config.nodes)
+        self.state = TrainState(shares=self.layout.shares, shards=self.layout.shards)
 
     # -- public --------------------------------------------------------------------------------
 
     def resume(self, checkpoint: Path) -> None:
         """Continue from a checkpoint: weights, optimizer and progress."""
         self.state, _ = load_checkpoint(checkpoint, self.adapter.denoiser, self.optimizer)
+        saved = Layout(self.state.shares, self.state.shards)
+        self.layout = resumed_layout(
+            saved, self.ranks.world, self.config.prompts_per_epoch, self.layout
+        )
+        self.state.shares, self.state.shards = self.layout.shares, self.layout.shards
         self.callbacks.on_log(f"resumed from {checkpoint} at epoch {self.state.epoch}")
+        if self.layout.shares > self.ranks.world:
+            self.callbacks.on_log(
+                f"one process sums each step's gradient from the {self.layout.shares} ranks' "
+                "shares the checkpoint was trained on, in their order"
+            )
 
     def run(self) -> str:
         """Train to `config.epochs`; returns "completed", or "stopped" after a stop request."""
@@ -376,6 +388,7 @@ class Trainer:
             self.ranks,
             self.reference,
             self.sharded,
+            self.layout,
         )
 
     # -- galleries -----------------------------------------------------------------------------
