@@ -36,6 +36,11 @@ With `sharded` (train.sharding: fsdp, treegrpo/sharding.py) FSDP sums the gradie
 backward, and every rank runs as many micro-batch forwards as the rank with the most, the
 missing ones on a stand-in edge with weight 0 (verl's `same_micro_num_in_dp` padding): a FSDP
 forward is a collective, so a rank with fewer would leave the others waiting in an all-gather.
+
+One process resuming a checkpoint of W > 1 ranks (`layout`, treegrpo/shares.py) trains the W
+ranks' shares of each minibatch one after the other and adds their gradients in the order the
+ranks' reduction did, so that a 2-rank run continues on one process bit for bit. It holds up to
+three copies of the gradients while it adds them.
 """
 
 from __future__ import annotations
