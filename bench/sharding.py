@@ -6,17 +6,24 @@ FluxTransformer2DModel of FLUX.1-dev's config (11.9 B parameters, random init: t
 change memory or speed), float32 parameters, bf16 autocast on the GPU, one micro-batch of
 `--batch` latents at `--side` pixels with 512 text tokens, AdamW. `replicated` is what
 `train.sharding: none` does (a full model per rank, gradients summed with
-`treegrpo.distributed.all_reduce_gradients`); `sharded` is `train.sharding: fsdp`
-(`treegrpo.sharding.shard_denoiser`: one FSDP2 unit per block, SUM reduction). A mode that does
-not fit prints OOM.
+`treegrpo.distributed.all_reduce_gradients`); `sharded` is `train.sharding: fsdp` as
+`treegrpo train` loads it: only rank 0 builds the weights, the other ranks build the
+architecture on the meta device, every rank shards (`treegrpo.sharding.shard_denoiser`: one
+FSDP2 unit per block, SUM reduction) and rank 0's weights are broadcast into the shards
+(`sharding.fill_shards`). `sharded-whole` builds the whole model on every rank before sharding
+it (the loading before the meta path; not a default mode, for comparison). A mode that does not
+fit prints OOM.
 
     .venv/bin/python bench/sharding.py --quick          # tiny FLUX config, 2 gloo ranks, CPU
+    .venv/bin/python bench/sharding.py --quick --config small --modes replicated,sharded,sharded-whole
     python bench/sharding.py --ranks 8                   # FLUX.1-dev on 8 GPUs (needs ~50 GB each)
 
 Per-rank peak: torch.cuda.max_memory_allocated on a GPU; on the CPU the process's peak resident
 set (ru_maxrss: torch, Python and the model together), so only the difference between the modes
-means something there. The arithmetic (docs/BENCHMARKS.md "Sharding") is printed beside it for
-the model actually built.
+means something there. "loaded" is the host peak RSS once the model is loaded (and sharded),
+before the first step, on rank 0 and on the other ranks: what N ranks cost the machine's RAM
+while they load. The arithmetic (docs/BENCHMARKS.md "Sharding") is printed beside it for the
+model actually built.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ FLUX_DEV: dict[str, Any] = {
     "guidance_embeds": True,
     "axes_dims_rope": (16, 56, 56),
 }
-# The same architecture, small enough for a 2-core CPU.
+# The same architecture, small enough for a 2-core CPU (9.3 M parameters).
 FLUX_TINY: dict[str, Any] = {
     "in_channels": 16,
     "num_layers": 2,
@@ -57,6 +64,16 @@ FLUX_TINY: dict[str, Any] = {
     "guidance_embeds": True,
     "axes_dims_rope": (16, 24, 24),
 }
+# Wide enough (FLUX.1-dev's head size, 4 heads; 34 M parameters, 0.14 GB in float32) that the
+# model, not torch itself, shows in a CPU process's resident set.
+FLUX_SMALL: dict[str, Any] = {
+    **FLUX_DEV,
+    "num_layers": 2,
+    "num_single_layers": 4,
+    "num_attention_heads": 4,
+    "joint_attention_dim": 512,
+}
+CONFIGS = {"tiny": FLUX_TINY, "small": FLUX_SMALL, "dev": FLUX_DEV}
 
 
 def arithmetic(params: float, ranks: int) -> list[str]:
@@ -97,23 +114,34 @@ def worker(args: argparse.Namespace) -> None:
         rank_device,
         ranks_from_env,
     )
-    from treegrpo.sharding import full_norm, shard_denoiser
+    from treegrpo.sharding import fill_shards, full_norm, full_state, shard_denoiser
 
     ranks = ranks_from_env(os.environ)
     cuda = torch.cuda.is_available() and not args.quick
     device = rank_device(torch.device("cuda" if cuda else "cpu"), ranks)
     init_process_group(ranks, device)
-    config = FLUX_TINY if args.quick else FLUX_DEV
+    config = CONFIGS[args.config]
     torch.manual_seed(0)
     result: dict[str, Any] = {"rank": ranks.rank, "mode": args.mode}
     try:
-        model = FluxTransformer2DModel(**config).to(device)
+        if args.mode == "sharded" and not ranks.is_main:
+            # As treegrpo train loads a sharded run: the architecture only, no weights.
+            with torch.device("meta"):
+                model = FluxTransformer2DModel(**config)
+        else:
+            model = FluxTransformer2DModel(**config).to(device)
         result["params"] = sum(p.numel() for p in model.parameters())
         if args.mode == "sharded":
+            loaded = full_state(model)  # rank 0's weights; {} on the other ranks
             shard_denoiser(model, device, torch.bfloat16 if cuda else None)
+            fill_shards(model, loaded, device)
+            del loaded
+        elif args.mode == "sharded-whole":
+            shard_denoiser(model, device, torch.bfloat16 if cuda else None)
+        result["load_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=cuda)
         tokens = (args.side // 16) ** 2  # VAE /8, then 2x2 patches
-        text = 512 if not args.quick else 16
+        text = 16 if args.quick else 512
         batch = args.batch
 
         def step() -> float:
@@ -158,7 +186,7 @@ def worker(args: argparse.Namespace) -> None:
         result["peak_kind"] = "cuda max_memory_allocated" if cuda else "CPU peak RSS"
     except torch.OutOfMemoryError:
         result["oom"] = True
-    Path(args.result_dir, f"{args.mode}-{ranks.rank}.json").write_text(json.dumps(result))
+    Path(args.result_dir, f"{args.mode}.rank{ranks.rank}.json").write_text(json.dumps(result))
     destroy_process_group()
 
 
@@ -167,45 +195,54 @@ def launch(args: argparse.Namespace, mode: str, result_dir: str) -> list[dict[st
     command += ["--nnodes", "1", "--nproc_per_node", str(args.ranks), __file__, "--worker"]
     command += ["--mode", mode, "--result-dir", result_dir, "--ranks", str(args.ranks)]
     command += ["--side", str(args.side), "--batch", str(args.batch), "--iters", str(args.iters)]
-    command += ["--quick"] if args.quick else []
+    command += ["--config", args.config, *(["--quick"] if args.quick else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if args.quick:
         env["GLOO_SOCKET_IFNAME"] = "lo"
     subprocess.run(command, check=True, env=env, capture_output=args.quick)
-    files = sorted(Path(result_dir).glob(f"{mode}-*.json"))
+    files = sorted(Path(result_dir).glob(f"{mode}.rank*.json"))
     return [json.loads(p.read_text()) for p in files]
 
 
 def report(mode: str, rows: list[dict[str, Any]]) -> str:
     if any(row.get("oom") for row in rows):
-        return f"{mode:>10}: OOM"
+        return f"{mode:>13}: OOM"
     peak = max(row["peak_gb"] for row in rows)
     state = max(row["state_gb"] for row in rows)
     seconds = max(row["s_per_iter"] for row in rows)
+    main = next(row for row in rows if row["rank"] == 0)["load_rss_gb"]
+    others = max((row["load_rss_gb"] for row in rows if row["rank"] != 0), default=main)
     return (
-        f"{mode:>10}: weights + AdamW state {state:8.3f} GB per rank, peak {peak:8.3f} GB "
+        f"{mode:>13}: weights + AdamW state {state:8.3f} GB per rank, loaded (host peak RSS) "
+        f"{main:.3f} GB rank 0 / {others:.3f} GB others, peak {peak:8.3f} GB "
         f"({rows[0]['peak_kind']}), {seconds:.3f} s/iter"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny FLUX config, CPU, gloo")
+    parser.add_argument(
+        "--quick", action="store_true", help="CPU, gloo (tiny config unless --config)"
+    )
+    parser.add_argument("--config", choices=sorted(CONFIGS), help="the FLUX architecture's size")
     parser.add_argument("--ranks", type=int, default=2)
     parser.add_argument("--side", type=int, default=1024, help="image side in pixels")
     parser.add_argument("--batch", type=int, default=1, help="latents per micro-batch")
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--modes", default="replicated,sharded")
+    parser.add_argument(
+        "--modes", default="replicated,sharded", help="of replicated, sharded, sharded-whole"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--result-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick and "--side" not in sys.argv:
         args.side = 128
+    args.config = args.config or ("tiny" if args.quick else "dev")
     if args.worker:
         worker(args)
         return
-    config = "tiny FLUX config" if args.quick else "FLUX.1-dev"
+    config = "FLUX.1-dev" if args.config == "dev" else f"{args.config} FLUX config"
     print(f"{config}, {args.ranks} ranks, {args.side}px, batch {args.batch}, {args.iters} iters")
     params = 0
     with tempfile.TemporaryDirectory() as result_dir:

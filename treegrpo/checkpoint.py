@@ -10,7 +10,9 @@ with torch.distributed.checkpoint (DCP) instead: dcp/ holds one `__R_0.distcp` f
 and the `.metadata` that maps every tensor's pieces, in place of model.safetensors and
 optimizer.pt. Tensors are keyed by parameter name (`model.<name>`, `optimizer.state.<name>...`),
 not by rank, so DCP reshards on load: a checkpoint of 2 ranks resumes on 1 or 4. The same
-rename makes it count only once every shard and the metadata are written.
+rename makes it count only once every shard and the metadata are written. `TrainState` keeps the
+run's gradient layout (its shares, treegrpo/shares.py), with which one process resumes a 2-rank
+run bit for bit.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class TrainState:
     held_out_epoch: int = -1
     # The over-optimisation watch's last (reward gap, gallery diversity) (treegrpo/overopt.py).
     watch: list[float] | None = None
+    # The run's gradient layout (treegrpo/shares.py): the ranks each optimizer step sums, and
+    # FSDP's shard group (0: replicated). One process resuming a run of 2 ranks sums as they did.
+    shares: int = 1
+    shards: int = 0
 
 
 def trainable_state(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -63,6 +63,7 @@ from treegrpo.sharding import (
     shard_denoiser,
     sharding_active,
 )
+from treegrpo.shares import Layout, resumed_layout, run_layout
 from treegrpo.text_encoders import use_text_encoders
 from treegrpo.update import ppo_update
 
@@ -163,13 +164,19 @@ class Trainer:
             if config.train.ema
             else None
         )
-        self.state = TrainState()
+        self.layout = run_layout(self.ranks.world, self.sharded, config.nodes)
+        self.state = TrainState(shares=self.layout.shares, shards=self.layout.shards)
 
     # -- public --------------------------------------------------------------------------------
 
     def resume(self, checkpoint: Path) -> None:
         """Continue from a checkpoint: weights, optimizer and progress."""
         self.state, _ = load_checkpoint(checkpoint, self.adapter.denoiser, self.optimizer)
+        saved = Layout(self.state.shares, self.state.shards)
+        self.layout = resumed_layout(
+            saved, self.ranks.world, self.config.prompts_per_epoch, self.layout
+        )
+        self.state.shares, self.state.shards = self.layout.shares, self.layout.shards
         self.callbacks.on_log(f"resumed from {checkpoint} at epoch {self.state.epoch}")
         if self.ema is not None:
             if (checkpoint / EMA_FILE).is_file():
@@ -180,6 +187,11 @@ class Trainer:
                     self.adapter.denoiser, self.config.train.ema_decay, self.config.train.ema_every
                 )
                 self.callbacks.on_log(f"{checkpoint} holds no EMA; it starts from its weights")
+        if self.layout.shares > self.ranks.world:
+            self.callbacks.on_log(
+                f"one process sums each step's gradient from the {self.layout.shares} ranks' "
+                "shares the checkpoint was trained on, in their order"
+            )
 
     def run(self) -> str:
         """Train to `config.epochs`; returns "completed", or "stopped" after a stop request."""
@@ -409,6 +421,7 @@ class Trainer:
             self.ranks,
             self.reference,
             self.sharded,
+            self.layout,
             after_step,
         )
 

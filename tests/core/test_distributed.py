@@ -5,13 +5,15 @@ and seed trains.
 Measured on a 2-core CPU (tiny-random, 3 epochs, the configs below): per-epoch metrics agree to
 1.2e-7, weights to 4.5e-7 (treegrpo) and 2.3e-6 (dancegrpo); gradients agree to ~1e-6 relative
 (two ranks sum a minibatch in another order), which AdamW can blow up on the rare entry whose
-gradient is below its eps (see `_assert_same_weights`).
+gradient is below its eps (see `_assert_same_weights`). A 2-rank checkpoint resumed on one
+process is bit-equal: that process sums in the two ranks' order (treegrpo/shares.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -288,6 +290,27 @@ def test_two_gloo_processes_train_treegrpo_like_one(tmp_path: Path, one_thread: 
 
     _assert_same_metrics(one, two)
     _assert_same_weights(one, two, config.train.lr)
+    # The 2 ranks' epoch-2 checkpoint resumed on one process gives their epoch 3 bit for bit:
+    # that process trains the ranks' shares and adds them as the all-reduce did (shares.py).
+    on_one = tmp_path / "on_one"
+    shutil.copytree(two, on_one)
+    shutil.rmtree(on_one / "checkpoints" / "epoch-000003")
+    resume_one = ["train", "--resume", str(on_one), "--set", "epochs=3", "--set", "gpus=1"]
+    assert main([*resume_one, "--quiet"]) == 0
+    timing = ("time/", "throughput/", "wall_clock")
+    assert [{k: v for k, v in m.items() if not k.startswith(timing)} for m in _metrics(on_one)] == [
+        {k: v for k, v in m.items() if not k.startswith(timing)} for m in _metrics(two)
+    ]
+    a, b = _weights(two), _weights(on_one)
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    adamw = [
+        torch.load(run / "checkpoints" / "epoch-000003" / "optimizer.pt")["state"]
+        for run in (two, on_one)
+    ]
+    assert adamw[0].keys() == adamw[1].keys() and adamw[0]
+    for index, moments in adamw[0].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(moments[key], adamw[1][index][key]), (index, key)
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == [
         "epoch-000001",
         "epoch-000002",

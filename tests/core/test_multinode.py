@@ -5,10 +5,13 @@ the one-machine 2-process run trains."""
 
 from __future__ import annotations
 
+import json
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import torch
 from test_distributed import LAUNCH_TIMEOUT, _launch_env, _metrics, _run, _weights
 from torch.distributed.run import get_args_parser
 
+from treegrpo.checkpoint import DCP_DIR, checkpoint_weights, latest_checkpoint
 from treegrpo.cli import main
 from treegrpo.config import ConfigError, resolve_config
 from treegrpo.distributed import Rendezvous, launch_command
@@ -142,26 +146,25 @@ def test_a_multi_node_run_started_without_torchrun_says_how_to_start_it(
     assert not out.exists()
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The in-process run uses one intra-op thread, as each launched rank does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-@pytest.mark.slow
-def test_two_torchrun_agents_train_exactly_like_the_two_process_run(tmp_path: Path) -> None:
-    """Two agents meet at a c10d rendezvous on 127.0.0.1 (node 0 serves the store): nodes=2
-    with one rank each is the same 2-rank job as gpus=2 on one machine, so metrics and weights
-    are equal, bit for bit (two ranks sum a gradient in the same order either way)."""
-    settings = ["--preset", "tiny-treegrpo", "--quiet", "--set", "device=cpu"]
-    settings += ["--set", "epochs=2", "--set", "prompts_per_epoch=4"]
-    one_machine, two_machines = tmp_path / "one-machine", tmp_path / "two-machines"
-    _run(
-        launch_command(["train", *settings, "--set", "gpus=2", "--out", str(one_machine)], 2, True)
-    )
-
+def _two_agents(argv: list[str], epochs: int) -> None:
+    """`treegrpo <argv>` as two machines of one rank each: two torchrun agents that meet at a
+    c10d rendezvous on 127.0.0.1 (node 0 serves the store)."""
     endpoint = f"127.0.0.1:{_free_port()}"
-    argv = ["train", *settings, "--set", "nodes=2", "--out", str(two_machines)]
     agents = [
         subprocess.Popen(
             launch_command(
@@ -181,7 +184,30 @@ def test_two_torchrun_agents_train_exactly_like_the_two_process_run(tmp_path: Pa
     ]
     outputs = [agent.communicate(timeout=LAUNCH_TIMEOUT)[0] for agent in agents]
     assert [agent.returncode for agent in agents] == [0, 0], "\n".join(o[-3000:] for o in outputs)
-    assert sum(output.count("completed at epoch 2/2") for output in outputs) == 1  # rank 0
+    # Rank 0 alone reports.
+    assert sum(output.count(f"completed at epoch {epochs}/{epochs}") for output in outputs) == 1
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_train_exactly_like_the_two_process_run(tmp_path: Path) -> None:
+    """Two agents meet at a c10d rendezvous on 127.0.0.1 (node 0 serves the store): nodes=2
+    with one rank each is the same 2-rank job as gpus=2 on one machine, so metrics and weights
+    are equal, bit for bit (two ranks sum a gradient in the same order either way)."""
+    settings = ["--preset", "tiny-treegrpo", "--quiet", "--set", "device=cpu"]
+    settings += [
+        "--set",
+        "epochs=2",
+        "--set",
+        "prompts_per_epoch=4",
+        "--set",
+        "train.minibatches=2",
+    ]
+    one_machine, two_machines = tmp_path / "one-machine", tmp_path / "two-machines"
+    _run(
+        launch_command(["train", *settings, "--set", "gpus=2", "--out", str(one_machine)], 2, True)
+    )
+
+    _two_agents(["train", *settings, "--set", "nodes=2", "--out", str(two_machines)], 2)
 
     timing = ("time/", "throughput/", "wall_clock")
     strip = [
@@ -192,3 +218,55 @@ def test_two_torchrun_agents_train_exactly_like_the_two_process_run(tmp_path: Pa
     ]
     a, b = _weights(one_machine), _weights(two_machines)
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_shard_as_hsdp_and_train_like_one_process(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """nodes=2 with train.sharding=fsdp is HSDP on a (2 machines, 1 rank) mesh: replicated
+    across the machines, sharded within each. It trains what one process trains (gradient
+    norms and weights within float rounding, micro-batch counts uneven across the machines and
+    padded), its checkpoints hold every tensor whole once (a replica, not two halves), and its
+    epoch-1 checkpoint resumed on one process gives epoch 2 bit for bit."""
+    settings = ["--preset", "tiny-treegrpo", "--quiet", "--set", "device=cpu"]
+    settings += ["--set", "epochs=2", "--set", "prompts_per_epoch=8"]
+    settings += ["--set", "train.minibatches=2", "--set", "train.micro_batch=2"]
+    settings += ["--set", "train.sharding=fsdp"]
+    one, machines = tmp_path / "one", tmp_path / "machines"
+    assert main(["train", *settings, "--out", str(one)]) == 0
+    _two_agents(["train", *settings, "--set", "nodes=2", "--out", str(machines)], 2)
+
+    for epoch, (ma, mb) in enumerate(zip(_metrics(one), _metrics(machines), strict=True), 1):
+        for name in ("grad_norm", "loss", "reward_mean", "ratio_mean"):
+            assert mb[name] == pytest.approx(ma[name], rel=1e-5, abs=1e-7), (epoch, name)
+    assert sum(m["sharding/padding_forwards"] for m in _metrics(machines)) > 0
+    final = [latest_checkpoint(run / "checkpoints") for run in (one, machines)]
+    assert final[0] is not None and final[1] is not None
+    a, b = checkpoint_weights(final[0]), checkpoint_weights(final[1])
+    diff = torch.cat([(a[name] - b[name]).abs().flatten() for name in a])
+    assert (
+        a.keys() == b.keys() and float(diff.max()) <= 0.1 * resolve_config("tiny-treegrpo").train.lr
+    )
+
+    # Replicated across the machines: DCP stores each tensor whole, once (flat FSDP over the
+    # same 2 ranks would store two halves of each).
+    import torch.distributed.checkpoint as dcp
+
+    metadata = dcp.FileSystemReader(str(final[1] / DCP_DIR)).read_metadata().state_dict_metadata
+    weights = {k: v for k, v in metadata.items() if k.startswith("model.")}
+    assert weights and all(len(meta.chunks) == 1 for meta in weights.values())  # type: ignore[union-attr]
+    state = json.loads((final[1] / "state.json").read_text())["state"]
+    assert (state["shares"], state["shards"]) == (2, 1)
+
+    on_one = tmp_path / "on_one"
+    shutil.copytree(machines, on_one)
+    shutil.rmtree(on_one / "checkpoints" / "epoch-000002")
+    resume = ["train", "--resume", str(on_one), "--set", "nodes=1", "--quiet"]
+    assert main(resume) == 0
+    timing = ("time/", "throughput/", "wall_clock", "sharding/")
+    assert [{k: v for k, v in m.items() if not k.startswith(timing)} for m in _metrics(on_one)] == [
+        {k: v for k, v in m.items() if not k.startswith(timing)} for m in _metrics(machines)
+    ]
+    resumed = checkpoint_weights(on_one / "checkpoints" / "epoch-000002")
+    assert all(torch.equal(resumed[name], b[name]) for name in b)
