@@ -56,6 +56,20 @@ class JobError(RuntimeError):
     """A job that cannot run as asked (a missing checkpoint, a node with no latent, ...)."""
 
 
+def fetch_datasets(ctx: JobContext, config: RunConfig) -> Path:
+    """The store's datasets folder, holding (fetched from a remote store) every dataset version
+    the config names. The versions were pinned at submit; reading one checks its content hash
+    (treegrpo/datasets/table.py), so a version altered since is refused there."""
+    from treegrpo.datasets import DatasetRef
+
+    for value in (config.prompts, config.eval_prompts):
+        if isinstance(value, DatasetRef):
+            if value.sha256 is None:
+                raise JobError(f"{value.describe()} was not pinned to a version at submit")
+            ctx.fetch(f"datasets/{value.sha256}")
+    return ctx.path("datasets")
+
+
 def run_job(ctx: JobContext) -> str:
     if ctx.kind == "train":
         return run_train(ctx)
@@ -124,6 +138,7 @@ def run_train(ctx: JobContext) -> str:
             rewards,
             callbacks=[recorder, *trackers],
             checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
+            datasets=fetch_datasets(ctx, config),
         )
         if checkpoint is not None:
             trainer.resume(checkpoint)
@@ -267,7 +282,7 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
 
 
 def run_sample(ctx: JobContext, params: SampleParams) -> str:
-    from treegrpo.prompts import resolve_prompts
+    from treegrpo.datasets.prompt_rows import first_rows, open_prompts
     from treegrpo.sample_tree import grow_tree
     from treegrpo.scoring import summarise_means
     from treegrpo.windows import window_start
@@ -277,16 +292,16 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
     ctx.log.write(f"growing {params.trees} tree(s) with {source.describe()}")
     adapter = cached_policy(config, source.checkpoint)
     rewards = cached_rewards(config, adapter.device)
-    prompts = resolve_prompts(config.prompts)
+    rows = first_rows(open_prompts(config.prompts, fetch_datasets(ctx, config)), params.trees)
     ctx.heartbeat(progress_step=0, progress_total=params.trees)
     leaves: dict[str, list[float]] = {name: [] for name in rewards}
     for index in range(params.trees):
         if ctx.stop.requested():
             return "stopped"
-        prompt = prompts[index % len(prompts)]
+        prompt, metadata = rows[index % len(rows)]
         tree_config = with_seed(config, config.seed + index)
         start = window_start(config.tree, config.sampling.steps, 0, random.Random(tree_config.seed))
-        record = grow_tree(adapter, prompt, tree_config, rewards, start)
+        record = grow_tree(adapter, prompt, tree_config, rewards, start, metadata)
         record.index = index
         store_tree(ctx, source.epoch, record, tree_config.seed, {"policy": source.meta()})
         for node in record.nodes:
@@ -306,13 +321,15 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     from treegrpo.algorithms import resolve_for_model
-    from treegrpo.evaluate import eval_prompts, sample_and_score
+    from treegrpo.evaluate import eval_rows, sample_and_score
     from treegrpo.scoring import Scorer, summarise
 
     config = ctx.config
     source = source_policy(ctx, params.source_job_id, params.checkpoint_epoch)
-    prompts = eval_prompts(config)
+    held_out = eval_rows(config, fetch_datasets(ctx, config))
+    prompts = [prompt for prompt, _ in held_out]
     rows = [p for p in prompts for _ in range(params.samples_per_prompt)]
+    row_metadata = [meta for _, meta in held_out for _ in range(params.samples_per_prompt)]
     ctx.log.write(
         f"evaluating {source.describe()} on {len(prompts)} prompts x "
         f"{params.samples_per_prompt} samples with {', '.join(config.reward_weights)}"
@@ -338,6 +355,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
             initial[part],
             config.sampling.resolved_cfg_scale,
             config.sampling.max_batch,
+            row_metadata[part],
         )
         images.append(decoded.cpu())  # (n, C, H, W) in [0, 1]
         scores.append(chunk_scores)
