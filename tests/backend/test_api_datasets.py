@@ -230,3 +230,29 @@ def test_roles(client: TestClient, settings: Settings) -> None:
     assert client.delete(f"{DATASETS}/{made['id']}", headers=root).status_code == 204
     again = _upload(client, alice, _jsonl(ROWS)).json()
     assert client.delete(f"{DATASETS}/{again['id']}", headers=alice).status_code == 204
+
+
+def test_the_dataset_cli_imports_lists_and_shows(
+    app: Any, api_key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import api_testing as at
+
+    from treegrpo.cli import main as treegrpo_main
+
+    source = tmp_path / "digits.jsonl"
+    source.write_bytes(_jsonl(ROWS))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\xff\xfe\n")
+    with at.live_server(app) as server:
+        common = ["--api", server.url, "--api-key", api_key]
+        assert treegrpo_main(["dataset", "import", str(source), "--name", "dig", *common]) == 0
+        assert "dig" in capsys.readouterr().out
+        assert treegrpo_main(["dataset", "import", str(bad), "--name", "bad", *common]) == 2
+        assert "row 2: undecodable text" in capsys.readouterr().err
+        assert treegrpo_main(["dataset", "list", *common]) == 0
+        listed = capsys.readouterr().out.splitlines()
+        assert len(listed) == 1 and "10 rows (train 10); digit" in listed[0]
+        assert treegrpo_main(["dataset", "show", "dig", "--search", "number 4", *common]) == 0
+        shown = capsys.readouterr().out
+        assert "1 matching rows" in shown and 'the number 4  {"digit": 4}' in shown
+        assert treegrpo_main(["dataset", "show", "nope", *common]) == 2
