@@ -3,7 +3,8 @@ a finished version in the artifact store (`datasets/<sha256>/`) -> its database 
 
     row = import_dataset(session, settings=..., store=..., name="hpdv2", path="/data/hpdv2")
 
-The version is built in a private temporary folder (treegrpo/datasets/), copied to the store
+The version is built by a child process (`python -m treegrpo.datasets`, so the API's memory
+stays flat) in a private temporary folder (treegrpo/datasets/), copied to the store
 file by file with its manifest last, and only then gets its row: a failure at any step leaves
 no row, so nothing half-imported is ever listed (files copied before a failure stay unlisted,
 and a later import of the same content reuses them). Paths pass the file rule first
@@ -12,9 +13,11 @@ and a later import of the same content reuses them). Paths pass the file rule fi
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,19 +61,44 @@ def checked_path(field: str, value: str, settings: Settings) -> Path:
     return within_roots(field, value, settings.resolved_model_roots)
 
 
+def run_import(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The manifest of one import run in a child process (`python -m treegrpo.datasets`): what
+    parsing allocates goes back to the system when it exits, so the API's memory stays flat."""
+    done = subprocess.run(
+        [sys.executable, "-m", "treegrpo.datasets", json.dumps({**spec, "out": str(out)})],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        answer = {}
+    if "manifest" in answer:
+        manifest: dict[str, Any] = answer["manifest"]
+        return manifest
+    if "error" in answer:
+        error = answer["error"]
+        raise DatasetError(error["reason"], row=error.get("row"), source=error.get("source"))
+    raise RuntimeError(
+        f"the import process failed (exit {done.returncode}): {done.stderr.strip()[-1000:]}"
+    )
+
+
 def build(
     session: Session,
     *,
     settings: Settings,
     store: ArtifactStore,
     name: str,
-    make: Callable[[Path], dict[str, Any]],
+    spec: dict[str, Any],
     owner_key_id: int | None,
 ) -> tuple[Dataset, bool]:
-    """Run `make(version_folder) -> manifest`, publish, insert the row; temp files always go."""
+    """Import (`spec`, run_import), publish, insert the row; temporary files always go."""
     work = work_folder(settings)
     try:
-        manifest = make(work / "version")
+        manifest = run_import(spec, work / "version")
         publish(store, work / "version", manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -90,37 +118,32 @@ def import_dataset(
     owner_key_id: int | None = None,
 ) -> tuple[Dataset, bool]:
     """A file or folder under the roots (`path`), or a cached hub dataset (`hub`)."""
-    from treegrpo.datasets.importer import import_file, import_folder, import_hub
-
     if (path is None) == (hub is None):
         raise DatasetError("give exactly one of path and hub")
     if path is not None:
         source = checked_path("path", path, settings)
         if not source.exists():
             raise DatasetError("no such file or folder", source=path)
-
-        def make(out: Path) -> dict[str, Any]:
-            if source.is_dir():
-                return import_folder(source, out, prompt_column=prompt_column)
-            return import_file(source, out, split=split, prompt_column=prompt_column)
-
+        spec: dict[str, Any] = {
+            "kind": "folder" if source.is_dir() else "file",
+            "source": str(source),
+            "split": split,
+            "prompt_column": prompt_column,
+        }
     else:
         assert hub is not None
         cache = hub_cache_folder()
         roots = settings.resolved_model_roots
         if not hub_cache_allowed(cache, roots):
             raise refusal("hub", roots)
-
-        def make(out: Path) -> dict[str, Any]:
-            return import_hub(hub, out, cache_dir=cache, prompt_column=prompt_column)
-
+        spec = {
+            "kind": "hub",
+            "source": hub,
+            "cache_dir": str(cache),
+            "prompt_column": prompt_column,
+        }
     return build(
-        session,
-        settings=settings,
-        store=store,
-        name=name,
-        make=make,
-        owner_key_id=owner_key_id,
+        session, settings=settings, store=store, name=name, spec=spec, owner_key_id=owner_key_id
     )
 
 
@@ -137,17 +160,15 @@ def import_upload(
     owner_key_id: int | None = None,
 ) -> tuple[Dataset, bool]:
     """An uploaded file (already streamed to `file`), its format told by `filename`."""
-    from treegrpo.datasets.importer import import_file
-
+    spec = {
+        "kind": "file",
+        "source": str(file),
+        "name": filename,
+        "split": split,
+        "prompt_column": prompt_column,
+    }
     return build(
-        session,
-        settings=settings,
-        store=store,
-        name=name,
-        make=lambda out: import_file(
-            file, out, split=split, prompt_column=prompt_column, name=filename
-        ),
-        owner_key_id=owner_key_id,
+        session, settings=settings, store=store, name=name, spec=spec, owner_key_id=owner_key_id
     )
 
 

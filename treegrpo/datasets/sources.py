@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from treegrpo.datasets.errors import DatasetError
 
 FORMATS = ("txt", "jsonl", "csv", "parquet")
@@ -35,6 +37,7 @@ class Row:
     number: int  # 1-based
     prompt: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    metadata_text: str = ""  # its canonical JSON, filled in by `checked`
 
 
 def format_of(path: Path) -> str:
@@ -83,28 +86,26 @@ def checked(row: Row, source: str) -> Row:
         )
     if "\x00" in prompt:
         raise DatasetError("the prompt holds a NUL character", row=row.number, source=source)
-    size = len(prompt.encode("utf-8", "surrogatepass")) + len(
-        metadata_json(row.metadata, row, source)
-    )
+    text = metadata_json(row.metadata, row, source)
+    size = len(prompt.encode("utf-8", "surrogatepass")) + len(text.encode("utf-8"))
     if size > MAX_ROW_BYTES:
         raise DatasetError(
             f"the row is {size} bytes; the limit is {MAX_ROW_BYTES}", row=row.number, source=source
         )
-    return row
+    return Row(row.number, prompt, row.metadata, text)
+
+
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def metadata_json(metadata: Mapping[str, Any], row: Row | None = None, source: str = "") -> str:
-    """The canonical JSON of a row's metadata: sorted keys, no spaces, UTF-8 text."""
+    """The canonical JSON of a row's metadata: sorted keys, no spaces, UTF-8 text (values JSON
+    cannot hold, a date say, as their text)."""
+    if not metadata:
+        return "{}"
     try:
-        return json.dumps(
-            metadata,
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-            allow_nan=False,
-            default=str,
-        )
-    except ValueError as exc:
+        return orjson.dumps(metadata, default=str, option=_JSON_OPTIONS).decode("utf-8")
+    except (TypeError, ValueError) as exc:
         raise DatasetError(
             f"the metadata is not JSON ({exc})", row=row.number if row else None, source=source
         ) from None

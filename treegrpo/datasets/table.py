@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from treegrpo.datasets.errors import DatasetError
 from treegrpo.datasets.writer import MANIFEST, file_sha256
-
-CACHED_GROUPS = 4
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -63,34 +60,30 @@ class SplitTable:
         self.starts = [0]
         for count in counts:
             self.starts.append(self.starts[-1] + count)
-        self.groups: OrderedDict[int, tuple[list[str], list[str]]] = OrderedDict()
 
     def __len__(self) -> int:
         return self.starts[-1]
 
-    def _group(self, index: int) -> tuple[list[str], list[str]]:
-        cached = self.groups.get(index)
-        if cached is not None:
-            self.groups.move_to_end(index)
-            return cached
-        table = self.file.read_row_group(index, columns=["prompt", "metadata"])
-        group = (table.column("prompt").to_pylist(), table.column("metadata").to_pylist())
-        self.groups[index] = group
-        while len(self.groups) > CACHED_GROUPS:
-            self.groups.popitem(last=False)
-        return group
-
     def rows(self, indices: Sequence[int]) -> list[tuple[str, dict[str, Any]]]:
-        """(prompt, metadata) of each 0-based row index, in the order asked."""
-        out = []
+        """(prompt, metadata) of each 0-based row index, in the order asked. Each row group
+        holding some of them is decoded once, and only the asked rows become Python objects."""
+        import pyarrow as pa
+
+        wanted: dict[int, list[int]] = {}
         for index in indices:
             if not 0 <= index < len(self):
                 raise IndexError(f"row {index} of a split of {len(self)} rows")
-            group = bisect.bisect_right(self.starts, index) - 1
-            prompts, metas = self._group(group)
-            at = index - self.starts[group]
-            out.append((prompts[at], json.loads(metas[at])))
-        return out
+            wanted.setdefault(bisect.bisect_right(self.starts, index) - 1, []).append(index)
+        found: dict[int, tuple[str, dict[str, Any]]] = {}
+        for group, members in wanted.items():
+            table = self.file.read_row_group(group, columns=["prompt", "metadata"])
+            positions = pa.array([i - self.starts[group] for i in members], pa.int64())
+            picked = table.take(positions)
+            prompts = picked.column("prompt").to_pylist()
+            metas = picked.column("metadata").to_pylist()
+            for index, prompt, meta in zip(members, prompts, metas, strict=True):
+                found[index] = (prompt, json.loads(meta))
+        return [found[index] for index in indices]
 
     def scan(self) -> Iterator[tuple[int, str, str]]:
         """(0-based row, prompt, metadata JSON) of every row, a row group at a time."""

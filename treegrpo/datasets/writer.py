@@ -57,7 +57,7 @@ def _write_split(rows: Iterable[Row], path: Path) -> dict[str, Any]:
                 metas.clear()
 
         for row in rows:
-            meta = metadata_json(row.metadata, row)
+            meta = row.metadata_text or metadata_json(row.metadata, row)
             for key in row.metadata:
                 if key not in columns:
                     if len(columns) >= MAX_COLUMNS:
