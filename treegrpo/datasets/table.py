@@ -4,7 +4,7 @@
     len(split), split.rows([5, 9])                         # [(prompt, metadata), ...]
     split.search("cat", offset=0, limit=20)                # preview: (row, prompt, metadata)
 
-The file is memory-mapped and only the row groups holding the asked rows are decoded (8,192 rows
+The file is memory-mapped and only the row groups holding the asked rows are decoded (1,024 rows
 each), so a million prompts cost a reader a few megabytes, however large the split.
 """
 
@@ -67,8 +67,6 @@ class SplitTable:
     def rows(self, indices: Sequence[int]) -> list[tuple[str, dict[str, Any]]]:
         """(prompt, metadata) of each 0-based row index, in the order asked. Each row group
         holding some of them is decoded once, and only the asked rows become Python objects."""
-        import pyarrow as pa
-
         wanted: dict[int, list[int]] = {}
         for index in indices:
             if not 0 <= index < len(self):
@@ -77,12 +75,10 @@ class SplitTable:
         found: dict[int, tuple[str, dict[str, Any]]] = {}
         for group, members in wanted.items():
             table = self.file.read_row_group(group, columns=["prompt", "metadata"])
-            positions = pa.array([i - self.starts[group] for i in members], pa.int64())
-            picked = table.take(positions)
-            prompts = picked.column("prompt").to_pylist()
-            metas = picked.column("metadata").to_pylist()
-            for index, prompt, meta in zip(members, prompts, metas, strict=True):
-                found[index] = (prompt, json.loads(meta))
+            prompts, metas = table.column("prompt"), table.column("metadata")
+            for index in members:
+                at = index - self.starts[group]  # scalar reads: no pyarrow.compute import
+                found[index] = (prompts[at].as_py(), json.loads(metas[at].as_py()))
         return [found[index] for index in indices]
 
     def scan(self) -> Iterator[tuple[int, str, str]]:

@@ -23,7 +23,7 @@ from treegrpo.datasets.sources import Row, metadata_json
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-ROW_GROUP = 8192
+ROW_GROUP = 1024
 MAX_COLUMNS = 256
 
 
