@@ -136,6 +136,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         go = gr.Button("Upload", variant="primary", scale=0, min_width=120,
                        elem_id="tg-dataset-upload")  # fmt: skip
     status = gr.HTML(elem_id="tg-dataset-status")
+    reload = gr.Button("Refresh list", size="sm", elem_id="tg-dataset-refresh")
     listing = gr.HTML(elem_id="tg-datasets")
     with gr.Row(equal_height=True):
         picker = gr.Dropdown([], label="Dataset", scale=3, elem_id="tg-dataset-pick")
@@ -149,8 +150,8 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
     def on_refresh(key: str | None, request: gr.Request) -> tuple[str, Any]:
         return refresh(sh, key, request)
 
-    def on_upload(f: Any, n: str, s: str, key: str | None, request: gr.Request) -> str:
-        return upload(sh, f, n, s, key, request)
+    def on_upload(f: Any, n: str, s: str, key: str | None, request: gr.Request) -> Any:
+        return upload(sh, f, n, s, key, request), None  # the file box is free for the next
 
     def on_preview(d: Any, s: str, q: str, key: str | None, request: gr.Request) -> str:
         return preview(sh, d, s, q, key, request)
@@ -159,7 +160,8 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         return delete(sh, d, key, request)
 
     demo.load(on_refresh, [sh.key], [listing, picker])
-    go.click(on_upload, [file, name, split, sh.key], status).then(
+    reload.click(on_refresh, [sh.key], [listing, picker])
+    go.click(on_upload, [file, name, split, sh.key], [status, file]).then(
         on_refresh, [sh.key], [listing, picker]
     )
     show.click(on_preview, [picker, view_split, query, sh.key], rows)
