@@ -263,7 +263,10 @@ def write_docs(path: Path, result: dict[str, Any]) -> None:
         f"Measured {result['when']} on {result['machine']}, `.venv/bin/python bench/datasets.py`."
         " The worker figures are a fresh process that opens the stored version as a train job "
         "does and draws the epochs' prompts; the list baseline holds the same prompts as a "
-        "Python list (what inline prompts are).\n\n" + table(result) + "\n"
+        "Python list (what inline prompts are). The import runs in a child process of the API "
+        "(`python -m treegrpo.datasets`), whose memory goes back to the system when it exits: "
+        "the API figures are the server process alone. Times are upper bounds: the machine was "
+        "shared with other test runs.\n\n" + table(result) + "\n"
     )
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(r"## Prompt datasets: .*?(?=\n## |\Z)", re.S)
