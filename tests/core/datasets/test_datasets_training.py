@@ -111,3 +111,20 @@ def test_the_shipped_digits_dataset_has_the_digit_of_every_prompt(tmp_path: Path
     manifest = import_folder(SHIPPED, tmp_path / "v")
     assert {s: i["rows"] for s, i in manifest["splits"].items()} == {"test": 10, "train": 30}
     assert manifest["columns"] == ["digit", "template"]
+
+
+def test_treegrpo_train_reads_a_pinned_dataset_from_datasets_dir(tmp_path: Path) -> None:
+    from treegrpo.cli import main
+
+    datasets, sha = _store(tmp_path, 300)
+    out = tmp_path / "run"
+    argv = [
+        "train", "--preset", "tiny-treegrpo", "--out", str(out), "--quiet",
+        "--set", "epochs=1", "--set", "prompts_per_epoch=2", "--set", "log_tree_every=1",
+        "--set", f'prompts={{"dataset": "d", "sha256": "{sha}"}}',
+    ]  # fmt: skip
+    assert main([*argv, "--datasets", str(datasets)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["prompts"] == {"dataset": "d", "split": "train", "sha256": sha}
+    trees = list((out / "artifacts").rglob("tree.json"))
+    assert trees and all(json.loads(t.read_text())["prompt"].split(", sample ")[0] for t in trees)
