@@ -256,3 +256,37 @@ def test_the_dataset_cli_imports_lists_and_shows(
         shown = capsys.readouterr().out
         assert "1 matching rows" in shown and 'the number 4  {"digit": 4}' in shown
         assert treegrpo_main(["dataset", "show", "nope", *common]) == 2
+
+
+@pytest.mark.slow
+def test_a_million_row_parquet_imports_through_the_api(tmp_path: Path, sqlite_url: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 1_000_000
+    path = tmp_path / "million.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "prompt": [f"prompt number {i}" for i in range(rows)],
+                "tag": pa.array(["a", "b"] * (rows // 2)),
+            }
+        ),
+        path,
+    )
+    settings = make_settings(tmp_path, sqlite_url)
+    auth = _key(settings, "importer", "member")
+    with TestClient(create_app(settings)) as client, path.open("rb") as handle:
+        answer = client.post(
+            f"{DATASETS}/upload",
+            params={"name": "million", "filename": "million.parquet"},
+            content=handle,
+            headers=auth,
+        )
+        assert answer.status_code == 201, answer.text
+        made = answer.json()
+        assert made["rows"] == rows and made["columns"] == ["tag"]
+        last = client.get(f"{DATASETS}/{made['id']}/rows", params={"offset": rows - 1}).json()
+        assert last["data"] == [
+            {"row": rows, "prompt": f"prompt number {rows - 1}", "metadata": {"tag": "b"}}
+        ]
