@@ -396,3 +396,41 @@ class JobNode(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Dataset(Base):
+    """One imported version of a prompt dataset (treegrpo/datasets/). Its files live in the
+    artifact store under `datasets/<sha256>/`, written before this row: a row always names a
+    finished version. Importing other content under the same name adds a version; `name`
+    then means the newest."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("name", "sha256", name="uq_datasets_name_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_CHARS), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    rows: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(Integer)
+    # split -> row count; the metadata columns (every column but the prompt); where it came from.
+    splits: Mapped[dict[str, Any]] = mapped_column(JSON)
+    columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    owner_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True
+    )
+
+
+class JobDataset(Base):
+    """A job that reads a dataset version (its prompts or eval_prompts): while one exists, the
+    dataset cannot be deleted."""
+
+    __tablename__ = "job_datasets"
+    __table_args__ = (UniqueConstraint("job_id", "dataset_id", name="uq_job_datasets"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True
+    )

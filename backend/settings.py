@@ -131,6 +131,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest accepted request body (413 above it)."
     )
+    max_dataset_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="Largest prompt-dataset upload (POST /datasets/upload), streamed to disk "
+        "and never held in memory; 413 above it.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     max_queued_per_key: int = Field(
         default=100,

@@ -4,6 +4,9 @@ JSON request (the `remote` client's default):
 
     {"prompts": ["a cat", ...], "images": ["<base64 PNG>", ...]}
 
+Either may carry `"metadata": [{...}, ...]`: one JSON object per image, its prompt's dataset row
+(treegrpo/datasets/); absent (older clients) means `{}` for every image.
+
 msgpack request (Content-Type: application/msgpack), images as raw 8-bit arrays:
 
     {"prompts": [...], "images": [{"shape": [C, H, W], "dtype": "uint8", "data": <bytes>}, ...]}
@@ -21,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +52,7 @@ class Item:
     prompt: str
     image: Tensor | None
     error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def is_msgpack(content_type: str | None) -> bool:
@@ -145,13 +149,21 @@ def decode_request(
         raise BadRequest(f"{len(prompts)} prompts for {len(images)} images")
     if len(images) > max_items:
         raise TooLarge(f"{len(images)} images in one request; the limit is {max_items}")
+    metadata = payload.get("metadata")
+    if metadata is None:
+        metadata = [{} for _ in images]
+    if not isinstance(metadata, list) or len(metadata) != len(images):
+        raise BadRequest("'metadata', when given, must be a list of one object per image")
     items = []
-    for index, (prompt, value) in enumerate(zip(prompts, images, strict=True)):
+    for index, (prompt, value, row) in enumerate(zip(prompts, images, metadata, strict=True)):
         if not isinstance(prompt, str):
             items.append(Item(str(prompt), None, f"image {index}: the prompt is not a string"))
             continue
+        if not isinstance(row, dict):
+            items.append(Item(prompt, None, f"image {index}: its metadata is not an object"))
+            continue
         image, error = (_raw if binary else _png)(index, value, max_pixels)
-        items.append(Item(prompt, image, error))
+        items.append(Item(prompt, image, error, row))
     return items
 
 

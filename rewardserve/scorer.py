@@ -49,17 +49,20 @@ class Scorer:
         for fn in fns.values():
             # A reward that cannot score this probe warms up on first use instead.
             with contextlib.suppress(Exception):
-                fn(warm, [WARMUP_PROMPT])
+                fn(warm, [WARMUP_PROMPT], [{}])
         self.fns = fns
 
     @property
     def ready(self) -> bool:
         return len(self.fns) == len(self.weights)
 
-    def _call(self, images: torch.Tensor, prompts: list[str]) -> list[float]:
+    def _call(
+        self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]
+    ) -> list[float]:
         total = torch.zeros(len(prompts), dtype=torch.float64)
         for name, fn in self.fns.items():
-            values = torch.as_tensor(fn(images.to(self.device), prompts)).detach().cpu().double()
+            scores = fn(images.to(self.device), prompts, metadata)
+            values = torch.as_tensor(scores).detach().cpu().double()
             if values.shape != (len(prompts),):
                 raise ValueError(f"{name} returned shape {tuple(values.shape)}")
             total += self.weights[name] * values
@@ -76,8 +79,9 @@ class Scorer:
         for members in groups.values():
             images = torch.stack([items[i].image for i in members])  # type: ignore[misc]
             prompts = [items[i].prompt for i in members]
+            metadata = [items[i].metadata for i in members]
             try:
-                scores = self._call(images, prompts)
+                scores = self._call(images, prompts, metadata)
             except Exception:
                 # Find the offending items: score each alone.
                 for i in members:
@@ -90,7 +94,7 @@ class Scorer:
     def _one(self, item: Item) -> tuple[float | None, str | None]:
         assert item.image is not None
         try:
-            return self._checked(self._call(item.image[None], [item.prompt])[0])
+            return self._checked(self._call(item.image[None], [item.prompt], [item.metadata])[0])
         except Exception as exc:
             return None, f"{type(exc).__name__}: {exc}"
 

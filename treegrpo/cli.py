@@ -99,6 +99,7 @@ def _train_argv(args: argparse.Namespace) -> list[str]:
         ("--preset", args.preset),
         ("--out", args.out),
         ("--resume", args.resume),
+        ("--datasets", getattr(args, "datasets", None)),
     ):
         if value:
             argv += [flag, value]
@@ -261,6 +262,7 @@ def _train(
             *make_trackers(config, out, out.name),
         ],
         checkpoint_root=out / "checkpoints",
+        datasets=Path(args.datasets) if args.datasets else None,
     )
     # The folder is made only once the run is known to start, so a refused run leaves nothing.
     # The trainer calls the writing callbacks on rank 0 only; these writes are rank 0's too.
@@ -476,6 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder to create")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--datasets",
+        metavar="DIR",
+        help="folder of stored dataset versions (<sha256>/, e.g. data/artifacts/datasets) that "
+        "prompts: {dataset: ..., sha256: ...} is read from; without it, `dataset` may name a "
+        "version folder itself",
+    )
     train.set_defaults(func=cmd_train)
 
     tree = sub.add_parser(

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import torch
 from torch import Tensor
 
-Score = Callable[[Tensor, Sequence[str]], dict[str, Tensor]]
+# (images, prompts, metadata or None) -> name -> (n,)
+Score = Callable[[Tensor, Sequence[str], Sequence[Mapping[str, Any]] | None], dict[str, Tensor]]
 
 
 def chunk_ranges(count: int, chunks: int) -> list[range]:
@@ -43,13 +45,19 @@ class ScoringQueue:
         self.pending: list[Future[dict[str, Tensor]] | dict[str, Tensor]] = []
         self.wait_seconds = 0.0  # time the caller spent scoring or waiting for scores
 
-    def submit(self, images: Tensor, prompts: Sequence[str]) -> None:
+    def submit(
+        self,
+        images: Tensor,
+        prompts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        rows = None if metadata is None else list(metadata)
         if self.pool is None:
             started = time.perf_counter()
-            self.pending.append(self.score(images, list(prompts)))
+            self.pending.append(self.score(images, list(prompts), rows))
             self.wait_seconds += time.perf_counter() - started
         else:
-            self.pending.append(self.pool.submit(self.score, images, list(prompts)))
+            self.pending.append(self.pool.submit(self.score, images, list(prompts), rows))
 
     def results(self) -> dict[str, Tensor]:
         """Every chunk's scores, concatenated in submission order; re-raises a chunk's error."""

@@ -3,6 +3,9 @@ sample jobs run. Every state is recorded with its predicted clean image."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from treegrpo.algorithms import resolve_for_model
@@ -23,8 +26,10 @@ def grow_tree(
     config: RunConfig,
     rewards: dict[str, RewardFn],
     window_start: int,
+    metadata: Mapping[str, Any] | None = None,
 ) -> TreeRecord:
-    """One tree with config.tree.k / depth / backup and config.sampling, seeded by config.seed."""
+    """One tree with config.tree.k / depth / backup and config.sampling, seeded by config.seed;
+    its leaves are scored with the prompt's row `metadata` ({} when None)."""
     config, schedule = resolve_for_model(config, adapter)
     assert config.sampling.eta is not None
     shape = TreeShape(config.tree.k, config.tree.depth, config.sampling.steps, window_start)
@@ -47,7 +52,9 @@ def grow_tree(
     leaf_images = images[shape.steps][0]  # (k^d, C, H, W)
     leaf_prompts = [prompt] * leaf_images.shape[0]
     weights = config.reward_weights
-    scores = Scorer(adapter.decode, rewards, weights).score_images(leaf_images, leaf_prompts)
+    leaf_metadata = [dict(metadata or {}) for _ in leaf_prompts]
+    scorer = Scorer(adapter.decode, rewards, weights)
+    scores = scorer.score_images(leaf_images, leaf_prompts, leaf_metadata)
     _, values = tree_advantages(
         rollout, scores, weights, torch.zeros(1, dtype=torch.long), config.tree.backup
     )

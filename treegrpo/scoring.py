@@ -12,7 +12,7 @@ seconds it spent decoding and scoring, which the trainer reports as the epoch's 
 and scores in overlapped chunks when the reward is remote (overlap.py).
 
     scorer = Scorer(adapter.decode, rewards, weights)
-    scores = scorer.score(latents, prompts)         # name -> (n,)
+    scores = scorer.score(latents, prompts, metadata)   # name -> (n,); metadata: a dict per image
     metrics = summarise(scores, weights, spread=True)
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from torch import Tensor
 
 from treegrpo.overlap import ScoringQueue
-from treegrpo.rewards.registry import RewardFn, score_images
+from treegrpo.rewards.registry import Metadata, RewardFn, score_images
 
 Decode = Callable[[Tensor], Tensor]
 
@@ -96,21 +96,25 @@ class Scorer:
         self.seconds += time.perf_counter() - started
         return images
 
-    def score_images(self, images: Tensor, prompts: Sequence[str]) -> dict[str, Tensor]:
+    def score_images(
+        self, images: Tensor, prompts: Sequence[str], metadata: Metadata | None = None
+    ) -> dict[str, Tensor]:
         started = time.perf_counter()
-        scores = score_images(self.rewards, images, list(prompts))
+        scores = score_images(self.rewards, images, list(prompts), metadata)
         self.seconds += time.perf_counter() - started
         return scores
 
-    def score(self, latents: Tensor, prompts: Sequence[str]) -> dict[str, Tensor]:
+    def score(
+        self, latents: Tensor, prompts: Sequence[str], metadata: Metadata | None = None
+    ) -> dict[str, Tensor]:
         """Decode and score: name -> (n,)."""
-        return self.decode_and_score(latents, prompts)[1]
+        return self.decode_and_score(latents, prompts, metadata)[1]
 
     def decode_and_score(
-        self, latents: Tensor, prompts: Sequence[str]
+        self, latents: Tensor, prompts: Sequence[str], metadata: Metadata | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         images = self.decode(latents)
-        return images, self.score_images(images, prompts)
+        return images, self.score_images(images, prompts, metadata)
 
     def overlapped(self) -> ScoringRound:
         """A round of chunks scored (on `concurrency` threads) while later chunks grow."""
@@ -130,12 +134,16 @@ class ScoringRound:
     def __init__(self, scorer: Scorer) -> None:
         self.scorer = scorer
         self.queue = ScoringQueue(
-            lambda images, prompts: score_images(scorer.rewards, images, prompts),
+            lambda images, prompts, metadata: score_images(
+                scorer.rewards, images, prompts, metadata
+            ),
             scorer.concurrency,
         )
 
-    def submit(self, latents: Tensor, prompts: Sequence[str]) -> None:
-        self.queue.submit(self.scorer.decode(latents), prompts)
+    def submit(
+        self, latents: Tensor, prompts: Sequence[str], metadata: Metadata | None = None
+    ) -> None:
+        self.queue.submit(self.scorer.decode(latents), prompts, metadata)
 
     def results(self) -> dict[str, Tensor]:
         scores = self.queue.results()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import random
 import time
 from collections.abc import Sequence
@@ -43,16 +44,16 @@ from treegrpo.checkpoint import (
     save_sharded_checkpoint,
 )
 from treegrpo.config import RunConfig
+from treegrpo.datasets.prompt_rows import draw, open_prompts
 from treegrpo.distributed import any_rank, current_ranks, gather_to_main, shard_range
 from treegrpo.edges import EdgeBatch
 from treegrpo.ema import EMA_FILE, WeightsEMA
 from treegrpo.epochs import is_gallery_epoch, is_tree_epoch
-from treegrpo.evaluate import eval_prompts, sample_and_score
+from treegrpo.evaluate import eval_rows, sample_and_score
 from treegrpo.export import LORA_EXPORT_DIR, write_lora_export
 from treegrpo.models.base import Conditioning, ModelAdapter
 from treegrpo.optim import build_optimizer, store_weights
 from treegrpo.overopt import gallery_diversity, watch_metrics
-from treegrpo.prompts import resolve_prompts
 from treegrpo.rewards.registry import RewardFn
 from treegrpo.scoring import Scorer, summarise
 from treegrpo.seeds import GALLERY_NOISE_STREAM, LORA_INIT_STREAM, noise_generator, stream_seed
@@ -84,7 +85,10 @@ class Trainer:
         rewards: dict[str, RewardFn],
         callbacks: Sequence[Callback] = (),
         checkpoint_root: Path | None = None,
+        datasets: Path | None = None,
     ) -> None:
+        """`datasets`: the folder of stored dataset versions (`<sha256>/`) that a config's
+        `prompts: {dataset: ...}` is read from (treegrpo/datasets/)."""
         # Nulls in the config (eta, SDE, the baselines' knobs) take the algorithm's defaults.
         self.algorithm = get_algorithm(config.algorithm)
         self.requested_config = config
@@ -118,10 +122,14 @@ class Trainer:
         self.schedule.check_stochastic(
             self.algorithm.possible_sde_steps(config), config.sampling.eta
         )
-        self.prompts = list(resolve_prompts(config.prompts))
-        self.eval_prompts = eval_prompts(config)
-        repeats = -(-GALLERY_MIN_IMAGES // len(self.eval_prompts))
+        # Prompt rows (prompt, metadata) are read when an epoch draws them: a dataset split
+        # stays memory-mapped, however many rows it has.
+        self.prompts = open_prompts(config.prompts, datasets)
+        held_out = eval_rows(config, datasets)
+        self.eval_prompts = [prompt for prompt, _ in held_out]
+        repeats = -(-GALLERY_MIN_IMAGES // len(held_out))
         self.gallery_prompts = self.eval_prompts * repeats
+        self.gallery_metadata = [meta for _, meta in held_out] * repeats
         use_text_encoders(adapter, config.train.text_encoders)
         if config.train.lora_rank:
             adapter.enable_lora(
@@ -310,15 +318,17 @@ class Trainer:
         rng = random.Random(stream_seed(config.seed, epoch, 0))
         generator = torch.Generator().manual_seed(stream_seed(config.seed, epoch, 1))
         count = config.prompts_per_epoch
-        if count <= len(self.prompts):
-            prompts = rng.sample(self.prompts, count)
-        else:
-            prompts = rng.choices(self.prompts, k=count)
-        ids = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
-        groups = torch.tensor([ids[p] for p in prompts])
+        # Seeded by (seed, epoch) alone: a resumed run draws the rows it would have drawn.
+        rows = self.prompts.rows(draw(len(self.prompts), count, rng))
+        prompts = [prompt for prompt, _ in rows]
+        metadata = [meta for _, meta in rows]
+        # A prompt drawn twice is one group (its rows share the prompt and the metadata).
+        keys = [(prompt, json.dumps(meta, sort_keys=True)) for prompt, meta in rows]
+        ids = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        groups = torch.tensor([ids[key] for key in keys])
         start = self.algorithm.window_start(config, epoch, rng)
         local = shard_range(count, self.ranks.rank, self.ranks.world)
-        return EpochPlan(epoch, prompts, groups, start, generator, rng, local)
+        return EpochPlan(epoch, prompts, groups, start, generator, rng, local, metadata)
 
     def scorer(self) -> Scorer:
         """A fresh scorer (its clock at zero) over the run's rewards."""
@@ -451,6 +461,7 @@ class Trainer:
             initial,
             self.config.sampling.resolved_cfg_scale,
             self.config.sampling.max_batch,
+            self.gallery_metadata,
         )
         self.callbacks.on_samples(SampleBatch(epoch, list(self.gallery_prompts), images, rewards))
         return {

@@ -58,6 +58,20 @@ class JobError(RuntimeError):
     """A job that cannot run as asked (a missing checkpoint, a node with no latent, ...)."""
 
 
+def fetch_datasets(ctx: JobContext, config: RunConfig) -> Path:
+    """The store's datasets folder, holding (fetched from a remote store) every dataset version
+    the config names. The versions were pinned at submit; reading one checks its content hash
+    (treegrpo/datasets/table.py), so a version altered since is refused there."""
+    from treegrpo.datasets import DatasetRef
+
+    for value in (config.prompts, config.eval_prompts):
+        if isinstance(value, DatasetRef):
+            if value.sha256 is None:
+                raise JobError(f"{value.describe()} was not pinned to a version at submit")
+            ctx.fetch(f"datasets/{value.sha256}")
+    return ctx.path("datasets")
+
+
 def run_job(ctx: JobContext) -> str:
     if ctx.kind == "train":
         return run_train(ctx)
@@ -126,6 +140,7 @@ def run_train(ctx: JobContext) -> str:
             rewards,
             callbacks=[recorder, *trackers],
             checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
+            datasets=fetch_datasets(ctx, config),
         )
         if checkpoint is not None:
             trainer.resume(checkpoint)
@@ -273,7 +288,7 @@ def with_seed(config: RunConfig, seed: int) -> RunConfig:
 
 
 def run_sample(ctx: JobContext, params: SampleParams) -> str:
-    from treegrpo.prompts import resolve_prompts
+    from treegrpo.datasets.prompt_rows import first_rows, open_prompts
     from treegrpo.sample_tree import grow_tree
     from treegrpo.scoring import summarise_means
     from treegrpo.windows import window_start
@@ -283,16 +298,16 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
     ctx.log.write(f"growing {params.trees} tree(s) with {source.describe()}")
     adapter = cached_policy(config, source.checkpoint)
     rewards = cached_rewards(config, adapter.device)
-    prompts = resolve_prompts(config.prompts)
+    rows = first_rows(open_prompts(config.prompts, fetch_datasets(ctx, config)), params.trees)
     ctx.heartbeat(progress_step=0, progress_total=params.trees)
     leaves: dict[str, list[float]] = {name: [] for name in rewards}
     for index in range(params.trees):
         if ctx.stop.requested():
             return "stopped"
-        prompt = prompts[index % len(prompts)]
+        prompt, metadata = rows[index % len(rows)]
         tree_config = with_seed(config, config.seed + index)
         start = window_start(config.tree, config.sampling.steps, 0, random.Random(tree_config.seed))
-        record = grow_tree(adapter, prompt, tree_config, rewards, start)
+        record = grow_tree(adapter, prompt, tree_config, rewards, start, metadata)
         record.index = index
         store_tree(ctx, source.epoch, record, tree_config.seed, {"policy": source.meta()})
         for node in record.nodes:
@@ -313,15 +328,17 @@ def run_sample(ctx: JobContext, params: SampleParams) -> str:
 def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
     """Each model of the table (one, or the base model and checkpoints) samples the held-out
     prompts from the same fixed noises with the eval steps, scored by the eval rewards."""
-    from treegrpo.evaluate import eval_noise, eval_prompts, eval_rows
+    from treegrpo.evaluate import eval_noise, eval_rows, per_image
 
     config = ctx.config
     weights = config.eval_reward_weights
     per_prompt = params.samples_per_prompt or config.eval.images_per_prompt
     models = params.rows()
     sources = [source_policy(ctx, model.job_id, model.epoch) for model in models]
-    prompts = eval_prompts(config)
-    rows = eval_rows(prompts, per_prompt)
+    held_out = eval_rows(config, fetch_datasets(ctx, config), whole_split=True)
+    prompts = [prompt for prompt, _ in held_out]
+    rows = per_image(prompts, per_prompt)
+    row_metadata = per_image([meta for _, meta in held_out], per_prompt)
     chunks = -(-len(rows) // EVAL_CHUNK)
     names = "; ".join(source.describe() for source in sources)
     ctx.log.write(
@@ -333,7 +350,7 @@ def run_evaluate(ctx: JobContext, params: EvaluateParams) -> str:
         ema = _uses_ema(model, source)
         adapter = cached_policy(config, source.checkpoint, ema)
         initial = eval_noise(config.eval.seed, len(prompts), per_prompt, adapter.latent_shape)
-        sampled = _evaluate_model(ctx, adapter, rows, initial, row * chunks)
+        sampled = _evaluate_model(ctx, adapter, rows, row_metadata, initial, row * chunks)
         if sampled is None:
             return "stopped"
         images, scores = sampled
@@ -357,9 +374,15 @@ def _uses_ema(model: EvaluateModel, source: PolicySource) -> bool:
 
 
 def _evaluate_model(
-    ctx: JobContext, adapter: Any, rows: list[str], initial: torch.Tensor, done: int
+    ctx: JobContext,
+    adapter: Any,
+    rows: list[str],
+    row_metadata: list[Any],
+    initial: torch.Tensor,
+    done: int,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
-    """ODE samples of `rows` from `initial` with the eval schedule, scored by the eval rewards,
+    """ODE samples of `rows` from `initial` with the eval schedule, scored by the eval rewards
+    with each row's metadata,
     in chunks (each checks the stop request): ((n, C, H, W) CPU images, name -> (n,) scores),
     or None when a stop was requested."""
     from treegrpo.algorithms import resolve_for_model
@@ -386,6 +409,7 @@ def _evaluate_model(
             initial[part],
             resolved.sampling.resolved_cfg_scale,
             resolved.sampling.max_batch,
+            row_metadata[part],
         )
         images.append(decoded.cpu())  # (n, C, H, W) in [0, 1]
         scores.append(chunk_scores)

@@ -61,7 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ui_mounted = False
     problems.install(app)
     app.include_router(api_router, prefix=API_PREFIX)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        # A dataset upload streams its body to disk (routes/datasets.py) under its own limit.
+        larger={f"{API_PREFIX}/datasets/upload": settings.max_dataset_bytes},
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -10,22 +10,27 @@ from backend.api.problems import problem
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`max_bytes` for every body; paths in `larger` (a dataset upload, which streams its
+    body to disk) have their own limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"the request body is larger than {self.max_bytes} bytes"
+        max_bytes = self.larger.get(scope.get("path", ""), self.max_bytes)
+        detail = f"the request body is larger than {max_bytes} bytes"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
+                if declared > max_bytes:
                     await problem(413, detail, kind="too-large")(scope, receive, send)
                     return
         seen = 0
@@ -35,7 +40,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     # Raised inside the route's body read: the app's handlers answer with it.
                     raise HTTPException(413, detail)
             return message

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from backend import crud, queue
+from backend.api.dataset_refs import pin_datasets
 from backend.api.job_limits import refuse_beyond_limits
 from backend.api.problems import ProblemError, validation_error
 from backend.errors import NotFound
@@ -212,6 +213,8 @@ def create(
     config = resolve_job_config(body.preset, body.config)
     # The operator's lists (hosts, referable variables, secrets' hosts, file roots) and sizes.
     refuse_beyond_limits(session, settings=settings, config=config)
+    # Dataset names become the content hash the worker will check; rewards get their metadata.
+    config, dataset_ids = pin_datasets(session, config)
     params_model = _parse_params(body.kind, body.params)
     params = params_model.model_dump(mode="json", exclude_none=True)
     _params_refer_to_rows(session, params)
@@ -229,6 +232,7 @@ def create(
         **ownership(settings, owner_key_id),
     )
     if created:
+        crud.link_job(session, job_id=job.id, dataset_ids=dataset_ids)
         record_branch(session, job=job)
         enqueue_or_fail(session, settings=settings, job=job)
     elif _never_sent(job):

@@ -34,6 +34,8 @@ TABLES = (
     "trees",
     "samples",
     "metrics",
+    "job_datasets",
+    "datasets",
     "jobs",
     "audit_log",
     "api_keys",

@@ -45,6 +45,14 @@ ALLOWED_CORE = {
     "treegrpo.job_limits",
     "treegrpo.models",
     "treegrpo.models.sizes",
+    # Prompt datasets (issue 25): the config's {dataset: ...} reference, and the import, preview
+    # and pinning in the API. Torch-free (pyarrow is imported only where a file is read).
+    "treegrpo.datasets",
+    "treegrpo.datasets.errors",
+    "treegrpo.datasets.ref",
+    "treegrpo.datasets.sources",
+    "treegrpo.datasets.table",
+    "treegrpo.datasets.writer",
 }
 
 PROBE = """

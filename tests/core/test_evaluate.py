@@ -14,8 +14,8 @@ from treegrpo.evaluate import (
     EVAL_PROMPTS_DEFAULT,
     eval_noise,
     eval_prompts,
-    eval_rows,
     eval_schedule,
+    per_image,
     sample_and_score,
     score_intervals,
 )
@@ -87,7 +87,7 @@ def test_eval_noise_is_fixed_per_prompt_whatever_the_run_seed_or_prompt_count() 
     torch.testing.assert_close(five[:6], three, rtol=0, atol=0)  # prompt i keeps its noises
     assert not torch.equal(eval_noise(8, 3, 2, shape), three)  # another eval.seed, other noises
     assert not torch.equal(three[0], three[1])  # a prompt's images differ
-    assert eval_rows(["a", "b"], 2) == ["a", "a", "b", "b"]
+    assert per_image(["a", "b"], 2) == ["a", "a", "b", "b"]
 
 
 def test_score_intervals_take_the_prompt_as_the_unit() -> None:

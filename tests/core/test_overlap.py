@@ -27,7 +27,7 @@ from treegrpo.trainer import Trainer
 def _run(concurrency: int, chunks: int) -> tuple[list[dict[str, float]], list[Tensor], dict, set]:
     threads: set[str] = set()
 
-    def slow_remote(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def slow_remote(images: Tensor, prompts: Sequence[str], metadata: object = None) -> Tensor:
         threads.add(threading.current_thread().name)
         time.sleep(0.01)
         return brightness(images, prompts)
@@ -88,7 +88,7 @@ def test_chunk_ranges_and_queue_order() -> None:
     assert chunk_ranges(2, 4) == [range(0, 1), range(1, 2)]
     assert chunk_ranges(5, 1) == [range(0, 5)]
 
-    def score(images: Tensor, prompts: Sequence[str]) -> dict[str, Tensor]:
+    def score(images: Tensor, prompts: Sequence[str], metadata: object = None) -> dict[str, Tensor]:
         time.sleep(0.05 if prompts[0] == "first" else 0.0)  # the first chunk finishes last
         return {"r": images.flatten()}
 
@@ -97,7 +97,9 @@ def test_chunk_ranges_and_queue_order() -> None:
     queue.submit(torch.tensor([3.0]), ["second"])
     assert queue.results()["r"].tolist() == [1.0, 2.0, 3.0]
 
-    def failing(images: Tensor, prompts: Sequence[str]) -> dict[str, Tensor]:
+    def failing(
+        images: Tensor, prompts: Sequence[str], metadata: object = None
+    ) -> dict[str, Tensor]:
         raise RuntimeError("server said no")
 
     queue = ScoringQueue(failing, concurrency=2)

@@ -21,7 +21,7 @@ PROMPTS = ["a", "b", "c"]
 
 
 def _constant(values: list[float]):  # type: ignore[no-untyped-def]
-    def reward(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def reward(images: Tensor, prompts: Sequence[str], metadata: object = None) -> Tensor:
         return torch.tensor(values)
 
     return reward
@@ -50,7 +50,7 @@ def test_score_images_refuses_bad_answers(values: list[float], message: str) -> 
 
 
 def test_score_images_names_the_reward_that_raised() -> None:
-    def broken(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def broken(images: Tensor, prompts: Sequence[str], metadata: object = None) -> Tensor:
         raise RuntimeError("server said no")
 
     with pytest.raises(
@@ -71,7 +71,7 @@ def test_a_nan_reward_stops_training_before_the_update(tmp_path: Path) -> None:
 
     calls = {"n": 0}
 
-    def sometimes_nan(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def sometimes_nan(images: Tensor, prompts: Sequence[str], metadata: object = None) -> Tensor:
         calls["n"] += 1
         scores = images.mean(dim=(1, 2, 3))
         if calls["n"] == 2:  # the second epoch's leaves

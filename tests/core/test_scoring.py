@@ -36,7 +36,7 @@ def test_weighted_sum_ignores_a_score_without_weight() -> None:
     assert weighted_sum({"a": 2.0, "extra": 100.0}, {"a": 0.5}) == 1.0
 
 
-def _halves(images: Tensor, prompts: Sequence[str]) -> Tensor:
+def _halves(images: Tensor, prompts: Sequence[str], metadata: object = None) -> Tensor:
     return images.flatten(1).mean(dim=1)
 
 
@@ -57,7 +57,9 @@ def test_an_overlapped_round_gives_the_chunks_scores_in_submission_order(
 ) -> None:
     threads: set[str] = set()
 
-    def index_of_first_pixel(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def index_of_first_pixel(
+        images: Tensor, prompts: Sequence[str], metadata: object = None
+    ) -> Tensor:
         threads.add(threading.current_thread().name)
         return images.flatten(1)[:, 0]
 

@@ -235,6 +235,27 @@ def test_the_remote_client_scores_against_it(served: RewardServer, wire: str) ->
     assert digit_probabilities(images).shape == (5, 10)
 
 
+@pytest.mark.parametrize("wire", ["png", "msgpack"])
+def test_metadata_reaches_the_served_reward(served: RewardServer, wire: str) -> None:
+    # digit_judge scores against the row's `digit` when present: the prompts here name another
+    # digit, so the scores are those of the metadata's digits only if the field arrived.
+    images, prompts = _digits(4)
+    wanted = [{"digit": (int(p[-1]) + 1) % 10} for p in prompts]
+    fn = load_rewards(
+        {"remote": 1.0},
+        options={"remote": {"url": served.url, "api_key": KEY, "format": wire, "batch_size": 3}},
+    )["remote"]
+    rounded = (images * 255).round() / 255
+    expected = digit_judge(rounded, [f"the digit {m['digit']}" for m in wanted])
+    assert torch.allclose(fn(images, prompts, wanted), expected, atol=1e-5)
+    assert not torch.allclose(expected, digit_judge(rounded, prompts), atol=1e-3)
+    body = {"prompts": prompts[:1], "images": encode_png(images[:1]), "metadata": [7]}
+    answer = httpx.post(served.url, json=body, headers=_auth(), timeout=TIMEOUT).json()
+    assert answer["scores"] == [None] and "metadata is not an object" in answer["errors"][0]
+    body["metadata"] = [{}, {}]
+    assert httpx.post(served.url, json=body, headers=_auth(), timeout=TIMEOUT).status_code == 400
+
+
 def test_the_client_names_the_prompt_of_a_failed_item(served: RewardServer) -> None:
     images, prompts = _digits(3)
     prompts[1] = "a cat"

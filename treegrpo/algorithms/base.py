@@ -54,10 +54,18 @@ class EpochPlan:
     generator: torch.Generator
     rng: random.Random
     local: range  # this rank's trees (flat groups): indices into `prompts`
+    # Each prompt's row metadata in its dataset ({} when none), handed to the rewards with
+    # every image of the prompt; empty = {} for every prompt.
+    metadata: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def local_prompts(self) -> list[str]:
         return self.prompts[self.local.start : self.local.stop]
+
+    @property
+    def local_metadata(self) -> list[dict[str, Any]]:
+        rows = self.metadata or [{} for _ in self.prompts]
+        return rows[self.local.start : self.local.stop]
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,8 @@ class FlatAlgorithm(Algorithm):
         model_evals = int(sum_over_ranks(rollout.model_evals))
         latents = self.decoded_latents(config, rollout, ctx.schedule, sde)
         row_prompts = [p for p in plan.local_prompts for _ in range(group)]
-        rewards = ctx.scorer.score(latents, row_prompts)
+        row_metadata = [row for row in plan.local_metadata for _ in range(group)]
+        rewards = ctx.scorer.score(latents, row_prompts, row_metadata)
         # Group statistics over the whole epoch's rows; this rank keeps its own.
         all_rewards = {name: all_gather_cat(r) for name, r in rewards.items()}
         row_groups = plan.groups.repeat_interleave(group)

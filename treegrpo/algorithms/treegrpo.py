@@ -76,6 +76,7 @@ class TreeGRPO(Algorithm):
                 [draw_tree_noise(1, shape, ctx.adapter.latent_shape, ctx.noise(t)) for t in trees]
             )
             prompts = plan.local_prompts[part.start : part.stop]
+            metadata = plan.local_metadata[part.start : part.stop]
             rollout = rollout_trees(
                 ctx.adapter,
                 ctx.schedule,
@@ -92,7 +93,11 @@ class TreeGRPO(Algorithm):
             )
             # The window ends before the last step, so every leaf ends with an ODE step: clean.
             leaves = rollout.leaves.reshape(-1, *rollout.leaves.shape[2:])  # (trees*k^d, C, H, W)
-            scoring.submit(leaves, [p for p in prompts for _ in range(leaves_per_tree)])
+            scoring.submit(
+                leaves,
+                [p for p in prompts for _ in range(leaves_per_tree)],
+                [row for row in metadata for _ in range(leaves_per_tree)],  # a tree's leaves
+            )
             parts.append(rollout)
         rollout = TreeRollout.cat(parts)
         model_evals = int(sum_over_ranks(rollout.model_evals))

@@ -29,6 +29,7 @@ from treegrpo.config.values import (
     RewardOptions,
     Trackers,
 )
+from treegrpo.datasets.ref import DatasetRef
 from treegrpo.errors import ConfigError
 
 MAX_GPUS = 64
@@ -65,12 +66,18 @@ class RunConfig(Section):
         "after the rollout, or 2 when a reward is remote. Results equal serial scoring.",
         Int(0, 64),
     )
-    prompts: str | tuple[str, ...] = setting(
-        "digits", "A prompt-set name or a list of prompts.", Prompts()
+    prompts: str | tuple[str, ...] | DatasetRef = setting(
+        "digits",
+        "A prompt-set name, a list of prompts, or a dataset split {dataset: NAME_OR_ID, "
+        "split: train} (each row's other columns reach the rewards as its metadata).",
+        Prompts(),
     )
     prompts_per_epoch: int = setting(4, "Prompts (trees) per epoch.", Int(1, MAX_PROMPTS))
-    eval_prompts: str | tuple[str, ...] | None = setting(
-        None, "Held-out prompts for galleries; null = the first prompts.", Nullable(Prompts())
+    eval_prompts: str | tuple[str, ...] | DatasetRef | None = setting(
+        None,
+        "Held-out prompts for galleries (a set, a list or {dataset: NAME_OR_ID, split: "
+        "test}); null = the first prompts.",
+        Nullable(Prompts("test")),
     )
     epochs: int = setting(10, "Training epochs (iterations).", Int(1, 10_000_000))
     seed: int = setting(0, "Seeds every random choice of the run.", Int(0, 2**31 - 1))

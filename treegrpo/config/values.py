@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from treegrpo.config.fields import Check, Choice, Float, Text
+from treegrpo.datasets.ref import DatasetRef
 from treegrpo.errors import ConfigError
 from treegrpo.prompts import PROMPT_SETS
 from treegrpo.rewards.names import REWARD_NAMES
@@ -63,9 +64,17 @@ class Device(Check):
 
 @dataclasses.dataclass(frozen=True)
 class Prompts(Check):
-    """A prompt-set name or a non-empty list of prompts (stored as a tuple)."""
+    """A prompt-set name, a non-empty list of prompts (stored as a tuple), or a dataset split
+    `{dataset: NAME_OR_ID, split: ...}` (treegrpo/datasets/; `split` defaults to
+    `default_split`)."""
 
-    def __call__(self, name: str, value: Any) -> str | tuple[str, ...]:
+    default_split: str = "train"
+
+    def __call__(self, name: str, value: Any) -> str | tuple[str, ...] | DatasetRef:
+        if isinstance(value, DatasetRef):
+            return value
+        if isinstance(value, Mapping):
+            return DatasetRef.parse(name, value, self.default_split)
         if isinstance(value, str):
             return str(Choice(tuple(PROMPT_SETS))(name, value))
         if isinstance(value, list | tuple):
@@ -75,10 +84,17 @@ class Prompts(Check):
                 raise ConfigError(name, f"at most {MAX_PROMPTS} prompts, got {len(value)}")
             prompt = Text(max_chars=MAX_PROMPT_CHARS)
             return tuple(prompt(f"{name}[{i}]", p) for i, p in enumerate(value))
-        raise ConfigError(name, f"expected a prompt-set name or a list of prompts, got {value!r}")
+        raise ConfigError(
+            name,
+            f"expected a prompt-set name, a list of prompts or {{dataset: NAME, split: "
+            f"{self.default_split}}}, got {value!r}",
+        )
 
     def allowed(self) -> str:
-        return f"a prompt set, or 1..{MAX_PROMPTS} prompts of <= {MAX_PROMPT_CHARS} chars"
+        return (
+            f"a prompt set, 1..{MAX_PROMPTS} prompts of <= {MAX_PROMPT_CHARS} chars, or "
+            f"{{dataset: NAME_OR_ID, split: {self.default_split}}}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

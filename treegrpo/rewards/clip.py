@@ -41,7 +41,7 @@ image processor does: grey repeated to RGB, shortest side resized to `vision_con
 preprocessor_config.json when present, else OpenAI CLIP's.
 
     fn = REWARDS["pickscore"](torch.device("cuda"), {"path": "/models/pickscore"})
-    scores = fn(images, prompts)  # (B,) float32 on the CPU
+    scores = fn(images, prompts, metadata)  # (B,) float32 on the CPU
 """
 
 from __future__ import annotations
@@ -59,9 +59,7 @@ from torch import Tensor
 
 from treegrpo.config import ConfigError, _choice, _float, _int, _text
 from treegrpo.hub import local_folder
-
-# registry.RewardFn, restated: the registry imports this module.
-RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
+from treegrpo.rewards.signature import Metadata, RewardFn
 
 # OpenAI CLIP's normalisation (transformers.image_utils.OPENAI_CLIP_MEAN / _STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -306,7 +304,7 @@ def clipscore_factory(device: torch.device, options: Mapping[str, Any]) -> Rewar
     )
     encoder = load_clip_encoder("clipscore", device, options)
 
-    def clipscore(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def clipscore(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
         return (weight * encoder.cosine(images, prompts).clamp(min=0)).cpu()
 
     return clipscore
@@ -318,7 +316,7 @@ def pickscore_factory(device: torch.device, options: Mapping[str, Any]) -> Rewar
     encoder = load_clip_encoder("pickscore", device, options)
     scale = encoder.logit_scale
 
-    def pickscore(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def pickscore(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
         return (scale * encoder.cosine(images, prompts)).cpu()
 
     return pickscore
@@ -329,7 +327,7 @@ def hps_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
     _check_keys("hps", options, _TEXT_OPTIONS)
     encoder = load_clip_encoder("hps", device, options)
 
-    def hps(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def hps(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
         return encoder.cosine(images, prompts).cpu()
 
     return hps
@@ -417,7 +415,7 @@ def aesthetic_factory(device: torch.device, options: Mapping[str, Any]) -> Rewar
         for w, b in mlp_layers(field, state, int(encoder.model.config.projection_dim))
     ]
 
-    def aesthetic(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def aesthetic(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
         _check_batch(images, prompts)
         x = encoder.image_embeds(images)  # (B, D), unit norm
         for i, (weight, bias) in enumerate(layers):

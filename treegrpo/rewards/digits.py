@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from treegrpo.prompts import digit_of_prompt
+from treegrpo.rewards.signature import Metadata
 
 
 @cache
@@ -51,16 +52,27 @@ def digit_probabilities(images: Tensor) -> Tensor:
     return torch.tensor(probabilities, dtype=torch.float32)
 
 
-def digit_judge(images: Tensor, prompts: Sequence[str]) -> Tensor:
-    digits = []
-    for prompt in prompts:
-        digit = digit_of_prompt(prompt)
-        if digit is None:
-            raise ValueError(f"digit_judge: prompt {prompt!r} names no single digit")
-        digits.append(digit)
+def wanted_digit(prompt: str, row: Mapping[str, Any]) -> int:
+    """The digit an image should show: its row's `digit` metadata (the digits dataset) when
+    present, else the one digit its prompt names."""
+    if "digit" in row:
+        value = row["digit"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9:
+            raise ValueError(f"digit_judge: metadata digit {value!r} of {prompt!r} is not 0..9")
+        return value
+    digit = digit_of_prompt(prompt)
+    if digit is None:
+        raise ValueError(f"digit_judge: prompt {prompt!r} names no single digit")
+    return digit
+
+
+def digit_judge(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
+    """P(the wanted digit) under the judge, per image."""
+    rows = metadata if len(metadata) == len(prompts) else [{}] * len(prompts)
+    digits = [wanted_digit(prompt, row) for prompt, row in zip(prompts, rows, strict=True)]
     probabilities = digit_probabilities(images)
     return probabilities[torch.arange(len(digits)), torch.tensor(digits)]
 
 
-def boldness(images: Tensor, prompts: Sequence[str]) -> Tensor:
+def boldness(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
     return images.float().mean(dim=(1, 2, 3)).cpu()

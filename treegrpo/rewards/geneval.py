@@ -34,13 +34,13 @@ default: Flow-GRPO's training score; `strict`: 1 when strictly correct, as its e
 `strict_rewards`; `official`: 1 when GenEval's own rule holds), `input_size` (default 800),
 `max_input_size` (default 1333), `batch_size` (images per detector pass, default 4), `dtype`
 (float32 | float16 | bfloat16, default float32). Every row's metadata must carry `tag` and
-`include` (REQUIRED_METADATA).
+`include` (names.REQUIRED_METADATA).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +52,8 @@ from treegrpo.config import ConfigError, _choice, _int
 from treegrpo.rewards import geneval_rules as rules
 from treegrpo.rewards.clip import DTYPES, ClipEncoder, _check_keys, _folder, load_clip_encoder
 from treegrpo.rewards.image_ops import as_rgb_bytes, normalised, resized_crop
+from treegrpo.rewards.signature import RewardFn
 
-MetadataRewardFn = Callable[[Tensor, Sequence[str], Sequence[Mapping[str, Any]]], Tensor]
-
-REQUIRED_METADATA: tuple[str, ...] = ("tag", "include")
 MODES = ("partial", "strict", "official")
 OPTIONS = ("path", "clip_path", "mode", "input_size", "max_input_size", "batch_size", "dtype")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # mmdet: mean=[123.675, 116.28, 103.53] / 255
@@ -199,7 +197,7 @@ class ColourClassifier:
         return [rules.COLORS[int(i)] for i in picks]
 
 
-def geneval_factory(device: torch.device, options: Mapping[str, Any]) -> MetadataRewardFn:
+def geneval_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
     """Registry factory for `geneval` (module docstring)."""
     _check_keys("geneval", options, OPTIONS)
     where = "reward_options.geneval"

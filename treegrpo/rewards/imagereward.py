@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,8 @@ from torch import Tensor
 from treegrpo.config import ConfigError, _choice, _int
 from treegrpo.rewards.clip import CLIP_MEAN, CLIP_STD, DTYPES, _check_keys, _folder, mlp_layers
 from treegrpo.rewards.image_ops import as_rgb_bytes, normalised, resized_crop
+from treegrpo.rewards.signature import RewardFn
 
-MetadataRewardFn = Callable[[Tensor, Sequence[str], Sequence[Mapping[str, Any]]], Tensor]
-
-REQUIRED_METADATA: tuple[str, ...] = ()
 OPTIONS = ("path", "tokenizer_path", "batch_size", "dtype")
 CHECKPOINT = "ImageReward.pt"
 MED_CONFIG = "med_config.json"
@@ -219,7 +217,7 @@ def _tokenizer(field: str, folder: Path) -> Any:
     return tokenizer
 
 
-def imagereward_factory(device: torch.device, options: Mapping[str, Any]) -> MetadataRewardFn:
+def imagereward_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
     """Registry factory for `imagereward` (module docstring)."""
     _check_keys("imagereward", options, OPTIONS)
     where = "reward_options.imagereward"

@@ -6,13 +6,13 @@ Reinforcement Learning", section 6.1; kvablack/ddpo-pytorch, `ddpo_pytorch/rewar
 favours busy, detailed ones. As there, pixels are rounded to 8 bits, the file is written by PIL with
 quality 95, and a kB is 1000 bytes. Grey images (C = 1) are saved as 8-bit greyscale JPEGs.
 
-    scores = jpeg_compressibility(images, prompts)  # (B,) float32, higher = smaller file
+    scores = jpeg_compressibility(images, prompts, metadata)  # (B,) float32, higher = smaller file
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,11 +20,9 @@ from PIL import Image
 from torch import Tensor
 
 from treegrpo.config import ConfigError
+from treegrpo.rewards.signature import Metadata, RewardFn
 
 JPEG_QUALITY = 95
-
-# registry.RewardFn, restated: the registry imports this module.
-RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
 
 
 def to_pil_images(images: Tensor) -> list[Image.Image]:
@@ -48,12 +46,14 @@ def jpeg_size_kb(images: Tensor) -> Tensor:
     return torch.tensor(sizes, dtype=torch.float32)
 
 
-def jpeg_compressibility(images: Tensor, prompts: Sequence[str]) -> Tensor:
+def jpeg_compressibility(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
     """Minus the JPEG size in kB: higher for images that compress well."""
     return -jpeg_size_kb(images)
 
 
-def jpeg_incompressibility(images: Tensor, prompts: Sequence[str]) -> Tensor:
+def jpeg_incompressibility(
+    images: Tensor, prompts: Sequence[str], metadata: Metadata = ()
+) -> Tensor:
     """The JPEG size in kB: higher for images that compress badly."""
     return jpeg_size_kb(images)
 

@@ -29,7 +29,7 @@ models and their character list, default: the bundled ones). Needs the `ocr` ext
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,10 @@ from treegrpo import file_roots
 from treegrpo.config import ConfigError, _float, _int, _text
 from treegrpo.rewards.clip import _check_keys
 from treegrpo.rewards.jpeg import to_pil_images
+from treegrpo.rewards.signature import RewardFn
 
 # A reward that reads each image's metadata (one dict per image, {} where there is none).
-MetadataRewardFn = Callable[[Tensor, Sequence[str], Sequence[Mapping[str, Any]]], Tensor]
 
-# Metadata keys every row must carry: none (the target is quoted in the prompt; `text` optional).
-REQUIRED_METADATA: tuple[str, ...] = ()
 TEXT_KEY = "text"
 OPTIONS = ("threads", "text_score", "det_model_path", "rec_model_path", "rec_keys_path")
 DEFAULT_TEXT_SCORE = 0.5
@@ -110,7 +108,7 @@ def _model_file(field: str, value: Any) -> str | None:
     return str(file)
 
 
-def ocr_factory(device: torch.device, options: Mapping[str, Any]) -> MetadataRewardFn:
+def ocr_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
     """Registry factory for `ocr`: checks the options and builds the engine (CPU; `device` unused)."""
     _check_keys("ocr", options, OPTIONS)
     threads = _int("reward_options.ocr.threads", options.get("threads", 1), lo=0, hi=256)

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from treegrpo.rewards.signature import Metadata
 
-def brightness(images: Tensor, prompts: Sequence[str]) -> Tensor:
+
+def brightness(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
     """Mean pixel value in [0, 1]."""
     return images.float().mean(dim=(1, 2, 3)).cpu()
 
 
-def contrast(images: Tensor, prompts: Sequence[str]) -> Tensor:
+def contrast(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
     """Pixel standard deviation per image."""
     return images.float().flatten(1).std(dim=1, unbiased=False).cpu()

@@ -1,6 +1,19 @@
-"""Reward registry: `name -> factory(device, options) -> fn(images, prompts) -> scores`.
+"""Reward registry: `name -> factory(device, options) -> fn(images, prompts, metadata) -> scores`.
 
 Images are (B, C, H, W) float32 in [0, 1]; scores are a float32 CPU tensor (B,). Higher is better.
+`metadata` holds one mapping per image: the row metadata of the image's prompt in its dataset
+(treegrpo/datasets/; every column but the prompt, e.g. GenEval's `tag`/`include`/`exclude` or
+the digits dataset's `digit`), `{}` for a prompt without any (inline lists, named sets). A
+reward that ignores it still takes it: every reward is called with all three arguments.
+
+Required metadata: a reward that reads keys from `metadata` declares them in
+`names.REQUIRED_METADATA` (torch-free, so the API can read it), e.g.
+
+    REQUIRED_METADATA = {"geneval": ("tag", "include")}
+
+A run whose prompts lack one is then refused at submit with a 422 naming the key (the dataset's
+columns are checked with `missing_metadata`), never mid-run; a reward still meets `{}` rows when
+called directly, and should raise a clear error naming the key then.
 Callers score through `score_images`, which checks every reward's answer (one finite number per
 image) before anything is computed from it: a NaN would otherwise turn a whole group's advantages
 into NaN and the update would silently poison the weights.
@@ -16,7 +29,7 @@ caller's resolver (treegrpo/secrets.py) just before the factories run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,35 +37,15 @@ from torch import Tensor
 
 from treegrpo.config import ConfigError, RunConfig
 from treegrpo.rewards import clip, digits, geneval, imagereward, jpeg, ocr, remote, vlm_judge
-from treegrpo.rewards.names import REWARD_NAMES
+from treegrpo.rewards.names import (
+    REQUIRED_METADATA,
+    REWARD_NAMES,
+    missing_metadata,
+    required_metadata,
+)
 from treegrpo.rewards.pixels import brightness, contrast
+from treegrpo.rewards.signature import Metadata, RewardFactory, RewardFn
 from treegrpo.secrets import Resolver, resolve_options
-
-RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
-RewardFactory = Callable[[torch.device, Mapping[str, Any]], RewardFn]
-# The benchmark tasks' rewards take each image's metadata too (one dict per image).
-MetadataRewardFn = Callable[[Tensor, Sequence[str], Sequence[Mapping[str, Any]]], Tensor]
-MetadataRewardFactory = Callable[[torch.device, Mapping[str, Any]], MetadataRewardFn]
-
-
-def without_metadata(factory: MetadataRewardFactory) -> RewardFactory:
-    """A metadata-taking reward in today's two-argument registry: every image gets {}.
-
-    (Until prompts carry metadata, issue 25: then the registry passes each row's own.)"""
-
-    def build(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
-        fn = factory(device, options)
-
-        def score(images: Tensor, prompts: Sequence[str]) -> Tensor:
-            return fn(images, prompts, [{} for _ in prompts])
-
-        score.__name__ = getattr(fn, "__name__", "score")
-        if getattr(fn, "remote", False):
-            score.remote = True  # type: ignore[attr-defined]  # the trainer overlaps its scoring
-        return score
-
-    return build
-
 
 REWARDS: dict[str, RewardFactory] = {
     "brightness": lambda device, options: brightness,
@@ -66,13 +59,28 @@ REWARDS: dict[str, RewardFactory] = {
     "aesthetic": clip.aesthetic_factory,
     "hps": clip.hps_factory,
     "remote": remote.remote_factory,
-    "ocr": without_metadata(ocr.ocr_factory),
-    "vlm_judge": without_metadata(vlm_judge.vlm_judge_factory),
-    "imagereward": without_metadata(imagereward.imagereward_factory),
-    "geneval": without_metadata(geneval.geneval_factory),
+    "ocr": ocr.ocr_factory,
+    "vlm_judge": vlm_judge.vlm_judge_factory,
+    "imagereward": imagereward.imagereward_factory,
+    "geneval": geneval.geneval_factory,
 }
 
+# Re-exported: callers import them here.
+__all__ = [
+    "REQUIRED_METADATA",
+    "Metadata",
+    "RewardFactory",
+    "RewardFn",
+    "missing_metadata",
+    "required_metadata",
+]
+
 assert set(REWARDS) == set(REWARD_NAMES), "rewards/names.py must list exactly the registry"
+
+
+def empty_metadata(count: int) -> list[dict[str, Any]]:
+    """One empty mapping per image: the metadata of prompts that have none."""
+    return [{} for _ in range(count)]
 
 
 class RewardError(RuntimeError):
@@ -80,18 +88,26 @@ class RewardError(RuntimeError):
 
 
 def score_images(
-    rewards: Mapping[str, RewardFn], images: Tensor, prompts: Sequence[str]
+    rewards: Mapping[str, RewardFn],
+    images: Tensor,
+    prompts: Sequence[str],
+    metadata: Metadata | None = None,
 ) -> dict[str, Tensor]:
-    """Every reward's scores of `images` (B, C, H, W): name -> float32 CPU (B,).
+    """Every reward's scores of `images` (B, C, H, W): name -> float32 CPU (B,); `metadata` is
+    one mapping per image (None: `{}` each).
 
     Raises RewardError naming the reward when it raises, answers the wrong shape, or answers a
     NaN or infinite score (with the first offending prompt), so no such value reaches an advantage.
     """
     count = len(prompts)
+    if metadata is None:
+        metadata = empty_metadata(count)
+    elif len(metadata) != count:
+        raise ValueError(f"{len(metadata)} metadata rows for {count} prompts")
     out: dict[str, Tensor] = {}
     for name, fn in rewards.items():
         try:
-            values = fn(images, prompts)
+            values = fn(images, prompts, metadata)
         except Exception as exc:
             raise RewardError(
                 f"reward {name!r} failed on {count} images: {type(exc).__name__}: {exc}"

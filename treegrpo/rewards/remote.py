@@ -8,6 +8,9 @@ trainer sends it images and prompts in batches. The protocol here is plain JSON:
     200          {"scores": [0.73, ...]}          # one finite number per image, higher is better
     200          {"scores": [0.73, null], "errors": [null, "image 1: not a PNG (...)"]}
 
+With prompts from a dataset whose rows carry metadata (treegrpo/datasets/), the body also holds
+`"metadata": [{...}, ...]`, one JSON object per image (GenEval's clauses, the digit, ...); it is
+left out when every row is empty, so servers that predate the field keep working.
 PNGs are 8-bit, greyscale for 1-channel images and RGB for 3-channel ones. With `format: msgpack`
 the body is msgpack instead (Content-Type and Accept: application/msgpack) and each image a raw
 array `{"shape": [C, H, W], "dtype": "uint8", "data": <bytes>}`: no PNG encoding on either side.
@@ -28,7 +31,7 @@ at once with a RuntimeError that names the server and says what was wrong. In a 
 every address, then connects to the checked address: a refusal raises EgressRefused, unretried.
 
     fn = REWARDS["remote"](torch.device("cpu"), {"url": "http://127.0.0.1:8000/score"})
-    scores = fn(images, prompts)  # (B,) float32
+    scores = fn(images, prompts, metadata)  # (B,) float32; metadata: one dict per image
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,9 +51,7 @@ from torch import Tensor
 from treegrpo.config import ConfigError, _float, _int, _text
 from treegrpo.egress import pinned_target
 from treegrpo.rewards.jpeg import to_pil_images
-
-# registry.RewardFn, restated: the registry imports this module.
-RewardFn = Callable[[Tensor, Sequence[str]], Tensor]
+from treegrpo.rewards.signature import Metadata, RewardFn
 
 # `api_key` is what a resolved `api_key_env` / `api_key_secret` becomes; a config may not hold it.
 OPTIONS = ("url", "timeout", "retries", "backoff", "batch_size", "format", "api_key")
@@ -171,8 +172,11 @@ def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn
     where = f"remote reward at {_shown(url)}"
     attempts = retries + 1
 
-    def post(prompts: list[str], images: list[Any]) -> list[float]:
-        body = {"prompts": prompts, "images": images}
+    def post(prompts: list[str], images: list[Any], metadata: list[dict[str, Any]]) -> list[float]:
+        body: dict[str, Any] = {"prompts": prompts, "images": images}
+        if any(metadata):
+            # Only when some prompt has metadata: a server from before the field never sees it.
+            body["metadata"] = metadata
         content = msgpack.packb(body) if binary else json.dumps(body).encode()
         failure = ""
         for attempt in range(attempts):
@@ -214,14 +218,17 @@ def remote_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn
             return parse_scores(where, payload, len(prompts), prompts)
         raise RuntimeError(failure)
 
-    def remote(images: Tensor, prompts: Sequence[str]) -> Tensor:
+    def remote(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
         if len(prompts) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts")
+        rows = [dict(row) for row in metadata] if metadata else [{} for _ in prompts]
+        if len(rows) != len(prompts):
+            raise ValueError(f"got {len(rows)} metadata rows for {len(prompts)} prompts")
         scores: list[float] = []
         for start in range(0, len(prompts), batch_size):
             stop = start + batch_size
             encode = encode_raw if binary else encode_png
-            scores += post(list(prompts[start:stop]), encode(images[start:stop]))
+            scores += post(list(prompts[start:stop]), encode(images[start:stop]), rows[start:stop])
         return torch.tensor(scores, dtype=torch.float32)
 
     remote.remote = True  # type: ignore[attr-defined]  # the trainer overlaps remote scoring

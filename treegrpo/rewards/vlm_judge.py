@@ -41,7 +41,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,10 +53,8 @@ from treegrpo.egress import pinned_target
 from treegrpo.rewards.clip import _check_keys
 from treegrpo.rewards.jpeg import to_pil_images
 from treegrpo.rewards.remote import _shown, _snippet, _url
+from treegrpo.rewards.signature import RewardFn
 
-MetadataRewardFn = Callable[[Tensor, Sequence[str], Sequence[Mapping[str, Any]]], Tensor]
-
-REQUIRED_METADATA: tuple[str, ...] = ()
 MODES = ("yes_no", "score")
 OPTIONS = (
     "url",
@@ -129,7 +127,7 @@ def parsed_score(text: str, pattern: re.Pattern[str], max_score: float) -> float
     return value / max_score
 
 
-def vlm_judge_factory(device: torch.device, options: Mapping[str, Any]) -> MetadataRewardFn:
+def vlm_judge_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
     """Registry factory for `vlm_judge`: checks the options; makes no request until called."""
     _check_keys("vlm_judge", options, OPTIONS)
     where = "reward_options.vlm_judge"

@@ -13,7 +13,7 @@ from tiny_clip import save_tiny_clip
 from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
 
 from treegrpo.config import ConfigError
-from treegrpo.rewards import geneval
+from treegrpo.rewards import geneval, names
 from treegrpo.rewards.geneval_rules import CLASS_NAMES, COLORS, Detection
 from treegrpo.rewards.registry import load_rewards
 
@@ -147,7 +147,7 @@ def test_the_real_random_detector_runs(folders: dict[str, Any]) -> None:
         torch.rand(2, 3, 48, 48), ["a dog", "a cat"], SCENE[2:]
     )
     assert scores.shape == (2,) and torch.isfinite(scores).all()
-    assert geneval.REQUIRED_METADATA == ("tag", "include")
+    assert names.required_metadata("geneval") == ("tag", "include")
 
 
 def test_bad_options_name_their_field(folders: dict[str, Any], tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from treegrpo.config import ConfigError
-from treegrpo.rewards import ocr
+from treegrpo.rewards import names, ocr
 from treegrpo.rewards.registry import load_rewards
 
 
@@ -41,7 +41,7 @@ def test_target_is_the_first_quoted_span_or_the_metadata_text() -> None:
     assert ocr.target_text("a shop sign", {"text": "SALE"}) == "SALE"
     with pytest.raises(ValueError, match="a shop sign"):
         ocr.target_text("a shop sign", {})
-    assert ocr.REQUIRED_METADATA == ()
+    assert names.required_metadata("ocr") == ()
 
 
 def _rendered(text: str, size: tuple[int, int] = (320, 128)) -> torch.Tensor:

@@ -133,10 +133,10 @@ def test_bearer_key_and_the_outbound_rule() -> None:
         process.wait()
 
 
-def test_registry_entry_scores_without_metadata(server: str) -> None:
+def test_registry_entry_scores(server: str) -> None:
     options = {"vlm_judge": {"url": f"{server}/v1", "model": "m"}}
     fn = load_rewards({"vlm_judge": 1.0}, options=options)["vlm_judge"]
-    assert fn(_grey(0.2), ["x"]).tolist() == pytest.approx([0.2], abs=0.01)
+    assert fn(_grey(0.2), ["x"], [{}]).tolist() == pytest.approx([0.2], abs=0.01)
     assert getattr(fn, "remote", False)  # its scoring overlaps the rollout, as `remote`'s does
 
 

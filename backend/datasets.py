@@ -1,0 +1,193 @@
+"""Importing prompt datasets into the studio: a file, an upload, a folder or a cached hub id ->
+a finished version in the artifact store (`datasets/<sha256>/`) -> its database row.
+
+    row = import_dataset(session, settings=..., store=..., name="hpdv2", path="/data/hpdv2")
+
+The version is built by a child process (`python -m treegrpo.datasets`, so the API's memory
+stays flat) in a private temporary folder (treegrpo/datasets/), copied to the store
+file by file with its manifest last, and only then gets its row: a failure at any step leaves
+no row, so nothing half-imported is ever listed (files copied before a failure stay unlisted,
+and a later import of the same content reuses them). Paths pass the file rule first
+(treegrpo/file_roots.py, TREEGRPO_MODEL_ROOTS), the same rule as a job's model path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from backend import crud
+from backend.artifact_store import ArtifactStore, LocalStore
+from backend.models import Dataset
+from backend.settings import Settings, hub_cache_folder
+from treegrpo.datasets.errors import DatasetError
+from treegrpo.datasets.writer import MANIFEST
+from treegrpo.errors import ConfigError
+from treegrpo.file_roots import hub_cache_allowed, refusal, within_roots
+
+PREFIX = "datasets"
+
+
+def version_key(sha256: str) -> str:
+    return f"{PREFIX}/{sha256}"
+
+
+def work_folder(settings: Settings) -> Path:
+    """A new private folder for one import (removed by the caller)."""
+    base = settings.data_dir.resolve() / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="dataset-", dir=base))
+
+
+def publish(store: ArtifactStore, folder: Path, manifest: dict[str, Any]) -> None:
+    """Copy a finished version into the store: split files first, the manifest last."""
+    key = version_key(manifest["sha256"])
+    if store.size(f"{key}/{MANIFEST}") is not None:
+        return  # the same content is stored already (files named by their content's hash)
+    for split in sorted(manifest["splits"]):
+        store.put_file(f"{key}/{split}.parquet", folder / f"{split}.parquet")
+    store.put_file(f"{key}/{MANIFEST}", folder / MANIFEST)
+
+
+def checked_path(field: str, value: str, settings: Settings) -> Path:
+    """A path from a request, under the operator's roots (ConfigError naming `field`)."""
+    return within_roots(field, value, settings.resolved_model_roots)
+
+
+def run_import(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The manifest of one import run in a child process (`python -m treegrpo.datasets`): what
+    parsing allocates goes back to the system when it exits, so the API's memory stays flat."""
+    done = subprocess.run(
+        [sys.executable, "-m", "treegrpo.datasets", json.dumps({**spec, "out": str(out)})],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        answer = {}
+    if "manifest" in answer:
+        manifest: dict[str, Any] = answer["manifest"]
+        return manifest
+    if "error" in answer:
+        error = answer["error"]
+        raise DatasetError(error["reason"], row=error.get("row"), source=error.get("source"))
+    raise RuntimeError(
+        f"the import process failed (exit {done.returncode}): {done.stderr.strip()[-1000:]}"
+    )
+
+
+def build(
+    session: Session,
+    *,
+    settings: Settings,
+    store: ArtifactStore,
+    name: str,
+    spec: dict[str, Any],
+    owner_key_id: int | None,
+) -> tuple[Dataset, bool]:
+    """Import (`spec`, run_import), publish, insert the row; temporary files always go."""
+    work = work_folder(settings)
+    try:
+        manifest = run_import(spec, work / "version")
+        publish(store, work / "version", manifest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return crud.create_dataset(session, name=name, manifest=manifest, owner_key_id=owner_key_id)
+
+
+def import_dataset(
+    session: Session,
+    *,
+    settings: Settings,
+    store: ArtifactStore,
+    name: str,
+    path: str | None = None,
+    hub: str | None = None,
+    split: str = "train",
+    prompt_column: str = "prompt",
+    owner_key_id: int | None = None,
+) -> tuple[Dataset, bool]:
+    """A file or folder under the roots (`path`), or a cached hub dataset (`hub`)."""
+    if (path is None) == (hub is None):
+        raise DatasetError("give exactly one of path and hub")
+    if path is not None:
+        source = checked_path("path", path, settings)
+        if not source.exists():
+            raise DatasetError("no such file or folder", source=path)
+        spec: dict[str, Any] = {
+            "kind": "folder" if source.is_dir() else "file",
+            "source": str(source),
+            "split": split,
+            "prompt_column": prompt_column,
+        }
+    else:
+        assert hub is not None
+        cache = hub_cache_folder()
+        roots = settings.resolved_model_roots
+        if not hub_cache_allowed(cache, roots):
+            raise refusal("hub", roots)
+        spec = {
+            "kind": "hub",
+            "source": hub,
+            "cache_dir": str(cache),
+            "prompt_column": prompt_column,
+        }
+    return build(
+        session, settings=settings, store=store, name=name, spec=spec, owner_key_id=owner_key_id
+    )
+
+
+def import_upload(
+    session: Session,
+    *,
+    settings: Settings,
+    store: ArtifactStore,
+    name: str,
+    file: Path,
+    filename: str,
+    split: str = "train",
+    prompt_column: str = "prompt",
+    owner_key_id: int | None = None,
+) -> tuple[Dataset, bool]:
+    """An uploaded file (already streamed to `file`), its format told by `filename`."""
+    spec = {
+        "kind": "file",
+        "source": str(file),
+        "name": filename,
+        "split": split,
+        "prompt_column": prompt_column,
+    }
+    return build(
+        session, settings=settings, store=store, name=name, spec=spec, owner_key_id=owner_key_id
+    )
+
+
+def local_version(store: ArtifactStore, settings: Settings, sha256: str) -> Path:
+    """A local folder holding the version (the store's own, or a cache of a bucket's)."""
+    key = version_key(sha256)
+    if isinstance(store, LocalStore):
+        return store.path(key)
+    cache = settings.data_dir.resolve() / "cache" / key
+    if not (cache / MANIFEST).is_file():
+        for item in store.keys(key):
+            if not item.endswith(MANIFEST):
+                store.download(item, cache / item.rsplit("/", 1)[1])
+        store.download(f"{key}/{MANIFEST}", cache / MANIFEST)
+    return cache
+
+
+def remove_files(store: ArtifactStore, sha256: str) -> None:
+    store.delete_prefix(version_key(sha256))
+
+
+__all__ = ["ConfigError", "DatasetError", "import_dataset", "import_upload", "local_version"]

@@ -1,0 +1,53 @@
+"""One import in a process of its own: `python -m treegrpo.datasets '<spec JSON>'`.
+
+The studio's API runs each import so (backend/datasets.py): parsing a million rows allocates
+memory that a long-lived server would keep; a child process gives all of it back when it exits.
+The spec: {"kind": "file" | "folder" | "hub", "source": path or id, "out": folder, "split",
+"prompt_column", "name" (the uploaded file's name), "cache_dir"}. Prints one JSON line,
+{"manifest": {...}} (exit 0) or {"error": {"reason", "row", "source"}} (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from treegrpo.datasets.errors import DatasetError
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    from treegrpo.datasets.importer import import_file, import_folder, import_hub
+
+    out = Path(spec["out"])
+    column = spec.get("prompt_column", "prompt")
+    if spec["kind"] == "file":
+        return import_file(
+            Path(spec["source"]),
+            out,
+            split=spec.get("split", "train"),
+            prompt_column=column,
+            name=spec.get("name"),
+        )
+    if spec["kind"] == "folder":
+        return import_folder(Path(spec["source"]), out, prompt_column=column)
+    cache = spec.get("cache_dir")
+    return import_hub(
+        spec["source"], out, cache_dir=Path(cache) if cache else None, prompt_column=column
+    )
+
+
+def main(argv: list[str]) -> int:
+    try:
+        manifest = run(json.loads(argv[0]))
+    except DatasetError as exc:
+        error = {"reason": exc.reason, "row": exc.row, "source": exc.source}
+        print(json.dumps({"error": error}))
+        return 2
+    print(json.dumps({"manifest": manifest}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
