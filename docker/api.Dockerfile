@@ -28,7 +28,12 @@ COPY alembic.ini ./
 COPY migrations migrations
 RUN pip install --no-deps -e .
 
-RUN useradd --create-home --uid 1000 treegrpo && mkdir -p /data && chown treegrpo /data
+# /data/artifacts exists in the image and belongs to treegrpo, so the named volume mounted there
+# starts with that owner (an empty volume takes the image folder's); without it the volume's root
+# is root's and no job can write its log.
+RUN useradd --create-home --uid 1000 treegrpo \
+    && mkdir -p /data/artifacts \
+    && chown -R treegrpo:treegrpo /data
 USER treegrpo
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 \

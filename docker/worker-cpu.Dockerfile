@@ -44,6 +44,11 @@ COPY migrations migrations
 # With the experiment trackers (TensorBoard, W&B offline, MLflow): optional extras, installed above.
 RUN pip install --no-deps -e ".[trackers]"
 
-RUN useradd --create-home --uid 1000 treegrpo && mkdir -p /data && chown treegrpo /data
+# /data/artifacts exists in the image and belongs to treegrpo, so the named volume mounted there
+# starts with that owner (an empty volume takes the image folder's); without it the volume's root
+# is root's and no job can write its log.
+RUN useradd --create-home --uid 1000 treegrpo \
+    && mkdir -p /data/artifacts \
+    && chown -R treegrpo:treegrpo /data
 USER treegrpo
 CMD ["treegrpo", "worker", "--concurrency", "1"]

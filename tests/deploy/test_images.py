@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,3 +205,28 @@ def test_hadolint_passes_every_dockerfile() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_images_sharing_the_artifacts_volume_run_as_one_uid_that_owns_its_mount() -> None:
+    """An empty named volume takes the owner of the image folder it is mounted on: without
+    /data/artifacts in the image the volume is root's and no job can write its log (the first
+    real compose run failed so). The CPU and GPU workers write the same files: one uid."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    sharing = {
+        svc["build"]["dockerfile"]
+        for svc in compose.values()
+        if "artifacts:/data/artifacts" in svc.get("volumes", [])
+    }
+    assert sharing == {
+        "docker/api.Dockerfile",
+        "docker/worker-cpu.Dockerfile",
+        "docker/worker-gpu.Dockerfile",
+    }
+    for dockerfile in sharing:
+        text = (ROOT / dockerfile).read_text()
+        assert "useradd --create-home --uid 1000 treegrpo" in text, dockerfile
+        assert "mkdir -p /data/artifacts" in text, dockerfile
+        assert "chown -R treegrpo:treegrpo /data" in text, dockerfile
+        users = [line for line in text.splitlines() if line.startswith("USER")]
+        assert users == ["USER treegrpo"], dockerfile
+        assert text.index("USER treegrpo") > text.index("chown -R treegrpo"), dockerfile
