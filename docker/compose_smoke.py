@@ -85,6 +85,14 @@ DIGITS_JOB: dict[str, Any] = {
     },
 }
 
+# In each CPU worker: the models folder and the Hugging Face cache are there and read-only, the
+# artifacts volume is writable by the image's user.
+MOUNTS_CHECK = (
+    "test -d /app/models && test -d /hf"
+    " && ! touch /app/models/x 2>/dev/null && ! touch /hf/x 2>/dev/null"
+    " && touch /data/artifacts/.w && rm /data/artifacts/.w"
+)
+
 timings: dict[str, float] = {}
 
 
@@ -422,6 +430,15 @@ def main() -> int:
             key = re.search(r"tgk_\S+", made.stdout)
             assert key is not None, made.stdout + made.stderr
             say("api-key create printed: " + made.stdout.replace(key.group(0), "tgk_...").strip())
+            admin_cmd = "exec -T api treegrpo api-key create ops --role admin"
+            admin = stack(*admin_cmd.split(), capture=True)
+            admin_key = re.search(r"tgk_\S+", admin.stdout)
+            assert admin_key is not None, admin.stdout + admin.stderr
+            me = httpx.get(f"{url}/api/v1/me", headers={"X-API-Key": admin_key.group(0)})
+            assert me.status_code == 200 and me.json()["role"] == "admin", me.text
+            # The README's mounts: models and the Hugging Face cache, read-only in the workers.
+            for service in ("worker", "worker-interactive"):
+                stack("exec", "-T", service, "sh", "-c", MOUNTS_CHECK)
             job = check_api(url, key.group(0))
             with timed("browser: /ui with the key lists the job"):
                 shot = check_browser(url, key.group(0), job["name"], folder)
