@@ -429,7 +429,8 @@ def main() -> int:
             )
             key = re.search(r"tgk_\S+", made.stdout)
             assert key is not None, made.stdout + made.stderr
-            say("api-key create printed: " + made.stdout.replace(key.group(0), "tgk_...").strip())
+            printed = (made.stdout + made.stderr).replace(key.group(0), "tgk_...")
+            say("api-key create printed: " + " ".join(printed.split()))
             admin_cmd = "exec -T api treegrpo api-key create ops --role admin"
             admin = stack(*admin_cmd.split(), capture=True)
             admin_key = re.search(r"tgk_\S+", admin.stdout)

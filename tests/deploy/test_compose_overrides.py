@@ -116,3 +116,23 @@ def test_the_local_override_swaps_only_the_database_and_broker_images(tmp_path: 
         entrypoint = ROOT / "docker" / f"local-{image}-entrypoint.sh"
         assert dockerfile.is_file() and os.access(entrypoint, os.X_OK), image
         assert f"COPY docker/local-{image}-entrypoint.sh" in dockerfile.read_text()
+
+
+def test_the_readme_says_what_a_plain_compose_up_starts() -> None:
+    """The README's `docker compose up -d` line against the file (the first real run started
+    two CPU workers where the README said one)."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("docker compose up -d "))
+    assert line.split("#", 1)[1].strip() == (
+        "postgres, redis, migrate (one-shot), api, two CPU workers"
+    )
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    plain = {name: svc for name, svc in services.items() if "profiles" not in svc}
+    assert set(plain) == DEFAULT_SERVICES
+    cpu = [
+        n
+        for n, s in plain.items()
+        if s.get("build", {}).get("dockerfile", "").endswith("cpu.Dockerfile")
+    ]
+    assert sorted(cpu) == ["worker", "worker-interactive"]
+    assert "Compose v2 or later" in readme and "Compose 1.x" in readme
