@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install system-deps test lint format bench up clean
+.PHONY: install system-deps test lint format bench up compose-smoke clean
 
 install: $(STAMP)
 
@@ -57,6 +57,13 @@ bench: install
 # under ./data (kept between runs). Ctrl-C stops everything.
 up: install
 	$(BIN)/treegrpo up
+
+# The compose deployment built and run for real on this machine (docker/compose_smoke.py; timings
+# in docs/DEPLOY.md): images from a Debian base made here, the stack up, a digits job through the
+# compose API, /ui in Chromium, then everything down. Needs root, a running Docker engine and
+# mmdebstrap; not part of `make test`. SMOKE_ARGS: --fresh, --network host, --gpu-layers.
+compose-smoke: install system-deps
+	$(BIN)/python docker/compose_smoke.py $(SMOKE_ARGS)
 
 # Removes caches and build metadata; keeps .venv (rm -rf .venv for a fresh install).
 clean:

@@ -1,6 +1,12 @@
 # A GPU worker on a CUDA base with a CUDA build of the pinned torch. One worker process per GPU
 # (concurrency 1); a job asking for N GPUs is started with `accelerate launch`.
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# BASE_IMAGE: the CUDA runtime. The local check (docker/compose-smoke.sh --gpu-layers) builds the
+# same steps on a plain Debian base with the CPU wheel, which is all a machine without a registry
+# or a GPU can verify.
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+FROM ${BASE_IMAGE}
+# The index of the CUDA build of the pinned torch, next to PyPI (which has every other package).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -20,9 +26,21 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements/worker.txt requirements/worker.txt
-RUN pip install -r requirements/worker.txt --index-url https://download.pytorch.org/whl/cu128
+# The CUDA build's local version (2.13.0+cu128) sorts above PyPI's 2.13.0, so pip takes it from
+# TORCH_INDEX_URL (or from a wheel in docker/wheels/, empty in git).
+RUN --mount=type=bind,source=docker/wheels,target=/wheels \
+    pip install --find-links /wheels --extra-index-url "${TORCH_INDEX_URL}" \
+        -r requirements/worker.txt
 
-COPY pyproject.toml README.md ./
+# The project's own dependencies (with the trackers and ocr extras) before its code, read from
+# pyproject.toml alone: a change to the code or the README then reuses this layer instead of
+# downloading and installing every package again.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['trackers'] + p['optional-dependencies']['ocr']))" >/tmp/deps.txt \
+    && pip install -r /tmp/deps.txt \
+    && rm /tmp/deps.txt
+
+COPY README.md ./
 COPY treegrpo treegrpo
 COPY backend backend
 COPY workers workers
@@ -32,9 +50,15 @@ COPY rewardserve rewardserve
 # where `treegrpo migrate` finds alembic.ini and migrations/ (backend/migrate.py).
 COPY alembic.ini ./
 COPY migrations migrations
-# With the experiment trackers (TensorBoard, W&B offline, MLflow): optional extras.
-RUN pip install -e ".[trackers,ocr]"
+# With the experiment trackers (TensorBoard, W&B offline, MLflow): optional extras, installed above.
+RUN pip install --no-deps -e ".[trackers,ocr]"
 
-RUN useradd --create-home --uid 1001 treegrpo && mkdir -p /data && chown treegrpo /data
+# uid 1000 as in the CPU images, since they share the artifacts volume (a file one writes, the
+# other must be able to replace): Ubuntu's own `ubuntu` user (uid 1000) goes first. /data/artifacts
+# exists and belongs to treegrpo, so the named volume mounted there starts with that owner.
+RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu; fi \
+    && useradd --create-home --uid 1000 treegrpo \
+    && mkdir -p /data/artifacts \
+    && chown -R treegrpo:treegrpo /data
 USER treegrpo
 CMD ["treegrpo", "worker", "--concurrency", "1"]
