@@ -19,7 +19,7 @@ from torch import Tensor
 from backend import crud
 from backend.db import session_scope
 from backend.storage import samples_relpath, trees_relpath
-from treegrpo.artifacts import thumbnail, write_tree
+from treegrpo.artifacts import thumbnail, write_atlas, write_tree
 from treegrpo.branch import save_latent
 from treegrpo.callbacks import Callback, RunInfo, SampleBatch
 from treegrpo.scoring import weighted_sum
@@ -108,8 +108,8 @@ def store_tree(
 def store_branch_nodes(
     ctx: JobContext, rel: str, branch_id: int, nodes: Sequence[TreeNodeRecord]
 ) -> None:
-    """images/node-NNNNN.png and latents/node-NNNNN.safetensors of a branch's nodes under `rel`,
-    then its node rows, beside the training tree and never in it. A branch job that runs again
+    """images/node-NNNNN.png, latents/node-NNNNN.safetensors and atlas.* of a branch's nodes
+    under `rel`, then its node rows, beside the training tree and never in it. A branch job that runs again
     (resumed after a failure) replaces its earlier children."""
     rows = []
     for node in nodes:
@@ -121,6 +121,8 @@ def store_branch_nodes(
         thumbnail(node.image).save(target)
         save_latent(ctx.path(latent_path), node.latent)
         rows.append(node_row(node, image_path, latent_path))
+    if nodes:
+        write_atlas(list(nodes), ctx.path(rel), every=True)  # the branch's own atlas
     ctx.publish(rel)  # before the rows: the API never names an image the store lacks
     ctx.heartbeat()
     with session_scope() as session:
