@@ -9,6 +9,7 @@ then brings the one big image.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,16 +97,26 @@ def view_of(
                     slots={sign * int(k): int(v) for k, v in dict(found.index["slots"]).items()},
                 )
             )
-        return tree_view_json(
+        view = tree_view_json(
             tree,
             layout_tree(tree),
             atlases=refs,
             new_branch_job=new_branch_job,
             pixelated=loaded.pixelated,
         )
+        return page_value(view)
 
-    view = cache.view(key, make)
-    return {**view, "selected": selected} if selected is not None else view
+    value = cache.view(key, make)
+    return {**value, "selected": selected}
+
+
+def page_value(view: dict[str, Any]) -> dict[str, Any]:
+    """What the gr.HTML gets: the view as JSON text (the page parses it into plain arrays: a
+    value Gradio's front end keeps as a reactive proxy costs a trap per read, ~100,000 reads
+    for a 4,096-leaf tree's draw) and the atlases' files beside it (Gradio moves each into its
+    cache and gives it a same-origin URL)."""
+    files = [atlas.pop("file") for atlas in view["atlases"]]
+    return {"view": json.dumps(view, separators=(",", ":")), "files": files}
 
 
 def load_tree(
@@ -114,9 +125,12 @@ def load_tree(
     """A tree and its view (ApiError when the API cannot give it). `pixelated` None: asked of
     the job that logged it (its model's images are small)."""
     fetched = fetch_tree(client, tree_id, cache)
+    job_id = fetched.tree.summary.job_id
     if pixelated is None:
-        job = client.get_job(fetched.tree.summary.job_id)
-        pixelated = small_images(job.config)
+        pixelated = cache.pixelated.get((client.base_url, job_id))
+    if pixelated is None:  # a job's model never changes: asked once
+        pixelated = small_images(client.get_job(job_id).config)
+        cache.pixelated[(client.base_url, job_id)] = pixelated
     loaded = Loaded(fetched.tree, pixelated, fetched.etag, fetched.branch_ids)
     return loaded, view_of(client, loaded, cache=cache)
 

@@ -123,7 +123,6 @@ def tree_view_json(
         "overlay_x": lay.overlay_x,
         "roots": [pos[r] for r in lay.roots],
         "leaves": len(lay.leaves),
-        "states": len(tree.all_nodes),
         "scales": {
             "advantage": lay.scales.advantage,
             "reward_low": lay.scales.reward_low,

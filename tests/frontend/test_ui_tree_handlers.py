@@ -89,6 +89,14 @@ class FakeApi:
         return [r.url.path.removeprefix("/api/v1") for r in self.seen]
 
 
+def _view(value: dict[str, Any]) -> dict[str, Any]:
+    """The view the page parses from the value's JSON text, its atlases' files put back."""
+    view = json.loads(value["view"])
+    for atlas, file in zip(view["atlases"], value["files"], strict=True):
+        atlas["file"] = file
+    return {**view, "selected": value.get("selected")}
+
+
 def _setup(tree: dict[str, Any], key: str | None = "k" * 20) -> tuple[ApiClient, FakeApi]:
     api = FakeApi(tree)
     return ApiClient("http://api.test", api_key=key, transport=httpx.MockTransport(api)), api
@@ -103,12 +111,14 @@ def test_a_tree_loads_as_compact_columns_with_its_atlas_as_a_gradio_file(
     cache: TreeCache,
 ) -> None:
     client, _ = _setup(tree_json(k=4, depth=4))
-    loaded, view = h.load_tree(client, 1, cache=cache)
+    loaded, value = h.load_tree(client, 1, cache=cache)
+    view = _view(value)
     cols = view["nodes"]
     drawn = len(layout_tree(loaded.tree).visible)
     assert drawn == 598 and all(len(column) == drawn for column in cols.values())
     # About 50 bytes a node: ~30 KB for 256 leaves (the SVG was 254 KB without images).
     assert len(json.dumps(cols, separators=(",", ":"))) < 60 * drawn
+    assert len(value["view"]) < 40_000 and isinstance(value["files"], list)
     assert loaded.pixelated  # the digits model's small images
     root = cols["p"].index(-1)
     assert view["roots"] == [root]
@@ -131,8 +141,11 @@ def test_opening_again_costs_a_304_and_no_atlas_download(cache: TreeCache) -> No
     first = api.paths()
     assert first.count("/trees/1/atlas") == 1 and first.count("/trees/1/atlas/index") == 1
     api.seen.clear()
-    _, view = h.load_tree(client, 1, cache=cache)
+    _, value = h.load_tree(client, 1, cache=cache)
+    view = _view(value)
     assert api.seen[0].headers["if-none-match"] == api.etag()
+    assert api.seen[0].url.params["drawn"] == "true"  # only the nodes the page draws
+    assert "/jobs/1" not in api.paths()  # the job's model is asked once
     assert "/trees/1/atlas" not in api.paths() and "/trees/1/atlas/index" not in api.paths()
     assert view["nodes"]["id"]  # the cached view
     # Another key (or none) never reads what this key fetched.
@@ -152,7 +165,8 @@ def test_a_tree_without_atlas_is_drawn_without_tiles(cache: TreeCache) -> None:
         return real(request)
 
     client = ApiClient("http://api.test", transport=httpx.MockTransport(no_atlas))
-    _, view = h.load_tree(client, 1, cache=cache)
+    _, value = h.load_tree(client, 1, cache=cache)
+    view = _view(value)
     assert view["atlases"] == [] and set(view["nodes"]["t"]) == {-1}
 
 
@@ -217,12 +231,13 @@ def test_a_branch_poll_waits_then_redraws_with_the_branch_atlas(cache: TreeCache
     assert arrived.loaded.branch_ids == (4,)
     assert "/trees/1/atlas/index" in api.paths()
     assert any(r.url.params.get("branch") == "4" for r in api.seen)
-    cols = arrived.view["nodes"]
+    view = _view(arrived.view)
+    cols = view["nodes"]
     new = [i for i, f in enumerate(cols["f"]) if f & NEW_FLAG]
     assert len(new) == 2 and all(cols["f"][i] & BRANCH_FLAG for i in new)
     assert {cols["id"][i] for i in new} == {-70, -71}  # branch node ids negated (client.Tree)
     assert {cols["a"][i] for i in new} == {1}  # tiles from the branch's own atlas
-    assert arrived.view["selected"] == origin.id and arrived.view["branches"] == 2
+    assert view["selected"] == origin.id and view["branches"] == 2
 
 
 def test_pickers_keep_the_loaded_tree_and_say_why_a_job_has_none(cache: TreeCache) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import hashlib
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.orm import Session
@@ -56,17 +57,26 @@ async def get_tree(
         ),
     ] = False,
 ) -> Response:
-    """With an ETag (a branch that adds nodes changes it); If-None-Match with it answers 304."""
+    """With an ETag (a branch that adds nodes changes it); If-None-Match with it answers 304
+    without reading a node (the ETag is over what the answer depends on: crud.tree_version)."""
 
-    def work(session: Session) -> bytes:
+    def work(session: Session) -> tuple[str, bytes | None]:
+        version = (drawn, *crud.tree_version(session, tree_id=tree_id))
+        digest = hashlib.blake2b(repr(version).encode(), digest_size=16).hexdigest()
+        etag = f'"tree-{digest}"'
+        if answers.not_modified(request, etag):
+            return etag, None
         tree = crud.get_tree(session, tree_id=tree_id)
         branches = crud.list_branches(session, tree_id=tree_id)
         public = tree_public(tree, branches)
         if drawn:
             public.nodes = drawn_nodes(public.nodes)
-        return public.model_dump_json().encode()
+        return etag, public.model_dump_json().encode()
 
-    return answers.answer(request, await db.read(work))
+    etag, body = await db.read(work)
+    if body is None:
+        return Response(status_code=304, headers={"ETag": etag})
+    return answers.answer(request, body, etag=etag)
 
 
 def drawn_nodes(nodes: list[TreeNodePublic]) -> list[TreeNodePublic]:
@@ -92,31 +102,38 @@ LONG_CACHE = "private, max-age=31536000, immutable"
 
 
 def _atlas_source(session: Session, tree_id: int, branch_id: int | None) -> AtlasSource:
-    tree = crud.get_tree(session, tree_id=tree_id)
     if branch_id is None:
-        index_of = {n.id: n.node_index for n in tree.nodes}
-        rows: list[Any] = list(tree.nodes)
-        artifact_dir = tree.artifact_dir
-    else:
-        found = [b for b, _ in crud.list_branches(session, tree_id=tree_id) if b.id == branch_id]
-        if not found:
-            raise ProblemError(404, f"tree {tree_id} has no branch {branch_id}", kind="not-found")
-        rows = list(found[0].nodes)
-        index_of = {n.id: n.node_index for n in rows}
-        artifact_dir = None  # a branch's folder is the one above its images/
+        artifact_dir, rows = crud.atlas_rows(session, tree_id=tree_id)
+        index_of = {row[0]: row[1] for row in rows}
+        nodes = [
+            AtlasNode(
+                id=node_id,
+                node_index=node_index,
+                parent_index=index_of.get(parent) if parent is not None else None,
+                sde=bool(sde),
+                image_path=image_path,
+            )
+            for node_id, node_index, parent, sde, image_path in rows
+        ]
+        return AtlasSource(folder=folder_of(nodes, artifact_dir), nodes=nodes)
+    crud.tree_version(session, tree_id=tree_id)  # 404 for an unknown tree, without its nodes
+    found = [b for b, _ in crud.list_branches(session, tree_id=tree_id) if b.id == branch_id]
+    if not found:
+        raise ProblemError(404, f"tree {tree_id} has no branch {branch_id}", kind="not-found")
+    grown = list(found[0].nodes)
+    by_id = {n.id: n.node_index for n in grown}
     nodes = [
         AtlasNode(
             id=n.id,
             node_index=n.node_index,
-            parent_index=index_of.get(n.parent_id) if n.parent_id is not None else None,
+            parent_index=by_id.get(n.parent_id) if n.parent_id is not None else None,
             sde=n.log_prob_old is not None,
             image_path=n.image_path,
         )
-        for n in rows
+        for n in grown
     ]
-    return AtlasSource(
-        folder=folder_of(nodes, artifact_dir), nodes=nodes, every=branch_id is not None
-    )
+    # A branch's folder is the one above its images/; it tiles every node it grew.
+    return AtlasSource(folder=folder_of(nodes, None), nodes=nodes, every=True)
 
 
 async def _atlas(db: DbDep, store: StoreDep, tree_id: int, branch_id: int | None) -> Atlas:
