@@ -16,6 +16,7 @@ from typing import Any
 
 from frontend import render
 from frontend.client import ACTIVE_STATUSES, KEY_REQUIRED_MESSAGE, ApiClient, ApiError, Tree
+from frontend.links import link_for
 from frontend.shared import job_choices, small_images
 from frontend.thumbs import PANEL_PX, TREE_PX, ThumbnailCache
 from frontend.tree_client import CACHE, TreeCache, fetch_atlas, fetch_tree
@@ -158,6 +159,7 @@ def node_panel(
         pixelated=loaded.pixelated,
         image_src=thumbs.fetch(client, node.image_url, PANEL_PX) if node.image_url else None,
         sources={url: cached.get(url, "") for url in urls},
+        full_href=link_for(client, node.image_url, public_base),
     )
 
 

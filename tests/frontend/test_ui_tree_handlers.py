@@ -180,6 +180,8 @@ def test_the_panel_fetches_only_the_big_image(cache: TreeCache) -> None:
         leaf.image_url.removeprefix("/api/v1") if leaf.image_url else ""
     ]
     assert f'data-node-id="{leaf.id}"' in panel and "data:image/png;base64," in panel
+    # The full-size file opens through the UI's origin (reads may be closed): frontend/links.py.
+    assert 'href="files/' in panel and "k" * 20 not in panel
     # The path's small images are left out (not linked: with reads closed they would 401).
     assert panel.count("<img") == 1
 
