@@ -285,9 +285,9 @@ def _story(b: Browser) -> None:
     print(f"27-leaf tree ({images} thumbnails, '{label}') rendered in {elapsed * 1000:.0f} ms")
     assert tp.hook(page, "state")["leaves"] == 27
     # A guard against a hang, not the target: timings are measured, not asserted, and this test
-    # shares the CPU with another xdist worker (the < 0.5 s figure is held by the serial
-    # test_ui_tree_perf.py).
-    assert elapsed < 5.0, f"the tree took {elapsed:.2f} s"
+    # shares the CPU with another xdist worker and a training job (the < 0.5 s figure is held
+    # by the serial test_ui_tree_perf.py). At a load average of 20 on 2 cores it measured 7.3 s.
+    assert elapsed < 15.0, f"the tree took {elapsed:.2f} s"
     # Picking from the list works too (timed for the record: Gradio's dropdown adds its own).
     current = str(tp.hook(page, "state")["tree"])
     picked, _ = _timed_tree(b, lambda: _pick_tree(b, 2), current)

@@ -147,7 +147,7 @@ def _story(b: Browser, missing: list[str]) -> None:
     )
     # The target is 1 s, held by the serial test_ui_tree_perf.py; this is a hang guard
     # on a shared machine with two trainings running.
-    assert timed["drawn"] < 4.5, f"the big tree took {timed['drawn']:.2f} s to draw"
+    assert timed["drawn"] < 15, f"the big tree took {timed['drawn']:.2f} s to draw"
     root_id = tp.hook(page, "root")
     point = tp.hook(page, "pos", root_id)
     box = page.locator("#tg-tree canvas").bounding_box()
