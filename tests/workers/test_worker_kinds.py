@@ -128,7 +128,9 @@ def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> Non
         assert (first.epoch, first.meta["policy"]) == (3, {"job_id": source, "epoch": 3})
         assert len({t["tree"].prompt for t in trees}) == 3
         tree = crud.get_tree(session, tree_id=first.id)
-        assert all((store / str(n.latent_path)).is_file() for n in tree.nodes)
+        # Latents only where a branch can start (not at leaves: nothing left to regrow).
+        assert all((store / str(n.latent_path)).is_file() for n in tree.nodes if not n.is_leaf)
+        assert all(n.latent_path is None for n in tree.nodes if n.is_leaf)
         # The atlas the inspector draws from: one tile per drawn node (issue 28).
         atlas = json.loads((store / str(tree.artifact_dir) / "atlas.json").read_text())
         assert (store / str(tree.artifact_dir) / atlas["image"]).is_file()
