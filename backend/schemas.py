@@ -323,6 +323,21 @@ class BranchPublic(BaseModel):
     nodes: list[BranchNodePublic]
 
 
+class AtlasIndex(BaseModel):
+    """Where each node's thumbnail sits in a tree's atlas (GET /trees/{id}/atlas)."""
+
+    version: int
+    format: Literal["jpeg", "png"]
+    tile: int = Field(description="Tile side in pixels.")
+    columns: int
+    width: int
+    height: int
+    slots: dict[str, int] = Field(
+        description="Node id -> slot; tile s at x = (s % columns) * tile, y = (s // columns) * tile."
+    )
+    etag: str = Field(description="The atlas image's ETag: GET /trees/{id}/atlas?v=<etag>.")
+
+
 class BranchesPublic(BaseModel):
     data: list[BranchPublic]
     count: int

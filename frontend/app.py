@@ -27,7 +27,7 @@ import gradio as gr
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from frontend import compare, datasets, playground, run, runs, tree
+from frontend import compare, datasets, links, playground, run, runs, tree
 from frontend.access import me_of, who_html
 from frontend.context import MOUNT_PATH, UiContext
 from frontend.shared import (
@@ -161,6 +161,7 @@ def mount(app: Any) -> Any:
     """Mount the dashboard on the API's FastAPI app at /ui (the `treegrpo.ui` entry point)."""
     demo = build_blocks().queue(default_concurrency_limit=CONCURRENCY)
     add_root_icons(app)
+    links.add_route(app, MOUNT_PATH)  # before Gradio's mount: the first matching route answers
     return gr.mount_gradio_app(app, demo, path=MOUNT_PATH, **launch_kwargs())
 
 

@@ -349,10 +349,12 @@ def node_panel(
     pixelated: bool = False,
     image_src: str | None = None,
     sources: Mapping[str, str] | None = None,
+    full_href: str | None = None,
 ) -> str:
     """The inspector's side panel: the node's predicted image (`image_src`, else its artifact
     URL), its numbers, and the path from the root (every recorded state on the way, each with its
-    image from `sources`)."""
+    image from `sources`). `full_href`: the full-size file's link (frontend/links.py: one that
+    works with reads closed), else its artifact URL."""
     node = tree.node(node_id) if node_id is not None else None
     if node is None:
         return (
@@ -360,7 +362,7 @@ def node_panel(
             "image, step, t/sigma, log-prob, reward, advantage and its path from the root.</div>"
         )
     href = image_src or artifact_href(node.image_url, asset_base)
-    full = artifact_href(node.image_url, asset_base)
+    full = full_href or artifact_href(node.image_url, asset_base)
     pix = ' class="tg-pixelated"' if pixelated else ""
     image = (
         f'<img src="{esc(href)}" alt="predicted image of node {node.node_index}"{pix}>'

@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from treegrpo.tree_record import TreeRecord
+from treegrpo.atlas import atlas_name, build_atlas, drawable
+from treegrpo.tree_record import TreeNodeRecord, TreeRecord
 
 if TYPE_CHECKING:
     from treegrpo.callbacks import SampleBatch
@@ -77,8 +78,26 @@ def before_after_grid(before: SampleBatch, after: SampleBatch) -> Image.Image:
     return out
 
 
+def write_atlas(nodes: list[TreeNodeRecord], out_dir: Path, *, every: bool = False) -> str | None:
+    """out_dir/atlas.jpg (or .png) and out_dir/atlas.json: the drawable nodes' thumbnails as
+    one image (treegrpo/atlas.py), keyed by the record's node ids; `every` takes every node
+    with an image (a branch's few nodes). Returns the atlas file's name, None without images."""
+    shown = drawable((n.id, n.parent_id, n.log_prob is not None) for n in nodes)
+    tiles = [
+        (n.id, to_pil(n.image)) for n in nodes if n.image is not None and (every or n.id in shown)
+    ]
+    if not tiles:
+        return None
+    data, index = build_atlas(tiles)
+    name = atlas_name(index)
+    (out_dir / name).write_bytes(data)
+    (out_dir / "atlas.json").write_text(json.dumps({**index, "image": name}))
+    return name
+
+
 def write_tree(record: TreeRecord, out_dir: Path) -> dict[str, Any]:
-    """out_dir/tree.json and out_dir/images/node-XXXXX.png; image paths are relative."""
+    """out_dir/tree.json, out_dir/images/node-XXXXX.png and the tree's atlas (write_atlas);
+    image paths are relative."""
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     nodes = []
@@ -97,6 +116,7 @@ def write_tree(record: TreeRecord, out_dir: Path) -> dict[str, Any]:
         "window_start": record.window_start,
         "backup": record.backup,
         "nodes": nodes,
+        "atlas": write_atlas(record.nodes, out_dir),
     }
     (out_dir / "tree.json").write_text(json.dumps(document, indent=1))
     return document

@@ -600,15 +600,16 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         if params.node_id is not None
         else f"branch node {params.branch_node_id}"
     )
-    if origin.latent_path is None:
-        raise JobError(
-            f"{named} of tree {params.tree_id} has no stored latent, so it cannot "
-            "be branched (only trees logged with their latents can)"
-        )
     steps = origin.steps
     if origin.node_is_leaf or origin.node_step >= steps:
         raise JobError(
             f"{named} is a leaf (the final image at step {steps}); branch from an earlier node"
+        )
+    if origin.latent_path is None:
+        raise JobError(
+            f"{named} of tree {params.tree_id} has no stored latent, so it cannot be branched "
+            "(latents are kept where the inspector offers a branch: drawn, non-leaf nodes, "
+            "and only for trees logged with their latents)"
         )
     branch_id = branch_record(ctx, params)
     # The tree's own settings (model, steps, guidance, noise level, rewards) regrow it; this

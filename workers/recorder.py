@@ -19,7 +19,8 @@ from torch import Tensor
 from backend import crud
 from backend.db import session_scope
 from backend.storage import samples_relpath, trees_relpath
-from treegrpo.artifacts import thumbnail, write_tree
+from treegrpo.artifacts import thumbnail, write_atlas, write_tree
+from treegrpo.atlas import drawable
 from treegrpo.branch import save_latent
 from treegrpo.callbacks import Callback, RunInfo, SampleBatch
 from treegrpo.scoring import weighted_sum
@@ -62,20 +63,31 @@ def node_row(
     }
 
 
+def branch_points(nodes: Sequence[TreeNodeRecord]) -> set[int]:
+    """The nodes whose latent is kept: where "branch again" can start from the inspector (a
+    drawn node, treegrpo/atlas.py, that is not a leaf: a leaf has no step left, and an ODE-chain
+    state is never drawn). A k=4, d=4 tree keeps 342 of its 1,367 latents (90 MB instead of
+    358 MB at 512^2 SD3 size, docs/BENCHMARKS.md)."""
+    shown = drawable((n.id, n.parent_id, n.log_prob is not None) for n in nodes)
+    return {n.id for n in nodes if n.id in shown and not n.is_leaf and n.sigma > 0}
+
+
 def store_tree(
     ctx: JobContext, epoch: int, record: TreeRecord, seed: int, meta: dict[str, Any]
 ) -> int:
-    """tree.json, images/node-NNNNN.png and latents/node-NNNNN.safetensors under the tree's
-    folder, then the tree row with its nodes. Returns the tree's id."""
+    """tree.json, images/node-NNNNN.png, the atlas and latents/node-NNNNN.safetensors (of the
+    branch points only) under the tree's folder, then the tree row with its nodes. Returns the
+    tree's id."""
     rel = trees_relpath(ctx.job_id, epoch, record.index)
     folder = ctx.path(rel)
     shutil.rmtree(folder, ignore_errors=True)  # a tree logged again (after a resume) replaces
     record.meta = {**record.meta, **meta}
     document = write_tree(record, folder)
+    branchable = branch_points(record.nodes)
     nodes = []
     for node, entry in zip(record.nodes, document["nodes"], strict=True):
         latent_path = None
-        if node.latent is not None:
+        if node.latent is not None and node.id in branchable:
             latent_path = f"{rel}/latents/node-{node.id:05d}.safetensors"
             save_latent(ctx.path(latent_path), node.latent)
         image_path = f"{rel}/{entry['image']}" if entry["image"] else None
@@ -108,19 +120,25 @@ def store_tree(
 def store_branch_nodes(
     ctx: JobContext, rel: str, branch_id: int, nodes: Sequence[TreeNodeRecord]
 ) -> None:
-    """images/node-NNNNN.png and latents/node-NNNNN.safetensors of a branch's nodes under `rel`,
-    then its node rows, beside the training tree and never in it. A branch job that runs again
+    """images/node-NNNNN.png, latents/node-NNNNN.safetensors and atlas.* of a branch's nodes
+    under `rel`, then its node rows, beside the training tree and never in it. A branch job that runs again
     (resumed after a failure) replaces its earlier children."""
     rows = []
+    branchable = branch_points(nodes)
     for node in nodes:
         image_path = f"{rel}/images/node-{node.id:05d}.png"
-        latent_path = f"{rel}/latents/node-{node.id:05d}.safetensors"
+        latent_path: str | None = f"{rel}/latents/node-{node.id:05d}.safetensors"
         target = ctx.path(image_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         assert node.image is not None and node.latent is not None
         thumbnail(node.image).save(target)
-        save_latent(ctx.path(latent_path), node.latent)
+        if node.id in branchable:
+            save_latent(ctx.path(str(latent_path)), node.latent)
+        else:
+            latent_path = None
         rows.append(node_row(node, image_path, latent_path))
+    if nodes:
+        write_atlas(list(nodes), ctx.path(rel), every=True)  # the branch's own atlas
     ctx.publish(rel)  # before the rows: the API never names an image the store lacks
     ctx.heartbeat()
     with session_scope() as session:

@@ -77,14 +77,24 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == bare for tag in if_none_match.split(","))
 
 
-def answer(
-    request: Request, body: bytes, *, status_code: int = 200, headers: Mapping[str, str] = {}
-) -> Response:
-    """The body as JSON with its ETag; a bare 304 when If-None-Match names that ETag (GET only:
-    a mutating request always gets its answer)."""
-    etag = etag_of(body)
-    out = {"ETag": etag, **headers}
+def not_modified(request: Request, etag: str) -> bool:
+    """Whether a GET's If-None-Match names `etag` (answer it with a bare 304)."""
     condition = request.headers.get("if-none-match")
-    if request.method == "GET" and condition is not None and _matches(condition, etag):
+    return request.method == "GET" and condition is not None and _matches(condition, etag)
+
+
+def answer(
+    request: Request,
+    body: bytes,
+    *,
+    status_code: int = 200,
+    headers: Mapping[str, str] = {},
+    etag: str | None = None,
+) -> Response:
+    """The body as JSON with its ETag (`etag`, else one over the body); a bare 304 when
+    If-None-Match names that ETag (GET only: a mutating request always gets its answer)."""
+    etag = etag or etag_of(body)
+    out = {"ETag": etag, **headers}
+    if not_modified(request, etag):
         return Response(status_code=304, headers=out)
     return Response(body, status_code=status_code, media_type=MEDIA_TYPE, headers=out)

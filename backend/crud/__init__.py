@@ -82,10 +82,12 @@ from backend.crud.samples import (
 )
 from backend.crud.trees import (
     add_tree,
+    atlas_rows,
     get_node,
     get_tree,
     list_trees,
     max_tree_id,
+    tree_version,
 )
 
 __all__ = [
@@ -93,6 +95,7 @@ __all__ = [
     "active_key",
     "add_samples",
     "add_tree",
+    "atlas_rows",
     "beat_node",
     "branch_of_job",
     "claim_job",
@@ -157,6 +160,7 @@ __all__ = [
     "set_checkpoint",
     "soft_delete_job",
     "stale_cutoff",
+    "tree_version",
     "unqueue_job",
     "update_job",
     "upsert_metrics",

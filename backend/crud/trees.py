@@ -10,7 +10,7 @@ from sqlalchemy import Integer, case, cast, delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import NotFound
-from backend.models import Job, Tree, TreeNode
+from backend.models import Branch, BranchNode, Job, Tree, TreeNode
 
 NODE_FIELDS = (
     "depth",
@@ -117,6 +117,62 @@ def get_tree(session: Session, *, tree_id: int) -> Tree:
     if tree is None:
         raise NotFound("tree", tree_id)
     return tree
+
+
+def tree_version(session: Session, *, tree_id: int) -> tuple[Any, ...]:
+    """What GET /trees/{id}'s answer depends on, without loading a node: the tree row (a tree
+    logged again is a new row), its nodes' count, newest id and reward and advantage sums, and
+    each live branch's id, job status, node count and newest node id (a branch run again
+    replaces its nodes with new rows). NotFound as get_tree."""
+    row = session.execute(
+        select(Tree.id, Tree.created_at)
+        .join(Job, Job.id == Tree.job_id)
+        .where(Tree.id == tree_id, Job.deleted_at.is_(None))
+    ).first()
+    if row is None:
+        raise NotFound("tree", tree_id)
+    # The nodes never change once logged; their count, newest id and sums say so cheaply.
+    nodes = session.execute(
+        select(
+            func.count(TreeNode.id),
+            func.max(TreeNode.id),
+            func.sum(TreeNode.reward),
+            func.sum(TreeNode.advantage),
+        ).where(TreeNode.tree_id == tree_id)
+    ).one()
+    branches = session.execute(
+        select(Branch.id, Job.status, func.count(BranchNode.id), func.max(BranchNode.id))
+        .join(Job, Job.id == Branch.job_id)
+        .outerjoin(BranchNode, BranchNode.branch_id == Branch.id)
+        .where(Branch.tree_id == tree_id, Job.deleted_at.is_(None))
+        .group_by(Branch.id, Job.status)
+        .order_by(Branch.id)
+    ).all()
+    return (row[0], str(row[1]), tuple(map(str, nodes)), *(tuple(map(str, b)) for b in branches))
+
+
+def atlas_rows(session: Session, *, tree_id: int) -> tuple[str | None, list[Any]]:
+    """The tree's artifact folder and its nodes' (id, node_index, parent_id, has a log-prob,
+    image_path) rows, read as plain columns (no ORM objects: 1,367 nodes for k=4, d=4)."""
+    folder = session.execute(
+        select(Tree.artifact_dir)
+        .join(Job, Job.id == Tree.job_id)
+        .where(Tree.id == tree_id, Job.deleted_at.is_(None))
+    ).first()
+    if folder is None:
+        raise NotFound("tree", tree_id)
+    rows = session.execute(
+        select(
+            TreeNode.id,
+            TreeNode.node_index,
+            TreeNode.parent_id,
+            TreeNode.log_prob_old.is_not(None),
+            TreeNode.image_path,
+        )
+        .where(TreeNode.tree_id == tree_id)
+        .order_by(TreeNode.id)
+    ).all()
+    return folder[0], list(rows)
 
 
 def get_node(session: Session, *, tree_id: int, node_id: int) -> TreeNode:

@@ -80,10 +80,10 @@ def test_branch_waiting_in_the_queue_says_where() -> None:
     from ui_factories import tree_json
 
     from frontend.client import Tree
-    from frontend.tree import Branching, _branch_status
+    from frontend.tree_handlers import Branching, branch_status
 
     tree = Tree.from_json(tree_json())
-    text = _branch_status(
+    text = branch_status(
         tree, Branching(job_id=5, tree_id=1, node_id=103, k=3), "queued", "2nd in the queue"
     )
     assert "Branch job #5 is queued (2nd in the queue)" in text

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import tree_page as tp
 from ui_stack import CHROMIUM, CHROMIUM_ARGS, Stack, start_stack
 
 XSS = "<img src=x onerror=alert(1)>"
@@ -150,39 +151,16 @@ def _reward_points(b: Browser) -> int:
     return int(chart.get_attribute("data-points") or 0) if chart.count() else 0
 
 
-def _timed_tree(b: Browser, act: Callable[[], None], before: str | None) -> tuple[float, int]:
+def _timed_tree(
+    b: Browser, act: Callable[[], None], before: str | None, *, since_click: bool = True
+) -> tuple[float, int]:
     """Seconds from the user's click (the first click event after arming, on the browser's
     clock: Playwright's own overhead before it is not counted) until a tree other than `before`
-    is in the page with every thumbnail loaded; and how many thumbnails it has."""
-    page = b.page
-    page.evaluate(
-        """() => {
-          window.__t0 = null; window.__t1 = null;
-          window.addEventListener('click', (e) => { window.__t0 = e.timeStamp; },
-                                  {capture: true, once: true});
-        }"""
-    )
+    is drawn with every tile of its atlas; and how many tiles it has."""
+    tp.arm(b.page)
     act()
-    page.wait_for_function(
-        """(before) => {
-          const el = document.querySelector('#tg-tree .tg-tree-view');
-          const svg = el && el.querySelector('svg.treegrpo-tree');
-          if (window.__t0 === null || !svg || svg.dataset.treeId === before) return false;
-          const total = Number(el.dataset.imagesTotal || 0);
-          if (!total || Number(el.dataset.imagesLoaded || 0) < total) return false;
-          if (window.__t1 === null) window.__t1 = performance.now();
-          return true;
-        }""",
-        arg=before,
-        polling="raf",
-        timeout=30_000,
-    )
-    elapsed = page.evaluate("() => (window.__t1 - window.__t0) / 1000")
-    view = page.locator("#tg-tree .tg-tree-view")
-    images = int(view.get_attribute("data-images-total") or 0)
-    failed = int(view.get_attribute("data-images-failed") or 0)
-    assert failed == 0, f"{failed} thumbnails failed to load"
-    return float(elapsed), images
+    timed = tp.wait_drawn(b.page, before, since_click=since_click)
+    return float(timed["complete"]), int(timed["tiles"])
 
 
 def _pick_tree(b: Browser, option_index: int) -> str:
@@ -284,20 +262,19 @@ def _story(b: Browser) -> None:
     b.shot("2-run")
 
     # 3. Tree inspector: timed renders, a leaf's reward, branch again.
-    first, images = _timed_tree(b, lambda: b.tab("Tree inspector"), None)
+    # (The tab may have drawn the run's tree while hidden: that counts as drawn at once.)
+    first, images = _timed_tree(b, lambda: b.tab("Tree inspector"), None, since_click=False)
     print(f"newest tree drawn on opening the tab ({images} thumbnails): {first * 1000:.0f} ms")
-    svg = page.locator("#tg-tree svg.treegrpo-tree")
-    assert svg.get_attribute("data-leaves") == "27"
-    tree_id = int(svg.get_attribute("data-tree-id") or 0)
+    assert tp.hook(page, "state")["leaves"] == 27
+    tree_id = int(tp.hook(page, "state")["tree"])
     with stack.api() as api:
         tree = api.get(f"/trees/{tree_id}").json()
-    leaf = page.locator("#tg-tree g.tn.leaf").nth(4)
-    leaf_id = int(leaf.get_attribute("data-node-id") or 0)
+    leaf_id = tp.ids(page, tp.LEAF)[4]
     expected = next(n for n in tree["nodes"] if n["id"] == leaf_id)
-    leaf.click()
+    tp.click_node(page, leaf_id)
     shown = b.wait_text(f".tg-panel[data-node-id='{leaf_id}'] td[data-field='reward']", r"\d")
     assert shown == f"{expected['reward']:.4f}", (shown, expected["reward"])
-    assert page.locator(f"#tg-tree g.tn.selected[data-node-id='{leaf_id}']").count() == 1
+    assert tp.hook(page, "state")["selected"] == leaf_id
     b.wait_text("#tg-node-panel", "Path from the root")
     b.assert_xss_inert("Tree tab")
     b.shot("3-tree")
@@ -306,29 +283,34 @@ def _story(b: Browser) -> None:
     elapsed, images = _timed_tree(b, lambda: page.locator("#tg-tree-older").click(), str(tree_id))
     label = page.locator("#tg-tree-pick input").input_value()
     print(f"27-leaf tree ({images} thumbnails, '{label}') rendered in {elapsed * 1000:.0f} ms")
-    assert svg.get_attribute("data-leaves") == "27"
+    assert tp.hook(page, "state")["leaves"] == 27
     # A guard against a hang, not the target: timings are measured, not asserted, and this test
-    # shares the CPU with another xdist worker (the < 0.5 s figure is reported, not held here).
-    assert elapsed < 5.0, f"the tree took {elapsed:.2f} s"
+    # shares the CPU with another xdist worker and a training job (the < 0.5 s figure is held
+    # by the serial test_ui_tree_perf.py). At a load average of 20 on 2 cores it measured 7.3 s.
+    assert elapsed < 15.0, f"the tree took {elapsed:.2f} s"
     # Picking from the list works too (timed for the record: Gradio's dropdown adds its own).
-    picked, _ = _timed_tree(b, lambda: _pick_tree(b, 2), svg.get_attribute("data-tree-id"))
+    current = str(tp.hook(page, "state")["tree"])
+    picked, _ = _timed_tree(b, lambda: _pick_tree(b, 2), current)
     print(f"another tree picked from the list: {picked * 1000:.0f} ms")
 
     # A leaf has no step left: the page says so without asking the API.
-    page.locator("#tg-tree g.tn.leaf").first.click()
+    tp.click_node(page, tp.ids(page, tp.LEAF)[0])
     b.wait_text("#tg-node-panel td[data-field='leaf']", "yes")
     page.locator("#tg-branch").click()
     b.wait_text("#tg-branch-msg", "no denoising step left")
     # The last inner node drawn is at the end of the SDE window: its children regrow the tail.
-    inner = page.locator("#tg-tree g.tn.inner").last
-    inner_id = inner.get_attribute("data-node-id")
-    inner.click()
+    leaves = set(tp.ids(page, tp.LEAF))
+    inner_id = [i for i in tp.ids(page) if i not in leaves][-1]
+    tp.click_node(page, inner_id)
     b.wait_text(f".tg-panel[data-node-id='{inner_id}'] td[data-field='leaf']", "no")
     page.locator("#tg-branch").click()
     b.wait_text("#tg-branch-msg", r"Branch job #\d+")
-    page.wait_for_selector("#tg-tree g.tn.new", timeout=90_000)
+    page.wait_for_function(
+        f"() => document.querySelector('{tp.VIEW}').tgTree.ids({tp.NEW}).length >= 3",
+        timeout=90_000,
+    )
     b.wait_text("#tg-branch-msg", "new children")
-    new = page.locator("#tg-tree g.tn.new").count()
+    new = len(tp.ids(page, tp.NEW))
     assert new >= 3, f"{new} new nodes drawn"
     b.shot("4-tree-branched")
 

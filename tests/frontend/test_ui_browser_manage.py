@@ -4,9 +4,9 @@ a training worker and an interactive-lane worker:
 1. the Runs table is filled as the page opens (not at the first 3 s refresh), and no request of
    the page answers 404 (/favicon.ico, /manifest.json);
 2. a k=4, d=4 tree (256 leaves, built with ui_factories.tree_json and written into the stack's
-   database) is interactive in < 1 s from the click, its thumbnails stream in after, it opens
-   fitted with the root in view; a subtree folds and unfolds; the best-leaves filter lists five
-   leaves with their paths;
+   database) is drawn on the canvas, timed from the click (a hang guard here; the targets are
+   test_ui_tree_perf.py's), fitted with the root in view; a subtree folds and unfolds; the
+   best-leaves filter lists five leaves with their paths;
 3. run management: a running job cannot be deleted, a run is renamed and tagged, found by search
    and by tag, and another deleted with the in-page confirmation;
 4. an 8-epoch run with `*_every` = 10 still has its gallery at epoch 8 (the Run tab's latest),
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tree_page as tp
 from test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IN_CI, Browser
 from ui_factories import tree_json
 from ui_stack import Stack, seed_tree, start_stack
@@ -128,85 +129,44 @@ def _story(b: Browser, missing: list[str]) -> None:
     page.wait_for_function("() => !document.querySelector('#tg-f-tree-k')?.checkVisibility()")
     assert page.locator("#tg-f-flat-group-size").is_visible()
 
-    # 2. The 256-leaf trees: interactive at once, thumbnails after, fitted with the root in view.
+    # 2. The 256-leaf trees: drawn on the canvas, fitted with the root centred.
     _select(b, big)
     page.get_by_role("button", name="Open trees").click()
-    page.wait_for_function(
-        "() => document.querySelector('#tg-tree svg.treegrpo-tree')?.dataset.leaves === '256'",
-        polling="raf",
-        timeout=30_000,
-    )
-    page.wait_for_function(
-        """() => { const el = document.querySelector('#tg-tree .tg-tree-view');
-                   const total = Number(el?.dataset.imagesTotal || 0);
-                   return total > 500 && Number(el.dataset.imagesLoaded) >= total; }""",
-        polling="raf",
-        timeout=60_000,
-    )
+    tp.arm(page)  # the tab may have drawn it while hidden (the job's pick loads it)
+    tp.wait_drawn(page, None, timeout=60, since_click=False)
+    assert tp.hook(page, "state")["leaves"] == 256
     # The other one ("older ▶"), timed from the click: drawn and clickable, then complete.
-    svg = page.locator("#tg-tree svg.treegrpo-tree")
-    before = svg.get_attribute("data-tree-id")
-    page.evaluate(
-        """() => { window.__t0 = null; window.addEventListener('click',
-             (e) => { window.__t0 = e.timeStamp; }, {capture: true, once: true}); }"""
-    )
+    before = str(tp.hook(page, "state")["tree"])
+    tp.arm(page)
     page.locator("#tg-tree-older").click()
-    page.wait_for_function(
-        """(before) => { const s = document.querySelector('#tg-tree svg.treegrpo-tree');
-                         return s && s.dataset.treeId !== before; }""",
-        arg=before,
-        polling="raf",
-        timeout=30_000,
-    )
-    interactive = page.evaluate("() => (performance.now() - window.__t0) / 1000")
-    page.wait_for_function(
-        """() => { const el = document.querySelector('#tg-tree .tg-tree-view');
-                   const total = Number(el?.dataset.imagesTotal || 0);
-                   return total > 500 && Number(el.dataset.imagesLoaded) >= total; }""",
-        polling="raf",
-        timeout=60_000,
-    )
-    complete = page.evaluate("() => (performance.now() - window.__t0) / 1000")
-    drawn = int(svg.get_attribute("data-nodes") or 0)
+    timed = tp.wait_drawn(page, before, timeout=60)
+    drawn = int(timed["nodes"])
     print(
-        f"k=4, d=4 tree ({drawn} drawn nodes): interactive in {interactive * 1000:.0f} ms, "
-        f"every thumbnail in {complete * 1000:.0f} ms"
+        f"k=4, d=4 tree ({drawn} drawn nodes): drawn in {timed['drawn'] * 1000:.0f} ms, "
+        f"every tile in {timed['complete'] * 1000:.0f} ms"
     )
-    # The issue's target is 1 s. On the shared 2-core machine this was written on, with two
-    # trainings running, it measured 3.1 s (1.7-2.7 s with no training; 4-5 s before the fixes
-    # of commit "Big trees"); 4.5 s catches a return to the old path.
-    assert interactive < 4.5, f"the big tree took {interactive:.2f} s to draw"
-    root_id = page.evaluate(
-        "() => document.querySelector('#tg-tree g.tn[data-anc=\"\"]')?.dataset.nodeId"
-    )
-    in_view = page.evaluate(
-        """(id) => { const box = document.querySelector('#tg-tree .tg-tree-scroll')
-                                   .getBoundingClientRect();
-                     const r = document.querySelector(`#tg-tree g.tn[data-node-id="${id}"]`)
-                                   .getBoundingClientRect();
-                     return r.left >= box.left && r.right <= box.right && r.top >= box.top; }""",
-        root_id,
-    )
-    assert in_view, "the root is not in view"
+    # The issue's target is 1 s, held by the serial test_ui_tree_perf.py; this is a hang guard
+    # on a shared machine with two trainings running.
+    assert timed["drawn"] < 15, f"the big tree took {timed['drawn']:.2f} s to draw"
+    root_id = tp.hook(page, "root")
+    point = tp.hook(page, "pos", root_id)
+    box = page.locator("#tg-tree canvas").bounding_box()
+    assert box["x"] < point["x"] < box["x"] + box["width"], "the root is not in view"
+    assert box["y"] < point["y"] < box["y"] + box["height"], "the root is not in view"
     b.shot("18-big-tree")
     # Fold the first branching node's subtree, then unfold it.
-    page.locator("#tg-tree g.fold").first.click()
-    hidden = page.evaluate(
-        "() => [...document.querySelectorAll('#tg-tree g.tn')]"
-        ".filter((g) => g.style.display === 'none').length"
-    )
+    top = tp.ids(page, tp.FOLD)[0]
+    tp.hook(page, "fold", top)
+    hidden = drawn - len(tp.ids(page))
     assert hidden >= drawn - 3, f"only {hidden} of {drawn} nodes folded away"
-    page.locator("#tg-tree g.fold").first.click()
-    page.wait_for_function(
-        "() => ![...document.querySelectorAll('#tg-tree g.tn')]"
-        ".some((g) => g.style.display === 'none')"
-    )
+    tp.hook(page, "fold", top)
+    assert len(tp.ids(page)) == drawn
     # The best leaves and their paths; the rest of the tree is dimmed.
     page.locator("#tg-tree button[data-filter='best']").click()
     best = page.locator("#tg-tree .tg-rank-best li")
     assert best.count() == 5 and best.first.is_visible()
     assert "reward 1.000" in best.first.inner_text() and "step 0 →" in best.first.inner_text()
-    assert page.locator("#tg-tree g.tn.tg-dim").count() > drawn - 20
+    assert tp.hook(page, "dimmed") > drawn - 20
     b.shot("18-big-tree-best")
 
     # 3. Run management: rename and tag a run.
@@ -274,22 +234,22 @@ def _story(b: Browser, missing: list[str]) -> None:
     stack.wait_job(long_run, {"running"}, timeout=120)
     b.tab("Tree inspector")
     page.wait_for_function(
-        f"() => document.querySelector('#tg-tree svg.treegrpo-tree')?.dataset.treeId"
+        f"() => document.querySelector('{tp.VIEW}')?.dataset.treeId"
         f" && document.querySelector('#tg-tree-job input')?.value.includes('#{tree_run}')"
     )
     caption = b.text("#tg-tree .tg-tree-caption")
-    places = page.evaluate(
-        """() => Object.fromEntries([...document.querySelectorAll('#tg-tree g.tn')].map(
-             (g) => [g.dataset.nodeId, g.querySelector('rect.box').getAttribute('x')]))"""
-    )
-    inner = page.locator("#tg-tree g.tn.inner").last
-    inner_id = inner.get_attribute("data-node-id")
-    inner.click()
+    places = tp.hook(page, "places")
+    leaves = set(tp.ids(page, tp.LEAF))
+    inner_id = [i for i in tp.ids(page) if i not in leaves][-1]
+    tp.click_node(page, inner_id)
     b.wait_text(f".tg-panel[data-node-id='{inner_id}'] td[data-field='leaf']", "no")
     asked = time.monotonic()
     page.locator("#tg-branch").click()
     b.wait_text("#tg-branch-msg", r"Branch job #\d+")
-    page.wait_for_selector("#tg-tree g.branch-overlay g.tn.new", timeout=120_000)
+    page.wait_for_function(
+        f"() => document.querySelector('{tp.VIEW}').tgTree.ids({tp.BRANCH | tp.NEW}).length",
+        timeout=120_000,
+    )
     took = time.monotonic() - asked
     during = stack.job(long_run)["status"]
     print(f"branch children shown {took:.1f} s after the click, while job {long_run} was {during}")
@@ -297,17 +257,12 @@ def _story(b: Browser, missing: list[str]) -> None:
     b.wait_text("#tg-branch-msg", "new children")
     b.shot("18-tree-branched")
     assert b.text("#tg-tree .tg-tree-caption").split(" · plus")[0] == caption
-    after = page.evaluate(
-        """() => Object.fromEntries([...document.querySelectorAll('#tg-tree g.tn')]
-             .filter((g) => !g.closest('g.branch-overlay'))
-             .map((g) => [g.dataset.nodeId, g.querySelector('rect.box').getAttribute('x')]))"""
-    )
-    assert after == places, "the training tree moved"
-    assert page.locator("#tg-tree g.branch-overlay g.tn").count() >= 2
+    assert tp.hook(page, "places") == places, "the training tree moved"
+    assert len(tp.ids(page, tp.BRANCH)) >= 2
     page.locator("#tg-tree input[data-overlay]").uncheck()
-    assert not page.locator("#tg-tree g.branch-overlay").is_visible()
+    assert tp.ids(page, tp.BRANCH) == []
     page.locator("#tg-tree input[data-overlay]").check()
-    assert page.locator("#tg-tree g.branch-overlay").is_visible()
+    assert len(tp.ids(page, tp.BRANCH)) >= 2
     # A running job cannot be deleted (cancel it first).
     _select(b, long_run)
     page.locator("#tg-delete").click()

@@ -104,7 +104,9 @@ def test_owners_show_and_actions_follow_the_role(stack: Stack) -> None:
             # Branching is submitting: the viewer's Branch button is disabled too, with why.
             _pick(b, old)
             page.get_by_role("button", name="Open trees").click()
-            page.wait_for_function("() => document.querySelector('#tg-tree svg.treegrpo-tree')")
+            page.wait_for_function(
+                "() => document.querySelector('#tg-tree .tg-tree-view')?.dataset.treeId"
+            )
             b.wait_text("#tg-branch-msg", "is a viewer: it reads only")
             assert not page.locator("#tg-branch").is_enabled()
 

@@ -14,7 +14,9 @@ from frontend.charts import Series, ema_smooth, format_tick, line_chart_svg, nic
 from frontend.client import Job, MetricPoint, Sample, Tree
 from frontend.compare import compare_html
 from frontend.run import reward_charts_html, training_charts_html
-from frontend.tree import tree_choice_label, tree_view_html
+from frontend.tree_handlers import tree_choice_label
+from frontend.tree_svg import layout_tree
+from frontend.tree_view import tree_view_json
 
 XSS = "<img src=x onerror=alert(1)>"
 ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
@@ -72,7 +74,8 @@ def test_gallery_panel_caption_and_compare_table_escape() -> None:
     _clean(render.tree_caption(tree))
     panel = render.node_panel(tree, leaf.id)
     assert "<img src=x" not in panel and 'data-field="reward"' in panel
-    _clean(tree_view_html(tree, selected=leaf.id))
+    view = tree_view_json(tree, layout_tree(tree))
+    _clean(view["caption"])
     # Dropdown labels are plain text that Gradio shows as text (never as HTML): not escaped here,
     # or the user would read "&lt;"; the browser tests check it shows as text.
     assert XSS in tree_choice_label(tree.summary)

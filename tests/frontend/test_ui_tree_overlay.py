@@ -13,8 +13,14 @@ from ui_factories import tree_json
 
 from frontend import render
 from frontend.client import Tree
-from frontend.tree import tree_view_html
-from frontend.tree_svg import branch_outline, layout_tree, ranked_leaves, render_tree_svg
+from frontend.tree_svg import (
+    branch_outline,
+    layout_tree,
+    ranked_leaves,
+    render_tree_legend,
+    render_tree_svg,
+)
+from frontend.tree_view import tree_view_json
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -89,28 +95,20 @@ def test_a_branch_keeps_the_training_tree_in_place_and_its_caption() -> None:
         == cap.split("· best")[1].split(" · plus")[0]
     )
     assert "18 branch states from 1 branch job (not counted)" in cap
-    # The toolbar offers the overlay toggle.
-    assert "data-overlay" in tree_view_html(branched) and "data-overlay" not in tree_view_html(
-        plain
-    )
+    # The page offers the overlay toggle when there are branch states.
+    assert tree_view_json(branched, layout_tree(branched))["branches"] == 18
+    assert tree_view_json(plain, layout_tree(plain))["branches"] == 0
 
 
 def test_the_legend_draws_the_branch_frame_as_the_tree_does() -> None:
     data = tree_json()
     origin = next(n for n in Tree.from_json(data).nodes if n.step_index == 4)
     tree = Tree.from_json(_with_branch(data, origin.id))
-    html = tree_view_html(tree)
-    drawn = ET.fromstring(
-        html[html.index("<svg", html.index("treegrpo-tree") - 200) :].split("</div>")[0]
-    )
+    lay = layout_tree(tree)
+    drawn = ET.fromstring(render_tree_svg(tree, layout=lay))
     frames = [r for r in drawn.iter(f"{SVG}rect") if r.get("class") == "branch-outline"]
     assert frames
-    legend = ET.fromstring(
-        html[html.index('<svg xmlns="http://www.w3.org/2000/svg" class="treegrpo-legend"') :].split(
-            "</svg>"
-        )[0]
-        + "</svg>"
-    )
+    legend = ET.fromstring(render_tree_legend(lay.scales))
     sample = next(r for r in legend.iter(f"{SVG}rect") if r.get("class") == "branch-outline")
     style = ("stroke", "stroke-width", "stroke-dasharray", "rx", "fill")
     assert {a: frames[0].get(a) for a in style} == {a: sample.get(a) for a in style}

@@ -63,12 +63,18 @@ def tree_json(
         leaf["reward"] = i / max(1, len(leaves) - 1)
         leaf["rewards"] = {"digit_judge": leaf["reward"]}
         leaf["advantage"] = 2.0 * leaf["reward"] - 1.0  # -1 .. +1
-    # SDE nodes carry the mean advantage of their leaves (the `mean` backup, roughly).
-    by_id = {n["id"]: n for n in nodes}
+    # SDE nodes carry the mean advantage of their leaves (the `mean` backup, roughly): summed
+    # bottom-up (children come after their parents in `nodes`).
+    sums = {n["id"]: (n["advantage"], 1) if n["is_leaf"] else (0.0, 0) for n in nodes}
+    for node in reversed(nodes):
+        if node["parent_id"] is not None:
+            total, count = sums[node["parent_id"]]
+            own_total, own_count = sums[node["id"]]
+            sums[node["parent_id"]] = (total + own_total, count + own_count)
     for node in nodes:
         if node["log_prob"] is not None and not node["is_leaf"]:
-            below = [leaf for leaf in leaves if _descends(leaf, node["id"], by_id)]
-            node["advantage"] = sum(leaf["advantage"] for leaf in below) / len(below)
+            total, count = sums[node["id"]]
+            node["advantage"] = total / count
     rewards = [leaf["reward"] for leaf in leaves]
     return {
         "id": tree_id,
@@ -88,16 +94,6 @@ def tree_json(
         "best_reward": max(rewards),
         "mean_reward": sum(rewards) / len(rewards),
     }
-
-
-def _descends(node: dict[str, Any], ancestor: int, by_id: dict[int, dict[str, Any]]) -> bool:
-    current: dict[str, Any] | None = node
-    while current is not None:
-        if current["id"] == ancestor:
-            return True
-        parent = current["parent_id"]
-        current = by_id.get(parent) if parent is not None else None
-    return False
 
 
 def job_json(**overrides: Any) -> dict[str, Any]:

@@ -152,10 +152,20 @@ def _spawn(stack: Stack, name: str, args: list[str]) -> None:
     )
 
 
-def seed_tree(stack: Stack, *trees: dict[str, Any], name: str = "seeded big tree") -> int:
+def seed_tree(
+    stack: Stack,
+    *trees: dict[str, Any],
+    name: str = "seeded big tree",
+    images: str = "flat",
+    atlas: bool = True,
+) -> int:
     """A finished train job holding `trees` (ui_factories.tree_json's shape; tree i is logged
     at epoch i) and a small PNG per node in the stack's artifact folder, written straight into the stack's database (a k=4, d=4
-    tree would take the digits model minutes to grow on 2 cores). Returns the job id."""
+    tree would take the digits model minutes to grow on 2 cores). Returns the job id.
+
+    `images`: tree_images.node_image's kind ("colour": 128 px textured scenes, "digits", "flat");
+    the job's model follows it (a colour tree is not drawn pixelated). `atlas`: write the tree's
+    atlas as the worker does when it logs a tree (else the API builds it on first request)."""
 
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
@@ -170,7 +180,11 @@ def seed_tree(stack: Stack, *trees: dict[str, Any], name: str = "seeded big tree
             name=name,
             status="succeeded",
             preset="digits-treegrpo",
-            config={"algorithm": "treegrpo", "model": "digits", "epochs": 1},
+            config={
+                "algorithm": "treegrpo",
+                "model": "sd3" if images == "colour" else "digits",
+                "epochs": 1,
+            },
             params={},
             algorithm="treegrpo",
             progress_step=1,
@@ -179,18 +193,28 @@ def seed_tree(stack: Stack, *trees: dict[str, Any], name: str = "seeded big tree
         session.add(job)
         session.flush()
         for epoch, tree in enumerate(trees):
-            _seed_one(session, models, artifacts, job.id, epoch, tree)
+            _seed_one(session, models, artifacts, job.id, epoch, tree, images, atlas)
         session.commit()
         return int(job.id)
 
 
 def _seed_one(
-    session: Any, models: Any, artifacts: Path, job_id: int, epoch: int, tree: dict[str, Any]
+    session: Any,
+    models: Any,
+    artifacts: Path,
+    job_id: int,
+    epoch: int,
+    tree: dict[str, Any],
+    images: str,
+    atlas: bool,
 ) -> None:
-    import io
+    import json
 
-    from PIL import Image
+    from tree_images import node_image, node_png
 
+    from treegrpo.atlas import atlas_name, build_atlas, drawable
+
+    folder = f"jobs/{job_id}/trees/epoch-{epoch:06d}/tree-00"
     row = models.Tree(
         job_id=job_id,
         epoch=epoch,
@@ -202,35 +226,57 @@ def _seed_one(
         depth=tree["depth"],
         steps=tree["steps"],
         backup="mean",
+        artifact_dir=folder,
     )
     session.add(row)
     session.flush()
+    (artifacts / folder / "images").mkdir(parents=True, exist_ok=True)
+    shown = drawable((n["id"], n["parent_id"], n["log_prob"] is not None) for n in tree["nodes"])
     ids: dict[int, int] = {}
+    rows = []
     for node in tree["nodes"]:  # parents come first in the factory's order
-        rel = f"jobs/{job_id}/trees/epoch-{epoch}/{node['node_index']}.png"
-        path = artifacts / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shade = int(255 * (node["node_index"] % 97) / 96)
-        out = io.BytesIO()
-        Image.new("L", (16, 16), shade).save(out, format="PNG")
-        path.write_bytes(out.getvalue())
-        added = models.TreeNode(
-            tree_id=row.id,
-            node_index=node["node_index"],
-            parent_id=ids.get(node["parent_id"]) if node["parent_id"] is not None else None,
-            depth=node["depth"],
-            step_index=node["step_index"],
-            t=node["t"],
-            sigma=node["sigma"],
-            is_leaf=node["is_leaf"],
-            log_prob_old=node["log_prob"],
-            reward=node["reward"],
-            advantage=node["advantage"],
-            image_path=rel,
+        rel = f"{folder}/images/node-{node['node_index']:05d}.png"
+        (artifacts / rel).write_bytes(node_png(images, node["node_index"]))
+        rows.append(
+            {
+                "tree_id": row.id,
+                "node_index": node["node_index"],
+                "depth": node["depth"],
+                "step_index": node["step_index"],
+                "t": node["t"],
+                "sigma": node["sigma"],
+                "is_leaf": node["is_leaf"],
+                "log_prob_old": node["log_prob"],
+                "reward": node["reward"],
+                "advantage": node["advantage"],
+                "image_path": rel,
+            }
         )
-        session.add(added)
-        session.flush()
-        ids[node["id"]] = added.id
+    # Ids given here (the next free ones), so that 13,655 nodes need one flush, not one each.
+    from sqlalchemy import func, select
+
+    next_id = int(session.scalar(select(func.max(models.TreeNode.id))) or 0) + 1
+    for offset, node in enumerate(tree["nodes"]):
+        ids[node["id"]] = next_id + offset
+    session.add_all(
+        models.TreeNode(
+            **values,
+            id=ids[node["id"]],
+            parent_id=ids.get(node["parent_id"]) if node["parent_id"] is not None else None,
+        )
+        for node, values in zip(tree["nodes"], rows, strict=True)
+    )
+    session.flush()
+    if atlas:
+        tiles = [
+            (n["node_index"], node_image(images, n["node_index"]))
+            for n in tree["nodes"]
+            if n["id"] in shown
+        ]
+        data, index = build_atlas(tiles)
+        name = atlas_name(index)
+        (artifacts / folder / name).write_bytes(data)
+        (artifacts / folder / "atlas.json").write_text(json.dumps({**index, "image": name}))
 
 
 def add_key(env: dict[str, str], name: str, role: str) -> str:

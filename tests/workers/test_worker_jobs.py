@@ -16,6 +16,7 @@ from worker_stack import DIGITS_SMALL, Stack, wait_until
 
 from backend import crud
 from backend.db import session_scope
+from treegrpo.atlas import drawable
 
 
 def test_digits_train_job_duplicates_and_branch(stack: Stack) -> None:
@@ -91,9 +92,15 @@ def check_trained_job(stack: Stack, trained: dict[str, Any]) -> None:
         assert count == 3 * 2  # every epoch, one tree per prompt
         tree = crud.get_tree(session, tree_id=trees[0]["tree"].id)
         assert tree.nodes and trees[0]["leaves"] == 4
+        shown = drawable((n.id, n.parent_id, n.log_prob_old is not None) for n in tree.nodes)
         for node in tree.nodes:
             assert node.image_path and (stack.store / node.image_path).is_file()
-            assert node.latent_path and (stack.store / node.latent_path).is_file()
+            # A latent where a branch can start (drawn, treegrpo/atlas.py); none at a leaf (no
+            # step left to regrow) or an ODE-chain state (never drawn).
+            if node.id in shown and not node.is_leaf:
+                assert node.latent_path and (stack.store / node.latent_path).is_file()
+            else:
+                assert node.latent_path is None
         leaves = [n for n in tree.nodes if n.is_leaf]
         assert all(n.reward is not None and n.advantage is not None for n in leaves)
         assert any(n.log_prob_old is not None for n in tree.nodes)
@@ -153,6 +160,9 @@ def check_branch(stack: Stack, trained_job: int) -> None:
         assert len(grown) == 3 * (tree.steps - node_step)
         for n in grown:
             assert (stack.store / str(n.image_path)).is_file()
-            assert (stack.store / str(n.latent_path)).is_file()
+        # Latents where a branch can start again: each child (drawn by an SDE step); none at a
+        # leaf or along the ODE tails (never drawn in the inspector).
+        assert all((stack.store / str(c.latent_path)).is_file() for c in children)
+        assert all(n.latent_path is None for n in grown if n.is_leaf)
     names = {name for _, name, _ in stack.metric_points(job_id)}
     assert "reward/digit_judge_mean" in names

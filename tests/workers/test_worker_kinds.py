@@ -7,6 +7,7 @@ rewards, branch from a stored node; and the readable refusals.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,13 @@ def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> Non
         assert (first.epoch, first.meta["policy"]) == (3, {"job_id": source, "epoch": 3})
         assert len({t["tree"].prompt for t in trees}) == 3
         tree = crud.get_tree(session, tree_id=first.id)
-        assert all((store / str(n.latent_path)).is_file() for n in tree.nodes)
+        # Latents only where a branch can start (not at leaves: nothing left to regrow).
+        assert all((store / str(n.latent_path)).is_file() for n in tree.nodes if not n.is_leaf)
+        assert all(n.latent_path is None for n in tree.nodes if n.is_leaf)
+        # The atlas the inspector draws from: one tile per drawn node (issue 28).
+        atlas = json.loads((store / str(tree.artifact_dir) / "atlas.json").read_text())
+        assert (store / str(tree.artifact_dir) / atlas["image"]).is_file()
+        assert 0 < len(atlas["slots"]) <= len(tree.nodes)
         node = next(n for n in tree.nodes if n.step_index == 1)
         leaf = next(n for n in tree.nodes if n.is_leaf)
         tree_id, node_id, leaf_id, steps = tree.id, node.id, leaf.id, tree.steps
@@ -167,6 +174,9 @@ def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> Non
         assert len(grown) == 2 * (steps - 1)
         assert sorted(n.step_index for n in grown if n.parent_id is None) == [2, 2]
         assert all(n.advantage is not None for n in grown if n.is_leaf)
+        # A branch writes its own atlas, a tile for each node it grew.
+        folder = (store / str(grown[0].image_path)).parent.parent
+        assert len(json.loads((folder / "atlas.json").read_text())["slots"]) == len(grown)
     log = (store / log_relpath(branch)).read_text()
     assert f"with job {source}'s checkpoint of epoch 3" in log
 

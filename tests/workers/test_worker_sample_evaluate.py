@@ -12,6 +12,7 @@ from worker_stack import TINY, Stack
 
 from backend import crud
 from backend.db import session_scope
+from treegrpo.atlas import drawable
 
 TRAIN = {**TINY, "epochs": 2}
 
@@ -57,9 +58,14 @@ def test_sample_and_evaluate_jobs_use_a_trained_checkpoint(stack: Stack) -> None
             assert tree.meta["policy"]["job_id"] == trained
             leaves = [node for node in tree.nodes if node.is_leaf]
             assert len(leaves) == tree.k**tree.depth
+            # Latents where a branch can start only: drawn nodes (treegrpo/atlas.py) but leaves.
+            shown = drawable((n.id, n.parent_id, n.log_prob_old is not None) for n in tree.nodes)
             for node in tree.nodes:
                 assert node.image_path and (stack.store / node.image_path).is_file()
-                assert node.latent_path and (stack.store / node.latent_path).is_file()
+                if node.id in shown and not node.is_leaf:
+                    assert node.latent_path and (stack.store / node.latent_path).is_file()
+                else:
+                    assert node.latent_path is None
             assert all(leaf.reward is not None for leaf in leaves)
 
         samples, count = crud.list_samples(session, job_id=evaluated)

@@ -1,0 +1,121 @@
+"""Links the browser opens itself (a node's full-size image, a checkpoint or LoRA download) that
+work when reads need a key: a plain link cannot carry the X-API-Key header, so it answered 401.
+
+The UI issues a short-lived random token for one API path and the user's key, kept in this
+process's memory only; `GET <ui>/files/<token>` fetches that path from the API with the key and
+streams the answer back (same origin as the page, so it also works behind a path prefix). The
+key never appears in a URL, in the page or in the browser's storage; a token names one file and
+expires after TTL_SECONDS.
+
+    href = link_for(client, "/api/v1/artifacts/jobs/1/.../node-00003.png")   # "files/<token>"
+    add_route(app, "/ui")                     # frontend.app.mount does this before Gradio's
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from frontend.client import API_PREFIX, ApiClient, artifact_href
+
+TTL_SECONDS = 600
+MAX_LINKS = 4096
+PASSED_HEADERS = (
+    "content-type",
+    "content-length",
+    "content-disposition",
+    "content-security-policy",
+    "etag",
+)
+
+
+@dataclass(frozen=True)
+class Link:
+    base_url: str
+    key: str
+    path: str  # /api/v1/...
+    expires: float
+
+
+class LinkStore:
+    def __init__(
+        self, ttl: float = TTL_SECONDS, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.ttl = ttl
+        self.transport = transport  # tests: the API in process (httpx.ASGITransport)
+        self._links: dict[str, Link] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, base_url: str, key: str, path: str) -> str:
+        now = time.monotonic()
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            for old in [t for t, link in self._links.items() if link.expires <= now]:
+                del self._links[old]
+            while len(self._links) >= MAX_LINKS:
+                del self._links[next(iter(self._links))]
+            self._links[token] = Link(base_url.rstrip("/"), key, path, now + self.ttl)
+        return token
+
+    def resolve(self, token: str) -> Link | None:
+        with self._lock:
+            link = self._links.get(token)
+            if link is not None and link.expires <= time.monotonic():
+                del self._links[token]
+                return None
+            return link
+
+
+LINKS = LinkStore()
+ROUTE = "/files/{token}"
+
+
+def link_for(client: ApiClient, path: str | None, public_base: str = "") -> str | None:
+    """A link the browser can open for an API path (/api/v1/...): through the UI's own origin
+    when the client holds a key (reads may be closed), else the API's own URL."""
+    if not path:
+        return None
+    if not client.api_key:
+        return artifact_href(path, public_base)
+    if not path.startswith(API_PREFIX + "/"):
+        path = f"{API_PREFIX}/artifacts/{path.lstrip('/')}"
+    return "files/" + LINKS.issue(client.base_url, client.api_key, path)
+
+
+async def serve(request: Request) -> Response:
+    """GET <ui>/files/<token>: the API's answer for the token's path, fetched with its key."""
+    link = LINKS.resolve(str(request.path_params.get("token", "")))
+    if link is None:
+        return Response("This link has expired: open it again from the dashboard.", 404)
+    client = httpx.AsyncClient(timeout=60, transport=LINKS.transport)
+    upstream = await client.send(
+        client.build_request("GET", link.base_url + link.path, headers={"X-API-Key": link.key}),
+        stream=True,
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_bytes():
+                yield chunk
+        finally:
+            await upstream.aclose()
+            await client.aclose()
+
+    headers = {name: upstream.headers[name] for name in PASSED_HEADERS if name in upstream.headers}
+    headers["Cache-Control"] = "private, no-store"
+    headers["X-Content-Type-Options"] = "nosniff"
+    return StreamingResponse(body(), status_code=upstream.status_code, headers=headers)
+
+
+def add_route(app: Any, mount_path: str) -> None:
+    """Serve the links at <mount_path>/files/<token> (call before mounting Gradio there: the
+    first matching route answers)."""
+    app.add_route(mount_path.rstrip("/") + ROUTE, serve, methods=["GET"], include_in_schema=False)
