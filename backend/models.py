@@ -142,6 +142,9 @@ class Job(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     notes: Mapped[str] = mapped_column(Text, default="")
     deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # When a worker removed a deleted job's artifacts (after the grace period that lets a
+    # delete be undone, TREEGRPO_DELETE_GRACE_SECONDS): a purged job can no longer be restored.
+    purged_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # The API key that submitted the job (its name is the owner the API shows). Null for jobs
     # made before migration 0005, or by code that holds no key, and when the key row is gone.
     owner_key_id: Mapped[int | None] = mapped_column(

@@ -233,6 +233,26 @@ class JobsPublic(BaseModel):
     count: int
 
 
+class DeletedJobPublic(BaseModel):
+    """A deleted run that can still be restored (POST /jobs/{id}/restore) until `purge_after`."""
+
+    id: int
+    kind: str
+    name: str
+    status: JobStatusName
+    algorithm: str
+    owner_key_id: int | None
+    deleted_at: datetime
+    purge_after: datetime = Field(
+        description="From then on a worker may purge its artifacts; it cannot be restored after."
+    )
+
+
+class DeletedJobsPublic(BaseModel):
+    data: list[DeletedJobPublic]
+    count: int
+
+
 class MetricPoint(BaseModel):
     step: int
     name: str

@@ -17,6 +17,13 @@ from backend.crud.branches import (
     list_branches,
     replace_branch_nodes,
 )
+from backend.crud.deletions import (
+    deleted_job,
+    due_for_purge,
+    mark_purged,
+    recently_deleted,
+    restore_job,
+)
 from backend.crud.jobs import (
     JobFilter,
     claim_job,
@@ -95,6 +102,8 @@ __all__ = [
     "create_branch",
     "create_job",
     "delete_metrics_after",
+    "deleted_job",
+    "due_for_purge",
     "end_node",
     "finish_job",
     "gang_formed",
@@ -120,6 +129,7 @@ __all__ = [
     "list_samples",
     "list_trees",
     "mark_enqueue_failed",
+    "mark_purged",
     "mark_stale_lost",
     "max_metric_id",
     "max_sample_id",
@@ -130,10 +140,12 @@ __all__ = [
     "owner_name",
     "queue_positions",
     "queued_count",
+    "recently_deleted",
     "record_audit",
     "replace_branch_nodes",
     "request_cancel",
     "request_resume",
+    "restore_job",
     "return_gang_to_queue",
     "revoke_api_key",
     "sample_epochs",

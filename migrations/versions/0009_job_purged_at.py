@@ -1,0 +1,32 @@
+"""jobs.purged_at: a deleted run can be restored until its artifacts are purged
+
+Revision ID: 0009
+Revises: 0006
+Create Date: 2026-12-06
+
+A delete only sets `deleted_at`; the run stays restorable for the operator's grace period
+(TREEGRPO_DELETE_GRACE_SECONDS), after which a worker's reconciler removes its artifacts and
+sets `purged_at`. A purged run can no longer be restored. Runs deleted before this revision
+were purged at once, so they are marked purged here.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("purged_at", sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE jobs SET purged_at = deleted_at WHERE deleted_at IS NOT NULL")
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("purged_at")
