@@ -257,6 +257,9 @@ class Branch(Base):
     from_branch_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     k: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The policy the branch job sampled with, set when it starts (workers/kinds.py): {"job_id",
+    # "epoch", "checkpoint", "tree_epoch", "text"}; null before.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     nodes: Mapped[list[BranchNode]] = relationship(
         back_populates="branch",

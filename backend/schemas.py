@@ -340,6 +340,12 @@ class BranchPublic(BaseModel):
     leaves: int
     best_reward: float | None
     mean_reward: float | None
+    policy: dict[str, Any] | None = Field(
+        default=None,
+        description="The policy that grew the branch, once its job started: {job_id, epoch, "
+        "checkpoint (false: a base model), tree_epoch (the training tree's policy epoch: it "
+        "differs when that epoch was not checkpointed), text}.",
+    )
     nodes: list[BranchNodePublic]
 
 
@@ -699,6 +705,7 @@ def branch_public(branch: Branch, job_status: str) -> BranchPublic:
         leaves=leaves,
         best_reward=best,
         mean_reward=mean,
+        policy=branch.policy,
         nodes=[branch_node_public(node) for node in branch.nodes],
     )
 

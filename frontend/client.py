@@ -563,6 +563,31 @@ class Preset:
 # ------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class DeletedJob:
+    """GET /jobs/deleted's item: a deleted run that can be restored until `purge_after`."""
+
+    id: int
+    name: str
+    kind: str
+    status: str
+    algorithm: str
+    deleted_at: datetime | None
+    purge_after: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeletedJob:
+        return cls(
+            id=_int(data.get("id")),
+            name=str(data.get("name") or ""),
+            kind=str(data.get("kind") or ""),
+            status=str(data.get("status") or ""),
+            algorithm=str(data.get("algorithm") or ""),
+            deleted_at=_time(data.get("deleted_at")),
+            purge_after=_time(data.get("purge_after")),
+        )
+
+
 class ApiClient:
     """Synchronous client; one per call site is cheap (pass a shared `httpx.Client` to pool).
 
@@ -725,6 +750,17 @@ class ApiClient:
     def delete_job(self, job_id: int) -> None:
         """Soft delete (409 while the job is queued, running or cancelling)."""
         self._request("DELETE", f"/jobs/{int(job_id)}", mutating=True)
+
+    def deleted_jobs(self, *, limit: int = 50) -> tuple[list[DeletedJob], int]:
+        """GET /jobs/deleted: deleted runs that can still be restored, latest first; (page,
+        count)."""
+        payload = self._json("GET", "/jobs/deleted", params={"limit": limit})
+        jobs = [DeletedJob.from_json(j) for j in self._data(payload) if isinstance(j, Mapping)]
+        return jobs, _int(payload.get("count"), len(jobs))
+
+    def restore_job(self, job_id: int) -> Job:
+        """Undo a delete (409 once the run's artifacts were purged)."""
+        return Job.from_json(self._json("POST", f"/jobs/{int(job_id)}/restore", mutating=True))
 
     def compare_gallery(self, job_ids: Sequence[int], *, epoch: int | None = None) -> Any:
         """The runs' held-out galleries at one epoch (same prompts and seeds), as JSON."""

@@ -16,6 +16,7 @@ from backend.crud.branches import (
     get_branch_node,
     list_branches,
     replace_branch_nodes,
+    set_branch_policy,
 )
 from backend.crud.deletions import (
     deleted_job,
@@ -150,6 +151,7 @@ __all__ = [
     "revoke_api_key",
     "sample_epochs",
     "sample_epochs_after",
+    "set_branch_policy",
     "set_checkpoint",
     "soft_delete_job",
     "stale_cutoff",
