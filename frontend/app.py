@@ -30,8 +30,17 @@ from starlette.responses import RedirectResponse
 
 from frontend import compare, playground, polling, run, runs, tree
 from frontend.access import me_of, who_html
+from frontend.client import ApiClient
 from frontend.context import MOUNT_PATH, UiContext
-from frontend.shared import TAB_COMPARE, TAB_PLAYGROUND, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
+from frontend.shared import (
+    TAB_COMPARE,
+    TAB_PLAYGROUND,
+    TAB_RUN,
+    TAB_RUNS,
+    TAB_TREE,
+    Shared,
+    with_client,
+)
 from frontend.style import CSS
 
 TITLE = "TreeGRPO studio"
@@ -73,11 +82,25 @@ def _key_status(
     )
 
 
-def _reads_closed(ctx: UiContext, request: gr.Request | None) -> bool:
+def _reads_closed(client: ApiClient) -> bool:
     try:
-        return ctx.client(request, None).reads_need_key()
+        return client.reads_need_key()
     except Exception:  # unreachable: the tabs say so themselves
         return False
+
+
+def greet(client: ApiClient) -> Any:
+    """The key note at page load (a key pasted before the load event ran has its note)."""
+    if client.api_key:
+        return gr.skip()
+    return _key_status(None, _reads_closed(client))
+
+
+def remember(client: ApiClient) -> tuple[str, dict[str, Any] | None, str]:
+    """A pasted key: kept for this tab's session, with its role (GET /me) and its note."""
+    value = client.api_key or ""
+    found = me_of(client) if value else None
+    return value, found, _key_status(value, not value and _reads_closed(client), found)
 
 
 def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blocks:
@@ -117,25 +140,8 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 built[tab_id] = tab
         polling.poll_only_when_shown(demo, tabs, built, first=TAB_RUNS)
 
-        def greet(typed: str | None, request: gr.Request) -> Any:
-            # A key pasted before the page's load event ran has its note already.
-            if (typed or "").strip():
-                return gr.skip()
-            return _key_status(None, _reads_closed(ctx, request))
-
-        def remember(
-            typed: str | None, request: gr.Request
-        ) -> tuple[str, dict[str, Any] | None, str]:
-            value = (typed or "").strip()
-            found = me_of(ctx.client(request, value)) if value else None
-            return (
-                value,
-                found,
-                _key_status(value, not value and _reads_closed(ctx, request), found),
-            )
-
-        demo.load(greet, key, key_note)
-        key_box.change(remember, key_box, [key, me, key_note])
+        demo.load(with_client(ctx, greet), [key_box], key_note)
+        key_box.change(with_client(ctx, remember), [key_box], [key, me, key_note])
     return demo
 
 

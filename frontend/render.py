@@ -376,7 +376,11 @@ def node_panel(
     pix = ' class="tg-pixelated"' if pixelated else ""
     image = (
         f'<img src="{esc(href)}" alt="predicted image of node {node.node_index}"{pix}>'
-        f'<a class="tg-muted" href="{esc(full)}" target="_blank" rel="noopener">full-size file</a>'
+        # The stored file is the model's own output, often smaller than this preview (64 px
+        # against 176 px): it is offered as the original, never as a "full-size" image.
+        f'<a class="tg-muted" href="{esc(full)}" target="_blank" rel="noopener" '
+        'title="the image exactly as the model made it, at its native resolution; the '
+        'preview above is scaled to fit">original file (native resolution)</a>'
         if href and full
         else '<div class="tg-noimg">no image</div>'
     )

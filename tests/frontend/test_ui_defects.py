@@ -1,6 +1,6 @@
 """Issue 28's dashboard defects, each through the handler or renderer that owns it (the
 browser suite checks the wiring): Compare times runs by CPU seconds where recorded and says
-where it smooths; ..."""
+where it smooths; the node panel names the stored image for what it is."""
 
 from __future__ import annotations
 
@@ -47,3 +47,16 @@ def test_compare_says_where_it_smooths() -> None:
     assert "smoothed with EMA 0.60" in smoothed
     _, raw = compare.compare_html(runs, "reward_mean", 0.0, None)
     assert "(smoothed)" not in raw and "the raw curve" in raw
+
+
+def test_the_panel_offers_the_stored_image_as_the_original_not_a_full_size_one() -> None:
+    """The "full-size file" link opened a 64 px file, smaller than the 176 px preview."""
+    from ui_factories import tree_json
+
+    from frontend import render
+    from frontend.client import Tree
+
+    tree = Tree.from_json(tree_json())
+    panel = render.node_panel(tree, tree.all_nodes[3].id)
+    assert "original file (native resolution)" in panel and "full-size" not in panel
+    assert "/api/v1/artifacts/jobs/1/trees/epoch-000000/tree-00/images/3.png" in panel
