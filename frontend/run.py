@@ -312,21 +312,21 @@ def list_jobs(client: ApiClient, job: Any) -> Any:
 
 
 def open_job(ctx: UiContext, client: ApiClient, job: Any, smooth: float) -> tuple[Any, ...]:
-    """Everything of one job: (view, picker, header, reward, training, baseline, latest,
-    epoch slider, log, config, timer)."""
+    """One job's header, charts, log and config: (view, picker, header, reward, training, log,
+    config, timer). Its galleries follow (`open_galleries`): their thumbnails are most of the
+    work, and the header and curves need not wait for them."""
     job_id = as_int(job)
     if job_id is None:
-        return (RunView(), gr.skip(), *([gr.skip()] * 8), gr.Timer(active=False))
+        return (RunView(), gr.skip(), *([gr.skip()] * 5), gr.Timer(active=False))
     try:
         found = client.get_job(job_id)
         store = curves.MetricStore(job_id=job_id)
         fetch_metrics(client, job_id, store)
         chunk = client.logs(job_id)
         epochs = client.samples(job_id, limit=1).epochs
-        base, late = _galleries(ctx, client, found, epochs, None)
     except ApiError as exc:
         message = render.notice(f"Could not load job #{job_id}: {exc.message}", "error")
-        return (RunView(), gr.skip(), message, *([gr.skip()] * 7), gr.skip())
+        return (RunView(), gr.skip(), message, *([gr.skip()] * 4), gr.skip())
     view = RunView(
         job_id=job_id,
         store=store,
@@ -335,23 +335,29 @@ def open_job(ctx: UiContext, client: ApiClient, job: Any, smooth: float) -> tupl
         epochs=tuple(epochs),
         status=found.status,
     )
-    try:
-        choices = job_choices(client.list_jobs(limit=100).jobs)
-    except ApiError:
-        choices = []
     return (
         view,
-        gr.update(choices=choices, value=job_id) if choices else gr.update(value=job_id),
+        list_jobs(client, job_id),
         header_html(ctx, found, store),
         reward_charts_html(store, smooth),
         training_charts_html(store, smooth),
-        base,
-        late,
-        _slider(epochs),
         log_html(view.log_text),
         json.dumps(found.config, indent=2, sort_keys=True),
         gr.Timer(active=found.status in LIVE),
     )
+
+
+def open_galleries(ctx: UiContext, client: ApiClient, state: RunView) -> tuple[Any, Any, Any]:
+    """The opened job's baseline and latest galleries and the epoch slider."""
+    if state.job_id is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    epochs = list(state.epochs)
+    try:
+        job = client.get_job(state.job_id)
+        base, late = _galleries(ctx, client, job, epochs, None)
+    except ApiError as exc:
+        return render.notice(exc.message, "error"), gr.skip(), gr.skip()
+    return base, late, _slider(epochs)
 
 
 def tick(ctx: UiContext, client: ApiClient, state: RunView, smooth: float) -> tuple[Any, ...]:
@@ -469,9 +475,12 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         source(sh.call(list_jobs), [key, job], picker, **QUIET)
     picker.select(lambda value: as_int(value), picker, job)  # once per pick (`input`: twice)
     parts = [header, reward_html, training_html, baseline_html, latest_html, epoch, log]
-    opened = [view, picker, *parts, config, timer]
+    opened = [view, picker, header, reward_html, training_html, log, config, timer]
+    galleries = [baseline_html, latest_html, epoch]
     for source in (job.change, demo.load):
-        source(sh.call_ui(open_job), [key, job, smoothing], opened)
+        source(sh.call_ui(open_job), [key, job, smoothing], opened).then(
+            sh.call_ui(open_galleries), [key, view], galleries, **QUIET
+        )
     timer.tick(sh.call_ui(tick), [key, view, smoothing], [view, *parts, picker, timer], **QUIET)
     smoothing.release(resmooth, [view, smoothing], [reward_html, training_html], **QUIET)
     epoch.release(sh.call_ui(pick_epoch), [key, view, epoch], latest_html, **QUIET)

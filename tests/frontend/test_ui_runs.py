@@ -230,3 +230,34 @@ def test_only_the_tab_on_screen_polls() -> None:
     states = [u.active for u in fn("tg-tab-run")]
     assert states == [t in timers["tg-tab-run"] for t in flat]
     assert not any(u.active for u in fn("tg-tab-tree"))
+
+
+def test_opening_a_run_draws_its_header_and_curves_before_fetching_gallery_images() -> None:
+    """The galleries' thumbnails were most of an open's requests (64 of 87 for a digits run):
+    they come in a second event, after the header and curves are drawn."""
+    sample = {"id": 1, "epoch": 0, "index": 0, "prompt": "a 3", "reward": 0.5}
+    api = FakeApi(
+        {
+            ("GET", f"{JOBS}/1"): job_json(id=1, status="succeeded"),
+            ("GET", f"{JOBS}/1/metrics"): {
+                "data": [{"step": 1, "name": "reward_mean", "value": 0.5}],
+                "count": 1,
+                "names": ["reward_mean"],
+            },
+            ("GET", f"{JOBS}/1/logs"): httpx.Response(200, text="started\n"),
+            ("GET", f"{JOBS}/1/samples"): {
+                "data": [{**sample, "image_url": "/api/v1/artifacts/jobs/1/s/0.png"}],
+                "count": 1,
+                "epochs": [0, 2],
+            },
+            ("GET", JOBS): _jobs(job_json(id=1, status="succeeded")),
+        }
+    )
+    opened = run.open_job(UiContext(), api.client(), 1, 0.6)
+    view, _, header, reward, *_ = opened
+    assert "#1" in header and "<svg" in reward and view.epochs == (0, 2)
+    assert not [r for r in api.seen if "/artifacts/" in r.url.path]
+    assert opened[-1].active is False  # a finished run: no timer
+    base, late, slider = run.open_galleries(UiContext(), api.client(), view)
+    assert "Epoch 0: the baseline" in base and "Epoch 2" in late and slider["value"] == 2
+    assert [r for r in api.seen if "/artifacts/" in r.url.path]  # now the thumbnails
