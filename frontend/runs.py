@@ -466,8 +466,7 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         [*confirm, table, action_watch, job, deleted],
     )
     no.click(not_confirmed, None, confirm)
-    for source in (bin_.expand, tab.select):
-        source(sh.call(deleted_html), [key], deleted, **QUIET)
+    bin_.expand(sh.call(deleted_html), [key], deleted, **QUIET)
     deleted.select(sh.call_event(restore), [key, *view], [action_msg, deleted, table])
     save.click(
         sh.call(save_edit),

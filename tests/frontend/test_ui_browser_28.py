@@ -105,10 +105,17 @@ def test_hidden_tabs_do_not_poll_and_actions_act_on_the_named_row(stack: Stack) 
             page.locator(f"#tg-jobs tr[data-job-id='{kept}']").dblclick()
             b.wait_text("#tg-run-header", f"#{kept}")
             page.wait_for_timeout(3000)  # the open's own requests, the first tick
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
+            busy_before = _task_seconds(cdp)
             before = len(_requests(stack))
             page.wait_for_timeout(10_000)
             idle = _requests(stack)[before:]
-            print(f"\nidle Run tab, 10 s: {len(idle)} requests to the API process {idle}")
+            busy = _task_seconds(cdp) - busy_before
+            print(
+                f"\nidle Run tab, 10 s: {len(idle)} requests to the API process, the page's "
+                f"main thread busy {busy:.2f} s ({busy * 10:.0f}% of a core)"
+            )
             assert idle == [], f"requests while idle: {idle}"
             # The Runs tab polls only while shown, and only its own reads.
             b.tab("Runs")
@@ -250,6 +257,12 @@ def test_timings_while_a_digits_job_trains(stack: Stack) -> None:
     for what, figure in figures.items():
         print(f"  {what}: {figure}")
     print(f"screenshots: {ARTIFACTS}")
+
+
+def _task_seconds(cdp: Any) -> float:
+    """Seconds the page's renderer spent running tasks so far (Chrome's TaskDuration)."""
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
+    return float(next(m["value"] for m in metrics if m["name"] == "TaskDuration"))
 
 
 def _jobs(stack: Stack) -> list[dict[str, Any]]:
