@@ -142,6 +142,9 @@ class Job(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     notes: Mapped[str] = mapped_column(Text, default="")
     deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # When a worker removed a deleted job's artifacts (after the grace period that lets a
+    # delete be undone, TREEGRPO_DELETE_GRACE_SECONDS): a purged job can no longer be restored.
+    purged_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # The API key that submitted the job (its name is the owner the API shows). Null for jobs
     # made before migration 0005, or by code that holds no key, and when the key row is gone.
     owner_key_id: Mapped[int | None] = mapped_column(
@@ -254,6 +257,9 @@ class Branch(Base):
     from_branch_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     k: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The policy the branch job sampled with, set when it starts (workers/kinds.py): {"job_id",
+    # "epoch", "checkpoint", "tree_epoch", "text"}; null before.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     nodes: Mapped[list[BranchNode]] = relationship(
         back_populates="branch",

@@ -233,6 +233,26 @@ class JobsPublic(BaseModel):
     count: int
 
 
+class DeletedJobPublic(BaseModel):
+    """A deleted run that can still be restored (POST /jobs/{id}/restore) until `purge_after`."""
+
+    id: int
+    kind: str
+    name: str
+    status: JobStatusName
+    algorithm: str
+    owner_key_id: int | None
+    deleted_at: datetime
+    purge_after: datetime = Field(
+        description="From then on a worker may purge its artifacts; it cannot be restored after."
+    )
+
+
+class DeletedJobsPublic(BaseModel):
+    data: list[DeletedJobPublic]
+    count: int
+
+
 class MetricPoint(BaseModel):
     step: int
     name: str
@@ -320,6 +340,12 @@ class BranchPublic(BaseModel):
     leaves: int
     best_reward: float | None
     mean_reward: float | None
+    policy: dict[str, Any] | None = Field(
+        default=None,
+        description="The policy that grew the branch, once its job started: {job_id, epoch, "
+        "checkpoint (false: a base model), tree_epoch (the training tree's policy epoch: it "
+        "differs when that epoch was not checkpointed), text}.",
+    )
     nodes: list[BranchNodePublic]
 
 
@@ -694,6 +720,7 @@ def branch_public(branch: Branch, job_status: str) -> BranchPublic:
         leaves=leaves,
         best_reward=best,
         mean_reward=mean,
+        policy=branch.policy,
         nodes=[branch_node_public(node) for node in branch.nodes],
     )
 

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         description="quiet: the access log leaves out successful reads (the dashboard polls); "
         "full: every request.",
     )
+    delete_grace_seconds: float = Field(
+        default=86400.0,
+        ge=0,
+        description="How long a deleted run can be restored (POST /jobs/{id}/restore) before a "
+        "worker purges its artifacts for good; 0 purges at once.",
+    )
     interactive_cache_seconds: float = Field(
         default=600.0,
         ge=0,

@@ -1,5 +1,5 @@
-"""The TreeGRPO studio dashboard: a Gradio Blocks app with four tabs (Runs, Run, Tree inspector,
-Compare) that talks to the REST API over HTTP only (frontend/client.py).
+"""The TreeGRPO studio dashboard: a Gradio Blocks app with its tabs (Runs, Run, Tree inspector,
+Compare, Playground; see TABS) that talks to the REST API over HTTP only (frontend/client.py).
 
 Mounted in the API process at /ui through the `treegrpo.ui` entry point:
 
@@ -21,14 +21,16 @@ from __future__ import annotations
 import argparse
 import html
 import os
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from frontend import compare, datasets, links, playground, run, runs, tree
+from frontend import compare, datasets, links, playground, polling, run, runs, tree
 from frontend.access import me_of, who_html
+from frontend.client import ApiClient
 from frontend.context import MOUNT_PATH, UiContext
 from frontend.shared import (
     TAB_COMPARE,
@@ -38,10 +40,20 @@ from frontend.shared import (
     TAB_RUNS,
     TAB_TREE,
     Shared,
+    with_client,
 )
 from frontend.style import CSS
 
 TITLE = "TreeGRPO studio"
+# The tabs in order: (id, label, build(sh, demo, tab)). A new tab is one more line here.
+TABS: tuple[tuple[str, str, Callable[[Shared, gr.Blocks, gr.Tab], Any]], ...] = (
+    (TAB_RUNS, "Runs", runs.build),
+    (TAB_RUN, "Run", run.build),
+    (TAB_TREE, "Tree inspector", tree.build),
+    (TAB_COMPARE, "Compare", compare.build),
+    (TAB_PLAYGROUND, "Playground", playground.build),
+    (TAB_DATASETS, "Datasets", datasets.build),
+)
 KEY_PENDING = '<span class="tg-key-status tg-key-pending">Connecting to the studio…</span>'
 
 
@@ -72,11 +84,25 @@ def _key_status(
     )
 
 
-def _reads_closed(ctx: UiContext, request: gr.Request | None) -> bool:
+def _reads_closed(client: ApiClient) -> bool:
     try:
-        return ctx.client(request, None).reads_need_key()
+        return client.reads_need_key()
     except Exception:  # unreachable: the tabs say so themselves
         return False
+
+
+def greet(client: ApiClient) -> Any:
+    """The key note at page load (a key pasted before the load event ran has its note)."""
+    if client.api_key:
+        return gr.skip()
+    return _key_status(None, _reads_closed(client))
+
+
+def remember(client: ApiClient) -> tuple[str, dict[str, Any] | None, str]:
+    """A pasted key: kept for this tab's session, with its role (GET /me) and its note."""
+    value = client.api_key or ""
+    found = me_of(client) if value else None
+    return value, found, _key_status(value, not value and _reads_closed(client), found)
 
 
 def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blocks:
@@ -107,40 +133,17 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 # Until the page's load event has answered, the note says so: a key pasted
                 # before then must not have its note overwritten by a late "No key".
                 key_note = gr.HTML(KEY_PENDING, elem_id="tg-key-note")
-        with gr.Tabs(selected=TAB_RUNS) as tabs:
+        with gr.Tabs(selected=TAB_RUNS, elem_id="tg-tabs") as tabs:
             sh = Shared(ctx=ctx, key=key, me=me, job=job, tabs=tabs)
-            with gr.Tab("Runs", id=TAB_RUNS, elem_id="tg-tab-runs"):
-                runs.build(sh, demo)
-            with gr.Tab("Run", id=TAB_RUN, elem_id="tg-tab-run"):
-                run.build(sh, demo)
-            with gr.Tab("Tree inspector", id=TAB_TREE, elem_id="tg-tab-tree") as tree_tab:
-                tree.build(sh, demo, tree_tab)
-            with gr.Tab("Compare", id=TAB_COMPARE, elem_id="tg-tab-compare") as compare_tab:
-                compare.build(sh, demo, compare_tab)
-            with gr.Tab("Playground", id=TAB_PLAYGROUND, elem_id="tg-tab-playground"):
-                playground.build(sh, demo)
-            with gr.Tab("Datasets", id=TAB_DATASETS, elem_id="tg-tab-datasets"):
-                datasets.build(sh, demo)
+            built = {}
+            for tab_id, label, build in TABS:
+                with gr.Tab(label, id=tab_id, elem_id=f"tg-tab-{tab_id}") as tab:
+                    build(sh, demo, tab)
+                built[tab_id] = tab
+        polling.poll_only_when_shown(demo, tabs, built, first=TAB_RUNS)
 
-        def greet(typed: str | None, request: gr.Request) -> Any:
-            # A key pasted before the page's load event ran has its note already.
-            if (typed or "").strip():
-                return gr.skip()
-            return _key_status(None, _reads_closed(ctx, request))
-
-        def remember(
-            typed: str | None, request: gr.Request
-        ) -> tuple[str, dict[str, Any] | None, str]:
-            value = (typed or "").strip()
-            found = me_of(ctx.client(request, value)) if value else None
-            return (
-                value,
-                found,
-                _key_status(value, not value and _reads_closed(ctx, request), found),
-            )
-
-        demo.load(greet, key, key_note)
-        key_box.change(remember, key_box, [key, me, key_note])
+        demo.load(with_client(ctx, greet), [key_box], key_note)
+        key_box.change(with_client(ctx, remember), [key_box], [key, me, key_note])
     return demo
 
 

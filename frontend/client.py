@@ -1,7 +1,8 @@
 """The dashboard's one HTTP client for the TreeGRPO REST API (docs/API.md).
 
 Every tab calls the backend through `ApiClient`; nothing in frontend/ imports backend code. Results
-come back as small frozen dataclasses; every failure is an `ApiError` whose `message` is fit to show
+come back as small frozen dataclasses, declared once as field lists and filled by their types
+(frontend/models.py `parse`: a new API field costs one line); every failure is an `ApiError` whose `message` is fit to show
 a user and whose `field_errors` map a form field (a dotted config name such as `tree.k`, or `name`)
 to the API's 422 message for it.
 
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from frontend.models import parse, parse_float, parse_time
 
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT_S = 10.0
@@ -170,13 +173,7 @@ def _error_from_response(response: httpx.Response) -> ApiError:
 
 
 def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parse_time(value)
 
 
 def _float(value: Any) -> float | None:
@@ -216,15 +213,11 @@ class Me:
 
     key_id: int
     name: str
-    role: str  # admin | member | viewer
+    role: str = "viewer"  # admin | member | viewer
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Me:
-        return cls(
-            key_id=_int(data.get("key_id")),
-            name=str(data.get("name") or ""),
-            role=str(data.get("role") or "viewer"),
-        )
+        return parse(cls, data)
 
 
 @dataclass(frozen=True)
@@ -262,47 +255,11 @@ class Job:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
-        total = _int(data.get("progress_total"))
-        step = _int(data.get("progress_step"))
-        progress = _float(data.get("progress"))
+        job = parse(cls, data)
+        progress = parse_float(data.get("progress"))
         if progress is None:
-            progress = step / total if total else 0.0
-        return cls(
-            id=_int(data.get("id")),
-            kind=str(data.get("kind") or ""),
-            name=str(data.get("name") or ""),
-            status=str(data.get("status") or ""),
-            preset=None if data.get("preset") is None else str(data.get("preset")),
-            algorithm=str(data.get("algorithm") or ""),
-            config=_dict(data.get("config")),
-            params=_dict(data.get("params")),
-            parent_job_id=_opt_int(data.get("parent_job_id")),
-            created_at=_time(data.get("created_at")),
-            updated_at=_time(data.get("updated_at")),
-            started_at=_time(data.get("started_at")),
-            finished_at=_time(data.get("finished_at")),
-            heartbeat_at=_time(data.get("heartbeat_at")),
-            worker=None if data.get("worker") is None else str(data.get("worker")),
-            attempt=_int(data.get("attempt")),
-            progress_step=step,
-            progress_total=total,
-            progress=max(0.0, min(1.0, progress)),
-            error=None if data.get("error") is None else str(data.get("error")),
-            checkpoint_path=(
-                None if data.get("checkpoint_path") is None else str(data.get("checkpoint_path"))
-            ),
-            latest_reward=_float(data.get("latest_reward")),
-            tags=tuple(str(t) for t in data.get("tags") or [] if t is not None),
-            notes=str(data.get("notes") or ""),
-            queue_position=_opt_int(data.get("queue_position")),
-            lane=str(data.get("lane") or ""),
-            schedule=_dict(data.get("schedule")),
-            owner_key_id=_opt_int(data.get("owner_key_id")),
-            owner=None if data.get("owner") is None else str(data.get("owner")),
-            nodes=tuple(
-                JobNode.from_json(n) for n in data.get("nodes") or [] if isinstance(n, Mapping)
-            ),
-        )
+            progress = job.progress_step / job.progress_total if job.progress_total else 0.0
+        return replace(job, progress=max(0.0, min(1.0, progress)))
 
     @property
     def active(self) -> bool:
@@ -322,18 +279,7 @@ class JobNode:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> JobNode:
-        def text(name: str) -> str | None:
-            value = data.get(name)
-            return None if value is None else str(value)
-
-        return cls(
-            node_rank=_int(data.get("node_rank")),
-            status=str(data.get("status") or ""),
-            worker=text("worker"),
-            host=text("host"),
-            heartbeat_at=_time(data.get("heartbeat_at")),
-            error=text("error"),
-        )
+        return parse(cls, data)
 
 
 @dataclass(frozen=True)
@@ -534,15 +480,7 @@ class Sample:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Sample:
-        return cls(
-            id=_int(data.get("id")),
-            epoch=_int(data.get("epoch")),
-            index=_int(data.get("index")),
-            prompt=str(data.get("prompt") or ""),
-            reward=_float(data.get("reward")),
-            rewards=_float_dict(data.get("rewards")),
-            image_url=None if not data.get("image_url") else str(data.get("image_url")),
-        )
+        return parse(cls, data)
 
 
 @dataclass(frozen=True)
@@ -561,6 +499,23 @@ class Preset:
 # ------------------------------------------------------------------------------------------------
 # The client
 # ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeletedJob:
+    """GET /jobs/deleted's item: a deleted run that can be restored until `purge_after`."""
+
+    id: int
+    name: str
+    kind: str
+    status: str
+    algorithm: str
+    deleted_at: datetime | None
+    purge_after: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeletedJob:
+        return parse(cls, data)
 
 
 class ApiClient:
@@ -725,6 +680,17 @@ class ApiClient:
     def delete_job(self, job_id: int) -> None:
         """Soft delete (409 while the job is queued, running or cancelling)."""
         self._request("DELETE", f"/jobs/{int(job_id)}", mutating=True)
+
+    def deleted_jobs(self, *, limit: int = 50) -> tuple[list[DeletedJob], int]:
+        """GET /jobs/deleted: deleted runs that can still be restored, latest first; (page,
+        count)."""
+        payload = self._json("GET", "/jobs/deleted", params={"limit": limit})
+        jobs = [DeletedJob.from_json(j) for j in self._data(payload) if isinstance(j, Mapping)]
+        return jobs, _int(payload.get("count"), len(jobs))
+
+    def restore_job(self, job_id: int) -> Job:
+        """Undo a delete (409 once the run's artifacts were purged)."""
+        return Job.from_json(self._json("POST", f"/jobs/{int(job_id)}/restore", mutating=True))
 
     def compare_gallery(self, job_ids: Sequence[int], *, epoch: int | None = None) -> Any:
         """The runs' held-out galleries at one epoch (same prompts and seeds), as JSON."""

@@ -12,13 +12,16 @@ import gradio as gr
 from frontend import curves, render
 from frontend.charts import Series, line_chart_svg
 from frontend.client import ApiClient, ApiError, Job, NotFound, Sample
+from frontend.context import UiContext
 from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
 from frontend.thumbs import GALLERY_PX
 
 PHASES = ("time/rollout", "time/reward", "time/update")
+CLOCKS = (curves.WALL_CLOCK, curves.CPU_EPOCH)
 
 REFRESH_SECONDS = 5.0
 MAX_RUNS = 10
+RUN_LETTERS = "ABCDEFGHIJ"  # one per run (MAX_RUNS)
 
 
 def _series_label(job: Job) -> str:
@@ -33,13 +36,14 @@ def fetch_run(client: ApiClient, job_id: int, metric: str) -> tuple[Job, curves.
         since = store.last_step
         page = client.metrics(
             job_id,
-            names=[metric, curves.WALL_CLOCK, curves.IMAGES_SEEN, *PHASES],
+            names=[metric, *CLOCKS, curves.IMAGES_SEEN, *PHASES],
             since_step=since,
         )
         store.add(page.points)
         store.names.update(page.names)
         if len(page.points) >= page.count or store.last_step == since:
             break
+    store.values[curves.CPU_CLOCK] = curves.cpu_clock(store.values)
     return job, store
 
 
@@ -51,20 +55,27 @@ def compare_html(
 ) -> tuple[str, str]:
     """(charts, table) for the runs."""
     label = curves.reward_label(metric)
+    # CPU seconds of the training process where every run logged them: wall-clock would
+    # charge a run for whatever else the machine was doing meanwhile.
+    clock = curves.timing_clock(store.values for _, store in runs) if runs else curves.WALL_CLOCK
     by_clock, by_images, by_epoch = [], [], []
     summaries = []
     for job, store in runs:
         name = _series_label(job)
-        by_clock.append(Series(name, *curves.xy(store.values, metric, curves.WALL_CLOCK)))
+        by_clock.append(Series(name, *curves.xy(store.values, metric, clock)))
         by_images.append(Series(name, *curves.xy(store.values, metric, curves.IMAGES_SEEN)))
         by_epoch.append(Series(name, *curves.xy(store.values, metric)))
         summaries.append(
-            curves.summarise_run(store.values, metric, target=None, smoothing=smoothing)
+            curves.summarise_run(
+                store.values, metric, target=None, smoothing=smoothing, clock=clock
+            )
         )
     goal = target if target is not None else curves.auto_target(s.final for s in summaries)
     rows = []
     for job, store in runs:
-        s = curves.summarise_run(store.values, metric, target=goal, smoothing=smoothing)
+        s = curves.summarise_run(
+            store.values, metric, target=goal, smoothing=smoothing, clock=clock
+        )
         rows.append((job, s))
     reached = [s.seconds_to_target for _, s in rows if s.seconds_to_target]
     slowest = max(reached) if reached else None
@@ -81,6 +92,7 @@ def compare_html(
         )
         for job, s in rows
     ]
+    cpu = clock == curves.CPU_CLOCK
     kwargs: dict[str, Any] = {
         "smoothing": smoothing,
         "width": 620,
@@ -91,8 +103,8 @@ def compare_html(
         '<div class="tg-charts" id="tg-compare-charts">'
         + line_chart_svg(
             by_clock,
-            title=f"{label} vs training time",
-            x_label="training wall-clock (s)",
+            title=f"{label} vs training {'CPU time' if cpu else 'time'}",
+            x_label="training CPU time (s)" if cpu else "training wall-clock (s)",
             chart_id="wall_clock",
             x_from_zero=True,
             empty_message="pick runs above",
@@ -118,7 +130,9 @@ def compare_html(
         )
         + "</div>"
     )
-    return charts, render.compare_table(table_rows, metric=metric)
+    return charts, render.compare_table(
+        table_rows, metric=metric, cpu_time=cpu, smoothing=smoothing
+    )
 
 
 def phase_chart_svg(runs: list[tuple[Job, curves.MetricStore]]) -> str:
@@ -193,7 +207,9 @@ def side_by_side_html(
     sources: dict[str, str],
     pixelated: bool,
 ) -> str:
-    """One row per held-out prompt, one column per run, at `epoch`."""
+    """The runs' held-out galleries at `epoch` as a grid of cards, one per prompt, each holding
+    every run's image of it side by side (a table of one prompt a row made a 6,700 px page for
+    40 prompts)."""
     if len(runs) < 2:
         return '<div class="tg-empty" id="tg-side-by-side">Pick two or more runs.</div>'
     if epoch is None:
@@ -211,30 +227,38 @@ def side_by_side_html(
         "by their noise."
     )
     pix = ' class="tg-pixelated"' if pixelated else ""
-    head = "".join(f'<th data-job-id="{j.id}">{render.esc(_series_label(j))}</th>' for j, _ in runs)
-    rows = []
+    legend = "".join(
+        f'<span class="tg-sbs-run" data-job-id="{j.id}"><b>{letter}</b> '
+        f"{render.esc(_series_label(j))}</span>"
+        for letter, (j, _) in zip(RUN_LETTERS, runs, strict=False)
+    )
+    cards = []
     count = max(len(samples) for _, samples in runs)
     for i in range(count):
         prompt = next((s[i].prompt for _, s in runs if i < len(s)), "")
         cells = []
-        for _, samples in runs:
+        for letter, (job, samples) in zip(RUN_LETTERS, runs, strict=False):
             if i >= len(samples):
-                cells.append("<td>-</td>")
+                cells.append(f'<div class="tg-sbs-cell" data-job-id="{job.id}">-</div>')
                 continue
             item = samples[i]
             src = sources.get(item.image_url or "") or ""
             image = f'<img src="{render.esc(src)}" alt=""{pix}>' if src else "no image"
             cells.append(
-                f'<td class="tg-sbs-cell">{image}<div>reward <b>{render.fmt(item.reward)}</b>'
-                "</div></td>"
+                f'<div class="tg-sbs-cell" data-job-id="{job.id}">{image}<div>'
+                f"<b>{letter}</b> {render.fmt(item.reward)}</div></div>"
             )
-        rows.append(f'<tr><th class="tg-prompt">{render.esc(prompt)}</th>{"".join(cells)}</tr>')
+        cards.append(
+            f'<figure class="tg-sbs-card"><figcaption class="tg-prompt">{render.esc(prompt)}'
+            f'</figcaption><div class="tg-sbs-row">{"".join(cells)}</div></figure>'
+        )
     return (
         f'<div id="tg-side-by-side" data-epoch="{epoch}" data-same="{int(same)}">'
         f'<div class="tg-gallery-title">Held-out galleries at epoch {epoch}</div>'
-        f'<div class="tg-muted">{render.esc(note)}</div>'
-        f'<table class="tg-table tg-sbs"><thead><tr><th>prompt</th>{head}</tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table></div>"
+        f'<div class="tg-muted">{render.esc(note)} Each card is one prompt; under each image '
+        "its run's letter and reward.</div>"
+        f'<div class="tg-sbs-legend">{legend}</div>'
+        f'<div class="tg-sbs-grid" style="--tg-runs:{len(runs)}">{"".join(cards)}</div></div>'
     )
 
 
@@ -250,6 +274,99 @@ def default_runs(jobs: list[Job]) -> list[int]:
         ):
             picked.setdefault(job.algorithm, job.id)
     return list(picked.values())[:4]
+
+
+def _ids(chosen: Any) -> list[int]:
+    return [i for i in (as_int(v) for v in (chosen or [])) if i is not None]
+
+
+def galleries(ctx: UiContext, client: ApiClient, chosen: Any, wanted: Any) -> tuple[Any, Any]:
+    """(gallery epoch picker, the runs' held-out galleries side by side at that epoch)."""
+    try:
+        jobs = []
+        for i in _ids(chosen):
+            try:
+                jobs.append(client.get_job(i))
+            except NotFound:
+                continue  # deleted since it was picked
+        common = gallery_epochs([client.samples(j.id, limit=1).epochs for j in jobs])
+        epoch = as_int(wanted)
+        if epoch not in common:
+            epoch = common[-1] if common else None
+        runs = [
+            (j, client.samples(j.id, epoch=epoch).samples if epoch is not None else [])
+            for j in jobs
+        ]
+    except ApiError as exc:
+        return gr.skip(), render.notice(exc.message, "error")
+    urls = [x.image_url for _, samples in runs for x in samples]
+    html = side_by_side_html(
+        runs,
+        epoch,
+        sources=ctx.thumbs.many(client, urls, GALLERY_PX),
+        pixelated=any(small_images(j.config) for j in jobs),
+    )
+    return gr.update(choices=common, value=epoch), html
+
+
+def choices(client: ApiClient, chosen: Any) -> Any:
+    """The train runs to pick from (fresh whenever the tab is shown); a deleted run drops out
+    of the selection; none picked: the newest run of each algorithm."""
+    try:
+        jobs = client.list_jobs(kind="train", limit=200).jobs
+    except ApiError:
+        return gr.update()
+    listed = {j.id for j in jobs}
+    value = [v for v in (chosen or []) if as_int(v) in listed] or default_runs(jobs)
+    return gr.update(choices=job_choices(jobs), value=value)
+
+
+def update(
+    client: ApiClient, chosen: Any, metric_value: Any, smooth: float, goal: Any
+) -> tuple[Any, Any, Any]:
+    """(charts, time-to-target table and phase chart, reward picker)."""
+    metric_name = str(metric_value or "reward_mean")
+    text = str(goal or "").strip()
+    try:
+        wanted = float(text) if text else None
+    except ValueError:
+        message = render.notice(f"The target reward {text!r} is not a number.", "error")
+        return message, "", gr.skip()
+    loaded = []
+    names: set[str] = set()
+    try:
+        for job_id in _ids(chosen):
+            try:
+                job, store = fetch_run(client, job_id, metric_name)
+            except NotFound:
+                continue  # deleted since it was picked: the list drops it on its refresh
+            names |= store.names
+            loaded.append((job, store))
+    except ApiError as exc:
+        return render.notice(exc.message, "error"), "", gr.skip()
+    chart_html, table_html = compare_html(loaded, metric_name, float(smooth or 0), wanted)
+    rewards = curves.reward_names(names) or ["reward_mean"]
+    return (
+        chart_html,
+        table_html + phase_chart_svg(loaded),
+        gr.update(choices=rewards, value=metric_name),
+    )
+
+
+def tick(
+    client: ApiClient, chosen: Any, metric_value: Any, smooth: float, goal: Any
+) -> tuple[Any, Any, Any]:
+    """The timer (while the tab is shown): redraw only while a picked run still trains."""
+    ids = _ids(chosen)
+    if not ids:
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        jobs = [client.get_job(i) for i in ids]
+    except ApiError:
+        return gr.skip(), gr.skip(), gr.skip()
+    if not any(j.active for j in jobs):
+        return gr.skip(), gr.skip(), gr.skip()
+    return update(client, chosen, metric_value, smooth, goal)
 
 
 def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
@@ -292,115 +409,16 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     side = gr.HTML(elem_id="tg-compare-gallery")
     timer = gr.Timer(REFRESH_SECONDS)
 
-    def galleries(
-        chosen: Any, wanted: Any, key: str | None, request: gr.Request
-    ) -> tuple[Any, Any]:
-        ids = [i for i in (as_int(v) for v in (chosen or [])) if i is not None]
-        client = sh.ctx.client(request, key)
-        try:
-            jobs = []
-            for i in ids:
-                try:
-                    jobs.append(client.get_job(i))
-                except NotFound:
-                    continue  # deleted since it was picked
-            common = gallery_epochs([client.samples(j.id, limit=1).epochs for j in jobs])
-            epoch = as_int(wanted)
-            if epoch not in common:
-                epoch = common[-1] if common else None
-            runs = [
-                (j, client.samples(j.id, epoch=epoch).samples if epoch is not None else [])
-                for j in jobs
-            ]
-        except ApiError as exc:
-            return gr.skip(), render.notice(exc.message, "error")
-        urls = [x.image_url for _, samples in runs for x in samples]
-        html = side_by_side_html(
-            runs,
-            epoch,
-            sources=sh.ctx.thumbs.many(client, urls, GALLERY_PX),
-            pixelated=any(small_images(j.config) for j in jobs),
-        )
-        return gr.update(choices=common, value=epoch), html
-
-    def choices(key: str | None, chosen: Any, request: gr.Request) -> Any:
-        try:
-            jobs = sh.ctx.client(request, key).list_jobs(kind="train", limit=200).jobs
-        except ApiError:
-            return gr.update()
-        listed = {j.id for j in jobs}  # a deleted run drops out of the selection
-        value = [v for v in (chosen or []) if as_int(v) in listed] or default_runs(jobs)
-        return gr.update(choices=job_choices(jobs), value=value)
-
-    def update(
-        chosen: Any,
-        metric_value: Any,
-        smooth: float,
-        goal: Any,
-        key: str | None,
-        request: gr.Request,
-    ) -> tuple[Any, Any, Any]:
-        ids = [i for i in (as_int(v) for v in (chosen or [])) if i is not None]
-        metric_name = str(metric_value or "reward_mean")
-        text = str(goal or "").strip()
-        try:
-            wanted = float(text) if text else None
-        except ValueError:
-            return (
-                render.notice(f"The target reward {text!r} is not a number.", "error"),
-                "",
-                gr.skip(),
-            )
-        client = sh.ctx.client(request, key)
-        loaded = []
-        names: set[str] = set()
-        try:
-            for job_id in ids:
-                try:
-                    job, store = fetch_run(client, job_id, metric_name)
-                except NotFound:
-                    continue  # deleted since it was picked: the list drops it on its refresh
-                names |= store.names
-                loaded.append((job, store))
-        except ApiError as exc:
-            return render.notice(exc.message, "error"), "", gr.skip()
-        chart_html, table_html = compare_html(loaded, metric_name, float(smooth or 0), wanted)
-        rewards = curves.reward_names(names) or ["reward_mean"]
-        return (
-            chart_html,
-            table_html + phase_chart_svg(loaded),
-            gr.update(choices=rewards, value=metric_name),
-        )
-
-    inputs = [runs, metric, smoothing, target, sh.key]
+    key = sh.key
+    inputs = [key, runs, metric, smoothing, target]
     outputs = [charts, table, metric]
-    gallery_io = ([runs, gallery_epoch, sh.key], [gallery_epoch, side])
-    for trigger in (demo.load, refresh.click, tab.select):
-        trigger(choices, [sh.key, runs], runs).then(update, inputs, outputs).then(
-            galleries, *gallery_io, **QUIET
+    gallery_io = ([key, runs, gallery_epoch], [gallery_epoch, side])
+    for source in (demo.load, refresh.click, tab.select):
+        source(sh.call(choices), [key, runs], runs).then(sh.call(update), inputs, outputs).then(
+            sh.call_ui(galleries), *gallery_io, **QUIET
         )
     for event in (runs.change, metric.select, smoothing.release, target.submit, target.blur):
-        event(update, inputs, outputs, **QUIET)
-    runs.change(galleries, *gallery_io, **QUIET)
-    gallery_epoch.select(galleries, *gallery_io, **QUIET)
-
-    def tick(
-        chosen: Any,
-        metric_value: Any,
-        smooth: float,
-        goal: Any,
-        key: str | None,
-        request: gr.Request,
-    ) -> tuple[Any, Any, Any]:
-        ids = [i for i in (as_int(v) for v in (chosen or [])) if i is not None]
-        if not ids:
-            return gr.skip(), gr.skip(), gr.skip()
-        try:
-            jobs = [sh.ctx.client(request, key).get_job(i) for i in ids]
-        except ApiError:
-            return gr.skip(), gr.skip(), gr.skip()
-        if not any(j.active for j in jobs):
-            return gr.skip(), gr.skip(), gr.skip()
-        return update(chosen, metric_value, smooth, goal, key, request)
-
-    timer.tick(tick, inputs, outputs, **QUIET)
+        event(sh.call(update), inputs, outputs, **QUIET)
+    runs.change(sh.call_ui(galleries), *gallery_io, **QUIET)
+    gallery_epoch.select(sh.call_ui(galleries), *gallery_io, **QUIET)
+    timer.tick(sh.call(tick), inputs, outputs, **QUIET)

@@ -15,6 +15,10 @@ from frontend.client import MetricPoint
 
 WALL_CLOCK = "wall_clock"
 IMAGES_SEEN = "images_seen"
+# The training process's CPU seconds per epoch (logged by the trainer), and their running sum,
+# which this module derives: a clock that load on the machine barely moves.
+CPU_EPOCH = "time/cpu"
+CPU_CLOCK = "cpu_clock"
 TRAINING_METRICS = (
     ("loss", ("loss",)),
     ("clip fraction", ("clip_fraction",)),
@@ -136,7 +140,7 @@ def xy(
         steps = sorted(ys)
         return [float(s) for s in steps], [ys[s] for s in steps]
     xs = dict(values.get(x_name, {}))
-    if x_name in (WALL_CLOCK, IMAGES_SEEN):
+    if x_name in (WALL_CLOCK, IMAGES_SEEN, CPU_CLOCK):
         xs.setdefault(0, 0.0)
     steps = sorted(s for s in ys if s in xs)
     return [xs[s] for s in steps], [ys[s] for s in steps]
@@ -159,29 +163,50 @@ class RunSummary:
     seconds_per_epoch: float | None
 
 
+def cpu_clock(values: Mapping[str, Mapping[int, float]]) -> dict[int, float]:
+    """CPU seconds of training up to each epoch: the running sum of `time/cpu` (empty when the
+    run did not log it, or missed an epoch: a sum with holes would be wrong)."""
+    per_epoch = values.get(CPU_EPOCH, {})
+    steps = sorted(per_epoch)
+    if not steps or steps != list(range(steps[0], steps[0] + len(steps))) or steps[0] > 1:
+        return {}
+    out, total = {}, 0.0
+    for step in steps:
+        total += per_epoch[step]
+        out[step] = total
+    return out
+
+
+def timing_clock(runs: Iterable[Mapping[str, Mapping[int, float]]]) -> str:
+    """The clock to time runs by: CPU seconds when every run logged them, else wall-clock."""
+    return CPU_CLOCK if all(cpu_clock(values) for values in runs) else WALL_CLOCK
+
+
 def summarise_run(
     values: Mapping[str, Mapping[int, float]],
     metric: str,
     *,
     target: float | None,
     smoothing: float,
+    clock: str = WALL_CLOCK,
 ) -> RunSummary:
     """Final and best (smoothed) value of `metric`, and when the smoothed curve first reached
-    `target` in training seconds and in images seen."""
+    `target` in training seconds of `clock` (wall_clock, or cpu_clock derived from time/cpu)
+    and in images seen."""
     steps = sorted(values.get(metric, {}))
     if not steps:
         return RunSummary(None, None, None, None, None)
     raw = [values[metric][s] for s in steps]
     smooth = ema_smooth(raw, smoothing) if smoothing > 0 else raw
-    logged = values.get(WALL_CLOCK, {})
+    logged = cpu_clock(values) if clock == CPU_CLOCK else values.get(WALL_CLOCK, {})
     per_epoch = logged[max(logged)] / len(logged) if logged else None
-    clock = {0: 0.0, **logged}  # epoch 0 is the baseline: nothing spent yet
+    spent = {0: 0.0, **logged}  # epoch 0 is the baseline: nothing spent yet
     seen = {0: 0.0, **values.get(IMAGES_SEEN, {})}
     reached_s = reached_i = None
     if target is not None:
         for step, value in zip(steps, smooth, strict=True):
             if value >= target:
-                reached_s = clock.get(step)
+                reached_s = spent.get(step)
                 reached_i = seen.get(step)
                 break
     return RunSummary(smooth[-1], max(smooth), reached_s, reached_i, per_epoch)

@@ -123,7 +123,7 @@ def delete(sh: Shared, dataset: Any, key: str | None, request: Any) -> str:
     return render.notice(f"Deleted dataset #{dataset_id}.", "ok")
 
 
-def build(sh: Shared, demo: gr.Blocks) -> None:
+def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     gr.Markdown(
         "Prompt datasets: a run names one as `prompts: {dataset: NAME, split: train}`; every "
         "column but the prompt reaches the rewards as that prompt's metadata."

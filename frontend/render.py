@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from frontend.client import Job, Sample, Tree, TreeNode, artifact_href
+from frontend.client import DeletedJob, Job, Sample, Tree, TreeNode, artifact_href
 
 
 def esc(text: object) -> str:
@@ -147,11 +147,16 @@ def job_label(job: Job) -> str:
 
 
 def jobs_table(
-    jobs: Sequence[Job], *, selected: int | None = None, now: datetime | None = None
+    jobs: Sequence[Job],
+    *,
+    selected: int | None = None,
+    now: datetime | None = None,
+    empty: str = "No jobs yet: submit one below.",
 ) -> str:
-    """The Runs table: one clickable row per job (`data-job-id`)."""
+    """The Runs table: one clickable row per job (`data-job-id`); `empty` says why there is
+    none (the caller names the filters)."""
     if not jobs:
-        return '<div class="tg-empty">No jobs match the filter yet.</div>'
+        return f'<div class="tg-empty" id="tg-jobs-empty">{esc(empty)}</div>'
     rows = []
     for job in jobs:
         sel = " tg-selected" if job.id == selected else ""
@@ -203,9 +208,12 @@ def job_header(
     checkpoint_href: str | None,
     export_href: str | None = None,
     now: datetime | None = None,
+    held_out: tuple[float, int] | None = None,
 ) -> str:
     """The Run tab's summary card. `export_href`: the diffusers LoRA of a LoRA run's latest
-    checkpoint (GET /jobs/{id}/export?format=lora), offered beside the checkpoint."""
+    checkpoint (GET /jobs/{id}/export?format=lora), offered beside the checkpoint;
+    `held_out`: the last held-out gallery's mean reward and its epoch, shown beside the
+    training reward (the noisy mean of one epoch's rollouts)."""
     now = now or now_utc()
     started, finished = job.started_at, job.finished_at
     ran = (finished or now) - started if started else None
@@ -216,7 +224,11 @@ def job_header(
         ("algorithm", esc(job.algorithm or "-")),
         ("preset", esc(job.preset or "-")),
         ("owner", esc(job.owner or "-")),
-        ("latest reward", fmt(job.latest_reward)),
+        (
+            "held-out reward",
+            f"{fmt(held_out[0])} <small>(epoch {held_out[1]})</small>" if held_out else "-",
+        ),
+        ("training reward (last epoch, noisy)", fmt(job.latest_reward)),
         ("created", esc(age(job.created_at, now))),
         ("running time", esc(duration(ran.total_seconds() if ran else None))),
         ("worker", esc(job.worker or "-")),
@@ -366,7 +378,11 @@ def node_panel(
     pix = ' class="tg-pixelated"' if pixelated else ""
     image = (
         f'<img src="{esc(href)}" alt="predicted image of node {node.node_index}"{pix}>'
-        f'<a class="tg-muted" href="{esc(full)}" target="_blank" rel="noopener">full-size file</a>'
+        # The stored file is the model's own output, often smaller than this preview (64 px
+        # against 176 px): it is offered as the original, never as a "full-size" image.
+        f'<a class="tg-muted" href="{esc(full)}" target="_blank" rel="noopener" '
+        'title="the image exactly as the model made it, at its native resolution; the '
+        'preview above is scaled to fit">original file (native resolution)</a>'
         if href and full
         else '<div class="tg-noimg">no image</div>'
     )
@@ -446,7 +462,11 @@ class CompareRow:
     speedup: float | None  # slowest run's time to target / this run's
 
 
-def compare_table(rows: Sequence[CompareRow], *, metric: str) -> str:
+def compare_table(
+    rows: Sequence[CompareRow], *, metric: str, cpu_time: bool = False, smoothing: float = 0.0
+) -> str:
+    """`cpu_time`: times are the training process's CPU seconds (every run logged time/cpu),
+    else wall-clock; `smoothing`: the EMA the final, best and target columns read."""
     if not rows:
         return '<div class="tg-empty">Pick runs to compare.</div>'
     body = []
@@ -465,15 +485,74 @@ def compare_table(rows: Sequence[CompareRow], *, metric: str) -> str:
             f'<td class="tg-num">{"-" if row.speedup is None else f"{row.speedup:.2f}x"}</td></tr>'
         )
     target = rows[0].target
-    caption = (
-        f"Time to reach {esc(metric)} ≥ {fmt(target)} (smoothed curve), wall-clock of training; "
-        "speed-up is relative to the slowest run that reached it."
-        if target is not None
-        else "No target reward."
+    smoothed = smoothing > 0
+    curve = f"the curve smoothed with EMA {smoothing:.2f}" if smoothed else "the raw curve"
+    clock = (
+        "CPU time of the training process (load on the machine barely moves it)"
+        if cpu_time
+        else "wall-clock of training (not every run logged its CPU time; load on the machine "
+        "counts)"
     )
+    caption = (
+        f"Time to reach {esc(metric)} ≥ {fmt(target)} on {curve}, in {clock}; speed-up is "
+        "relative to the slowest run that reached it."
+        if target is not None
+        else f"No target reward. Final and best read {curve}."
+    )
+    tag = " (smoothed)" if smoothed else ""
+    unit = "CPU " if cpu_time else ""
     return (
-        f'<table class="tg-table tg-compare"><caption>{caption}</caption><thead><tr><th>id</th>'
-        "<th>name</th><th>algorithm</th><th>preset</th><th>status</th><th>final</th><th>best</th>"
-        "<th>time to target</th><th>images to target</th><th>time / epoch</th><th>speed-up</th>"
+        f'<table class="tg-table tg-compare" data-clock="{"cpu" if cpu_time else "wall"}">'
+        f"<caption>{caption}</caption><thead><tr><th>id</th>"
+        "<th>name</th><th>algorithm</th><th>preset</th><th>status</th>"
+        f"<th>final{tag}</th><th>best{tag}</th><th>{unit}time to target</th>"
+        f"<th>images to target</th><th>{unit}time / epoch</th><th>speed-up</th>"
         "</tr></thead><tbody>" + "".join(body) + "</tbody></table>"
     )
+
+
+def deleted_list(jobs: Sequence[DeletedJob], count: int, now: datetime | None = None) -> str:
+    """The recently deleted runs, each with a Restore button (`data-restore-id`) and when it
+    will be purged for good."""
+    if not jobs:
+        return '<div class="tg-muted" id="tg-deleted-empty">No deleted run can be restored.</div>'
+    rows = []
+    for job in jobs:
+        due = job.purge_after
+        left = (due - (now or now_utc())).total_seconds() if due else None
+        when = (
+            "purged at the next check"
+            if left is not None and left <= 0
+            else f"restorable for {duration(left)}"
+            if left is not None
+            else ""
+        )
+        rows.append(
+            f'<tr data-deleted-id="{job.id}"><td class="tg-num">#{job.id}</td>'
+            f'<td class="tg-job-name">{esc(job.name or "(unnamed)")}</td>'
+            f"<td>{esc(job.kind)}</td><td>{status_badge(job.status)}</td>"
+            f"<td>deleted {esc(age(job.deleted_at, now))}; {esc(when)}</td>"
+            f'<td><button class="tg-restore" data-restore-id="{job.id}">Restore</button></td></tr>'
+        )
+    more = (
+        f'<div class="tg-muted">The latest {len(jobs)} of {count}.</div>'
+        if count > len(jobs)
+        else ""
+    )
+    return (
+        '<table class="tg-table" id="tg-deleted-table"><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
+        + more
+    )
+
+
+def watch_notice(watch: Mapping[str, object], job: Job | None = None) -> str:
+    """The notice about a job an action or the form made: {"job_id", "text", "status"} (and
+    the queue position while it waits)."""
+    status = str(watch.get("status") or "")
+    text = f"{watch['text']} Job #{watch['job_id']} {status_phrase(status)}"
+    if job is not None and status == "queued" and job.queue_position:
+        text += f" ({queue_text(job)})"
+    kind = "error" if status in ("failed", "lost") else "ok"
+    return notice(text + ".", kind)

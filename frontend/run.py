@@ -16,12 +16,15 @@ import gradio as gr
 from frontend import curves, evaluation, render
 from frontend.charts import Series, line_chart_svg
 from frontend.client import API_PREFIX, ApiClient, ApiError, Job, Sample
+from frontend.context import UiContext
 from frontend.nodes import nodes_html
 from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
+from frontend.static import read_static
 from frontend.thumbs import GALLERY_PX
-from frontend.tree import warm_newest_trees
 
 TICK_SECONDS = 2.0
+LIVE = frozenset({"queued", "running", "cancelling"})  # statuses whose job still changes
+HELD_OUT = "eval/reward_mean"  # the held-out gallery's mean reward
 LOG_TAIL_CHARS = 48_000
 MAX_METRIC_PAGES = 20
 CHART_W, CHART_H = 470, 250
@@ -210,41 +213,53 @@ def training_charts_html(store: curves.MetricStore, smoothing: float) -> str:
     )
 
 
-def _checkpoint_href(sh: Shared, job: Job) -> str | None:
+def _checkpoint_href(ctx: UiContext, job: Job) -> str | None:
     if not job.checkpoint_path:
         return None
-    return sh.ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/checkpoint"
+    return ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/checkpoint"
 
 
-def _export_href(sh: Shared, job: Job) -> str | None:
+def _export_href(ctx: UiContext, job: Job) -> str | None:
     """The LoRA download of a LoRA run with a checkpoint (its checkpoints carry the export)."""
     train = job.config.get("train")
     lora = isinstance(train, dict) and bool(train.get("lora_rank"))
     if not job.checkpoint_path or not lora:
         return None
-    return sh.ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/export?format=lora"
+    return ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/export?format=lora"
 
 
-def _header(sh: Shared, job: Job) -> str:
+def held_out(store: curves.MetricStore | None) -> tuple[float, int] | None:
+    """The last held-out gallery reward and its epoch (eval/reward_mean), or None."""
+    series = store.values.get(HELD_OUT, {}) if store is not None else {}
+    if not series:
+        return None
+    epoch = max(series)
+    return series[epoch], epoch
+
+
+def header_html(ctx: UiContext, job: Job, store: curves.MetricStore | None = None) -> str:
     header = render.job_header(
-        job, checkpoint_href=_checkpoint_href(sh, job), export_href=_export_href(sh, job)
+        job,
+        checkpoint_href=_checkpoint_href(ctx, job),
+        export_href=_export_href(ctx, job),
+        held_out=held_out(store),
     )
     return header + nodes_html(job)
 
 
-def _gallery(sh: Shared, client: ApiClient, job: Job, samples: list[Sample], title: str) -> str:
-    sources = sh.ctx.thumbs.many(client, [x.image_url for x in samples], GALLERY_PX)
+def _gallery(ctx: UiContext, client: ApiClient, job: Job, samples: list[Sample], title: str) -> str:
+    sources = ctx.thumbs.many(client, [x.image_url for x in samples], GALLERY_PX)
     return render.gallery(
         samples,
         title=title,
-        asset_base=sh.ctx.public_base,
+        asset_base=ctx.public_base,
         pixelated=small_images(job.config),
         sources=sources,
     )
 
 
 def _galleries(
-    sh: Shared, client: ApiClient, job: Job, epochs: list[int], chosen: int | None
+    ctx: UiContext, client: ApiClient, job: Job, epochs: list[int], chosen: int | None
 ) -> tuple[str, str]:
     if not epochs:
         empty = render.gallery([], title="Baseline", empty="No gallery yet.")
@@ -257,8 +272,8 @@ def _galleries(
         "Epoch 0: the baseline, before any update" if first == 0 else f"Epoch {first} (earliest)"
     )
     return (
-        _gallery(sh, client, job, base, first_title),
-        _gallery(sh, client, job, late, f"Epoch {later}"),
+        _gallery(ctx, client, job, base, first_title),
+        _gallery(ctx, client, job, late, f"Epoch {later}"),
     )
 
 
@@ -287,39 +302,144 @@ def log_html(text: str) -> str:
     return f'<pre class="tg-log">{render.esc(text)}</pre>'
 
 
-# The log opens at its newest line and follows new lines, unless the reader scrolled up to read
-# older ones. A box drawn while its tab is hidden has no height, so it also scrolls when it
-# becomes visible (ResizeObserver).
-LOG_JS = """
-const box = () => element.querySelector('pre.tg-log');
-let follow = true;
-const toEnd = () => { const b = box(); if (b && follow) b.scrollTop = b.scrollHeight; };
-element.addEventListener('scroll', (e) => {
-  const b = e.target;
-  if (b && b.classList && b.classList.contains('tg-log')) {
-    follow = b.scrollTop + b.clientHeight >= b.scrollHeight - 4;
-  }
-}, true);
-new ResizeObserver(toEnd).observe(element);
-watch('value', () => { toEnd(); const b = box(); if (b) new ResizeObserver(toEnd).observe(b); });
-toEnd();
-"""
+def list_jobs(client: ApiClient, job: Any) -> Any:
+    """The picker's runs, fresh (with their statuses now)."""
+    try:
+        jobs = client.list_jobs(limit=100).jobs
+    except ApiError:
+        return gr.update()
+    return gr.update(choices=job_choices(jobs), value=as_int(job))
 
 
-def build(sh: Shared, demo: gr.Blocks) -> None:
+def open_job(ctx: UiContext, client: ApiClient, job: Any, smooth: float) -> tuple[Any, ...]:
+    """One job's header, charts, log and config: (view, picker, header, reward, training, log,
+    config, timer). Its galleries follow (`open_galleries`): their thumbnails are most of the
+    work, and the header and curves need not wait for them."""
+    job_id = as_int(job)
+    if job_id is None:
+        return (RunView(), gr.skip(), *([gr.skip()] * 5), gr.Timer(active=False))
+    try:
+        found = client.get_job(job_id)
+        store = curves.MetricStore(job_id=job_id)
+        fetch_metrics(client, job_id, store)
+        chunk = client.logs(job_id)
+        epochs = client.samples(job_id, limit=1).epochs
+    except ApiError as exc:
+        message = render.notice(f"Could not load job #{job_id}: {exc.message}", "error")
+        return (RunView(), gr.skip(), message, *([gr.skip()] * 4), gr.skip())
+    view = RunView(
+        job_id=job_id,
+        store=store,
+        log_offset=chunk.next_offset,
+        log_text=_log_tail(chunk.text),
+        epochs=tuple(epochs),
+        status=found.status,
+    )
+    return (
+        view,
+        list_jobs(client, job_id),
+        header_html(ctx, found, store),
+        reward_charts_html(store, smooth),
+        training_charts_html(store, smooth),
+        log_html(view.log_text),
+        json.dumps(found.config, indent=2, sort_keys=True),
+        gr.Timer(active=found.status in LIVE),
+    )
+
+
+def open_galleries(ctx: UiContext, client: ApiClient, state: RunView) -> tuple[Any, Any, Any]:
+    """The opened job's baseline and latest galleries and the epoch slider."""
+    if state.job_id is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    epochs = list(state.epochs)
+    try:
+        job = client.get_job(state.job_id)
+        base, late = _galleries(ctx, client, job, epochs, None)
+    except ApiError as exc:
+        return render.notice(exc.message, "error"), gr.skip(), gr.skip()
+    return base, late, _slider(epochs)
+
+
+def tick(ctx: UiContext, client: ApiClient, state: RunView, smooth: float) -> tuple[Any, ...]:
+    """The timer: only what is new (metrics after the last step, log bytes after the last
+    offset). A finished job changes no more: its last tick stops the timer."""
+    skip = gr.skip()
+    if state.job_id is None or state.store is None:
+        return (*(skip,) * 9, gr.Timer(active=False))
+    if state.status and state.status not in LIVE and state.store.count():
+        return (*(skip,) * 9, gr.Timer(active=False))
+    if not _claim(state):
+        return (*(skip,) * 9, skip)
+    try:
+        return _tick(ctx, client, state, smooth)
+    finally:
+        _release(state)
+
+
+def _tick(ctx: UiContext, client: ApiClient, state: RunView, smooth: float) -> tuple[Any, ...]:
+    skip = gr.skip()
+    assert state.job_id is not None and state.store is not None
+    try:
+        job = client.get_job(state.job_id)
+        added = fetch_metrics(client, state.job_id, state.store)
+        chunk = client.logs(state.job_id, offset=state.log_offset)
+        epochs = tuple(client.samples(state.job_id, limit=1).epochs)
+    except ApiError:
+        return (*(skip,) * 9, skip)
+    changed_status = job.status != state.status
+    state.status = job.status
+    state.log_offset = chunk.next_offset
+    out_log: Any = skip
+    if chunk.text:
+        state.log_text = _log_tail(state.log_text + chunk.text)
+        out_log = log_html(state.log_text)
+    galleries: tuple[Any, Any, Any] = (skip, skip, skip)
+    if epochs != state.epochs:
+        state.epochs = epochs
+        base, late = _galleries(ctx, client, job, list(epochs), None)
+        galleries = (base, late, _slider(list(epochs)))
+    redraw = added or changed_status
+    return (
+        state,
+        header_html(ctx, job, state.store),
+        reward_charts_html(state.store, smooth) if redraw else skip,
+        training_charts_html(state.store, smooth) if redraw else skip,
+        *galleries,
+        out_log,
+        list_jobs(client, job.id) if changed_status else skip,
+        skip,
+    )
+
+
+def resmooth(state: RunView, smooth: float) -> tuple[Any, Any]:
+    if state.store is None:
+        return gr.skip(), gr.skip()
+    return reward_charts_html(state.store, smooth), training_charts_html(state.store, smooth)
+
+
+def pick_epoch(ctx: UiContext, client: ApiClient, state: RunView, value: Any) -> Any:
+    """The later gallery at the epoch nearest the slider's."""
+    if state.job_id is None or not state.epochs:
+        return gr.skip()
+    wanted = as_int(value)
+    nearest = min(state.epochs, key=lambda e: abs(e - (wanted or 0)))
+    try:
+        job = client.get_job(state.job_id)
+        samples = client.samples(state.job_id, epoch=nearest).samples
+    except ApiError as exc:
+        return render.notice(exc.message, "error")
+    return _gallery(ctx, client, job, samples, f"Epoch {nearest}")
+
+
+def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     view = gr.State(RunView())
     with gr.Row(equal_height=True):
         picker = gr.Dropdown([], label="Job", scale=5, elem_id="tg-run-picker")
         refresh = gr.Button("Refresh list", size="sm", scale=0, min_width=120)
         smoothing = gr.Slider(
-            0.0,
-            0.99,
-            value=0.6,
-            step=0.01,
-            label="Smoothing (EMA)",
-            scale=2,
+            0.0, 0.99, value=0.6, step=0.01, label="Smoothing (EMA)", scale=2,
             elem_id="tg-smoothing",
-        )
+        )  # fmt: skip
     header = gr.HTML(
         '<div class="tg-empty">Pick a job above, or click one in the Runs tab.</div>',
         elem_id="tg-run-header",
@@ -339,7 +459,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             gr.Markdown("Log (tail)")
-            log = gr.HTML(log_html(""), js_on_load=LOG_JS, elem_id="tg-log")
+            log = gr.HTML(log_html(""), js_on_load=read_static("log.js"), elem_id="tg-log")
         with gr.Column(scale=2):
             config = gr.Code(
                 label="Config (resolved, frozen)",
@@ -350,164 +470,18 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
             )
     timer = gr.Timer(TICK_SECONDS)
 
-    def list_jobs(key: str | None, job: Any, request: gr.Request) -> Any:
-        try:
-            jobs = sh.ctx.client(request, key).list_jobs(limit=100).jobs
-        except ApiError:
-            return gr.update()
-        return gr.update(choices=job_choices(jobs), value=as_int(job))
-
-    demo.load(list_jobs, [sh.key, sh.job], picker)
-    refresh.click(list_jobs, [sh.key, sh.job], picker)
-    # `select` fires once per pick (a Dropdown fires `input` twice).
-    picker.select(lambda value: as_int(value), picker, sh.job)
-
-    def full(job_id: Any, key: str | None, smooth: float, request: gr.Request) -> tuple[Any, ...]:
-        job_id = as_int(job_id)
-        if job_id is None:
-            return (RunView(), gr.skip(), *([gr.skip()] * 8))
-        client = sh.ctx.client(request, key)
-        try:
-            job = client.get_job(job_id)
-            store = curves.MetricStore(job_id=job_id)
-            fetch_metrics(client, job_id, store)
-            chunk = client.logs(job_id)
-            epochs = client.samples(job_id, limit=1).epochs
-            base, late = _galleries(sh, client, job, epochs, None)
-        except ApiError as exc:
-            return (
-                RunView(),
-                gr.skip(),
-                render.notice(f"Could not load job #{job_id}: {exc.message}", "error"),
-                *([gr.skip()] * 7),
-            )
-        new_view = RunView(
-            job_id=job_id,
-            store=store,
-            log_offset=chunk.next_offset,
-            log_text=_log_tail(chunk.text),
-            epochs=tuple(epochs),
-            status=job.status,
+    key, job = sh.key, sh.job
+    # The list is fetched again whenever it is shown: a picker filled once kept old statuses.
+    for source in (demo.load, refresh.click, tab.select):
+        source(sh.call(list_jobs), [key, job], picker, **QUIET)
+    picker.select(lambda value: as_int(value), picker, job)  # once per pick (`input`: twice)
+    parts = [header, reward_html, training_html, baseline_html, latest_html, epoch, log]
+    opened = [view, picker, header, reward_html, training_html, log, config, timer]
+    galleries = [baseline_html, latest_html, epoch]
+    for source in (job.change, demo.load):
+        source(sh.call_ui(open_job), [key, job, smoothing], opened).then(
+            sh.call_ui(open_galleries), [key, view], galleries, **QUIET
         )
-        try:
-            choices = job_choices(client.list_jobs(limit=100).jobs)
-        except ApiError:
-            choices = []
-        return (
-            new_view,
-            gr.update(choices=choices, value=job_id) if choices else gr.update(value=job_id),
-            _header(sh, job),
-            reward_charts_html(store, smooth),
-            training_charts_html(store, smooth),
-            base,
-            late,
-            _slider(epochs),
-            log_html(new_view.log_text),
-            json.dumps(job.config, indent=2, sort_keys=True),
-        )
-
-    outputs = [
-        view,
-        picker,
-        header,
-        reward_html,
-        training_html,
-        baseline_html,
-        latest_html,
-        epoch,
-        log,
-        config,
-    ]
-    sh.job.change(full, [sh.job, sh.key, smoothing], outputs)
-    demo.load(full, [sh.job, sh.key, smoothing], outputs)
-
-    def tick(
-        state: RunView, key: str | None, smooth: float, request: gr.Request
-    ) -> tuple[Any, ...]:
-        skip = gr.skip()
-        if state.job_id is None or state.store is None:
-            return (skip,) * 9
-        if (
-            state.status
-            and state.status not in ("queued", "running", "cancelling")
-            and state.store.count()
-        ):
-            # A finished job changes no more; one last refresh happened when it finished.
-            return (skip,) * 9
-        if not _claim(state):
-            return (skip,) * 9
-        try:
-            return _tick(state, smooth, sh.ctx.client(request, key))
-        finally:
-            _release(state)
-
-    def _tick(state: RunView, smooth: float, client: ApiClient) -> tuple[Any, ...]:
-        skip = gr.skip()
-        assert state.job_id is not None and state.store is not None
-        try:
-            job = client.get_job(state.job_id)
-            added = fetch_metrics(client, state.job_id, state.store)
-            chunk = client.logs(state.job_id, offset=state.log_offset)
-            epochs = tuple(client.samples(state.job_id, limit=1).epochs)
-        except ApiError:
-            return (skip,) * 9
-        changed_status = job.status != state.status
-        state.status = job.status
-        state.log_offset = chunk.next_offset
-        out_log: Any = skip
-        if chunk.text:
-            state.log_text = _log_tail(state.log_text + chunk.text)
-            out_log = log_html(state.log_text)
-        if changed_status or epochs != state.epochs:
-            warm_newest_trees(sh, client, job.id)  # new trees are likely: prepare the inspector
-        galleries: tuple[Any, Any, Any] = (skip, skip, skip)
-        if epochs != state.epochs:
-            state.epochs = epochs
-            base, late = _galleries(sh, client, job, list(epochs), None)
-            galleries = (base, late, _slider(list(epochs)))
-        return (
-            state,
-            _header(sh, job),
-            reward_charts_html(state.store, smooth) if added or changed_status else skip,
-            training_charts_html(state.store, smooth) if added or changed_status else skip,
-            *galleries,
-            out_log,
-            _picker(client, job.id) if changed_status else skip,
-        )
-
-    def _picker(client: ApiClient, job_id: int) -> Any:
-        """The job list again, so the picked job's label shows its new status."""
-        try:
-            return gr.update(choices=job_choices(client.list_jobs(limit=100).jobs), value=job_id)
-        except ApiError:
-            return gr.skip()
-
-    timer.tick(
-        tick,
-        [view, sh.key, smoothing],
-        [view, header, reward_html, training_html, baseline_html, latest_html, epoch, log, picker],
-        **QUIET,
-    )
-
-    def resmooth(state: RunView, smooth: float) -> tuple[Any, Any]:
-        if state.store is None:
-            return gr.skip(), gr.skip()
-        return reward_charts_html(state.store, smooth), training_charts_html(state.store, smooth)
-
+    timer.tick(sh.call_ui(tick), [key, view, smoothing], [view, *parts, picker, timer], **QUIET)
     smoothing.release(resmooth, [view, smoothing], [reward_html, training_html], **QUIET)
-
-    def pick_epoch(state: RunView, value: Any, key: str | None, request: gr.Request) -> Any:
-        if state.job_id is None or not state.epochs:
-            return gr.skip()
-        wanted = as_int(value)
-        epochs = list(state.epochs)
-        nearest = min(epochs, key=lambda e: abs(e - (wanted or 0)))
-        client = sh.ctx.client(request, key)
-        try:
-            job = client.get_job(state.job_id)
-            samples = client.samples(state.job_id, epoch=nearest).samples
-        except ApiError as exc:
-            return render.notice(exc.message, "error")
-        return _gallery(sh, client, job, samples, f"Epoch {nearest}")
-
-    epoch.release(pick_epoch, [view, epoch, sh.key], latest_html, **QUIET)
+    epoch.release(sh.call_ui(pick_epoch), [key, view, epoch], latest_html, **QUIET)

@@ -1,13 +1,22 @@
-"""What the tabs share: the API context, the user's key, the selected job, the tab switcher."""
+"""What the tabs share: the API context, the user's key, the selected job, the tab switcher, and
+the adapters that turn a plain handler into a Gradio callback.
+
+A handler is a module-level function `handler(client, *values)`: `client` is the ApiClient of
+the caller's key, `values` the event's other inputs. `sh.call(handler)` is the callback to wire
+with `[sh.key, *inputs]`; a unit test calls the handler itself with a client on a mock
+transport (tests/frontend).
+"""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from frontend.client import Job
+from frontend.client import ApiClient, Job
 from frontend.context import UiContext
 from frontend.render import job_label
 
@@ -26,6 +35,62 @@ class Shared:
     me: gr.State  # GET /me of that key: {"key_id", "name", "role"}, or None
     job: gr.State  # id of the job picked in any tab (int | None)
     tabs: gr.Tabs
+
+    def call(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """The Gradio callback of `handler(client, *values)`; wire it with [sh.key, *inputs]."""
+        return with_client(self.ctx, handler)
+
+    def call_event(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """The callback of `handler(client, event data, *values)`; wire it with [sh.key, ...]."""
+        return with_event(self.ctx, handler)
+
+    def call_ui(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """As `call`, for handlers that also need the UI context (thumbnails, public links):
+        `handler(ctx, client, *values)`."""
+        ctx = self.ctx
+
+        def bound(client: ApiClient, *values: Any) -> Any:
+            return handler(ctx, client, *values)
+
+        bound.__name__ = handler.__name__
+        if inspect.isgeneratorfunction(handler):
+
+            def stream(client: ApiClient, *values: Any) -> Iterator[Any]:
+                yield from handler(ctx, client, *values)
+
+            stream.__name__ = handler.__name__
+            return with_client(ctx, stream)
+        return with_client(ctx, bound)
+
+
+def with_event(ctx: UiContext, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """As `with_client`, for a handler of an event that carries data (a `trigger(name, data)`
+    of a component's js_on_load): `handler(client, data, *values)`."""
+
+    def call(request: gr.Request, evt: gr.EventData, key: str | None, *values: Any) -> Any:
+        return handler(ctx.client(request, key), event_data(evt), *values)
+
+    call.__name__ = handler.__name__
+    return call
+
+
+def with_client(ctx: UiContext, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """A callback taking (request, key, *values) (Gradio passes the request to the parameter
+    annotated gr.Request) that calls `handler(client of that key, *values)`. A generator
+    handler stays a generator (Gradio streams its yields)."""
+    if inspect.isgeneratorfunction(handler):
+
+        def stream(request: gr.Request, key: str | None, *values: Any) -> Iterator[Any]:
+            yield from handler(ctx.client(request, key), *values)
+
+        stream.__name__ = handler.__name__
+        return stream
+
+    def call(request: gr.Request, key: str | None, *values: Any) -> Any:
+        return handler(ctx.client(request, key), *values)
+
+    call.__name__ = handler.__name__
+    return call
 
 
 def event_data(evt: gr.EventData | None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 The final epoch always logs a gallery, its trees and a checkpoint, whatever the *_every settings,
 so a short run always shows its trained model. Stored gallery, tree and checkpoint epochs count
 finished epochs (1..epochs; gallery 0 = the baseline before training): the trees of rollout e
-(0-based, is_tree_epoch) are stored as epoch e + 1.
+(0-based, is_tree_epoch) are stored as epoch e + 1, so that trees and galleries logged "every N"
+share the epochs N, 2N, ...
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ def is_gallery_epoch(epoch: int, *, epochs: int, every: int) -> bool:
 
 
 def is_tree_epoch(epoch: int, *, epochs: int, every: int) -> bool:
-    return epoch == epochs - 1 or (every > 0 and epoch % every == 0)
+    """Whether rollout `epoch` (0-based) logs its trees: the first (the base policy's), every
+    `every`-th and the last. Stored as epoch + 1, they land on the galleries' epochs: with
+    every = 10, trees 1, 10, 20, ... beside galleries 0, 10, 20, ... (rollouts 0, 10, 20 once
+    stored them as 1, 11, 21)."""
+    if epoch == epochs - 1:
+        return True
+    return every > 0 and (epoch == 0 or (epoch + 1) % every == 0)
 
 
 def is_checkpoint_epoch(epoch: int, *, epochs: int, every: int) -> bool:
@@ -40,7 +47,13 @@ def logging_schedule(
     epochs (None when none is left), in the numbering of the stored rows."""
     done = max(0, epochs_done)
     gallery = _next_multiple(done + 1, sample_every, epochs) if done < epochs else None
-    tree = _next_multiple(done, log_tree_every, epochs - 1) + 1 if done < epochs else None
+    tree = (
+        None
+        if done >= epochs
+        else 1
+        if done == 0 and log_tree_every > 0
+        else _next_multiple(done + 1, log_tree_every, epochs)
+    )
     checkpoint = _next_multiple(done + 1, checkpoint_every, epochs) if done < epochs else None
     return {
         "next_gallery_epoch": gallery,

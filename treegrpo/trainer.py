@@ -357,6 +357,9 @@ class Trainer:
         """Roll out, score, update. Returns the epoch's metrics, or None if asked to stop."""
         plan = self.plan_epoch(epoch)
         started = time.perf_counter()
+        # This process's CPU seconds (all its threads): unlike wall-clock, other work on the
+        # machine barely moves it, so run-to-run comparisons read it where it is logged.
+        cpu_started = time.process_time()
         scorer = self.scorer()
         self.adapter.denoiser.eval()
         cond = self.adapter.encode_prompts(plan.local_prompts)
@@ -386,6 +389,7 @@ class Trainer:
                 "time/reward": scorer.seconds,
                 "time/update": epoch_seconds - rollout_seconds,
                 "time/epoch": epoch_seconds,
+                "time/cpu": time.process_time() - cpu_started,
                 "throughput/images_per_s": images / epoch_seconds,
                 "wall_clock": self.state.wall_clock,
             }

@@ -244,6 +244,18 @@ def policy_for_tree(ctx: JobContext, meta: dict[str, Any], fallback_job: int) ->
     return PolicySource(found[1], found[0], int(job_id))
 
 
+def branch_policy(source: PolicySource, tree_meta: dict[str, Any]) -> dict[str, Any]:
+    """Branch.policy: the policy a branch samples with, beside the epoch of the policy that
+    grew its training tree (they differ when that epoch was not checkpointed)."""
+    grown = tree_meta.get("policy") or {}
+    return {
+        **source.meta(),
+        "checkpoint": source.checkpoint is not None,
+        "tree_epoch": int(grown.get("epoch", 0) or 0),
+        "text": source.describe(),
+    }
+
+
 def cached_policy(config: RunConfig, checkpoint: Path | None, ema: bool = False) -> Any:
     """load_policy, kept for the next job in the interactive lane's warm process."""
     from treegrpo.policy import load_policy
@@ -621,6 +633,10 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         f"branching {params.k} children from {named} (step "
         f"{origin.node_step}/{steps}) of tree {params.tree_id} with {source.describe()}"
     )
+    with session_scope() as session:  # the page says which checkpoint grew the branch
+        crud.set_branch_policy(
+            session, branch_id=branch_id, policy=branch_policy(source, origin.meta)
+        )
     ctx.heartbeat(progress_step=0, progress_total=1)
     adapter = cached_policy(config, source.checkpoint)
     rewards = cached_rewards(config, adapter.device)

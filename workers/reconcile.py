@@ -24,6 +24,7 @@ from backend.errors import Conflict, NotFound
 from backend.settings import Settings
 from backend.storage import log_relpath
 from workers.joblog import JobLog
+from workers.purge import purge_expired
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ def queue_again(
 
 
 def reconcile(settings: Settings, send: Send) -> list[tuple[int, str]]:
-    """Mark stale running jobs lost (stale cancelling ones cancelled) and queue again the lost
-    ones that have a checkpoint."""
+    """Mark stale running jobs lost (stale cancelling ones cancelled), queue again the lost
+    ones that have a checkpoint, and purge deleted jobs past their grace period."""
     url = settings.resolved_database_url
     with session_scope(url) as session:
         lost = crud.mark_stale_lost(
@@ -86,6 +87,8 @@ def reconcile(settings: Settings, send: Send) -> list[tuple[int, str]]:
         log.write(action)
         logger.warning("job %s: %s", job_id, action)
         actions.append((job_id, action))
+    for job_id in purge_expired(settings):
+        actions.append((job_id, "deleted past its grace period: artifacts purged"))
     return actions
 
 

@@ -31,11 +31,11 @@ from backend.queue import (
     TASK_SAMPLE,
     TASK_TRAIN,
 )
+from workers.purge import purge_job
 from workers.reconcile import reconcile
 from workers.supervisor import SHUTTING_DOWN, Supervisor, claim, held_elsewhere
 
 if TYPE_CHECKING:
-    from backend.settings import Settings
     from workers.app import WorkerApp
 
 logger = logging.getLogger(__name__)
@@ -181,30 +181,3 @@ def register_tasks(app: WorkerApp) -> None:
         return purge_job(app.settings, int(job_id))
 
     app.task(name=TASK_PURGE, ignore_result=True)(purge)
-
-
-def purge_job(settings: Settings, job_id: int) -> int:
-    """Remove a deleted job's artifacts (its folder in the store, and a remote store's local
-    cache). A job that is not deleted is left alone. Safe to run twice."""
-    import shutil
-
-    from backend import crud
-    from backend.artifact_store import open_store
-    from backend.db import session_scope
-    from backend.errors import NotFound
-    from backend.storage import job_dir
-
-    with session_scope(settings.resolved_database_url) as session:
-        try:
-            job = crud.get_job(session, job_id=job_id, include_deleted=True)
-        except NotFound:
-            return 0
-        if job.deleted_at is None:
-            logger.warning("purge of job %s refused: the job is not deleted", job_id)
-            return 0
-    store = open_store(settings)
-    removed = store.delete_prefix(job_dir(job_id))
-    if store.remote:
-        shutil.rmtree(settings.resolved_artifact_dir / job_dir(job_id), ignore_errors=True)
-    logger.info("job %s deleted: %s artifact file(s) removed", job_id, removed)
-    return removed

@@ -127,14 +127,25 @@ FAVICON_PNG = _png(16, (46, 125, 50))
 class QuietAccessLog(logging.Filter):
     """Drops the access-log lines of successful reads (the dashboard polls several routes every
     second or two: about 3,800 lines in 12 minutes, which scrolled the start-up banner and its
-    API key away). Mutations, errors and anything but GET/HEAD are still logged."""
+    API key away). The dashboard's own event posts go too: Gradio's timer ticks and clicks are
+    POSTs to its queue (`/ui/gradio_api/queue/join`, 1,131 lines in 19 minutes), and every
+    change they make reaches the API as its own request, which is logged. Mutations, errors
+    and anything but GET/HEAD are still logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if not isinstance(args, tuple) or len(args) < 5:
             return True
-        method, status = args[1], args[4]
-        return not (method in ("GET", "HEAD") and status in (200, 204, 206, 304))
+        method, path, status = args[1], str(args[2]), args[4]
+        if status not in OK_STATUSES:
+            return True
+        return not (method in ("GET", "HEAD") or UI_EVENTS in path)
+
+
+OK_STATUSES = (200, 204, 206, 304)
+# The path part of every Gradio-internal route of the mounted dashboard (queue/join, queue/data,
+# heartbeat, upload): the browser's side of the UI's events, never a change by themselves.
+UI_EVENTS = "/gradio_api/"
 
 
 def quiet_access_log() -> None:

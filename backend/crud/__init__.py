@@ -16,6 +16,7 @@ from backend.crud.branches import (
     get_branch_node,
     list_branches,
     replace_branch_nodes,
+    set_branch_policy,
 )
 from backend.crud.datasets import (
     create_dataset,
@@ -25,6 +26,13 @@ from backend.crud.datasets import (
     jobs_using,
     link_job,
     list_datasets,
+)
+from backend.crud.deletions import (
+    deleted_job,
+    due_for_purge,
+    mark_purged,
+    recently_deleted,
+    restore_job,
 )
 from backend.crud.jobs import (
     JobFilter,
@@ -109,6 +117,8 @@ __all__ = [
     "create_job",
     "delete_dataset",
     "delete_metrics_after",
+    "deleted_job",
+    "due_for_purge",
     "end_node",
     "find_dataset",
     "finish_job",
@@ -139,6 +149,7 @@ __all__ = [
     "list_samples",
     "list_trees",
     "mark_enqueue_failed",
+    "mark_purged",
     "mark_stale_lost",
     "max_metric_id",
     "max_sample_id",
@@ -149,14 +160,17 @@ __all__ = [
     "owner_name",
     "queue_positions",
     "queued_count",
+    "recently_deleted",
     "record_audit",
     "replace_branch_nodes",
     "request_cancel",
     "request_resume",
+    "restore_job",
     "return_gang_to_queue",
     "revoke_api_key",
     "sample_epochs",
     "sample_epochs_after",
+    "set_branch_policy",
     "set_checkpoint",
     "soft_delete_job",
     "stale_cutoff",

@@ -91,3 +91,11 @@ def list_branches(session: Session, *, tree_id: int) -> list[tuple[Branch, str]]
         .order_by(Branch.id)
     ).all()
     return [(row[0], str(row[1])) for row in rows]
+
+
+def set_branch_policy(session: Session, *, branch_id: int, policy: dict[str, Any]) -> None:
+    """Record which policy a branch job samples with (see Branch.policy). Commits."""
+    branch = session.get(Branch, branch_id)
+    if branch is not None:
+        branch.policy = dict(policy)
+        session.commit()

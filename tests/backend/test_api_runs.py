@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import api_testing as at
 import pytest
+from api_testing import make_settings
 from fastapi.testclient import TestClient
 
 from backend import crud, queue
+from backend.api import create_app
 from backend.api.app import QuietAccessLog
 from backend.db import session_scope
 from backend.settings import Settings
@@ -57,7 +61,7 @@ def test_rename_tag_and_note_a_run(client: TestClient, auth: dict[str, str]) -> 
     assert client.patch(f"{JOBS}/99999", json={"name": "x"}, headers=auth).status_code == 404
 
 
-def test_delete_is_soft_refused_while_active_and_sends_a_purge(
+def test_delete_is_soft_refused_while_active_and_restorable(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:
     url = settings.resolved_database_url
@@ -72,7 +76,8 @@ def test_delete_is_soft_refused_while_active_and_sends_a_purge(
     assert client.delete(f"{JOBS}/{job['id']}").status_code == 401
     gone = client.delete(f"{JOBS}/{job['id']}", headers=auth)
     assert gone.status_code == 204 and gone.content == b""
-    # Hidden everywhere; the row stays (soft delete); a worker task purges the artifacts.
+    # Hidden everywhere; the row stays (soft delete), and nothing is purged yet: the delete
+    # can be undone for a day (the default grace period).
     assert client.get(f"{JOBS}/{job['id']}").status_code == 404
     assert client.get(f"{JOBS}/{job['id']}/metrics").status_code == 404
     assert client.get(f"/api/v1/trees/{tree_id}").status_code == 404
@@ -80,7 +85,40 @@ def test_delete_is_soft_refused_while_active_and_sends_a_purge(
     assert client.delete(f"{JOBS}/{job['id']}", headers=auth).status_code == 404
     with session_scope(url) as session:
         row = crud.get_job(session, job_id=job["id"], include_deleted=True)
-        assert row.deleted_at is not None
+        assert row.deleted_at is not None and row.purged_at is None
+    assert all(m["headers"]["task"] != queue.TASK_PURGE for m in _messages(settings))
+    # Listed among the recently deleted, with the time its purge is due (a day later).
+    deleted = client.get(f"{JOBS}/deleted").json()
+    assert deleted["count"] == 1 and deleted["data"][0]["id"] == job["id"]
+    item = deleted["data"][0]
+    due = datetime.fromisoformat(item["purge_after"]) - datetime.fromisoformat(item["deleted_at"])
+    assert due == timedelta(days=1)
+    # Restored: as it was, everywhere again; a second restore has nothing to undo.
+    assert client.post(f"{JOBS}/{job['id']}/restore").status_code == 401
+    back = client.post(f"{JOBS}/{job['id']}/restore", headers=auth)
+    assert back.status_code == 200, back.text
+    assert back.json()["status"] == "succeeded" and back.json()["id"] == job["id"]
+    assert client.get(f"/api/v1/trees/{tree_id}").status_code == 200
+    assert [j["id"] for j in client.get(JOBS).json()["data"]] == [job["id"]]
+    assert client.get(f"{JOBS}/deleted").json() == {"data": [], "count": 0}
+    assert client.post(f"{JOBS}/{job['id']}/restore", headers=auth).status_code == 404
+    assert client.post(f"{JOBS}/99999/restore", headers=auth).status_code == 404
+
+
+def test_delete_purges_at_once_without_a_grace_period(
+    tmp_path: Path, db_url: str, api_key: str
+) -> None:
+    settings = make_settings(tmp_path, db_url, delete_grace_seconds=0)
+    auth = {"X-API-Key": api_key}
+    with TestClient(create_app(settings)) as client:
+        job = _create(client, auth)
+        at.finish(
+            settings.resolved_database_url,
+            job["id"],
+            at.run_job(settings.resolved_database_url, job["id"]),
+            "succeeded",
+        )
+        assert client.delete(f"{JOBS}/{job['id']}", headers=auth).status_code == 204
     purge = _messages(settings)[-1]
     assert purge["headers"]["task"] == queue.TASK_PURGE
     assert purge["headers"]["argsrepr"] == f"[{job['id']}]"
@@ -317,8 +355,8 @@ def test_favicon_and_manifest_are_served(client: TestClient) -> None:
 def test_the_access_log_leaves_out_successful_reads() -> None:
     quiet = QuietAccessLog()
 
-    def line(method: str, status: int) -> logging.LogRecord:
-        args = ("127.0.0.1:5000", method, "/api/v1/jobs/1", "1.1", status)
+    def line(method: str, status: int, path: str = "/api/v1/jobs/1") -> logging.LogRecord:
+        args = ("127.0.0.1:5000", method, path, "1.1", status)
         return logging.LogRecord(
             "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', args, None
         )
@@ -326,4 +364,10 @@ def test_the_access_log_leaves_out_successful_reads() -> None:
     assert not quiet.filter(line("GET", 200)) and not quiet.filter(line("GET", 304))
     assert quiet.filter(line("POST", 201)) and quiet.filter(line("DELETE", 204))
     assert quiet.filter(line("GET", 404)) and quiet.filter(line("GET", 500))
+    # The dashboard's own event posts (Gradio's queue: timer ticks, clicks) are left out too,
+    # unless they fail; the API calls those events make are logged on their own.
+    assert not quiet.filter(line("POST", 200, "/ui/gradio_api/queue/join?"))
+    assert not quiet.filter(line("POST", 200, "/pre/ui/gradio_api/heartbeat/abc"))
+    assert quiet.filter(line("POST", 500, "/ui/gradio_api/queue/join"))
+    assert quiet.filter(line("POST", 200, "/api/v1/jobs/1/cancel"))
     assert len(logging.getLogger("uvicorn.access").filters) >= 1  # installed by create_app

@@ -192,8 +192,8 @@ def test_logged_trees_galleries_and_multi_reward(tmp_path: Path) -> None:
         "--set", "reward={brightness: 0.8, contrast: 0.2}", "--set", "tree.backup=logprob_softmax",
     ])  # fmt: skip
     assert code == 0
-    # Trees are logged at epochs 1, 3, ... and at the final epoch (2), whatever the setting:
-    # one per prompt of the epoch (2 prompts).
+    # Trees are logged at epoch 1, every 2nd epoch (2, 4, ...) and at the final epoch (2),
+    # whatever the setting: one per prompt of the epoch (2 prompts).
     trees = sorted((out / "artifacts" / "trees").glob("epoch-000001-tree-*/tree.json"))
     assert len(trees) == 2
     assert len(list((out / "artifacts" / "trees").glob("epoch-000002-*/tree.json"))) == 2

@@ -21,7 +21,13 @@ def test_the_final_epoch_always_logs() -> None:
     assert [e for e in range(8) if is_tree_epoch(e, epochs=8, every=10)] == [0, 7]
     # 0 used to mean never: the final epoch still logs.
     assert [e for e in range(9) if is_gallery_epoch(e, epochs=8, every=0)] == [8]
-    assert [e for e in range(8) if is_tree_epoch(e, epochs=8, every=3)] == [0, 3, 6, 7]
+    # Trees of rollouts 0, 2, 5 and 7 are stored as epochs 1, 3, 6 and 8: beside the galleries
+    # of every 3 (3 and 6, and the final 8), not one epoch after them (issue 28).
+    assert [e for e in range(8) if is_tree_epoch(e, epochs=8, every=3)] == [0, 2, 5, 7]
+    galleries = {e for e in range(1, 9) if is_gallery_epoch(e, epochs=8, every=3)}
+    trees = {e + 1 for e in range(8) if is_tree_epoch(e, epochs=8, every=3)}
+    assert galleries == {3, 6, 8} and galleries < trees and trees - galleries == {1}
+    assert [e + 1 for e in range(30) if is_tree_epoch(e, epochs=30, every=10)] == [1, 10, 20, 30]
 
 
 def test_the_next_gallery_tree_and_checkpoint() -> None:
@@ -35,7 +41,8 @@ def test_the_next_gallery_tree_and_checkpoint() -> None:
     assert due(1, **tens) == (8, 8, 8)
     threes = {"sample_every": 3, "log_tree_every": 3, "checkpoint_every": 0}
     assert due(0, **threes) == (3, 1, 8)
-    assert due(3, **threes) == (6, 4, 8)
+    assert due(1, **threes) == (3, 3, 8)
+    assert due(3, **threes) == (6, 6, 8)
     assert due(7, **threes) == (8, 8, 8)
     assert due(8, **threes) == (None, None, None)
 

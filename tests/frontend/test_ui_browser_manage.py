@@ -282,7 +282,7 @@ def _story(b: Browser, missing: list[str]) -> None:
     page.keyboard.press("Escape")
     page.locator("#tg-compare-table").click(position={"x": 5, "y": 5})
     page.wait_for_selector("#tg-side-by-side[data-epoch='8']", timeout=30_000)
-    heads = page.locator("#tg-side-by-side thead th[data-job-id]")
+    heads = page.locator("#tg-side-by-side .tg-sbs-run[data-job-id]")
     assert {heads.nth(i).get_attribute("data-job-id") for i in range(heads.count())} >= {
         str(tree_run),
         str(flat_run),

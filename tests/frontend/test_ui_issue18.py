@@ -11,8 +11,9 @@ from ui_factories import job_json
 from frontend import curves, form, render
 from frontend.client import Job, MetricPoint, Sample
 from frontend.compare import gallery_epochs, phase_chart_svg, side_by_side_html
+from frontend.render import watch_notice
 from frontend.run import watch_html
-from frontend.runs import split_tags, watch_notice
+from frontend.runs import split_tags
 
 
 def _store(points: dict[str, dict[int, float]]) -> curves.MetricStore:
@@ -117,7 +118,12 @@ def test_galleries_side_by_side_on_the_same_prompts() -> None:
         pixelated=True,
     )
     assert 'data-epoch="8"' in html and 'data-same="1"' in html and "&lt;b&gt;x" in html
-    assert html.count("<tr>") == 1 + 3 and html.count('src="data:x"') == 1
+    # A grid of one card per prompt (not one table row per prompt: 40 prompts made 6,700 px),
+    # each with both runs' images, lettered as the legend names them.
+    assert html.count('class="tg-sbs-card"') == 3 and html.count('src="data:x"') == 1
+    assert 'class="tg-sbs-grid" style="--tg-runs:2"' in html
+    assert html.count('class="tg-sbs-cell" data-job-id="2"') == 3
+    assert '<span class="tg-sbs-run" data-job-id="1"><b>A</b>' in html
     c = Job.from_json(job_json(id=3, config={"seed": 1}))
     assert 'data-same="0"' in side_by_side_html(
         [(a, samples(1)), (c, samples(3))], 8, sources={}, pixelated=False

@@ -44,26 +44,22 @@ def test_jobs_table_and_header_escape() -> None:
 
 
 def test_header_offers_the_lora_export_beside_the_checkpoint() -> None:
-    from types import SimpleNamespace
-    from typing import cast
-
     from frontend.context import UiContext
-    from frontend.run import _header
-    from frontend.shared import Shared
+    from frontend.run import header_html
 
-    sh = cast(Shared, SimpleNamespace(ctx=UiContext(public_base="http://host:9000/")))
+    ctx = UiContext(public_base="http://host:9000/")
     config = {"algorithm": "treegrpo", "model": "digits", "train": {"lora_rank": 4}}
     lora = Job.from_json(job_json(id=7, config=config, checkpoint_path="jobs/7/checkpoints/e"))
-    header = _header(sh, lora)
+    header = header_html(ctx, lora)
     assert 'href="http://host:9000/api/v1/jobs/7/checkpoint"' in header
     assert 'href="http://host:9000/api/v1/jobs/7/export?format=lora"' in header
     assert 'data-testid="export-link"' in header
     # A full fine-tune: no LoRA to download; the header names the CLI's pipeline export.
     full = Job.from_json(job_json(id=8, checkpoint_path="jobs/8/checkpoints/e"))
-    header = _header(sh, full)
+    header = header_html(ctx, full)
     assert "export-link" not in header and "treegrpo export 8 --format pipeline" in header
     # No checkpoint yet: neither download.
-    assert "export" not in _header(sh, Job.from_json(job_json(id=9, config=config)))
+    assert "export" not in header_html(ctx, Job.from_json(job_json(id=9, config=config)))
 
 
 def test_gallery_panel_caption_and_compare_table_escape() -> None:

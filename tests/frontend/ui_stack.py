@@ -292,13 +292,15 @@ def start_stack(
     interactive_worker: bool = False,
     timeout: float = 90,
     reads_require_key: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> Stack:
     """`reads_require_key`: a closed studio, as compose runs it (GET routes need a key too);
     `interactive_worker`: a second worker for the interactive lane (the first takes training
-    only)."""
+    only); `settings`: more TREEGRPO_* variables for every process."""
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     env = stack_env(data)
+    env.update(settings or {})
     if reads_require_key:
         env["TREEGRPO_READS_REQUIRE_KEY"] = "true"
     treegrpo = str(BIN / "treegrpo")

@@ -108,8 +108,10 @@ def test_train_resumes_through_the_database_exactly(settings: Settings) -> None:
     assert "resumed from" in log and "dropped 2 metric points after epoch 1" in log
     with session_scope() as session:
         assert crud.sample_epochs(session, job_id=split) == [0, 1, 2, 3]
-        # Trees of epochs 1 and 3 (0-based epochs 0 and 2, every 2nd), one per prompt.
-        assert [t["tree"].epoch for t in crud.list_trees(session, job_id=split)[0]] == [1, 1, 3, 3]
+        # Trees of epochs 1 (the base policy's), 2 (every 2nd, beside its gallery) and 3 (the
+        # last), one per prompt.
+        trees = [t["tree"].epoch for t in crud.list_trees(session, job_id=split)[0]]
+        assert trees == [1, 1, 2, 2, 3, 3]
 
 
 def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> None:
@@ -177,6 +179,14 @@ def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> Non
         # A branch writes its own atlas, a tile for each node it grew.
         folder = (store / str(grown[0].image_path)).parent.parent
         assert len(json.loads((folder / "atlas.json").read_text())["slots"]) == len(grown)
+        # The branch says which policy grew it (the page shows it, not only the job log).
+        assert record.policy == {
+            "job_id": source,
+            "epoch": 3,
+            "checkpoint": True,
+            "tree_epoch": 3,
+            "text": f"job {source}'s checkpoint of epoch 3",
+        }
     log = (store / log_relpath(branch)).read_text()
     assert f"with job {source}'s checkpoint of epoch 3" in log
 

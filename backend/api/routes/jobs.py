@@ -1,9 +1,10 @@
-"""/jobs: create, list, read, cancel, resume; a job's metrics, events, logs, trees, samples,
+"""/jobs: create, list, read, cancel, resume, delete and restore; a job's metrics, events, logs, trees, samples,
 checkpoint and export."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path as PathType
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,8 @@ from backend.schemas import (
     MAX_INT,
     MIN_INT,
     NO_NUL_PATTERN,
+    DeletedJobPublic,
+    DeletedJobsPublic,
     JobCreate,
     JobKindName,
     JobPublic,
@@ -208,6 +211,36 @@ async def list_jobs(
     return answers.answer(request, await db.read(work))
 
 
+@router.get("/deleted", response_model=DeletedJobsPublic, summary="Recently deleted jobs")
+async def deleted_jobs(
+    db: DbDep, settings: SettingsDep, _key: ReadKey, limit: Limit = 50
+) -> DeletedJobsPublic:
+    """Deleted jobs whose artifacts are still there, the latest deleted first: each can be
+    restored until `purge_after` (TREEGRPO_DELETE_GRACE_SECONDS after its delete)."""
+    grace = timedelta(seconds=settings.delete_grace_seconds)
+
+    def work(session: Session) -> DeletedJobsPublic:
+        rows, count = crud.recently_deleted(session, limit=limit)
+        return DeletedJobsPublic(data=[_deleted(job, grace) for job in rows], count=count)
+
+    return await db.read(work)
+
+
+def _deleted(job: Job, grace: timedelta) -> DeletedJobPublic:
+    deleted_at = job.deleted_at
+    assert deleted_at is not None  # crud.recently_deleted lists deleted jobs only
+    return DeletedJobPublic(
+        id=job.id,
+        kind=job.kind,
+        name=job.name,
+        status=job.status,  # type: ignore[arg-type]
+        algorithm=job.algorithm,
+        owner_key_id=job.owner_key_id,
+        deleted_at=deleted_at,
+        purge_after=deleted_at + grace,
+    )
+
+
 @router.get(
     "/{job_id}", response_model=JobPublic, responses=problem_responses(404), summary="One job"
 )
@@ -260,18 +293,43 @@ async def update_job(job_id: JobId, body: JobUpdate, db: DbDep, caller: WriteKey
     summary="Delete a job",
 )
 async def delete_job(job_id: JobId, db: DbDep, settings: SettingsDep, caller: WriteKey) -> Response:
-    """Soft delete: the job leaves every listing and answers 404 from now on; a worker removes
-    its artifacts. A queued, running or cancelling job is a 409 (cancel it first). A member
-    may delete only its own jobs."""
+    """Soft delete: the job leaves every listing and answers 404 from now on. It stays
+    restorable (POST /jobs/{id}/restore; GET /jobs/deleted lists it) for
+    TREEGRPO_DELETE_GRACE_SECONDS (a day by default), then a worker purges its artifacts; with
+    0 they are purged at once. A queued, running or cancelling job is a 409 (cancel it first).
+    A member may delete only its own jobs."""
 
     def work(session: Session) -> None:
         managed_job(session, caller, job_id, "deleting")
         crud.soft_delete_job(session, job_id=job_id)
         audit(session, caller, "job.delete", job_id)
-        submission.purge_or_log(job_id, settings=settings)
+        if settings.delete_grace_seconds <= 0:
+            submission.purge_or_log(job_id, settings=settings)
 
     await db.run(work)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{job_id}/restore",
+    response_model=JobPublic,
+    responses=problem_responses(401, 403, 404, 409),
+    summary="Undo a delete",
+)
+async def restore_job(job_id: JobId, db: DbDep, caller: WriteKey) -> JobPublic:
+    """A deleted job comes back, as it was, until its artifacts are purged (then 409). 404 for
+    an unknown job or one that is not deleted. Who may delete a job may restore it."""
+
+    def work(session: Session) -> JobPublic:
+        job = crud.deleted_job(session, job_id=job_id)
+        access.require_manage(
+            caller, job_id=job_id, owner_key_id=job.owner_key_id, action="restoring"
+        )
+        crud.restore_job(session, job_id=job_id)
+        audit(session, caller, "job.restore", job_id)
+        return job_answer(session, crud.get_job(session, job_id=job_id))
+
+    return await db.run(work)
 
 
 @router.post(

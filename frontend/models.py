@@ -1,0 +1,137 @@
+"""API answers -> the dashboard's frozen dataclasses, by the fields' declared types.
+
+A response class in frontend/client.py is only its field list (the names and types of
+backend/schemas.py's answer); `parse(cls, data)` fills each field from the JSON key of the
+same name, coerced by its annotation, so a new API field costs one line. Missing or malformed
+values never raise: a field takes its default, else the type's empty value, and the page shows
+what it can.
+
+    @dataclass(frozen=True)
+    class Sample:
+        id: int
+        prompt: str
+        reward: float | None
+        created_at: datetime | None
+    Sample_ = parse(Sample, {"id": "3", "prompt": "a cat", "reward": None})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_MISSING = dataclasses.MISSING
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO 8601 (a trailing Z too) as an aware datetime; naive times are UTC."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _optional(hint: Any) -> tuple[Any, bool]:
+    """(the type inside `X | None`, whether None is allowed)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def coerce(hint: Any, value: Any) -> Any:
+    """`value` as `hint` (int, float, str, bool, datetime, dict, list/tuple of X, a dataclass,
+    or X | None); None when it cannot be."""
+    inner, _ = _optional(hint)
+    origin = typing.get_origin(inner)
+    if value is None:
+        return None
+    if inner is int:
+        return parse_int(value)
+    if inner is float:
+        return parse_float(value)
+    if inner is bool:
+        return bool(value)
+    if inner is str:
+        return str(value)
+    if inner is datetime:
+        return parse_time(value)
+    if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+        return parse(inner, value) if isinstance(value, Mapping) else None
+    if origin in (dict, Mapping) or inner in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            return None
+        args = typing.get_args(inner)
+        if len(args) == 2 and args[1] is not Any:
+            pairs = ((str(k), coerce(args[1], v)) for k, v in value.items())
+            return {k: v for k, v in pairs if v is not None}
+        return dict(value)
+    if origin in (list, tuple) or inner in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return None
+        item_types = [a for a in typing.get_args(inner) if a is not Ellipsis]
+        items = [coerce(item_types[0], v) if item_types else v for v in value]
+        kept = [v for v in items if v is not None]
+        return tuple(kept) if origin is tuple or inner is tuple else kept
+    return value
+
+
+def _empty(hint: Any) -> Any:
+    inner, optional = _optional(hint)
+    if optional:
+        return None
+    origin = typing.get_origin(inner) or inner
+    return {int: 0, float: 0.0, str: "", bool: False, dict: {}, list: [], tuple: ()}.get(origin)
+
+
+def parse(cls: type[T], data: Any) -> T:
+    """An instance of the dataclass `cls` from an API answer's JSON object."""
+    source = data if isinstance(data, Mapping) else {}
+    hints = _hints(cls)  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not spec.init:
+            continue
+        value = coerce(hints[spec.name], source.get(spec.name))
+        if value is None and not _optional(hints[spec.name])[1]:
+            if spec.default is not _MISSING:
+                value = spec.default
+            elif spec.default_factory is not _MISSING:
+                value = spec.default_factory()
+            else:
+                value = _empty(hints[spec.name])
+        values[spec.name] = value
+    return cls(**values)
