@@ -52,7 +52,7 @@ from treegrpo.config import ConfigError, _choice, _int
 from treegrpo.rewards import geneval_rules as rules
 from treegrpo.rewards.clip import DTYPES, ClipEncoder, _check_keys, _folder, load_clip_encoder
 from treegrpo.rewards.image_ops import as_rgb_bytes, normalised, resized_crop
-from treegrpo.rewards.signature import RewardFn
+from treegrpo.rewards.signature import Metadata, RewardFn
 
 MODES = ("partial", "strict", "official")
 OPTIONS = ("path", "clip_path", "mode", "input_size", "max_input_size", "batch_size", "dtype")
@@ -266,9 +266,8 @@ def geneval_factory(device: torch.device, options: Mapping[str, Any]) -> RewardF
             found.append(rules.kept(candidates, tag))
         return found
 
-    def geneval(
-        images: Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
-    ) -> Tensor:
+    def geneval(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
+        metadata = metadata or [{} for _ in prompts]  # no dataset rows: every image gets {}
         if not len(prompts) == len(metadata) == images.shape[0]:
             raise ValueError(
                 f"got {images.shape[0]} images, {len(prompts)} prompts and {len(metadata)} "

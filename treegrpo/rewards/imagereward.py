@@ -53,7 +53,7 @@ from torch import Tensor
 from treegrpo.config import ConfigError, _choice, _int
 from treegrpo.rewards.clip import CLIP_MEAN, CLIP_STD, DTYPES, _check_keys, _folder, mlp_layers
 from treegrpo.rewards.image_ops import as_rgb_bytes, normalised, resized_crop
-from treegrpo.rewards.signature import RewardFn
+from treegrpo.rewards.signature import Metadata, RewardFn
 
 OPTIONS = ("path", "tokenizer_path", "batch_size", "dtype")
 CHECKPOINT = "ImageReward.pt"
@@ -294,9 +294,8 @@ def imagereward_factory(device: torch.device, options: Mapping[str, Any]) -> Rew
             x = F.linear(x, weight, bias)  # no nonlinearity between (ImageReward.py MLP)
         return ((x[:, 0] - REWARD_MEAN) / REWARD_STD).cpu()  # (B,)
 
-    def imagereward(
-        images: Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
-    ) -> Tensor:
+    def imagereward(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
+        metadata = metadata or [{} for _ in prompts]  # no dataset rows: every image gets {}
         if not len(prompts) == len(metadata) == images.shape[0]:
             raise ValueError(
                 f"got {images.shape[0]} images, {len(prompts)} prompts and {len(metadata)} "

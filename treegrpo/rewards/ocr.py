@@ -40,7 +40,7 @@ from treegrpo import file_roots
 from treegrpo.config import ConfigError, _float, _int, _text
 from treegrpo.rewards.clip import _check_keys
 from treegrpo.rewards.jpeg import to_pil_images
-from treegrpo.rewards.signature import RewardFn
+from treegrpo.rewards.signature import Metadata, RewardFn
 
 # A reward that reads each image's metadata (one dict per image, {} where there is none).
 
@@ -152,9 +152,8 @@ def ocr_factory(device: torch.device, options: Mapping[str, Any]) -> RewardFn:
         scores = result.scores or ()
         return "".join(text for text, score in zip(texts, scores, strict=True) if score > 0)
 
-    def ocr(
-        images: Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
-    ) -> Tensor:
+    def ocr(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
+        metadata = metadata or [{} for _ in prompts]  # no dataset rows: every image gets {}
         if not len(prompts) == len(metadata) == images.shape[0]:
             raise ValueError(
                 f"got {images.shape[0]} images, {len(prompts)} prompts and {len(metadata)} "

@@ -53,7 +53,7 @@ from treegrpo.egress import pinned_target
 from treegrpo.rewards.clip import _check_keys
 from treegrpo.rewards.jpeg import to_pil_images
 from treegrpo.rewards.remote import _shown, _snippet, _url
-from treegrpo.rewards.signature import RewardFn
+from treegrpo.rewards.signature import Metadata, RewardFn
 
 MODES = ("yes_no", "score")
 OPTIONS = (
@@ -236,9 +236,8 @@ def vlm_judge_factory(device: torch.device, options: Mapping[str, Any]) -> Rewar
                 f"{server} could not judge image {index} (prompt {prompt!r}): {exc}"
             ) from exc
 
-    def vlm_judge(
-        images: Tensor, prompts: Sequence[str], metadata: Sequence[Mapping[str, Any]]
-    ) -> Tensor:
+    def vlm_judge(images: Tensor, prompts: Sequence[str], metadata: Metadata = ()) -> Tensor:
+        metadata = metadata or [{} for _ in prompts]  # no dataset rows: every image gets {}
         if not len(prompts) == len(metadata) == images.shape[0]:
             raise ValueError(
                 f"got {images.shape[0]} images, {len(prompts)} prompts and {len(metadata)} "
