@@ -371,6 +371,8 @@ class TreeNode:
     advantage: float | None
     image_url: str | None
     branch_job_id: int | None
+    # A branch node's policy, as its branch job recorded it (BranchPublic.policy.text).
+    grown_with: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TreeNode:
@@ -389,6 +391,7 @@ class TreeNode:
             advantage=_float(data.get("advantage")),
             image_url=None if not data.get("image_url") else str(data.get("image_url")),
             branch_job_id=_opt_int(data.get("branch_job_id")),
+            grown_with=None if not data.get("grown_with") else str(data.get("grown_with")),
         )
 
     @property
@@ -409,6 +412,8 @@ def _branch_nodes(raw: Any) -> list[TreeNode]:
         job = group.get("job_id")
         origin_branch = _opt_int(group.get("from_branch_node_id"))
         origin = -origin_branch if origin_branch is not None else _opt_int(group.get("node_id"))
+        policy = group.get("policy")
+        grown_with = policy.get("text") if isinstance(policy, Mapping) else None
         for n in group["nodes"]:
             if not isinstance(n, Mapping):
                 continue
@@ -417,6 +422,7 @@ def _branch_nodes(raw: Any) -> list[TreeNode]:
             parent = _opt_int(n.get("parent_id"))
             node["parent_id"] = -parent if parent is not None else origin
             node["branch_job_id"] = job
+            node["grown_with"] = grown_with
             out.append(TreeNode.from_json(node))
     return out
 

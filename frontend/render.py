@@ -343,7 +343,8 @@ def _node_facts(node: TreeNode) -> list[tuple[str, str]]:
         for name, value in node.rewards.items():
             facts.append((f"reward: {name}", fmt(value, 4)))
     if node.branch_job_id is not None:
-        facts.append(("grown by", f"branch job #{node.branch_job_id}"))
+        grown = f"branch job #{node.branch_job_id}"
+        facts.append(("grown by", f"{grown} with {node.grown_with}" if node.grown_with else grown))
     return facts
 
 

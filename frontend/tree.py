@@ -191,8 +191,10 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             )
         with gr.Column(scale=2, min_width=260):
             gr.Markdown(
-                "**Branch again** regrows children from the selected node with the job's "
-                "current policy (a `sample` job)."
+                "**Branch again** regrows children from the selected node (a `sample` job) "
+                "with the policy that grew the tree: its checkpoint, the nearest one when that "
+                "epoch was not kept, or the base model when the job kept none. The result says "
+                "which."
             )
             k = gr.Number(
                 value=3,

@@ -180,10 +180,12 @@ def branch_status(tree: Tree, branching: Branching, status: str, waiting: str | 
     if children:
         rewards = ", ".join(f"{n.reward:.3f}" for n in leaves) or "not scored"
         grown = sum(1 for n in children if n.parent_id == branching.node_id)
+        policy = children[0].grown_with
         text = (
             f"Branch job #{branching.job_id} {render.status_phrase(status)}: {grown} new children "
-            f"of node {branching.node_id} ({len(children)} new states); their leaves' rewards: "
-            f"{rewards}. They have a green dashed frame in the tree."
+            f"of node {branching.node_id} ({len(children)} new states)"
+            + (f", grown with {policy}" if policy else "")
+            + f"; their leaves' rewards: {rewards}. They have a green dashed frame in the tree."
         )
         return render.notice(text, "ok")
     if status in ACTIVE_STATUSES:

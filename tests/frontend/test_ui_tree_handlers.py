@@ -5,6 +5,7 @@ download), the panel's one image, branch polling, the pickers and the refusals."
 from __future__ import annotations
 
 import copy
+import html
 import io
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 from ui_factories import job_json, tree_json
 
+from frontend import render
 from frontend import tree_handlers as h
 from frontend.client import ApiClient, Tree
 from frontend.thumbs import ThumbnailCache
@@ -278,3 +280,30 @@ def test_newer_older_and_branch_refusals() -> None:
     assert "1 to 16" in str(h.branch_refusal(loaded, inner.id, key, 17))
     assert "finished image" in str(h.branch_refusal(loaded, leaf.id, key, 3))
     assert h.branch_refusal(loaded, inner.id, key, 3) is None
+
+
+def test_a_branch_says_which_policy_grew_it(cache: TreeCache) -> None:
+    """Issue 28 defect 5: the branch's result and its nodes' panel name the checkpoint (the
+    branch job records it in BranchPublic.policy), not only the job log."""
+    data = tree_json()
+    client, api = _setup(data)
+    loaded, _ = h.load_tree(client, 1, cache=cache)
+    origin = next(n for n in loaded.tree.nodes if n.step_index == 4)
+    branching, _ = h.start_branch(client, loaded, origin.id, 2)
+    assert branching is not None
+    branched = _branched(data, origin.id)
+    text = "job 1's checkpoint of epoch 2 (the tree's epoch 3 was not kept)"
+    branched["branches"][0]["policy"] = {"job_id": 1, "epoch": 2, "tree_epoch": 3, "text": text}
+    api.tree = branched
+    api.branch_job = job_json(id=9, kind="sample", status="succeeded")
+    arrived = h.poll_branch(client, branching, loaded, origin.id, cache)
+    assert arrived.loaded is not None
+    assert f"grown with {text}" in html.unescape(arrived.message)
+    child = next(n for n in arrived.loaded.tree.branches if n.id == -70)
+    assert child.grown_with == text
+    panel = render.node_panel(arrived.loaded.tree, child.id)
+    assert f"branch job #9 with {text}" in html.unescape(panel)
+    # A branch record without the field (an older API) still reads, naming only the job.
+    del branched["branches"][0]["policy"]
+    older = Tree.from_json(branched)
+    assert "branch job #9<" in render.node_panel(older, -70)
