@@ -310,6 +310,7 @@ class Trainer:
         """Roll out, score, update. Returns the epoch's metrics, or None if asked to stop."""
         plan = self.plan_epoch(epoch)
         started = time.perf_counter()
+        cpu_started = time.process_time()
         scorer = self.scorer()
         self.adapter.denoiser.eval()
         cond = self.adapter.encode_prompts(plan.local_prompts)
@@ -327,7 +328,9 @@ class Trainer:
         edges = edges.select(torch.argsort(edges.prompt_index.cpu(), stable=True))
         metrics.update(self.update(edges, cond, plan.generator))
         epoch_seconds = time.perf_counter() - started
+        epoch_cpu_seconds = time.process_time() - cpu_started
         self.state.epoch = epoch + 1
+        self.state.cpu_clock += epoch_cpu_seconds
         self.state.images_seen += images
         self.state.wall_clock += epoch_seconds
         metrics.update(
@@ -341,6 +344,8 @@ class Trainer:
                 "time/epoch": epoch_seconds,
                 "throughput/images_per_s": images / epoch_seconds,
                 "wall_clock": self.state.wall_clock,
+                "time/epoch_cpu": epoch_cpu_seconds,
+                "cpu_clock": self.state.cpu_clock,
             }
         )
         return metrics

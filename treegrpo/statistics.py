@@ -1,0 +1,222 @@
+"""Statistics of an experiment's runs, computed once: pure functions over plain numbers.
+
+Torch-free and numpy-free, so the API can serve them and a test can check them by hand.
+
+- Per cell (the runs of one group, one per seed): `median_range` gives the median and the
+  min-max range over seeds, with the range's coverage as an interval for the median
+  (an order statistic: with n seeds, P(min < true median < max) = 1 - 2 * 0.5^n).
+- Curves: `step_value` reads a run's curve at any x (reward against CPU seconds, wall-clock or
+  images seen); `curve_band` gives median, min and max over seeds on a common grid.
+- Targets: `target_levels` puts levels of the gain (25, 50, 75, 90%) between the SHARED base
+  evaluation and a reference reward; `time_to_target` is the first x where a curve reaches one.
+- Paired ratios: `paired_ratio` compares two methods seed by seed (seed s of A with seed s of B:
+  the same held-out yardstick, the same prompts drawn), summarised by the geometric mean of the
+  per-seed ratios with a seeded percentile bootstrap interval over seeds.
+- `pareto_front`: the runs no other run beats on both final reward (higher) and seconds per
+  iteration (lower), the paper's Figure 1 shape.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+GAIN_LEVELS = (0.25, 0.5, 0.75, 0.9)
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+@dataclass(frozen=True)
+class MedianRange:
+    """Median over seeds with the min-max range; `coverage` is the range's confidence as an
+    interval for the median (0 for one seed)."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+    coverage: float
+
+
+def median(values: Sequence[float]) -> float:
+    """The middle value (the mean of the two middle ones for an even count); nan when empty."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def median_range(values: Sequence[float]) -> MedianRange:
+    """Median, min and max over seeds; inf (a target never reached) sorts last."""
+    if not values:
+        return MedianRange(math.nan, math.nan, math.nan, 0, 0.0)
+    n = len(values)
+    coverage = 1.0 - 2.0 * 0.5**n if n > 1 else 0.0
+    return MedianRange(median(values), min(values), max(values), n, coverage)
+
+
+def step_value(xs: Sequence[float], ys: Sequence[float], x: float) -> float | None:
+    """The curve's y at `x`: the last point at or before x (a step function); None before it."""
+    found = None
+    for xi, yi in zip(xs, ys, strict=True):
+        if xi <= x + 1e-12:
+            found = yi
+        else:
+            break
+    return found
+
+
+@dataclass(frozen=True)
+class Band:
+    """Median, min and max over runs at each x of `grid` (None where a run has no point yet or
+    ended before x: only runs that cover x count, and `n` says how many did)."""
+
+    grid: list[float]
+    median: list[float | None]
+    low: list[float | None]
+    high: list[float | None]
+    n: list[int]
+
+
+def curve_band(
+    curves: Sequence[tuple[Sequence[float], Sequence[float]]], grid: Sequence[float]
+) -> Band:
+    """Curves (xs, ys) of one cell's seeds, read on a common grid of x values."""
+    med: list[float | None] = []
+    low: list[float | None] = []
+    high: list[float | None] = []
+    counts: list[int] = []
+    for x in grid:
+        here = []
+        for xs, ys in curves:
+            if xs and x <= xs[-1] + 1e-12:
+                value = step_value(xs, ys, x)
+                if value is not None:
+                    here.append(value)
+        counts.append(len(here))
+        med.append(median(here) if here else None)
+        low.append(min(here) if here else None)
+        high.append(max(here) if here else None)
+    return Band(list(grid), med, low, high, counts)
+
+
+def target_levels(
+    base: float, reference: float, levels: Sequence[float] = GAIN_LEVELS
+) -> dict[float, float]:
+    """level -> base + level * (reference - base): the reward at that share of the gain."""
+    if not reference > base:
+        raise ValueError(f"reference reward {reference} must exceed the base reward {base}")
+    return {level: base + level * (reference - base) for level in levels}
+
+
+def time_to_target(xs: Sequence[float], ys: Sequence[float], target: float) -> float:
+    """The first x at which y >= target; inf when the curve never reaches it."""
+    for x, y in zip(xs, ys, strict=True):
+        if y >= target:
+            return x
+    return math.inf
+
+
+def final_value(ys: Sequence[float], last: int = 1) -> float:
+    """Mean of the curve's last `last` points (nan for an empty curve)."""
+    if not ys:
+        return math.nan
+    tail = list(ys)[-last:]
+    return sum(tail) / len(tail)
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """How many times sooner A reaches a target than B, paired by seed.
+
+    `per_seed` holds B's time over A's for each shared seed (> 1: A is sooner). A time that never
+    reached the target counts as the run's budget, so that seed's ratio is only a bound:
+    `censored` counts them. `ratio` is the geometric mean of the per-seed ratios; `low`, `high`
+    a percentile bootstrap interval over seeds (`confidence`, `samples` resamples, seeded).
+    None where no seed pairs, or where neither run of a pair reached the target."""
+
+    ratio: float | None
+    low: float | None
+    high: float | None
+    per_seed: dict[int, float]
+    censored: int
+    confidence: float
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of sorted values, q in [0, 1]."""
+    position = q * (len(ordered) - 1)
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def bootstrap_interval(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the geometric mean of positive `values`."""
+    rng = random.Random(seed)
+    n = len(values)
+    stats = sorted(
+        geometric_mean([values[rng.randrange(n)] for _ in range(n)]) for _ in range(samples)
+    )
+    tail = (1.0 - confidence) / 2.0
+    return percentile(stats, tail), percentile(stats, 1.0 - tail)
+
+
+def paired_ratio(
+    times_a: Mapping[int, float],
+    times_b: Mapping[int, float],
+    budget_a: Mapping[int, float] | float,
+    budget_b: Mapping[int, float] | float,
+    confidence: float = 0.95,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> PairedRatio:
+    """B's time over A's, seed by seed, with a bootstrap interval (see PairedRatio)."""
+
+    def budget(which: Mapping[int, float] | float, s: int) -> float:
+        return which[s] if isinstance(which, Mapping) else which
+
+    per_seed: dict[int, float] = {}
+    censored = 0
+    for s in sorted(set(times_a) & set(times_b)):
+        a, b = times_a[s], times_b[s]
+        if math.isinf(a) and math.isinf(b):
+            continue  # neither reached it: no information on the ratio
+        if math.isinf(a) or math.isinf(b):
+            censored += 1
+        a = budget(budget_a, s) if math.isinf(a) else a
+        b = budget(budget_b, s) if math.isinf(b) else b
+        per_seed[s] = b / max(a, 1e-12)
+    if not per_seed:
+        return PairedRatio(None, None, None, {}, censored, confidence)
+    ratios = list(per_seed.values())
+    low, high = bootstrap_interval(ratios, confidence, samples, seed)
+    return PairedRatio(geometric_mean(ratios), low, high, per_seed, censored, confidence)
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names of the points (cost, value) that no other point dominates: none has a cost as low
+    and a value as high with one of them strictly better. Sorted by cost."""
+    front = []
+    for name, (cost, value) in points.items():
+        dominated = any(
+            c <= cost and v >= value and (c < cost or v > value)
+            for other, (c, v) in points.items()
+            if other != name
+        )
+        if not dominated:
+            front.append(name)
+    return sorted(front, key=lambda n: points[n][0])
