@@ -27,10 +27,18 @@ import gradio as gr
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from frontend import compare, playground, run, runs, tree
+from frontend import compare, experiments, playground, run, runs, tree
 from frontend.access import me_of, who_html
 from frontend.context import MOUNT_PATH, UiContext
-from frontend.shared import TAB_COMPARE, TAB_PLAYGROUND, TAB_RUN, TAB_RUNS, TAB_TREE, Shared
+from frontend.shared import (
+    TAB_COMPARE,
+    TAB_EXPERIMENTS,
+    TAB_PLAYGROUND,
+    TAB_RUN,
+    TAB_RUNS,
+    TAB_TREE,
+    Shared,
+)
 from frontend.style import CSS
 
 TITLE = "TreeGRPO studio"
@@ -111,6 +119,8 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 compare.build(sh, demo, compare_tab)
             with gr.Tab("Playground", id=TAB_PLAYGROUND, elem_id="tg-tab-playground"):
                 playground.build(sh, demo)
+            with gr.Tab("Experiments", id=TAB_EXPERIMENTS, elem_id="tg-tab-experiments") as exp_tab:
+                experiments.build(sh, demo, exp_tab)
 
         def greet(typed: str | None, request: gr.Request) -> Any:
             # A key pasted before the page's load event ran has its note already.

@@ -220,3 +220,186 @@ def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
         if not dominated:
             front.append(name)
     return sorted(front, key=lambda n: points[n][0])
+
+
+# ---------------------------------------------------------------------------------------------
+# One experiment's statistics, from its runs' metric points (what GET /experiments/{id} serves
+# and bench/reproduce.py prints).
+
+HELDOUT = "heldout/reward"
+CLOCKS = ("cpu_clock", "wall_clock", "images_seen")
+BAND_POINTS = 40
+
+
+@dataclass(frozen=True)
+class RunPoints:
+    """One run: its group and seed, and its metric points by step (step 0: the base model)."""
+
+    name: str
+    group: str
+    seed: int | None
+    status: str
+    points: Mapping[int, Mapping[str, float]]
+
+    def curve(self, clock: str) -> tuple[list[float], list[float]]:
+        """(clock values, held-out rewards) at the steps that have both, in step order."""
+        xs, ys = [], []
+        for step in sorted(self.points):
+            point = self.points[step]
+            if HELDOUT in point and clock in point:
+                xs.append(point[clock])
+                ys.append(point[HELDOUT])
+        return xs, ys
+
+    def per_iteration(self, name: str) -> float:
+        """Median over epochs of a per-epoch timing (`time/epoch_cpu`, `time/epoch`)."""
+        return median([p[name] for s, p in self.points.items() if s > 0 and name in p])
+
+    def end(self, clock: str) -> float:
+        """The run's last value of a clock (its budget spent so far)."""
+        values = [p[clock] for p in self.points.values() if clock in p]
+        return max(values) if values else 0.0
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) or math.isnan(value) else value
+
+
+def _summary(values: Sequence[float]) -> dict[str, float | int | None]:
+    """A MedianRange as JSON: a target never reached (inf) is null, with `reached` counting."""
+    result = median_range(values)
+    return {
+        "median": _finite(result.median),
+        "low": _finite(result.low),
+        "high": _finite(result.high),
+        "n": result.n,
+        "reached": sum(1 for v in values if not math.isinf(v)),
+        "coverage": result.coverage,
+    }
+
+
+def experiment_statistics(
+    runs: Sequence[RunPoints],
+    reference_group: str | None = None,
+    levels: Sequence[float] = GAIN_LEVELS,
+    confidence: float = 0.95,
+    band_points: int = BAND_POINTS,
+) -> dict[str, object]:
+    """Per group: final held-out reward, seconds per iteration and time to each target level
+    (median and range over seeds) and bands of reward against each clock; paired ratios of
+    every group against `reference_group` (default: the first) at each level on the CPU clock
+    (the runs' own time) and on wall-clock; and the Pareto front of final reward against CPU
+    seconds per iteration. Targets lie between the SHARED base evaluation (the median of the
+    runs' step-0 points, identical on a shared yardstick) and the best group's median final
+    reward: level L is base + L x (best - base)."""
+    groups: dict[str, list[RunPoints]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    base_values = [r.points[0][HELDOUT] for r in runs if 0 in r.points and HELDOUT in r.points[0]]
+    base = median(base_values)
+    finals: dict[str, list[float]] = {}
+    for group, members in groups.items():
+        finals[group] = [
+            r.curve("cpu_clock")[1][-1] for r in members if len(r.curve("cpu_clock")[1]) > 1
+        ]
+    best = max((median(v) for v in finals.values() if v), default=math.nan)
+    targets: dict[float, float] = {}
+    if not math.isnan(base) and not math.isnan(best) and best > base:
+        targets = target_levels(base, best, levels)
+    times: dict[str, dict[str, dict[float, dict[int, float]]]] = {}
+    out_groups = []
+    for group, members in groups.items():
+        entry: dict[str, object] = {
+            "group": group,
+            "runs": [r.name for r in members],
+            "seeds": [r.seed for r in members],
+            "final_reward": _summary(finals[group]),
+            "cpu_seconds_per_iteration": _summary(
+                [r.per_iteration("time/epoch_cpu") for r in members]
+            ),
+            "seconds_per_iteration": _summary([r.per_iteration("time/epoch") for r in members]),
+        }
+        to_target: dict[str, dict[str, object]] = {}
+        times[group] = {}
+        for clock in CLOCKS:
+            times[group][clock] = {}
+            for level, target in targets.items():
+                by_seed = {
+                    (r.seed if r.seed is not None else i): time_to_target(*r.curve(clock), target)
+                    for i, r in enumerate(members)
+                }
+                times[group][clock][level] = by_seed
+                to_target.setdefault(f"{level:g}", {})[clock] = _summary(list(by_seed.values()))
+        entry["time_to_target"] = to_target
+        bands: dict[str, object] = {}
+        for clock in CLOCKS:
+            curves = [r.curve(clock) for r in members]
+            end = max((xs[-1] for xs, _ in curves if xs), default=0.0)
+            grid = [end * i / (band_points - 1) for i in range(band_points)] if end > 0 else [0.0]
+            band = curve_band(curves, grid)
+            bands[clock] = {
+                "x": band.grid,
+                "median": band.median,
+                "low": band.low,
+                "high": band.high,
+                "n": band.n,
+            }
+        entry["curves"] = bands
+        out_groups.append(entry)
+    names = list(groups)
+    reference = reference_group if reference_group in groups else (names[0] if names else None)
+    ratios = []
+    if reference is not None:
+        for group in names:
+            if group == reference:
+                continue
+            for clock in ("cpu_clock", "wall_clock"):
+                budget_a = {
+                    (r.seed if r.seed is not None else i): r.end(clock)
+                    for i, r in enumerate(groups[reference])
+                }
+                budget_b = {
+                    (r.seed if r.seed is not None else i): r.end(clock)
+                    for i, r in enumerate(groups[group])
+                }
+                for level in targets:
+                    result = paired_ratio(
+                        times[reference][clock][level],
+                        times[group][clock][level],
+                        budget_a,
+                        budget_b,
+                        confidence,
+                    )
+                    ratios.append(
+                        {
+                            "reference": reference,
+                            "group": group,
+                            "clock": clock,
+                            "level": level,
+                            "ratio": result.ratio,
+                            "low": result.low,
+                            "high": result.high,
+                            "per_seed": {str(k): v for k, v in result.per_seed.items()},
+                            "censored": result.censored,
+                            "confidence": confidence,
+                        }
+                    )
+    costs = {
+        g: (median([r.per_iteration("time/epoch_cpu") for r in groups[g]]), median(finals[g]))
+        for g in names
+        if finals[g]
+    }
+    costs = {g: c for g, c in costs.items() if not any(math.isnan(v) for v in c)}
+    return {
+        "base_reward": _finite(base),
+        "best_reward": _finite(best),
+        "levels": list(levels),
+        "targets": {f"{k:g}": v for k, v in targets.items()},
+        "reference_group": reference,
+        "groups": out_groups,
+        "ratios": ratios,
+        "pareto": pareto_front(costs),
+        "pareto_points": {
+            g: {"cpu_seconds_per_iteration": c[0], "final_reward": c[1]} for g, c in costs.items()
+        },
+    }

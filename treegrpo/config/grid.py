@@ -77,3 +77,49 @@ def expand_grid(
         name = group if seed is None else f"{group} seed={seed}"
         cells.append(GridCell(name=name, group=group, preset=preset, seed=seed, overrides=chosen))
     return cells
+
+
+# Named experiments (POST /experiments {"experiment_preset": name}; `treegrpo experiment create
+# --experiment-preset NAME`): the digits reproduction of docs/BENCHMARKS.md, one per claim.
+DIGITS_METHODS = ["digits-treegrpo", "digits-dancegrpo", "digits-flowgrpo", "digits-mixgrpo"]
+EXPERIMENT_PRESETS: dict[str, dict[str, Any]] = {
+    "digits-methods": {
+        "preset": "digits-treegrpo",
+        "axes": {PRESET_AXIS: DIGITS_METHODS, SEED_AXIS: [0, 1, 2]},
+        "budget": {"seconds": 60},
+    },
+    "digits-k": {
+        "preset": "digits-treegrpo",
+        "axes": {"tree.k": [2, 3, 4], SEED_AXIS: [0, 1, 2]},
+        "budget": {"seconds": 60},
+    },
+    "digits-window": {
+        "preset": "digits-treegrpo",
+        "axes": {"tree.window": ["random", "shift", "fixed"], SEED_AXIS: [0, 1, 2]},
+        "budget": {"seconds": 60},
+    },
+    "digits-backup": {
+        "preset": "digits-treegrpo",
+        "axes": {"tree.backup": ["mean", "logprob_softmax", "depth_norm"], SEED_AXIS: [0, 1, 2]},
+        "budget": {"seconds": 60},
+    },
+    "digits-matched": {
+        "preset": "digits-treegrpo",
+        "axes": {
+            PRESET_AXIS: [
+                "digits-treegrpo",
+                "digits-dancegrpo",
+                "digits-dancegrpo-matched",
+                "digits-flowgrpo-matched",
+                "digits-mixgrpo-matched",
+            ],
+            SEED_AXIS: [0, 1, 2],
+        },
+        "budget": {"seconds": 60},
+    },
+    "digits-lora": {
+        "preset": "digits-treegrpo",
+        "axes": {"train.lora_rank": [4, 16], "train.lr": [1e-4, 1e-3], SEED_AXIS: [0]},
+        "budget": {"seconds": 60},
+    },
+}

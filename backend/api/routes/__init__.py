@@ -7,6 +7,7 @@ from backend.api.routes import (
     audit,
     catalog,
     compare,
+    experiments,
     health,
     jobs,
     keys,
@@ -15,7 +16,7 @@ from backend.api.routes import (
 )
 
 api_router = APIRouter()
-for module in (jobs, trees, compare, artifacts, catalog, health, me, keys, audit):
+for module in (jobs, trees, compare, experiments, artifacts, catalog, health, me, keys, audit):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]
