@@ -34,8 +34,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_NOISE_SEED = 2026
 _SAME_RUNS: dict[str, dict[str, Any]] = {}  # config key -> result, filled from the saved runs
 
-# name -> (base preset, axes without seed, CPU budget per run in s, seeds used)
+# name -> (base preset, axes without the seed axis, CPU budget per run in s)
 EXPERIMENTS: dict[str, tuple[str, dict[str, list[Any]], float]] = {
+    # The smoke test's: the random-init test model, seconds.
+    "tiny-methods": ("tiny-treegrpo", {"preset": ["tiny-treegrpo", "tiny-dancegrpo"]}, 2.0),
     "methods": (
         "digits-treegrpo",
         {"preset": ["digits-treegrpo", "digits-dancegrpo", "digits-flowgrpo", "digits-mixgrpo"]},

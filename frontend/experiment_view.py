@@ -241,7 +241,7 @@ def pareto_svg(stats: dict[str, Any]) -> str:
             f'<text x="{x + 8:.1f}" y="{y - 6:.1f}" fill="#3c4043">{esc(name[:26])}</text>'
         )
     title = "Final reward against seconds per iteration (dashed: the Pareto front)"
-    return _svg("tg-exp-pareto", title, parts, f' data-front="{len(front)}"')
+    return _svg("tg-exp-pareto", title, parts, f' data-front-size="{len(front)}"')
 
 
 def csv_text(experiment: dict[str, Any]) -> str:

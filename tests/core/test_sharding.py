@@ -28,7 +28,7 @@ from treegrpo.sharding import shard_units
 
 # A rank that waits forever in a collective fails the test here instead of hanging it.
 LAUNCH_TIMEOUT = 150
-LR = resolve_config("tiny-treegrpo").train.lr
+LR = resolve_config("tiny-treegrpo").train.effective_lr
 # 8 trees of 6 trained edges on 2 ranks, 2 minibatches of 24 edges, micro-batches of 2: the
 # ranks' shares of a minibatch are random, so their micro-batch counts differ.
 SETTINGS = ["--preset", "tiny-treegrpo", "--quiet", "--set", "device=cpu"]
