@@ -5,11 +5,14 @@ on every run; `treegrpo experiment`'s body and text."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+import api_testing as at
 import pytest
 from fastapi.testclient import TestClient
 
 from backend import crud
+from backend.api import create_app
 from backend.db import session_scope
 from backend.experiment_cli import create_body, show_text
 from backend.settings import Settings
@@ -98,6 +101,7 @@ def test_an_experiment_preset_defines_the_grid(client: TestClient, auth: dict[st
         ({"axes": {"tree.k": []}}, ["body", "axes", "tree.k"]),
         ({"budget": {"epochs": 2, "seconds": 3}}, ["body", "budget"]),
         ({"experiment_preset": "nope"}, ["body", "experiment_preset"]),
+        ({"axes": {"tree..k": [2]}}, ["body", "runs", "tree..k=2", "config"]),
     ],
 )
 def test_bad_requests_name_the_field_and_make_nothing(
@@ -108,6 +112,18 @@ def test_bad_requests_name_the_field_and_make_nothing(
     assert answer.json()["detail"][0]["loc"][: len(loc)] == loc
     assert client.get(EXPERIMENTS).json()["count"] == 0
     assert client.get("/api/v1/jobs").json()["count"] == 0
+
+
+def test_a_grid_beyond_the_queue_quota_makes_nothing(tmp_path: Path, sqlite_url: str) -> None:
+    settings = at.make_settings(tmp_path, sqlite_url, max_queued_per_key=3)
+    with session_scope(settings.resolved_database_url) as session:
+        _, key = crud.create_api_key(session, name="member", role="member")
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(EXPERIMENTS, json=BODY, headers={"X-API-Key": key})  # 4 runs
+        assert answer.status_code == 429, answer.text
+        assert "has 4 runs" in answer.json()["detail"]
+        assert client.get("/api/v1/jobs").json()["count"] == 0
+        assert client.get(EXPERIMENTS).json()["count"] == 0
 
 
 def test_creating_needs_a_key(client: TestClient) -> None:

@@ -21,7 +21,7 @@ from backend.access import Caller, may_manage, require_role
 from backend.api import submission
 from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses, validation_error
-from backend.errors import Conflict
+from backend.errors import Conflict, QuotaExceeded
 from backend.experiment_schemas import (
     ExperimentBudget,
     ExperimentCreate,
@@ -92,15 +92,27 @@ def _create(
     configs = []
     for cell in cells:  # every run is validated before any is made
         try:
-            configs.append(
-                submission.resolve_job_config(cell.preset, _overrides(body, cell, budget))
-            )
+            overrides = _overrides(body, cell, budget)
+        except ConfigError as exc:
+            loc = ("body", "runs", cell.name, "config", exc.field)
+            raise validation_error(loc, exc.reason, "config_error") from exc
+        try:
+            configs.append(submission.resolve_job_config(cell.preset, overrides))
         except RequestValidationError as exc:
             errors = [
                 {**error, "loc": ("body", "runs", cell.name, *error["loc"][1:])}
                 for error in exc.errors()
             ]
             raise RequestValidationError(errors) from exc
+    quota = settings.max_queued_per_key
+    if quota and caller.key_id is not None:  # all runs or none: never half a grid
+        queued = crud.queued_count(session, owner_key_id=caller.key_id)
+        if queued + len(cells) > quota:
+            raise QuotaExceeded(
+                f"this experiment has {len(cells)} runs and key {caller.name!r} already has "
+                f"{queued} jobs queued; the operator allows {quota}",
+                limit=quota,
+            )
     experiment = crud.create_experiment(
         session,
         name=body.name or ", ".join(body.axes),
