@@ -284,6 +284,7 @@ def experiment_statistics(
     levels: Sequence[float] = GAIN_LEVELS,
     confidence: float = 0.95,
     band_points: int = BAND_POINTS,
+    budgets: Mapping[str, float] | None = None,
 ) -> dict[str, object]:
     """Per group: final held-out reward, seconds per iteration and time to each target level
     (median and range over seeds) and bands of reward against each clock; paired ratios of
@@ -291,7 +292,9 @@ def experiment_statistics(
     (the runs' own time) and on wall-clock; and the Pareto front of final reward against CPU
     seconds per iteration. Targets lie between the SHARED base evaluation (the median of the
     runs' step-0 points, identical on a shared yardstick) and the best group's median final
-    reward: level L is base + L x (best - base)."""
+    reward: level L is base + L x (best - base). A run that never reached a level counts at
+    the end of its clock, or at `budgets[clock]` where given and later (a run stopped before an
+    epoch would overrun its budget had no time left to reach it within the budget)."""
     groups: dict[str, list[RunPoints]] = {}
     for run in runs:
         groups.setdefault(run.group, []).append(run)
@@ -354,12 +357,13 @@ def experiment_statistics(
             if group == reference:
                 continue
             for clock in ("cpu_clock", "wall_clock"):
+                floor = (budgets or {}).get(clock, 0.0)
                 budget_a = {
-                    (r.seed if r.seed is not None else i): r.end(clock)
+                    (r.seed if r.seed is not None else i): max(r.end(clock), floor)
                     for i, r in enumerate(groups[reference])
                 }
                 budget_b = {
-                    (r.seed if r.seed is not None else i): r.end(clock)
+                    (r.seed if r.seed is not None else i): max(r.end(clock), floor)
                     for i, r in enumerate(groups[group])
                 }
                 for level in targets:

@@ -131,3 +131,37 @@ def test_pareto_front_lower_cost_higher_value() -> None:
         "flow": (20.0, 0.98),  # the only one higher than tree, at a higher cost
     }
     assert pareto_front(points) == ["mix", "tree", "flow"]
+
+
+def test_experiment_statistics_by_hand() -> None:
+    from treegrpo.statistics import HELDOUT, RunPoints, experiment_statistics
+
+    def run(group: str, rewards: list[float], clocks: list[float]) -> RunPoints:
+        points = {0: {HELDOUT: 0.5, "cpu_clock": 0.0, "wall_clock": 0.0, "images_seen": 0.0}}
+        for step, (reward, clock) in enumerate(zip(rewards, clocks, strict=True), start=1):
+            points[step] = {
+                HELDOUT: reward,
+                "cpu_clock": clock,
+                "wall_clock": 2 * clock,
+                "images_seen": 8.0 * step,
+                "time/epoch_cpu": clocks[0],
+                "time/epoch": 2 * clocks[0],
+            }
+        return RunPoints(f"{group} seed=0", group, 0, "succeeded", points)
+
+    runs = [run("a", [0.7, 0.9], [10.0, 20.0]), run("b", [0.6, 0.7], [12.0, 24.0])]
+    stats = experiment_statistics(runs, budgets={"cpu_clock": 30.0})
+    # base 0.5, best final 0.9: levels at 0.5 + L x 0.4 -> 0.6, 0.7, 0.8, 0.86
+    assert stats["targets"] == pytest.approx({"0.25": 0.6, "0.5": 0.7, "0.75": 0.8, "0.9": 0.86})
+    ratios = {(r["level"], r["clock"]): r for r in stats["ratios"]}
+    # 50%: a at 10 CPU s, b at 24 -> 2.4x; 75%: b never -> counted at the 30 s budget: 1.5x
+    assert ratios[(0.5, "cpu_clock")]["ratio"] == pytest.approx(2.4)
+    assert ratios[(0.75, "cpu_clock")]["ratio"] == pytest.approx(1.5)
+    assert ratios[(0.75, "cpu_clock")]["censored"] == 1
+    # on wall-clock (no budget given) b counts at its last wall-clock, 48 s, against a's 40 s
+    assert ratios[(0.75, "wall_clock")]["ratio"] == pytest.approx(1.2)
+    groups = {g["group"]: g for g in stats["groups"]}
+    assert groups["b"]["time_to_target"]["0.75"]["cpu_clock"]["reached"] == 0
+    assert groups["a"]["final_reward"]["median"] == 0.9
+    # a: 10 CPU s/iter for 0.9; b: 12 for 0.7 -> only a is on the front
+    assert stats["pareto"] == ["a"]
