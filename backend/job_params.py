@@ -1,6 +1,9 @@
 """Kind-specific job parameters, stored in jobs.params; shared by the API and the workers.
 
-- train: no parameters (the config says everything); resume uses jobs.checkpoint_path.
+- train: no parameters (the config says everything); resume uses jobs.checkpoint_path. A run of
+  an experiment has `experiment`: the shared held-out evaluation (treegrpo/heldout.py) after
+  every `eval_every` epochs, outside the training clock, and an optional budget in seconds of
+  training.
 - sample: grow one or more logged trees (images and latents kept) for the config's prompts with
   the policy of `source_job_id`'s checkpoint (or the base model), or, with `branch`, regrow k
   children from one stored tree node.
@@ -60,8 +63,30 @@ class PlaygroundParams(BaseModel):
     images: int = Field(default=4, ge=1, le=MAX_PLAYGROUND_IMAGES, description="per model")
 
 
+MAX_EVAL_IMAGES = 20_000
+
+
+class ExperimentRunParams(BaseModel):
+    """A train job that is one run of an experiment: its yardstick and its budget in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_id: int = Field(ge=1, le=MAX_ID)
+    group: str = Field(max_length=200)
+    eval_count: int = Field(
+        ge=1, le=MAX_EVAL_IMAGES, description="held-out images per evaluation (shared noise)"
+    )
+    eval_noise_seed: int = Field(ge=0, le=MAX_ID, description="the experiment's noise seed")
+    eval_every: int = Field(default=1, ge=1, le=MAX_ID, description="epochs between evaluations")
+    budget_seconds: float | None = Field(
+        default=None, gt=0, le=1e7, description="stop before an epoch would overrun this"
+    )
+
+
 class TrainParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    experiment: ExperimentRunParams | None = None
 
 
 class SampleParams(BaseModel):

@@ -153,8 +153,39 @@ class Job(Base):
         index=True,
     )
 
+    # The experiment (a grid of runs) this job is one run of, and its group there: the runs
+    # that differ only in their seed share a group (migration 0008).
+    experiment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="SET NULL", name="fk_jobs_experiment_id"),
+        nullable=True,
+        index=True,
+    )
+    experiment_group: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
+
     metrics: Mapped[list[Metric]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Experiment(Base):
+    """A grid of training runs: a base preset and overrides, axes, a budget and a held-out
+    yardstick every run shares (eval count and noise seed). Its runs are jobs that point here."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(NAME_CHARS), default="")
+    preset: Mapped[str | None] = mapped_column(String(NAME_CHARS), nullable=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # base overrides
+    axes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # {"epochs": N} or {"seconds": S}; and {"count", "noise_seed", "every"} of the evaluation
+    budget: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    evaluation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    owner_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL", name="fk_experiments_owner_key_id"),
+        nullable=True,
     )
 
 

@@ -28,13 +28,14 @@ import gradio as gr
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from frontend import compare, datasets, links, playground, polling, run, runs, tree
+from frontend import compare, datasets, experiments, links, playground, polling, run, runs, tree
 from frontend.access import me_of, who_html
 from frontend.client import ApiClient
 from frontend.context import MOUNT_PATH, UiContext
 from frontend.shared import (
     TAB_COMPARE,
     TAB_DATASETS,
+    TAB_EXPERIMENTS,
     TAB_PLAYGROUND,
     TAB_RUN,
     TAB_RUNS,
@@ -52,6 +53,7 @@ TABS: tuple[tuple[str, str, Callable[[Shared, gr.Blocks, gr.Tab], Any]], ...] = 
     (TAB_TREE, "Tree inspector", tree.build),
     (TAB_COMPARE, "Compare", compare.build),
     (TAB_PLAYGROUND, "Playground", playground.build),
+    (TAB_EXPERIMENTS, "Experiments", experiments.build),
     (TAB_DATASETS, "Datasets", datasets.build),
 )
 KEY_PENDING = '<span class="tg-key-status tg-key-pending">Connecting to the studio…</span>'

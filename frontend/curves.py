@@ -17,7 +17,7 @@ WALL_CLOCK = "wall_clock"
 IMAGES_SEEN = "images_seen"
 # The training process's CPU seconds per epoch (logged by the trainer), and their running sum,
 # which this module derives: a clock that load on the machine barely moves.
-CPU_EPOCH = "time/cpu"
+CPU_EPOCH = "time/epoch_cpu"
 CPU_CLOCK = "cpu_clock"
 TRAINING_METRICS = (
     ("loss", ("loss",)),
@@ -164,7 +164,7 @@ class RunSummary:
 
 
 def cpu_clock(values: Mapping[str, Mapping[int, float]]) -> dict[int, float]:
-    """CPU seconds of training up to each epoch: the running sum of `time/cpu` (empty when the
+    """CPU seconds of training up to each epoch: the running sum of `time/epoch_cpu` (empty when the
     run did not log it, or missed an epoch: a sum with holes would be wrong)."""
     per_epoch = values.get(CPU_EPOCH, {})
     steps = sorted(per_epoch)
@@ -191,7 +191,7 @@ def summarise_run(
     clock: str = WALL_CLOCK,
 ) -> RunSummary:
     """Final and best (smoothed) value of `metric`, and when the smoothed curve first reached
-    `target` in training seconds of `clock` (wall_clock, or cpu_clock derived from time/cpu)
+    `target` in training seconds of `clock` (wall_clock, or cpu_clock derived from time/epoch_cpu)
     and in images seen."""
     steps = sorted(values.get(metric, {}))
     if not steps:

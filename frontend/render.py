@@ -466,7 +466,7 @@ class CompareRow:
 def compare_table(
     rows: Sequence[CompareRow], *, metric: str, cpu_time: bool = False, smoothing: float = 0.0
 ) -> str:
-    """`cpu_time`: times are the training process's CPU seconds (every run logged time/cpu),
+    """`cpu_time`: times are the training process's CPU seconds (every run logged time/epoch_cpu),
     else wall-clock; `smoothing`: the EMA the final, best and target columns read."""
     if not rows:
         return '<div class="tg-empty">Pick runs to compare.</div>'

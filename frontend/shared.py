@@ -23,6 +23,7 @@ from frontend.render import job_label
 TAB_RUNS, TAB_RUN, TAB_TREE, TAB_COMPARE = "runs", "run", "tree", "compare"
 TAB_PLAYGROUND = "playground"
 TAB_DATASETS = "datasets"
+TAB_EXPERIMENTS = "experiments"
 
 # Timer events never show Gradio's progress overlay (it would flash every few seconds).
 QUIET: dict[str, Any] = {"show_progress": "hidden", "queue": True}

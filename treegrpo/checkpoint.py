@@ -45,6 +45,9 @@ class TrainState:
     images_seen: int = 0
     model_evals: int = 0
     wall_clock: float = 0.0  # seconds of training, summed over resumes
+    # The trainer process's CPU seconds inside epochs (all its threads), summed over resumes:
+    # the run's own clock, which other work on a shared machine does not stretch.
+    cpu_clock: float = 0.0
     # The last gallery's held-out rewards (eval/<name>_mean) and its epoch, for model cards.
     held_out: dict[str, float] = field(default_factory=dict)
     held_out_epoch: int = -1

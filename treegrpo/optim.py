@@ -88,7 +88,11 @@ def build_optimizer(
     masters when the weights are (or, by train.weights_dtype, will be) stored in a lower
     precision. Build it before `store_weights`, so the masters start from the full values."""
     fused = train.fused_adamw if train.fused_adamw is not None else device.type == "cuda"
-    kwargs: dict[str, Any] = {"lr": train.lr, "weight_decay": train.weight_decay, "fused": fused}
+    kwargs: dict[str, Any] = {
+        "lr": train.effective_lr,
+        "weight_decay": train.weight_decay,
+        "fused": fused,
+    }
     if train.weights_dtype != "float32" or any(p.dtype != torch.float32 for p in params):
         return MasterWeightAdamW(params, **kwargs)
     return torch.optim.AdamW(params, **kwargs)

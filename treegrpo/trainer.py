@@ -377,7 +377,9 @@ class Trainer:
         edges = edges.select(torch.argsort(edges.prompt_index.cpu(), stable=True))
         metrics.update(self.update(edges, cond, plan.generator, epoch))
         epoch_seconds = time.perf_counter() - started
+        epoch_cpu_seconds = time.process_time() - cpu_started
         self.state.epoch = epoch + 1
+        self.state.cpu_clock += epoch_cpu_seconds
         self.state.images_seen += images
         self.state.wall_clock += epoch_seconds
         metrics.update(
@@ -389,9 +391,10 @@ class Trainer:
                 "time/reward": scorer.seconds,
                 "time/update": epoch_seconds - rollout_seconds,
                 "time/epoch": epoch_seconds,
-                "time/cpu": time.process_time() - cpu_started,
                 "throughput/images_per_s": images / epoch_seconds,
                 "wall_clock": self.state.wall_clock,
+                "time/epoch_cpu": epoch_cpu_seconds,
+                "cpu_clock": self.state.cpu_clock,
             }
         )
         return metrics

@@ -33,12 +33,14 @@ from backend.job_params import (
     EvaluateParams,
     PlaygroundParams,
     SampleParams,
+    TrainParams,
     parse_params,
 )
 from backend.storage import checkpoints_relpath, job_dir, trees_relpath
 from treegrpo.config import RunConfig
 from workers import policy_cache
 from workers.context import JobContext
+from workers.experiment_run import ExperimentProbe
 from workers.policy_cache import checkpoint_key
 from workers.recorder import (
     JobRecorder,
@@ -134,14 +136,21 @@ def run_train(ctx: JobContext) -> str:
         recorder = JobRecorder(ctx)
         # Trackers write into the job's folder of the store (tensorboard/, wandb/, mlruns/).
         trackers = make_trackers(config, ctx.path(job_dir(ctx.job_id)), f"job-{ctx.job_id}")
+        run_params = parse_params("train", ctx.params)
+        assert isinstance(run_params, TrainParams)
+        probe = None
+        if run_params.experiment is not None:  # one run of an experiment: its yardstick first
+            probe = ExperimentProbe(run_params.experiment, config.epochs)
         trainer = Trainer(
             config,
             adapter,
             rewards,
-            callbacks=[recorder, *trackers],
+            callbacks=[*([probe] if probe else []), recorder, *trackers],
             checkpoint_root=ctx.path(checkpoints_relpath(ctx.job_id)),
             datasets=fetch_datasets(ctx, config),
         )
+        if probe is not None:
+            probe.trainer = trainer
         if checkpoint is not None:
             trainer.resume(checkpoint)
             recorder.images_seen = trainer.state.images_seen
@@ -157,7 +166,11 @@ def run_train(ctx: JobContext) -> str:
                 dropped = crud.delete_metrics_after(session, job_id=ctx.job_id, step=last_kept)
             if dropped:
                 ctx.log.write(f"dropped {dropped} metric points after epoch {last_kept}")
+        if probe is not None and checkpoint is None and ranks.is_main:
+            write_metrics(ctx, 0, probe.base_point())
         status = trainer.run()
+        if probe is not None and probe.spent:
+            status = "completed"  # the budget ended it, not a stop request
         if ranks.is_main:
             for folder in tracker_folders(config):
                 if ctx.path(f"{job_dir(ctx.job_id)}/{folder}").exists():

@@ -56,6 +56,8 @@ def create_job(
     request_hash: str | None = None,
     owner_key_id: int | None = None,
     max_queued: int | None = None,
+    experiment_id: int | None = None,
+    experiment_group: str | None = None,
 ) -> tuple[Job, bool]:
     """Insert a queued job owned by `owner_key_id`. Returns (job, created).
 
@@ -84,6 +86,8 @@ def create_job(
         "idempotency_key": idempotency_key,
         "request_hash": request_hash,
         "owner_key_id": owner_key_id,
+        "experiment_id": experiment_id,
+        "experiment_group": experiment_group,
     }
     try:
         # A Core INSERT ... RETURNING rather than the ORM's unit of work, which was a fifth of a

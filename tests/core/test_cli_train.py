@@ -40,7 +40,15 @@ def test_each_algorithm_trains_two_epochs(tmp_path: Path, algorithm: str) -> Non
     assert code == 0
     assert _metric_epochs(out) == [1, 2]
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["metrics"]
-    for name in ("loss", "reward_mean", "clip_fraction", "approx_kl", "ratio_mean", "wall_clock"):
+    for name in (
+        "loss",
+        "reward_mean",
+        "clip_fraction",
+        "approx_kl",
+        "ratio_mean",
+        "wall_clock",
+        "cpu_clock",
+    ):
         assert name in last and last[name] == last[name]  # present and not NaN
     assert last["images_seen"] == 2 * 8  # 2 epochs x 2 prompts x (k^d = 4 or G = 4)
     # The update moved the weights away from the random init.

@@ -209,7 +209,7 @@ def test_two_torchrun_agents_train_exactly_like_the_two_process_run(tmp_path: Pa
 
     _two_agents(["train", *settings, "--set", "nodes=2", "--out", str(two_machines)], 2)
 
-    timing = ("time/", "throughput/", "wall_clock")
+    timing = ("time/", "throughput/", "wall_clock", "cpu_clock")
     strip = [
         {k: v for k, v in m.items() if not k.startswith(timing)} for m in _metrics(two_machines)
     ]
@@ -264,7 +264,7 @@ def test_two_torchrun_agents_shard_as_hsdp_and_train_like_one_process(
     shutil.rmtree(on_one / "checkpoints" / "epoch-000002")
     resume = ["train", "--resume", str(on_one), "--set", "nodes=1", "--quiet"]
     assert main(resume) == 0
-    timing = ("time/", "throughput/", "wall_clock", "sharding/")
+    timing = ("time/", "throughput/", "wall_clock", "cpu_clock", "sharding/")
     assert [{k: v for k, v in m.items() if not k.startswith(timing)} for m in _metrics(on_one)] == [
         {k: v for k, v in m.items() if not k.startswith(timing)} for m in _metrics(machines)
     ]

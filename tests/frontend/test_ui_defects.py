@@ -18,7 +18,7 @@ def _run(job_id: int, wall: list[float], cpu: list[float] | None) -> tuple[Job, 
         "images_seen": {1: 8.0, 2: 16.0, 3: 24.0},
     }
     if cpu is not None:
-        store.values["time/cpu"] = {i + 1: c for i, c in enumerate(cpu)}
+        store.values["time/epoch_cpu"] = {i + 1: c for i, c in enumerate(cpu)}
     store.values[curves.CPU_CLOCK] = curves.cpu_clock(store.values)
     return Job.from_json(job_json(id=job_id, name=f"run {job_id}")), store
 
@@ -33,7 +33,7 @@ def test_compare_times_runs_by_cpu_seconds_where_every_run_logged_them() -> None
     assert 'data-clock="cpu"' in table and "CPU time of the training process" in table
     assert table.count("1.00x") == 2  # 8 CPU s to 0.6 each
     assert "training CPU time (s)" in charts
-    # One run without time/cpu (logged before it existed): wall-clock, and the table says so.
+    # One run without time/epoch_cpu (logged before it existed): wall-clock, and the table says so.
     old = _run(3, [10.0, 20.0, 30.0], None)
     _, table = compare.compare_html([quiet, old], "reward_mean", 0.0, 0.6)
     assert 'data-clock="wall"' in table and "load on the machine counts" in table

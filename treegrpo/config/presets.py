@@ -57,7 +57,7 @@ _TINY: dict[str, Any] = {
     "sampling": {"steps": 6, "cfg_scale": 2.0},
     "tree": {"k": 2, "depth": 2, "window": "random"},
     "flat": {"group_size": 4, "window": 2},
-    "train": {"lr": 1e-3, "clip_range": 0.2, "minibatches": 2},
+    "train": {"full_lr": 1e-3, "clip_range": 0.2, "minibatches": 2},
 }
 
 _DIGITS: dict[str, Any] = {
@@ -75,7 +75,9 @@ _DIGITS: dict[str, Any] = {
     "sampling": {"steps": 10, "cfg_scale": 1.5},
     "tree": {"k": 3, "depth": 3, "window": "random", "window_ratio": 0.5},
     "flat": {"group_size": 27},
-    "train": {"lr": 1e-4, "clip_range": 1e-3, "minibatches": 2},
+    # full_lr: the digits model's full fine-tune; lora_lr: what its LoRA runs need (the lr x
+    # rank experiment in docs/BENCHMARKS.md: at 1e-4 a rank-4 LoRA does not move the reward).
+    "train": {"full_lr": 1e-4, "lora_lr": 1e-3, "clip_range": 1e-3, "minibatches": 2},
 }
 
 # The authors' recipes, as far as they are the method's and not the model's (docs/FIDELITY.md).
@@ -117,7 +119,7 @@ _SD35: dict[str, Any] = {
     },
     "flat": {"group_size": 27},
     "train": {
-        "lr": 1e-5,
+        "full_lr": 1e-5,
         "weight_decay": 0.01,  # paper: AdamW, lr 1e-5, weight decay 0.01, 250 epochs
         "clip_range": 1e-4,
         "adv_clip": 5.0,
@@ -154,7 +156,7 @@ _FLUX: dict[str, Any] = {
     "sampling": {"steps": 16, "cfg_scale": 1.0, "guidance": 3.5, "height": 720, "width": 720},
     "tree": {"k": 3, "depth": 3, "window": "random", "window_ratio": 0.5},
     "train": {
-        "lr": 1e-5,  # --learning_rate 1e-5
+        "full_lr": 1e-5,  # --learning_rate 1e-5
         "weight_decay": 1e-4,  # --weight_decay 0.0001
         "clip_range": 1e-4,  # --clip_range 1e-4
         "adv_clip": 5.0,  # --adv_clip_max 5.0
@@ -186,7 +188,7 @@ _SD15: dict[str, Any] = {
     "sampling": {"steps": 10, "cfg_scale": 7.5},
     "tree": {"k": 3, "depth": 3, "window": "random", "window_ratio": 0.5},
     "flat": {"group_size": 27},
-    "train": {"lr": 3e-4, "clip_range": 1e-4, "lora_rank": 16, "micro_batch": 16},
+    "train": {"lora_lr": 3e-4, "clip_range": 1e-4, "lora_rank": 16, "micro_batch": 16},
 }
 
 

@@ -210,7 +210,22 @@ class FlatConfig(Section):
 class TrainConfig(Section):
     PREFIX: ClassVar[str] = "train"
 
-    lr: float = setting(1e-5, "AdamW learning rate.", Float(0.0, 1.0, lo_open=True))
+    lr: float | None = setting(
+        None,
+        "AdamW learning rate; null = full_lr for a full fine-tune, lora_lr with lora_rank > 0.",
+        Nullable(Float(0.0, 1.0, lo_open=True)),
+    )
+    full_lr: float = setting(
+        1e-5,
+        "The learning rate a null lr means in a full fine-tune.",
+        Float(0.0, 1.0, lo_open=True),
+    )
+    lora_lr: float = setting(
+        3e-4,
+        "The learning rate a null lr means with LoRA (Flow-GRPO's LoRA recipe: 3e-4); adapters "
+        "that start at zero need a larger step than the full weights.",
+        Float(0.0, 1.0, lo_open=True),
+    )
     weight_decay: float = setting(1e-4, "AdamW weight decay.", Float(0.0, 10.0))
     clip_range: float = setting(1e-4, "PPO ratio clip epsilon.", Float(0.0, 10.0, lo_open=True))
     adv_clip: float = setting(
@@ -284,6 +299,13 @@ class TrainConfig(Section):
         Float(0.0, 1.0, hi_open=True),
     )
     ema_every: int = setting(8, "Optimizer steps per EMA update (Flow-GRPO: 8).", Int(1, 1_000_000))
+
+    @property
+    def effective_lr(self) -> float:
+        """lr, or what a null lr means: lora_lr with LoRA, full_lr in a full fine-tune."""
+        if self.lr is not None:
+            return self.lr
+        return self.lora_lr if self.lora_rank else self.full_lr
 
 
 @dataclass(frozen=True)

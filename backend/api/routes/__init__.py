@@ -8,6 +8,7 @@ from backend.api.routes import (
     catalog,
     compare,
     datasets,
+    experiments,
     health,
     jobs,
     keys,
@@ -16,7 +17,19 @@ from backend.api.routes import (
 )
 
 api_router = APIRouter()
-for module in (jobs, trees, compare, artifacts, catalog, health, me, keys, audit, datasets):
+for module in (
+    jobs,
+    trees,
+    compare,
+    experiments,
+    artifacts,
+    catalog,
+    health,
+    me,
+    keys,
+    audit,
+    datasets,
+):
     api_router.include_router(module.router)
 
 __all__ = ["api_router"]
