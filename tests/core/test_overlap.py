@@ -56,7 +56,7 @@ def _run(concurrency: int, chunks: int) -> tuple[list[dict[str, float]], list[Te
             {
                 k: v
                 for k, v in epoch_metrics.items()
-                if not k.startswith(("time/", "throughput", "wall"))
+                if not k.startswith(("time/", "throughput", "wall", "cpu_clock"))
             }
         )
     return metrics, advantages, trainer.adapter.denoiser.state_dict(), threads
