@@ -15,6 +15,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# torch.compile's kernel cache inside the checkout, not the machine-wide /tmp/torchinductor_<user>:
+# a compile killed mid-write there left a truncated .so that failed every later compile test.
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR",
+    os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ".pytest_cache",
+        "torchinductor",
+    ),
+)
 # `pytest -n 2` on 2 cores: one intra-op thread per worker, or torch's threads oversubscribe the
 # machine and small-tensor tests run ~10x slower. Set before any test module imports torch.
 if os.environ.get("PYTEST_XDIST_WORKER"):
