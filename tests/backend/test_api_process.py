@@ -42,6 +42,7 @@ ALLOWED_CORE = {
     "treegrpo.egress",
     "treegrpo.file_roots",
     "treegrpo.hub",
+    "treegrpo.atlas",  # a tree's thumbnail atlas, built once for old trees: PIL only
     "treegrpo.job_limits",
     "treegrpo.models",
     "treegrpo.models.sizes",

@@ -43,9 +43,9 @@ def _run(concurrency: int, chunks: int) -> tuple[list[dict[str, float]], list[Te
     advantages: list[Tensor] = []
     update = trainer.update
 
-    def recording_update(edges, cond, generator):  # type: ignore[no-untyped-def]
+    def recording_update(edges, cond, generator, *rest):  # type: ignore[no-untyped-def]
         advantages.append(edges.advantages.clone())
-        return update(edges, cond, generator)
+        return update(edges, cond, generator, *rest)
 
     trainer.update = recording_update  # type: ignore[method-assign]
     metrics = []
