@@ -54,6 +54,10 @@ ALLOWED_CORE = {
     "treegrpo.datasets.sources",
     "treegrpo.datasets.table",
     "treegrpo.datasets.writer",
+    # Experiments (issue 26): a grid expanded at submit and its statistics served. Pure Python
+    # (scipy is imported only inside mean_interval, which the API never calls).
+    "treegrpo.config.grid",
+    "treegrpo.statistics",
 }
 
 PROBE = """
