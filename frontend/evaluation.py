@@ -208,6 +208,11 @@ def start_comparison(client: ApiClient, job_id: int | None) -> tuple[Any, str]:
     return new_id, render.notice(text)
 
 
+def polls(view: EvalView) -> bool:
+    """Whether the table of `view` can still change: an evaluate job that has not ended."""
+    return view.job_id is not None and not view.final
+
+
 def evaluation_update(client: ApiClient, job_id: int | None) -> tuple[EvalView, Any, Any]:
     """The view, the HTML update and the comparison button's for the picked job: the table of
     an evaluate job; the button for a train job with a checkpoint; neither otherwise."""
@@ -246,19 +251,24 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         )
         message = gr.HTML(elem_id="tg-evaluate-msg")
 
-    def show(job_id: Any, key: str | None, request: gr.Request) -> tuple[Any, Any, Any]:
-        return evaluation_update(sh.ctx.client(request, key), as_int(job_id))
+    def show(job_id: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        update = evaluation_update(sh.ctx.client(request, key), as_int(job_id))
+        return (*update, gr.Timer(active=polls(update[0])))
 
-    def tick(state: EvalView, key: str | None, request: gr.Request) -> tuple[Any, Any, Any]:
-        if state.job_id is None or state.final:
-            return gr.skip(), gr.skip(), gr.skip()
-        return evaluation_update(sh.ctx.client(request, key), state.job_id)
+    def tick(state: EvalView, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        if not polls(state):
+            return gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+        update = evaluation_update(sh.ctx.client(request, key), state.job_id)
+        return (*update, gr.Timer(active=polls(update[0])))
 
     def on_compare(job_id: Any, key: str | None, request: gr.Request) -> tuple[Any, str]:
         return start_comparison(sh.ctx.client(request, key), as_int(job_id))
 
-    outputs = [view, html, compare]
+    # Created inactive, so it runs only while an evaluate job's table can still change (not
+    # with the Run tab's refresh timers: an idle page must not post events, issue 28).
+    timer = gr.Timer(TICK_SECONDS, active=False)
+    outputs = [view, html, compare, timer]
     sh.job.change(show, [sh.job, sh.key], outputs)
     demo.load(show, [sh.job, sh.key], outputs)
-    gr.Timer(TICK_SECONDS).tick(tick, [view, sh.key], outputs, **QUIET)
+    timer.tick(tick, [view, sh.key], outputs, **QUIET)
     compare.click(on_compare, [sh.job, sh.key], [sh.job, message])

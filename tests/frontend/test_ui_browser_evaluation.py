@@ -138,6 +138,11 @@ def _story(b: Browser, trained: int, expected: dict[tuple[int, str], float]) -> 
     headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
     assert headers[0] == "model" and sorted(headers[1:]) == EVAL_REWARDS
     rows = table.locator("tbody tr")
+    # The table may first show the rows written so far; its timer redraws it once the job ended.
+    page.wait_for_function(
+        "() => document.querySelectorAll('#tg-evaluation-table tbody tr').length === 2",
+        timeout=20_000,
+    )
     assert rows.count() == 2
     assert rows.nth(0).locator("td").first.inner_text() == "base model"
     assert rows.nth(1).locator("td").first.inner_text() == f"job #{trained}, epoch 4 (EMA)"
