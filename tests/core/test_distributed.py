@@ -289,7 +289,7 @@ def test_two_gloo_processes_train_treegrpo_like_one(tmp_path: Path, one_thread: 
     assert result.stdout.count("completed at epoch 3/3") == 1  # rank 0 alone prints
 
     _assert_same_metrics(one, two)
-    _assert_same_weights(one, two, config.train.lr)
+    _assert_same_weights(one, two, config.train.effective_lr)
     # The 2 ranks' epoch-2 checkpoint resumed on one process gives their epoch 3 bit for bit:
     # that process trains the ranks' shares and adds them as the all-reduce did (shares.py).
     on_one = tmp_path / "on_one"
@@ -346,4 +346,4 @@ def test_two_gloo_processes_train_dancegrpo_like_one(tmp_path: Path, one_thread:
     assert json.loads((two / "config.json").read_text())["gpus"] == 2
     _assert_same_metrics(one, two)
     assert "kl" in _metrics(two)[-1]
-    _assert_same_weights(one, two, resolve_config("tiny-dancegrpo").train.lr)
+    _assert_same_weights(one, two, resolve_config("tiny-dancegrpo").train.effective_lr)

@@ -46,7 +46,10 @@ def test_the_papers_table_and_flowgrpos_tasks_are_described_as_their_sources_run
             assert (preset["sampling"]["height"], preset["sampling"]["width"]) == (512, 512)
 
 
-@pytest.mark.parametrize("name", sorted(PENDING_PRESETS))
-def test_asking_for_a_pending_preset_says_why(name: str) -> None:
-    with pytest.raises(ConfigError, match="cannot express yet"):
-        resolve_config(preset=name)
+def test_asking_for_a_pending_preset_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every evaluation preset validates in this build, so the pending path is exercised with
+    one entry put there by the test: asking for it names the awaited piece instead of the generic
+    unknown-preset list."""
+    monkeypatch.setitem(PENDING_PRESETS, "eval-awaited", "eval_prompts: unknown dataset 'x'")
+    with pytest.raises(ConfigError, match="cannot express yet: eval_prompts: unknown dataset"):
+        resolve_config(preset="eval-awaited")

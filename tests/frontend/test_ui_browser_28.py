@@ -87,10 +87,6 @@ def _since_click(page: Any, condition: str, timeout: float = 30_000) -> float:
     return float(page.evaluate("() => (window.__t1 - window.__t0) / 1000"))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect after the issue-28 merges, open: after the merge of the canvas inspector, the datasets and experiments tabs, an idle page still posts Gradio queue events (3 in 10 s on the first merged CI run): which tab's timer is not yet found",
-)
 def test_hidden_tabs_do_not_poll_and_actions_act_on_the_named_row(stack: Stack) -> None:
     from playwright.sync_api import sync_playwright
 

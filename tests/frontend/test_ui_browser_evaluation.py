@@ -75,10 +75,6 @@ def _means(stack: Stack, job_id: int) -> dict[tuple[int, str], float]:
     }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect after the issue-28 merges, open: after the merge with the Run tab's stop-when-finished timer, the evaluation table showed the base row only (1 of 2 rows) on the first merged CI run: the last refresh may miss the second model",
-)
 def test_ui_evaluation_table(stack: Stack) -> None:
     from playwright.sync_api import sync_playwright
 
