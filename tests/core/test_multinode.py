@@ -246,7 +246,8 @@ def test_two_torchrun_agents_shard_as_hsdp_and_train_like_one_process(
     a, b = checkpoint_weights(final[0]), checkpoint_weights(final[1])
     diff = torch.cat([(a[name] - b[name]).abs().flatten() for name in a])
     assert (
-        a.keys() == b.keys() and float(diff.max()) <= 0.1 * resolve_config("tiny-treegrpo").train.effective_lr
+        a.keys() == b.keys()
+        and float(diff.max()) <= 0.1 * resolve_config("tiny-treegrpo").train.effective_lr
     )
 
     # Replicated across the machines: DCP stores each tensor whole, once (flat FSDP over the
