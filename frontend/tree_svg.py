@@ -106,6 +106,7 @@ class _Vis:
     children: list[int] = field(default_factory=list)
     x: float = 0.0
     row: int = 0
+    y: float = 0.0  # centre y (px at zoom 1): its row's place, TreeLayout.row_y[row]
     overlay: bool = False  # grown by a branch job, drawn beside the training tree
     ancestors: tuple[int, ...] = ()  # visible ancestors, root first
 
@@ -130,6 +131,7 @@ class TreeLayout:
     height: int
     overlay_leaves: list[int] = field(default_factory=list)  # branch leaves, right of the tree
     overlay_x: float = 0.0  # where the branch overlay starts (0: no overlay)
+    row_y: list[float] = field(default_factory=list)  # centre y of each row (px at zoom 1)
 
 
 def branch_outline(x: float, y: float, size: float, *, latest: bool = False) -> str:
@@ -236,6 +238,7 @@ def layout_tree(tree: Tree) -> TreeLayout:
 
     rows = sorted({v.node.step_index for v in visible.values()})
     row_of = {step: i for i, step in enumerate(rows)}
+    row_y = _row_places(rows, {visible[i].node.step_index for i in training})
     leaves: list[int] = []
     overlay_leaves: list[int] = []
     root_ids = [r.id for r in roots if r.id in visible]
@@ -243,6 +246,7 @@ def layout_tree(tree: Tree) -> TreeLayout:
     def place(node_id: int, out: list[int], offset: float) -> None:
         vis = visible[node_id]
         vis.row = row_of[vis.node.step_index]
+        vis.y = row_y[vis.row]
         if not vis.children:
             vis.x = offset + SLOT * len(out) + SLOT / 2
             out.append(node_id)
@@ -277,10 +281,34 @@ def layout_tree(tree: Tree) -> TreeLayout:
     )
     extra = SLOT * (len(overlay_leaves) + 1) if overlay_leaves else 0
     width = int(GUTTER + 2 * PAD + SLOT * max(1, len(leaves)) + extra)
-    height = int(2 * PAD + ROW * max(0, len(rows) - 1) + NODE + LABEL_H + 6)
+    height = int(PAD + (row_y[-1] if row_y else _y(0)) + NODE / 2 + LABEL_H + 6)
     return TreeLayout(
-        visible, root_ids, rows, leaves, scales, width, height, overlay_leaves, overlay_x
+        visible, root_ids, rows, leaves, scales, width, height, overlay_leaves, overlay_x, row_y
     )
+
+
+def _row_places(rows: list[int], training_steps: set[int]) -> list[float]:
+    """Centre y of each row. The training tree's rows are ROW apart whatever was branched;
+    a step that only branch results reach (a branch from a node below the tree's last split
+    makes its children one step further down) sits between its neighbouring training rows, so
+    branching never moves the training tree."""
+    placed = {step: _y(i) for i, step in enumerate(s for s in rows if s in training_steps)}
+    known = sorted(placed)
+    places: list[float] = []
+    for step in rows:
+        if step in placed:
+            places.append(placed[step])
+            continue
+        above = [s for s in known if s < step]
+        below = [s for s in known if s > step]
+        if above and below:
+            a, b = above[-1], below[0]
+            places.append(placed[a] + (placed[b] - placed[a]) * (step - a) / (b - a))
+        elif above:  # past the training tree's deepest row: rows continue ROW apart
+            places.append(placed[above[-1]] + ROW * (step - above[-1]))
+        else:
+            places.append(_y(0) - ROW * (below[0] - step) if below else _y(len(places)))
+    return places
 
 
 def ranked_leaves(lay: TreeLayout, count: int = 5) -> tuple[list[int], list[int]]:
@@ -315,8 +343,8 @@ def _node_title(node: TreeNode) -> str:
 
 
 def _edge_ends(parent: _Vis, child: _Vis) -> tuple[float, float, float, float, float]:
-    x1, y1 = parent.x, _y(parent.row) + _size(parent) / 2
-    x2, y2 = child.x, _y(child.row) - _size(child) / 2 - (FRAME if not child.children else 0)
+    x1, y1 = parent.x, parent.y + _size(parent) / 2
+    x2, y2 = child.x, child.y - _size(child) / 2 - (FRAME if not child.children else 0)
     return x1, y1, x2, y2, (y1 + y2) / 2
 
 
@@ -389,7 +417,7 @@ def _node(
 ) -> list[str]:
     node = vis.node
     size = _size(vis)
-    x, y = vis.x - size / 2, _y(vis.row) - size / 2
+    x, y = vis.x - size / 2, vis.y - size / 2
     is_leaf = not vis.children
     classes = ["tn", "leaf" if is_leaf else "inner"]
     if node.branch_job_id is not None:
@@ -432,7 +460,7 @@ def _node(
         )
     else:
         out.append(
-            f'<text x="{vis.x:.1f}" y="{_y(vis.row) + 3:.1f}" text-anchor="middle" '
+            f'<text x="{vis.x:.1f}" y="{vis.y + 3:.1f}" text-anchor="middle" '
             f'font-size="9" fill="#5f6368">n/a</text>'
         )
     if node.branch_job_id is not None:
@@ -502,8 +530,8 @@ def render_tree_svg(
     start, end = summary.window_start, summary.window_start + summary.depth
     window_rows = [i for i, step in enumerate(lay.rows) if start <= step <= end]
     if summary.depth > 0 and window_rows:
-        top = _y(window_rows[0]) - NODE / 2 - 8
-        bottom = _y(window_rows[-1]) + NODE / 2 + 8
+        top = lay.row_y[window_rows[0]] - NODE / 2 - 8
+        bottom = lay.row_y[window_rows[-1]] + NODE / 2 + 8
         out.append(
             f'<rect class="window-band" x="0" y="{top:.1f}" width="{lay.width}" '
             f'height="{bottom - top:.1f}" fill="{WINDOW_BAND}"/>'
@@ -515,7 +543,7 @@ def render_tree_svg(
     for row, step in enumerate(lay.rows):
         sample = next(v.node for v in lay.visible.values() if v.node.step_index == step)
         sigma = "" if sample.sigma is None else f"σ {sample.sigma:.2f}"
-        y = _y(row)
+        y = lay.row_y[row]
         out.append(
             f'<text class="step-label" x="6" y="{y - 2:.1f}" font-size="11" fill="#202124">'
             f"step {step}</text>"
@@ -567,7 +595,7 @@ def render_tree_svg(
     ring = lay.visible.get(selected) if selected is not None else None
     if ring is not None:
         size, pad = _size(ring), FRAME + 4
-        rx, ry = ring.x - size / 2 - pad, _y(ring.row) - size / 2 - pad
+        rx, ry = ring.x - size / 2 - pad, ring.y - size / 2 - pad
         out.append(
             f'<rect class="selection" x="{rx:.1f}" y="{ry:.1f}" width="{size + 2 * pad}" '
             f'height="{size + 2 * pad}" rx="5" fill="none" stroke="{SELECTED}" '

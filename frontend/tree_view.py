@@ -9,7 +9,8 @@ and 2-3 MB with them. Columns (same order, `i` is a node's position):
 
     id    node id (tree_nodes id; a branch node's id negated, as frontend/client.Tree has it)
     p     parent's position, -1 for a root
-    x     centre x (px at zoom 1); r: row (rows[r] is its step, sigmas[r] that row's sigma)
+    x     centre x (px at zoom 1); r: row (rows[r] is its step, row_y[r] its centre y, sigmas[r]
+          that row's sigma)
     f     flags: 1 leaf (drawn without children), 2 made by an SDE step, 4 grown by a branch
           (drawn in the overlay), 8 grown by the branch just run, 16 has a fold button
     n     node_index; st: denoising steps on its incoming edge
@@ -118,6 +119,7 @@ def tree_view_json(
         "height": lay.height,
         "geometry": {"gutter": GUTTER, "pad": PAD, "row": ROW, "node": NODE, "leaf": LEAF},
         "rows": lay.rows,
+        "row_y": [round(y, 1) for y in lay.row_y],
         "sigmas": sigmas,
         "window": [window[0], window[-1]] if summary.depth > 0 and window else None,
         "overlay_x": lay.overlay_x,

@@ -50,7 +50,7 @@ let bitmaps = [];        // per atlas: ImageBitmap | HTMLImageElement | null
 let tilesDrawn = 0, pending = false, shownTree = null, atlasToken = 0;
 
 const size = (i) => ((N.f[i] & FOLD) ? V.geometry.node : V.geometry.leaf);
-const rowY = (r) => V.geometry.pad + r * V.geometry.row + V.geometry.node / 2;
+const rowY = (r) => V.row_y[r];  // the server places rows: a branch never moves the training tree's
 const shown = (i) => !hidden[i] && (overlay || !(N.f[i] & BRANCH));
 const now = () => performance.now().toFixed(1);
 
@@ -563,7 +563,7 @@ element.tgTree = {
   // Ids of the drawn nodes whose flags have every bit of `mask` (tree_view.py's flags).
   ids(mask = 0) { return N ? N.id.filter((_, i) => (N.f[i] & mask) === mask && shown(i)) : []; },
   // Where the training tree's nodes sit (tree coordinates): a branch must never move them.
-  places() { return N ? Object.fromEntries(N.id.map((id, i) => [id, [N.x[i], N.r[i]]])
+  places() { return N ? Object.fromEntries(N.id.map((id, i) => [id, [N.x[i], rowY(N.r[i])]])
     .filter((_, i) => !(N.f[i] & BRANCH))) : {}; },
   root() { return V && V.roots.length ? N.id[V.roots[0]] : null; },
   dimmed() { return N && keep ? N.id.filter((_, i) => !keep.has(i)).length : 0; },

@@ -100,6 +100,35 @@ def test_a_branch_keeps_the_training_tree_in_place_and_its_caption() -> None:
     assert tree_view_json(plain, layout_tree(plain))["branches"] == 0
 
 
+def test_a_branch_below_the_last_split_adds_a_step_without_moving_the_training_rows() -> None:
+    """Branching from a child of the window's last split (step 5 here) grows children at step 6,
+    a step the training tree draws no row for (its chains collapse to the leaves at step 10):
+    that row sits between the training rows around it, and no training node moves, neither in
+    the SVG nor in the canvas view's places (x, row_y[r])."""
+    data = tree_json(k=3, depth=3, steps=10, window_start=2)
+    plain = Tree.from_json(data)
+    origin = next(n for n in plain.nodes if n.step_index == 5)
+    branched = Tree.from_json(_with_branch(data, origin.id))
+    before, after = _positions(render_tree_svg(plain)), _positions(render_tree_svg(branched))
+    assert {node_id: after[node_id] for node_id in before} == before
+    lay_plain, lay = layout_tree(plain), layout_tree(branched)
+    assert 6 not in lay_plain.rows and 6 in lay.rows
+    assert lay.height == lay_plain.height
+    between = lay.row_y[lay.rows.index(6)]
+    assert lay.row_y[lay.rows.index(5)] < between < lay.row_y[lay.rows.index(10)]
+
+    def places(tree: Tree) -> dict[int, tuple[float, float]]:
+        view = tree_view_json(tree, layout_tree(tree))
+        nodes = view["nodes"]
+        return {
+            nodes["id"][i]: (nodes["x"][i], view["row_y"][nodes["r"][i]])
+            for i in range(len(nodes["id"]))
+            if not nodes["f"][i] & 4
+        }
+
+    assert places(branched) == places(plain)
+
+
 def test_the_legend_draws_the_branch_frame_as_the_tree_does() -> None:
     data = tree_json()
     origin = next(n for n in Tree.from_json(data).nodes if n.step_index == 4)
