@@ -212,10 +212,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")
     args = parser.parse_args(argv)
     api = args.api.rstrip("/")
-    demo = build_blocks(api, public_base=(args.public_api or api).rstrip("/"))
-    demo.queue(default_concurrency_limit=CONCURRENCY).launch(
-        server_name=args.host, server_port=args.port, share=False, **launch_kwargs()
-    )
+    import uvicorn
+
+    app = standalone_app(api, public_base=(args.public_api or api).rstrip("/"))
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
+def standalone_app(api: str, public_base: str) -> Any:
+    """The dashboard alone at the site's root, on an app of its own (not Gradio's launch): its
+    links (frontend/links.py, at /files/<token>) need a route before Gradio's, as under /ui."""
+    from fastapi import FastAPI
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    links.add_route(app, "/")
+    demo = build_blocks(api, public_base=public_base).queue(default_concurrency_limit=CONCURRENCY)
+    return gr.mount_gradio_app(app, demo, path="", **launch_kwargs())
 
 
 if __name__ == "__main__":

@@ -5,9 +5,12 @@ The UI issues a short-lived random token for one API path and the user's key, ke
 process's memory only; `GET <ui>/files/<token>` fetches that path from the API with the key and
 streams the answer back (same origin as the page, so it also works behind a path prefix). The
 key never appears in a URL, in the page or in the browser's storage; a token names one file and
-expires after TTL_SECONDS.
+expires after TTL_SECONDS. The answer is streamed through chunk by chunk (a checkpoint zip of
+gigabytes never sits in this process), with its Content-Type, Content-Disposition (the file name
+the browser saves under) and Content-Length.
 
     href = link_for(client, "/api/v1/artifacts/jobs/1/.../node-00003.png")   # "files/<token>"
+    href = link_for(client, "/api/v1/jobs/7/checkpoint")                     # the Run tab's
     add_route(app, "/ui")                     # frontend.app.mount does this before Gradio's
 """
 
@@ -34,7 +37,14 @@ PASSED_HEADERS = (
     "content-disposition",
     "content-security-policy",
     "etag",
+    "content-encoding",  # the body passes through raw (still encoded), so say how
+    "location",  # the API's presigned bucket URL (TREEGRPO_ARTIFACT_REDIRECT): no key in it
 )
+EXPIRED = (
+    f"This link has expired (links last {TTL_SECONDS // 60} minutes): "
+    "open it again from the dashboard."
+)
+UNREACHABLE = "The API did not answer: try the link again from the dashboard."
 
 
 @dataclass(frozen=True)
@@ -55,14 +65,22 @@ class LinkStore:
         self._lock = threading.Lock()
 
     def issue(self, base_url: str, key: str, path: str) -> str:
+        """A token for `path` fetched with `key`. The same file and key get the same token while
+        it has over half its life left: the Run tab redraws its header every tick, and a new
+        token each time would change the page and fill the store for nothing."""
         now = time.monotonic()
-        token = secrets.token_urlsafe(24)
+        link = Link(base_url.rstrip("/"), key, path, now + self.ttl)
         with self._lock:
-            for old in [t for t, link in self._links.items() if link.expires <= now]:
+            for old in [t for t, held in self._links.items() if held.expires <= now]:
                 del self._links[old]
+            for token, held in reversed(self._links.items()):
+                same = (held.base_url, held.key, held.path) == (link.base_url, key, path)
+                if same and held.expires - now > self.ttl / 2:
+                    return token
             while len(self._links) >= MAX_LINKS:
                 del self._links[next(iter(self._links))]
-            self._links[token] = Link(base_url.rstrip("/"), key, path, now + self.ttl)
+            token = secrets.token_urlsafe(24)
+            self._links[token] = link
         return token
 
     def resolve(self, token: str) -> Link | None:
@@ -84,7 +102,9 @@ def link_for(client: ApiClient, path: str | None, public_base: str = "") -> str 
     if not path:
         return None
     if not client.api_key:
-        return artifact_href(path, public_base)
+        bare, mark, query = path.partition("?")  # /api/v1/jobs/7/export?format=lora
+        href = artifact_href(bare, public_base)
+        return href + mark + query if href else None
     if not path.startswith(API_PREFIX + "/"):
         path = f"{API_PREFIX}/artifacts/{path.lstrip('/')}"
     return "files/" + LINKS.issue(client.base_url, client.api_key, path)
@@ -94,16 +114,21 @@ async def serve(request: Request) -> Response:
     """GET <ui>/files/<token>: the API's answer for the token's path, fetched with its key."""
     link = LINKS.resolve(str(request.path_params.get("token", "")))
     if link is None:
-        return Response("This link has expired: open it again from the dashboard.", 404)
+        return Response(EXPIRED, 404, media_type="text/plain")
     client = httpx.AsyncClient(timeout=60, transport=LINKS.transport)
-    upstream = await client.send(
-        client.build_request("GET", link.base_url + link.path, headers={"X-API-Key": link.key}),
-        stream=True,
-    )
+    # Unencoded, please; and the body passes through raw either way, so Content-Length holds.
+    sent = {"X-API-Key": link.key, "Accept-Encoding": "identity"}
+    try:
+        upstream = await client.send(
+            client.build_request("GET", link.base_url + link.path, headers=sent), stream=True
+        )
+    except httpx.HTTPError:
+        await client.aclose()
+        return Response(UNREACHABLE, 502, media_type="text/plain")
 
     async def body() -> AsyncIterator[bytes]:
         try:
-            async for chunk in upstream.aiter_bytes():
+            async for chunk in upstream.aiter_raw():
                 yield chunk
         finally:
             await upstream.aclose()

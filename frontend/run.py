@@ -17,6 +17,7 @@ from frontend import curves, evaluation, render
 from frontend.charts import Series, line_chart_svg
 from frontend.client import API_PREFIX, ApiClient, ApiError, Job, Sample
 from frontend.context import UiContext
+from frontend.links import link_for
 from frontend.nodes import nodes_html
 from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
 from frontend.static import read_static
@@ -213,19 +214,21 @@ def training_charts_html(store: curves.MetricStore, smoothing: float) -> str:
     )
 
 
-def _checkpoint_href(ctx: UiContext, job: Job) -> str | None:
+def _checkpoint_href(ctx: UiContext, client: ApiClient, job: Job) -> str | None:
+    """The latest checkpoint's zip, through links.link_for as the tree panel's full-size image:
+    a plain link to the API cannot carry the key, so with reads closed it answered 401."""
     if not job.checkpoint_path:
         return None
-    return ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/checkpoint"
+    return link_for(client, f"{API_PREFIX}/jobs/{job.id}/checkpoint", ctx.public_base)
 
 
-def _export_href(ctx: UiContext, job: Job) -> str | None:
+def _export_href(ctx: UiContext, client: ApiClient, job: Job) -> str | None:
     """The LoRA download of a LoRA run with a checkpoint (its checkpoints carry the export)."""
     train = job.config.get("train")
     lora = isinstance(train, dict) and bool(train.get("lora_rank"))
     if not job.checkpoint_path or not lora:
         return None
-    return ctx.public_base.rstrip("/") + f"{API_PREFIX}/jobs/{job.id}/export?format=lora"
+    return link_for(client, f"{API_PREFIX}/jobs/{job.id}/export?format=lora", ctx.public_base)
 
 
 def held_out(store: curves.MetricStore | None) -> tuple[float, int] | None:
@@ -237,11 +240,14 @@ def held_out(store: curves.MetricStore | None) -> tuple[float, int] | None:
     return series[epoch], epoch
 
 
-def header_html(ctx: UiContext, job: Job, store: curves.MetricStore | None = None) -> str:
+def header_html(
+    ctx: UiContext, client: ApiClient, job: Job, store: curves.MetricStore | None = None
+) -> str:
+    """The Run tab's header; its download links are issued for `client`'s key."""
     header = render.job_header(
         job,
-        checkpoint_href=_checkpoint_href(ctx, job),
-        export_href=_export_href(ctx, job),
+        checkpoint_href=_checkpoint_href(ctx, client, job),
+        export_href=_export_href(ctx, client, job),
         held_out=held_out(store),
     )
     return header + nodes_html(job)
@@ -338,7 +344,7 @@ def open_job(ctx: UiContext, client: ApiClient, job: Any, smooth: float) -> tupl
     return (
         view,
         list_jobs(client, job_id),
-        header_html(ctx, found, store),
+        header_html(ctx, client, found, store),
         reward_charts_html(store, smooth),
         training_charts_html(store, smooth),
         log_html(view.log_text),
@@ -401,7 +407,7 @@ def _tick(ctx: UiContext, client: ApiClient, state: RunView, smooth: float) -> t
     redraw = added or changed_status
     return (
         state,
-        header_html(ctx, job, state.store),
+        header_html(ctx, client, job, state.store),
         reward_charts_html(state.store, smooth) if redraw else skip,
         training_charts_html(state.store, smooth) if redraw else skip,
         *galleries,

@@ -73,3 +73,76 @@ def test_a_closed_studio_needs_the_key_to_show_anything(closed: Stack) -> None:
             _wait_text(page, "#tg-jobs", "closed-run-7")
         finally:
             browser.close()
+
+
+def test_the_run_tabs_downloads_work_on_a_closed_studio(closed: Stack) -> None:
+    """The Run header's checkpoint and LoRA links, as the page renders them for the pasted key,
+    open with no key at all (the UI serves them: frontend/links.py), while the API's own URL
+    answers 401; the browser saves the zip under the API's file name."""
+    import io
+    import zipfile
+    from urllib.parse import urljoin
+
+    import httpx
+    from playwright.sync_api import sync_playwright
+    from ui_stack import seed_checkpoint
+
+    job_id, folder = seed_checkpoint(closed, name="closed lora run")
+    with closed.api() as anonymous:
+        assert anonymous.get(f"/jobs/{job_id}/checkpoint").status_code == 401
+        assert anonymous.get(f"/jobs/{job_id}/export", params={"format": "lora"}).status_code == 401
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+            page.set_default_timeout(20_000)
+            page.goto(closed.ui)
+            page.wait_for_selector("#tg-key-note .tg-key-status:not(.tg-key-pending)")
+            field = page.locator("#tg-api-key textarea, #tg-api-key input").first
+            field.fill(closed.key)
+            field.dispatch_event("blur")
+            _wait_text(page, "#tg-key-note", "reads included")
+            page.get_by_role("tab", name="Runs", exact=True).click()
+            _wait_text(page, "#tg-jobs", "closed lora run")
+            page.locator(f"#tg-jobs tr[data-job-id='{job_id}']").dblclick()
+            _wait_text(page, "#tg-run-header", "Download the LoRA for diffusers")
+            hrefs = {
+                name: str(page.locator(f"[data-testid='{name}-link']").get_attribute("href"))
+                for name in ("checkpoint", "export")
+            }
+            assert all(href.startswith("files/") for href in hrefs.values()), hrefs
+            assert not any(closed.key in href for href in hrefs.values())
+            with page.expect_download() as saving:
+                page.locator("[data-testid='checkpoint-link']").click()
+            saved = saving.value
+            assert saved.suggested_filename == f"job-{job_id}-epoch-000002.zip"
+            with zipfile.ZipFile(saved.path()) as archive:
+                assert (
+                    archive.read("model.safetensors") == (folder / "model.safetensors").read_bytes()
+                )
+            page_url = page.url
+        finally:
+            browser.close()
+
+    # The same hrefs, fetched with no key and no cookie: the token alone opens the file.
+    with httpx.Client(timeout=30) as bare:
+        answer = bare.get(urljoin(page_url, hrefs["checkpoint"]))
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"] == "application/zip"
+        archive = zipfile.ZipFile(io.BytesIO(answer.content))
+        assert sorted(archive.namelist()) == [
+            "lora/README.md",
+            "lora/pytorch_lora_weights.safetensors",
+            "model.safetensors",
+            "state.json",
+        ]
+        assert archive.read("state.json") == (folder / "state.json").read_bytes()
+        export = bare.get(urljoin(page_url, hrefs["export"]))
+        assert export.status_code == 200, export.text
+        assert f"job-{job_id}-epoch-000002-lora.zip" in export.headers["content-disposition"]
+        lora = zipfile.ZipFile(io.BytesIO(export.content))
+        assert (
+            lora.read("pytorch_lora_weights.safetensors")
+            == (folder / "lora" / "pytorch_lora_weights.safetensors").read_bytes()
+        )

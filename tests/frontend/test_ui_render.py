@@ -11,7 +11,7 @@ from ui_factories import job_json, tree_json
 
 from frontend import curves, form, render
 from frontend.charts import Series, ema_smooth, format_tick, line_chart_svg, nice_ticks
-from frontend.client import Job, MetricPoint, Sample, Tree
+from frontend.client import ApiClient, Job, MetricPoint, Sample, Tree
 from frontend.compare import compare_html
 from frontend.run import reward_charts_html, training_charts_html
 from frontend.tree_handlers import tree_choice_label
@@ -48,18 +48,23 @@ def test_header_offers_the_lora_export_beside_the_checkpoint() -> None:
     from frontend.run import header_html
 
     ctx = UiContext(public_base="http://host:9000/")
+    keyless = ApiClient("http://api.test")  # reads open: the API's own URLs
     config = {"algorithm": "treegrpo", "model": "digits", "train": {"lora_rank": 4}}
     lora = Job.from_json(job_json(id=7, config=config, checkpoint_path="jobs/7/checkpoints/e"))
-    header = header_html(ctx, lora)
+    header = header_html(ctx, keyless, lora)
     assert 'href="http://host:9000/api/v1/jobs/7/checkpoint"' in header
     assert 'href="http://host:9000/api/v1/jobs/7/export?format=lora"' in header
     assert 'data-testid="export-link"' in header
+    # With a key (reads may be closed) both go through the UI's origin; the key is in no URL.
+    key = "k" * 24
+    header = header_html(ctx, ApiClient("http://api.test", api_key=key), lora)
+    assert header.count('href="files/') == 2 and key not in header and "/api/v1" not in header
     # A full fine-tune: no LoRA to download; the header names the CLI's pipeline export.
     full = Job.from_json(job_json(id=8, checkpoint_path="jobs/8/checkpoints/e"))
-    header = header_html(ctx, full)
+    header = header_html(ctx, keyless, full)
     assert "export-link" not in header and "treegrpo export 8 --format pipeline" in header
     # No checkpoint yet: neither download.
-    assert "export" not in header_html(ctx, Job.from_json(job_json(id=9, config=config)))
+    assert "export" not in header_html(ctx, keyless, Job.from_json(job_json(id=9, config=config)))
 
 
 def test_gallery_panel_caption_and_compare_table_escape() -> None:

@@ -189,7 +189,7 @@ def test_the_run_header_shows_the_held_out_reward_beside_the_training_mean() -> 
         ]
     )
     job = Job.from_json(job_json(id=1, latest_reward=0.771))
-    header = run.header_html(UiContext(), job, store)
+    header = run.header_html(UiContext(), ApiClient("http://api.test"), job, store)
     assert "held-out reward</span><b>0.920 <small>(epoch 8)</small>" in header
     assert "training reward (last epoch, noisy)</span><b>0.771" in header
 
@@ -261,3 +261,41 @@ def test_opening_a_run_draws_its_header_and_curves_before_fetching_gallery_image
     base, late, slider = run.open_galleries(UiContext(), api.client(), view)
     assert "Epoch 0: the baseline" in base and "Epoch 2" in late and slider["value"] == 2
     assert [r for r in api.seen if "/artifacts/" in r.url.path]  # now the thumbnails
+
+
+def test_the_run_tabs_downloads_open_through_the_ui_with_the_users_key() -> None:
+    """With reads closed a plain link to /api/v1/jobs/1/checkpoint answered 401 (a link cannot
+    carry the key): opening a run links its downloads through the UI's origin (frontend/links.py)
+    with the caller's key, which is in no URL; the 2 s tick redraws the same links."""
+    import re
+
+    from frontend import links
+
+    config = {"algorithm": "treegrpo", "model": "digits", "train": {"lora_rank": 4}}
+    job = job_json(id=1, status="running", config=config, checkpoint_path="jobs/1/checkpoints/e")
+    empty = {"data": [], "count": 0}
+    api = FakeApi(
+        {
+            ("GET", f"{JOBS}/1"): job,
+            ("GET", f"{JOBS}/1/metrics"): {**empty, "names": []},
+            ("GET", f"{JOBS}/1/logs"): httpx.Response(200, text=""),
+            ("GET", f"{JOBS}/1/samples"): {**empty, "epochs": []},
+            ("GET", JOBS): _jobs(job),
+        }
+    )
+    view, _, header, *_ = run.open_job(UiContext(), api.client("k-secret"), 1, 0.6)
+    assert "k-secret" not in header
+    found = re.findall(r'href="files/([^"]+)" download\s+data-testid="([a-z]+)-link"', header)
+    hrefs = {name: token for token, name in found}
+    assert hrefs.keys() == {"checkpoint", "export"}
+    paths: dict[str, str] = {}
+    for name, token in hrefs.items():
+        link = links.LINKS.resolve(token)
+        assert link is not None and link.key == "k-secret" and link.base_url == "http://api.test"
+        paths[name] = link.path
+    assert paths == {
+        "checkpoint": f"{JOBS}/1/checkpoint",
+        "export": f"{JOBS}/1/export?format=lora",
+    }
+    ticked = run.tick(UiContext(), api.client("k-secret"), view, 0.6)
+    assert ticked[1] == header  # the same tokens: the header does not change under the cursor

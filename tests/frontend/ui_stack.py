@@ -335,3 +335,43 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+def seed_checkpoint(stack: Stack, name: str = "seeded LoRA run") -> tuple[int, Path]:
+    """A finished LoRA train job with a checkpoint in the stack's artifact folder: weights,
+    state, and the trainer's diffusers export in lora/ (safetensors files with small arrays).
+    Returns the job id and the checkpoint's folder."""
+    import numpy as np
+    from safetensors.numpy import save_file
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from backend import models
+
+    engine = create_engine(stack.env["TREEGRPO_DATABASE_URL"])
+    with Session(engine) as session:
+        job = models.Job(
+            kind="train",
+            name=name,
+            status="succeeded",
+            preset="digits-treegrpo",
+            config={"algorithm": "treegrpo", "model": "digits", "train": {"lora_rank": 4}},
+            params={},
+            algorithm="treegrpo",
+            progress_step=2,
+            progress_total=2,
+        )
+        session.add(job)
+        session.flush()
+        relpath = f"jobs/{job.id}/checkpoints/epoch-000002"
+        job.checkpoint_path = relpath
+        session.commit()
+        job_id = int(job.id)
+    folder = Path(stack.env["TREEGRPO_DATA_DIR"]) / "artifacts" / relpath
+    (folder / "lora").mkdir(parents=True)
+    save_file({"layer.weight": np.arange(12, dtype=np.float32)}, str(folder / "model.safetensors"))
+    (folder / "state.json").write_text('{"state": {"epoch": 2}}')
+    lora = {"transformer.proj.lora_A.weight": np.ones((4, 8), np.float32)}
+    save_file(lora, str(folder / "lora" / "pytorch_lora_weights.safetensors"))
+    (folder / "lora" / "README.md").write_text("# LoRA card")
+    return job_id, folder
