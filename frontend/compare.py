@@ -13,7 +13,7 @@ from frontend import curves, render
 from frontend.charts import Series, line_chart_svg
 from frontend.client import ApiClient, ApiError, Job, NotFound, Sample
 from frontend.context import UiContext
-from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
+from frontend.shared import QUIET, TAB_COMPARE, Shared, as_int, job_choices, small_images
 from frontend.thumbs import GALLERY_PX
 
 PHASES = ("time/rollout", "time/reward", "time/update")
@@ -413,8 +413,11 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     inputs = [key, runs, metric, smoothing, target]
     outputs = [charts, table, metric]
     gallery_io = ([key, runs, gallery_epoch], [gallery_epoch, side])
-    for source in (demo.load, refresh.click, tab.select):
-        source(sh.call(choices), [key, runs], runs).then(sh.call(update), inputs, outputs).then(
+    # Filled when the tab comes on screen (a hidden tab loads nothing: Shared.when_shown).
+    listed = [refresh.click(sh.call(choices), [key, runs], runs)]
+    listed += sh.when_shown(TAB_COMPARE, sh.call(choices), [key, runs], [runs])
+    for source in listed:
+        source.then(sh.call(update), inputs, outputs).then(
             sh.call_ui(galleries), *gallery_io, **QUIET
         )
     for event in (runs.change, metric.select, smoothing.release, target.submit, target.blur):

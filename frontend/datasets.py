@@ -18,7 +18,7 @@ from frontend import render
 from frontend.client import ApiError
 from frontend.dataset_calls import dataset_rows, delete_dataset, list_datasets, upload_dataset
 from frontend.render import esc
-from frontend.shared import Shared, as_int
+from frontend.shared import TAB_DATASETS, Shared, as_int
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 
@@ -159,7 +159,7 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     def on_delete(d: Any, key: str | None, request: gr.Request) -> str:
         return delete(sh, d, key, request)
 
-    demo.load(on_refresh, [sh.key], [listing, picker])
+    sh.when_shown(TAB_DATASETS, on_refresh, [sh.key], [listing, picker])
     reload.click(on_refresh, [sh.key], [listing, picker])
     go.click(on_upload, [file, name, split, sh.key], [status, file]).then(
         on_refresh, [sh.key], [listing, picker]

@@ -20,7 +20,7 @@ import gradio as gr
 
 from frontend import render
 from frontend.client import ApiClient, ApiError, Job
-from frontend.shared import QUIET, Shared, as_int
+from frontend.shared import QUIET, TAB_RUN, Shared, as_int
 
 PREFIX = "evaluation/"
 STATS = ("mean", "std", "n", "low", "high")
@@ -268,7 +268,6 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
     # with the Run tab's refresh timers: an idle page must not post events, issue 28).
     timer = gr.Timer(TICK_SECONDS, active=False)
     outputs = [view, html, compare, timer]
-    sh.job.change(show, [sh.job, sh.key], outputs)
-    demo.load(show, [sh.job, sh.key], outputs)
+    sh.when_shown(TAB_RUN, show, [sh.job, sh.key], outputs, follow_job=True)
     timer.tick(tick, [view, sh.key], outputs, **QUIET)
     compare.click(on_compare, [sh.job, sh.key], [sh.job, message])

@@ -15,7 +15,7 @@ import gradio as gr
 from frontend import experiment_view as view
 from frontend.client import ApiClient, ApiError
 from frontend.render import notice
-from frontend.shared import QUIET, Shared, as_int
+from frontend.shared import QUIET, TAB_EXPERIMENTS, Shared, as_int
 
 REFRESH_SECONDS = 5.0
 ACTIVE = frozenset({"queued", "running", "cancelling"})
@@ -118,8 +118,10 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         return show(chosen, axis, key, request)
 
     inputs = [picked, clock, sh.key]
-    for trigger in (demo.load, refresh.click, tab.select):
-        trigger(load_choices, [sh.key, picked], picked).then(show, inputs, outputs)
+    listed = [refresh.click(load_choices, [sh.key, picked], picked)]
+    listed += sh.when_shown(TAB_EXPERIMENTS, load_choices, [sh.key, picked], [picked])
+    for trigger in listed:
+        trigger.then(show, inputs, outputs)
     picked.change(show, inputs, outputs, **QUIET)
     clock.change(show, inputs, outputs, **QUIET)
     timer.tick(tick, inputs, outputs, **QUIET)

@@ -17,7 +17,7 @@ import gradio as gr
 from frontend import render
 from frontend.client import ApiClient, ApiError, Job
 from frontend.context import UiContext
-from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
+from frontend.shared import QUIET, TAB_PLAYGROUND, Shared, as_int, job_choices, small_images
 from frontend.thumbs import GALLERY_PX
 
 POLL_SECONDS = 0.5
@@ -162,8 +162,8 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     result = gr.HTML(elem_id="tg-play-result-box")
 
     # Filled again whenever the tab is shown: a list filled at page load only went stale.
-    for source in (demo.load, refresh.click, tab.select):
-        source(sh.call(list_runs), [sh.key, sh.job], picker, **QUIET)
+    refresh.click(sh.call(list_runs), [sh.key, sh.job], picker, **QUIET)
+    sh.when_shown(TAB_PLAYGROUND, sh.call(list_runs), [sh.key, sh.job], [picker], **QUIET)
     go.click(
         sh.call_ui(sample),
         [sh.key, picker, epoch_box, prompt, seed, images],

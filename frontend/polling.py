@@ -10,6 +10,7 @@ Timers a tab creates inactive (the tree inspector's branch poll) stay under that
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -42,29 +43,40 @@ def timer_states(timers: Mapping[str, list[gr.Timer]], shown: str | None) -> lis
 
 
 def poll_only_when_shown(
-    demo: gr.Blocks, tabs: gr.Tabs, built: Mapping[str, gr.Tab], *, first: str
+    demo: gr.Blocks,
+    tabs: gr.Tabs,
+    built: Mapping[str, gr.Tab],
+    shown: gr.Textbox,
+    opened: Mapping[str, gr.Textbox],
+    *,
+    first: str,
 ) -> None:
-    """Start each tab's refresh timers only while it is shown (`first` is shown at load)."""
+    """Start each tab's refresh timers only while it is shown (`first` is shown at load), and
+    keep `shown` (the id of the tab on screen) and `opened` (per tab, a box that takes a new
+    value each time that tab comes on screen) for the loaders of Shared.when_shown."""
     timers = {tab_id: refresh_timers(tab) for tab_id, tab in built.items()}
     for tab_id, owned in timers.items():
         for timer in owned:
             setattr(timer, MANAGED, True)
             timer.active = tab_id == first
     flat = [timer for owned in timers.values() for timer in owned]
-    if not flat:
-        return
-    # The tab now shown, read from the page (Tabs.change carries no value): a hidden box.
-    shown = gr.Textbox(visible=False, elem_id="tg-shown-tab")
+    # The tab now shown, read from the page (Tabs.change carries no value) into a hidden box.
+    read = gr.Textbox(visible=False, elem_id="tg-shown-tab")
+
+    switches = itertools.count(1)
 
     def switch(tab_elem_id: str | None) -> list[Any]:
-        prefix = "tg-tab-"
-        tab_id = (tab_elem_id or "").removeprefix(prefix) or None
-        return timer_states(timers, tab_id if tab_id in timers else None)
+        tab_id = (tab_elem_id or "").removeprefix("tg-tab-") or None
+        # Only the shown tab's box changes, so only its loaders fire: a switch costs the page
+        # one tab's events, not every tab's.
+        mark = str(next(switches))
+        boxes = [mark if name == tab_id else gr.skip() for name in opened]
+        return [*timer_states(timers, tab_id if tab_id in timers else None), tab_id, *boxes]
 
     tabs.change(
         switch,
-        [shown],
-        flat,
+        [read],
+        [*flat, shown, *opened.values()],
         js=read_static("shown_tab.js"),
         show_progress="hidden",
         queue=False,

@@ -19,7 +19,15 @@ from frontend.client import API_PREFIX, ApiClient, ApiError, Job, Sample
 from frontend.context import UiContext
 from frontend.links import link_for
 from frontend.nodes import nodes_html
-from frontend.shared import QUIET, Shared, as_int, job_choices, small_images
+from frontend.shared import (
+    QUIET,
+    TAB_RUN,
+    Shared,
+    as_int,
+    job_choices,
+    only_when_shown,
+    small_images,
+)
 from frontend.static import read_static
 from frontend.thumbs import GALLERY_PX
 
@@ -478,16 +486,19 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
 
     key, job = sh.key, sh.job
     # The list is fetched again whenever it is shown: a picker filled once kept old statuses.
-    for source in (demo.load, refresh.click, tab.select):
-        source(sh.call(list_jobs), [key, job], picker, **QUIET)
+    refresh.click(sh.call(list_jobs), [key, job], picker, **QUIET)
+    sh.when_shown(TAB_RUN, sh.call(list_jobs), [key, job], [picker], **QUIET)
     picker.select(lambda value: as_int(value), picker, job)  # once per pick (`input`: twice)
     parts = [header, reward_html, training_html, baseline_html, latest_html, epoch, log]
     opened = [view, picker, header, reward_html, training_html, log, config, timer]
     galleries = [baseline_html, latest_html, epoch]
-    for source in (job.change, demo.load):
-        source(sh.call_ui(open_job), [key, job, smoothing], opened).then(
-            sh.call_ui(open_galleries), [key, view], galleries, **QUIET
-        )
+    # Opened when the tab comes on screen and when the job changes while it is there (a hidden
+    # Run tab loads nothing: Shared.when_shown).
+    thumbnails = only_when_shown(TAB_RUN, sh.call_ui(open_galleries), len(galleries))
+    for opening in sh.when_shown(
+        TAB_RUN, sh.call_ui(open_job), [key, job, smoothing], opened, follow_job=True
+    ):
+        opening.then(thumbnails, [sh.shown, key, view], galleries, **QUIET)
     timer.tick(sh.call_ui(tick), [key, view, smoothing], [view, *parts, picker, timer], **QUIET)
     smoothing.release(resmooth, [view, smoothing], [reward_html, training_html], **QUIET)
     epoch.release(sh.call_ui(pick_epoch), [key, view, epoch], latest_html, **QUIET)

@@ -24,7 +24,7 @@ from frontend.client import (
     ApiError,
     Job,
 )
-from frontend.shared import QUIET, TAB_RUN, TAB_TREE, Shared, as_int
+from frontend.shared import QUIET, TAB_RUN, TAB_RUNS, TAB_TREE, Shared, as_int
 from frontend.static import read_static
 
 REFRESH_SECONDS = 3.0
@@ -450,10 +450,14 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
             [job, selected, confirm_row, action_msg, sh.tabs],
             show_progress="hidden",
         )
-    job.change(sh.call(show_selected), [key, job], selected)
-    job.change(sh.call(fill_edit), [key, job], [edit_name, edit_tags, edit_notes])
-    for source in (job.change, sh.me.change):
-        source(sh.call(gate_actions), [key, job, sh.me], [*buttons.values(), save, permission])
+    # What shows the shared job here follows it while the tab is on screen, and catches up
+    # when it comes back (a job picked in another tab; Shared.when_shown).
+    sh.when_shown(TAB_RUNS, sh.call(show_selected), [key, job], [selected], follow_job=True)
+    edits = [edit_name, edit_tags, edit_notes]
+    sh.when_shown(TAB_RUNS, sh.call(fill_edit), [key, job], edits, follow_job=True)
+    gated = [*buttons.values(), save, permission]
+    sh.when_shown(TAB_RUNS, sh.call(gate_actions), [key, job, sh.me], gated, follow_job=True)
+    sh.me.change(sh.call(gate_actions), [key, job, sh.me], gated)
     open_run.click(lambda: gr.Tabs(selected=TAB_RUN), None, sh.tabs)
     open_tree.click(lambda: gr.Tabs(selected=TAB_TREE), None, sh.tabs)
     confirm = [pending, confirm_row, confirm_text, action_msg]

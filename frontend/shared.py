@@ -36,6 +36,31 @@ class Shared:
     me: gr.State  # GET /me of that key: {"key_id", "name", "role"}, or None
     job: gr.State  # id of the job picked in any tab (int | None)
     tabs: gr.Tabs
+    shown: gr.Textbox  # id of the tab on screen (hidden; frontend/polling.py keeps it)
+    # Per tab, a hidden box that changes each time that tab comes on screen (and only then).
+    opened: dict[str, gr.Textbox]
+
+    def when_shown(
+        self,
+        tab_id: str,
+        callback: Callable[..., Any],
+        inputs: list[Any],
+        outputs: list[Any],
+        *,
+        follow_job: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Run `callback` (wired with `inputs`) each time tab `tab_id` comes on screen, and with
+        `follow_job` also when the shared job changes while it is on screen. A hidden tab loads
+        nothing: every update to a hidden tab's component walks Gradio's whole component tree
+        in the page (about a second of main thread per job pick when five tabs followed it),
+        and its timers are stopped anyway. Returns the events, for a `.then` each (one after a
+        job change runs while the tab is hidden too: gate it with `only_when_shown`)."""
+        events = [self.opened[tab_id].change(callback, inputs, outputs, **options)]
+        if follow_job:
+            gate = only_when_shown(tab_id, callback, len(outputs))
+            events.append(self.job.change(gate, [self.shown, *inputs], outputs, **options))
+        return events
 
     def call(self, handler: Callable[..., Any]) -> Callable[..., Any]:
         """The Gradio callback of `handler(client, *values)`; wire it with [sh.key, *inputs]."""
@@ -92,6 +117,42 @@ def with_client(ctx: UiContext, handler: Callable[..., Any]) -> Callable[..., An
 
     call.__name__ = handler.__name__
     return call
+
+
+def only_when_shown(tab_id: str, callback: Callable[..., Any], outputs: int) -> Callable[..., Any]:
+    """`callback` with the shown tab's id as a new first input: it runs when that id is
+    `tab_id` and otherwise leaves all `outputs` as they are (a skip costs the page nothing).
+    Gradio finds the request parameter from the signature and type hints, so both are
+    `callback`'s with the new one in front."""
+
+    def skipped() -> Any:
+        return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
+
+    if inspect.isgeneratorfunction(callback):
+
+        def stream(shown: str | None, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            if shown != tab_id:
+                yield skipped()
+                return
+            yield from callback(*args, **kwargs)
+
+        gate: Callable[..., Any] = stream
+    else:
+
+        def call(shown: str | None, *args: Any, **kwargs: Any) -> Any:
+            return callback(*args, **kwargs) if shown == tab_id else skipped()
+
+        gate = call
+    signature = inspect.signature(callback)
+    first = inspect.Parameter("shown", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    gate.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[first, *signature.parameters.values()]
+    )
+    # typing.get_type_hints reads these, resolved in the globals of `callback` (__wrapped__).
+    gate.__annotations__ = {**getattr(callback, "__annotations__", {}), "shown": "str | None"}
+    gate.__wrapped__ = callback  # type: ignore[attr-defined]
+    gate.__name__ = getattr(callback, "__name__", "gated")
+    return gate
 
 
 def event_data(evt: gr.EventData | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import gradio as gr
 from frontend import access, render
 from frontend import tree_handlers as h
 from frontend.client import ApiClient, ApiError, Tree
-from frontend.shared import QUIET, Shared, as_int, event_data
+from frontend.shared import QUIET, TAB_TREE, Shared, as_int, event_data
 from frontend.tree_handlers import Branching, Loaded
 
 POLL_SECONDS = 2.0
@@ -61,6 +61,12 @@ class Wire:
         if lists.warm:
             self.sh.ctx.in_background(h.warm, client, lists.warm)
         return *pickers, *shown
+
+    def pick_job(
+        self, value: Any, key: str | None, loaded: Any, request: gr.Request
+    ) -> tuple[Any, ...]:
+        """A job picked here: its lists and newest tree at once."""
+        return self.refresh_and_load(key, as_int(value), loaded, request)
 
     def _load(self, client: ApiClient, tree_id: int) -> tuple[Any, ...]:
         try:
@@ -216,15 +222,21 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     shown = [tree_state, node_state, tree_html, panel, branch_msg]
     for trigger in (tree_state.change, sh.me.change):
         trigger(w.branch_allowed, [tree_state, sh.me], [branch, branch_msg], **QUIET)
-    for trigger in (demo.load, refresh.click, sh.job.change, tab.select):
-        trigger(
-            w.refresh_and_load,
-            [sh.key, sh.job, tree_state],
-            [job_pick, tree_pick, tree_msg, tree_ids, *shown],
-            show_progress="minimal",
-        )
-    # `select` fires once per pick (a Dropdown fires `input` twice).
-    job_pick.select(lambda value: as_int(value), job_pick, sh.job)
+    loaded_io = ([sh.key, sh.job, tree_state], [job_pick, tree_pick, tree_msg, tree_ids, *shown])
+    refresh.click(w.refresh_and_load, *loaded_io, show_progress="minimal")
+    sh.when_shown(
+        TAB_TREE, w.refresh_and_load, *loaded_io, follow_job=True, show_progress="minimal"
+    )
+    # `select` fires once per pick (a Dropdown fires `input` twice). The pick loads its tree
+    # itself, and only then becomes the shared job: through sh.job.change the tree waited for a
+    # second round trip and behind the other tabs' events that change sets off. The change
+    # then finds the tree loaded.
+    job_pick.select(
+        w.pick_job,
+        [job_pick, sh.key, tree_state],
+        [job_pick, tree_pick, tree_msg, tree_ids, *shown],
+        show_progress="minimal",
+    ).then(lambda value: as_int(value), job_pick, sh.job, **QUIET)
     tree_pick.select(w.pick_tree, [tree_pick, sh.key], shown, show_progress="minimal")
     for button, direction in ((newer, -1), (older, 1)):
         button.click(w.step(direction), [tree_ids, tree_state, sh.key], [tree_pick, *shown])

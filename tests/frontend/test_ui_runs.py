@@ -5,9 +5,10 @@ failed job behind, the Run header shows the held-out reward, and only the tab on
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_type_hints
 
 import gradio as gr
 import httpx
@@ -17,6 +18,7 @@ from frontend import curves, playground, polling, run, runs, submit
 from frontend.app import build_blocks
 from frontend.client import ApiClient, Job, MetricPoint
 from frontend.context import UiContext
+from frontend.shared import only_when_shown
 
 Route = Callable[[httpx.Request], httpx.Response]
 
@@ -225,11 +227,71 @@ def test_only_the_tab_on_screen_polls() -> None:
         if any(t[1] == "change" for t in d["targets"]) and d.get("js")
     )
     flat = [t for owned in timers.values() for t in owned]
-    assert switch["outputs"] == [t._id for t in flat]
+    assert switch["outputs"][: len(flat)] == [t._id for t in flat]
     fn = demo.fns[switch["id"]].fn
-    states = [u.active for u in fn("tg-tab-run")]
-    assert states == [t in timers["tg-tab-run"] for t in flat]
-    assert not any(u.active for u in fn("tg-tab-tree"))
+    out = fn("tg-tab-run")
+    updates, shown, boxes = out[: len(flat)], out[len(flat)], out[len(flat) + 1 :]
+    assert [u.active for u in updates] == [t in timers["tg-tab-run"] for t in flat]
+    assert shown == "run"  # the shown tab's id, which the tabs' loaders read
+    # Only the Run tab's box takes a new value (so only its loaders fire), a new one each time.
+    assert [b != gr.skip() for b in boxes] == [t == "tg-tab-run" for t in tabs]
+    again = fn("tg-tab-run")[len(flat) + 1 :]
+    assert [b for b in again if b != gr.skip()] != [b for b in boxes if b != gr.skip()]
+    out = fn("tg-tab-tree")
+    assert not any(u.active for u in out[: len(flat)]) and out[len(flat)] == "tree"
+
+
+def test_a_hidden_tab_loads_nothing_and_loads_when_shown() -> None:
+    """A job picked in one tab used to set off every other tab's loaders: each update to a
+    hidden tab's component walks Gradio's whole component tree in the page. Now each tab's
+    loader runs on its own tab's show and on a job change only while it is on screen; hidden,
+    it skips every output."""
+    calls: list[tuple[Any, ...]] = []
+
+    def load(request: gr.Request, key: str | None, *values: Any) -> tuple[str, str]:
+        calls.append((request, key, *values))
+        return "header", "chart"
+
+    gate = only_when_shown("run", load, 2)
+    assert gate("tree", "req", "key", 7) == (gr.skip(), gr.skip()) and calls == []
+    assert gate("run", "req", "key", 7) == ("header", "chart")
+    assert calls == [("req", "key", 7)]
+    # Gradio finds the request parameter after the new first one, by signature and type hints.
+    assert list(inspect.signature(gate).parameters)[:3] == ["shown", "request", "key"]
+    assert get_type_hints(gate)["request"] is gr.Request
+    one = only_when_shown("run", lambda: "x", 1)
+    assert one("runs") == gr.skip() and one("run") == "x"
+
+    # Wired: the shown tab's change and, for job followers, the job's change; nothing on load.
+    demo = build_blocks("http://127.0.0.1:8000")
+    config = demo.get_config_file()
+    names = {d["id"]: demo.fns[d["id"]].fn.__name__ for d in config["dependencies"]}
+    loads = {
+        names[d["id"]] for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])
+    }
+    for hidden_loader in ("open_job", "refresh_and_load", "list_runs", "on_refresh", "show"):
+        assert hidden_loader not in loads, hidden_loader
+    ids = {b.elem_id: b._id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+
+    def on_change_of(elem_id: str, first_input: str | None = None) -> set[str]:
+        return {
+            names[d["id"]]
+            for d in config["dependencies"]
+            if [ids[elem_id], "change"] in [list(t) for t in d["targets"]]
+            and (first_input is None or d["inputs"][:1] == [ids[first_input]])
+        }
+
+    assert {"open_job", "list_jobs", "show"} <= on_change_of("tg-opened-run")
+    assert "refresh_and_load" in on_change_of("tg-opened-tree")
+    assert {"show_selected", "fill_edit", "gate_actions"} <= on_change_of("tg-opened-runs")
+    assert "open_job" not in on_change_of("tg-opened-tree")
+    # Followers of the shared job read which tab is shown first (and skip when hidden).
+    followers = {
+        names[d["id"]]
+        for d in config["dependencies"]
+        if d["inputs"][:1] == [ids["tg-shown"]] and all(t[1] == "change" for t in d["targets"])
+    }
+    assert {"open_job", "refresh_and_load", "show_selected", "show"} <= followers
 
 
 def test_opening_a_run_draws_its_header_and_curves_before_fetching_gallery_images() -> None:
