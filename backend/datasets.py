@@ -172,22 +172,51 @@ def import_upload(
     )
 
 
+def cache_folder(settings: Settings, sha256: str) -> Path:
+    """Where the API keeps its copy of a version held in a bucket."""
+    return settings.data_dir.resolve() / "cache" / version_key(sha256)
+
+
 def local_version(store: ArtifactStore, settings: Settings, sha256: str) -> Path:
-    """A local folder holding the version (the store's own, or a cache of a bucket's)."""
+    """A local folder holding the version: the store's own, or a copy of a bucket's.
+
+    A copy is downloaded into a private folder, checked against the manifest's file hashes and
+    then renamed into the cache in one step, so concurrent previews never read (or write) a
+    half-downloaded file, and a cached folder always holds a whole, verified version."""
+    from treegrpo.datasets.table import verify
+
     key = version_key(sha256)
     if isinstance(store, LocalStore):
         return store.path(key)
-    cache = settings.data_dir.resolve() / "cache" / key
-    if not (cache / MANIFEST).is_file():
-        for item in store.keys(key):
-            if not item.endswith(MANIFEST):
-                store.download(item, cache / item.rsplit("/", 1)[1])
-        store.download(f"{key}/{MANIFEST}", cache / MANIFEST)
+    cache = cache_folder(settings, sha256)
+    if (cache / MANIFEST).is_file():
+        return cache
+    items = store.keys(key)
+    if f"{key}/{MANIFEST}" not in items:
+        raise DatasetError(f"dataset version {sha256[:12]} is not in the artifact store")
+    partial = work_folder(settings)
+    try:
+        for item in items:
+            store.download(item, partial / item.rsplit("/", 1)[1])
+        verify(partial, sha256)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        if cache.exists() and not (cache / MANIFEST).is_file():
+            shutil.rmtree(cache, ignore_errors=True)  # left by an older, interrupted copy
+        try:
+            partial.rename(cache)
+        except OSError:
+            if not (cache / MANIFEST).is_file():  # else another request's copy won the race
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return cache
 
 
-def remove_files(store: ArtifactStore, sha256: str) -> None:
+def remove_files(store: ArtifactStore, settings: Settings, sha256: str) -> None:
+    """The version's files in the store, and the API's copy of them."""
     store.delete_prefix(version_key(sha256))
+    if store.remote:
+        shutil.rmtree(cache_folder(settings, sha256), ignore_errors=True)
 
 
 __all__ = ["ConfigError", "DatasetError", "import_dataset", "import_upload", "local_version"]

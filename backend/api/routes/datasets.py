@@ -207,7 +207,10 @@ async def preview(
     def read() -> DatasetRows:
         from treegrpo.datasets.table import open_split
 
-        folder = service.local_version(store, settings, row.sha256)
+        try:
+            folder = service.local_version(store, settings, row.sha256)
+        except DatasetError as exc:
+            raise ProblemError(404, str(exc)) from None
         found, total = open_split(folder, chosen).search(q, offset, limit)
         return DatasetRows(split=chosen, data=[DatasetRow(**item) for item in found], count=total)
 
@@ -221,7 +224,7 @@ async def preview(
     responses=problem_responses(401, 403, 404, 409),
 )
 async def delete_dataset(
-    dataset_id: DatasetId, db: DbDep, store: StoreDep, caller: WriteKey
+    dataset_id: DatasetId, db: DbDep, settings: SettingsDep, store: StoreDep, caller: WriteKey
 ) -> Response:
     """Refused (409, naming them) while a job reads it; its files go with its last row."""
 
@@ -238,5 +241,5 @@ async def delete_dataset(
 
     sha = await db.run(work)
     if sha is not None:
-        await run_in_threadpool(service.remove_files, store, sha)
+        await run_in_threadpool(service.remove_files, store, settings, sha)
     return Response(status_code=204)
