@@ -126,8 +126,8 @@ def progress_line(args: argparse.Namespace) -> ProgressLine | None:
 
 
 def progress_text(phase: str, done: int, total: int) -> str:
-    if total <= 0:
-        return f"{phase} {done / 1e6:.1f} MB"
+    if total <= 0:  # "starting": the server has the request, the import has not read yet
+        return f"{phase} ..."
     return f"{phase} {done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)"
 
 

@@ -55,7 +55,9 @@ class DatasetImport(BaseModel):
 
 
 class ImportProgressPublic(BaseModel):
-    phase: str = Field(description="reading (the source, checked) or storing (into the store).")
+    phase: str = Field(
+        description="starting, reading (the source, checked) or storing (into the store)."
+    )
     done: int = Field(description="Bytes done in this phase.")
     total: int = Field(description="Bytes of this phase in all.")
 

@@ -9,8 +9,9 @@ from another connection while it waits (the CLI and the dashboard do):
         report("reading", bytes_read, total_bytes)
     BOARD.get(progress_id)                        # {"phase", "done", "total"} or None
 
-Phases: `reading` (bytes of the source read and checked, treegrpo/datasets/progress.py), then
-`storing` (bytes of the version's files put into the artifact store). An entry lives while its
+Phases: `starting` (the request is in, nothing read yet: total 0), `reading` (bytes of the
+source read and checked, treegrpo/datasets/progress.py), then `storing` (bytes of the version's
+files put into the artifact store). An entry lives while its
 request runs. The board is this process's memory: behind several API processes a poll may reach
 one that does not run the import and get a 404, which the clients show as "no figures yet".
 """
