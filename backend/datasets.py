@@ -9,6 +9,8 @@ file by file with its manifest last, and only then gets its row: a failure at an
 no row, so nothing half-imported is ever listed (files copied before a failure stay unlisted,
 and a later import of the same content reuses them). Paths pass the file rule first
 (treegrpo/file_roots.py, TREEGRPO_MODEL_ROOTS), the same rule as a job's model path.
+`report(phase, done, total)` (backend/import_progress.py) hears the child's bytes read and the
+bytes stored. With a bucket store, previews read a verified local copy (local_version).
 """
 
 from __future__ import annotations

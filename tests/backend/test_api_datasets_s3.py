@@ -205,3 +205,28 @@ def test_a_preview_of_objects_missing_or_altered_in_the_bucket_is_a_404_and_cach
         bucket.put_file(f"datasets/{sha}/train.parquet", good)  # restored: readable again
         bucket.put_file(f"datasets/{sha}/manifest.json", manifest)
         assert client.get(rows_url).json()["count"] == 50
+
+
+def test_concurrent_first_reads_share_one_verified_copy(
+    settings: Settings, bucket: S3Store, tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from backend import datasets as service
+    from treegrpo.datasets.importer import import_file
+    from treegrpo.datasets.table import open_split, verify
+
+    source = tmp_path / "apples.jsonl"
+    source.write_bytes(_jsonl(ROWS))
+    manifest = import_file(source, tmp_path / "version")
+    service.publish(bucket, tmp_path / "version", manifest)
+    sha = manifest["sha256"]
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: service.local_version(bucket, settings, sha), range(4)))
+    assert len(set(folders)) == 1
+    verify(folders[0], sha)
+    assert open_split(folders[0], "train").rows([0, 2499]) == [
+        _expected(ROWS)[0],
+        _expected(ROWS)[2499],
+    ]
+    assert not any((settings.data_dir.resolve() / "tmp").iterdir())  # no private copy left
