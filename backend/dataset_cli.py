@@ -6,6 +6,10 @@
     treegrpo dataset list
     treegrpo dataset show geneval --split test --search cat --rows 5
 
+An import shows one progress line on stderr while it waits (when stderr is a terminal and
+--quiet is not given): the upload's bytes sent, then the server's phases as
+GET /datasets/imports/{id} tells them (reading the source, storing the version), in MB and %.
+
 Exit status as `treegrpo submit`: 0 done, 2 refused (the reason is printed, with the row of bad
 input), 3 the API could not be reached or failed.
 """
@@ -14,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from backend.cli import EXIT_BAD_REQUEST, EXIT_OK, EXIT_UNREACHABLE, _api_key, _err
 
@@ -88,10 +95,112 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+POLL_SECONDS = 0.5
+UPLOAD_BLOCK = 1 << 20
+
+
+class ProgressLine:
+    """One status line on a terminal, rewritten in place; ended with a newline when done."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        self.stream.write("\r" + text.ljust(self.width))
+        self.stream.flush()
+        self.width = max(self.width, len(text))
+
+    def end(self) -> None:
+        if self.width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.width = 0
+
+
+def progress_line(args: argparse.Namespace) -> ProgressLine | None:
+    """A line on stderr, unless --quiet or stderr is not a terminal (a log, a pipe)."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return None
+    return ProgressLine(sys.stderr)
+
+
+def progress_text(phase: str, done: int, total: int) -> str:
+    if total <= 0:  # "starting": the server has the request, the import has not read yet
+        return f"{phase} ..."
+    return f"{phase} {done / 1e6:.1f} of {total / 1e6:.1f} MB ({100 * done // total}%)"
+
+
+class _Upload:
+    """The file as a request body, block by block, counting the bytes sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as handle:
+            while block := handle.read(UPLOAD_BLOCK):
+                self.sent += len(block)
+                yield block
+
+
+def _server_status(client: Any, progress_id: str) -> str:
+    import httpx
+
+    try:
+        answer = client.http.get(f"/datasets/imports/{progress_id}")
+    except httpx.HTTPError:
+        answer = None
+    if answer is None or answer.status_code != 200:
+        return "importing on the server ..."  # not started, ended, or another API process
+    item = answer.json()
+    return progress_text(item["phase"], int(item["done"]), int(item["total"]))
+
+
+def _waiting(
+    client: Any,
+    call: Callable[[], Any],
+    line: ProgressLine,
+    progress_id: str,
+    upload: _Upload | None,
+) -> Any:
+    """`call()` in a thread, the line updated every POLL_SECONDS until it answers. A daemon
+    thread: Ctrl-C ends the command at once (the server finishes or drops the import)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = call()
+        except BaseException as exc:  # handed to the waiting thread, raised there
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="dataset-import", daemon=True)
+    worker.start()
+    try:
+        while True:
+            worker.join(POLL_SECONDS)
+            if not worker.is_alive():
+                break
+            if upload is not None and upload.sent < upload.size:
+                line.show(progress_text("uploading", upload.sent, upload.size))
+            else:
+                line.show(_server_status(client, progress_id))
+    finally:
+        line.end()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["answer"]
+
+
 def _import(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     given = [v for v in (args.file, args.path, args.hub) if v]
     if len(given) != 1:
         raise ValueError("give one of FILE (upload), --path (on the server) or --hub")
+    line = progress_line(args)
+    progress_id = secrets.token_urlsafe(16) if line is not None else None
+    upload: _Upload | None = None
     if args.file:
         path = Path(args.file)
         params = {
@@ -100,13 +209,31 @@ def _import(client: Any, args: argparse.Namespace) -> dict[str, Any]:
             "split": args.split,
             "prompt_column": args.prompt_column,
         }
-        with path.open("rb") as handle:  # streamed: httpx reads the file as it sends
-            response = client.http.post("/datasets/upload", params=params, content=handle)
-        row: dict[str, Any] = client._json(response)
-        return row
-    body = {"name": args.name, "split": args.split, "prompt_column": args.prompt_column}
-    body["path" if args.path else "hub"] = args.path or args.hub
-    row = client._json(client.http.post("/datasets", json=body))
+        if progress_id is not None:
+            params["progress_id"] = progress_id
+        upload = _Upload(path)  # streamed: httpx sends it block by block
+        body = upload
+
+        def call() -> Any:
+            return client.http.post("/datasets/upload", params=params, content=body)
+
+    else:
+        payload: dict[str, Any] = {
+            "name": args.name,
+            "split": args.split,
+            "prompt_column": args.prompt_column,
+            "progress_id": progress_id,
+        }
+        payload["path" if args.path else "hub"] = args.path or args.hub
+
+        def call() -> Any:
+            return client.http.post("/datasets", json=payload)
+
+    if line is None or progress_id is None:
+        response = call()
+    else:
+        response = _waiting(client, call, line, progress_id, upload)
+    row: dict[str, Any] = client._json(response)
     return row
 
 
@@ -124,6 +251,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     imp.add_argument("--hub", help="ORG/NAME[@REVISION] in the server's Hugging Face cache")
     imp.add_argument("--split", default="train", help="the split a single file becomes")
     imp.add_argument("--prompt-column", default="prompt", help="the column holding prompts")
+    imp.add_argument(
+        "--quiet", action="store_true", help="no progress line (none either when not a terminal)"
+    )
     actions.add_parser("list", help="every dataset version")
     show = actions.add_parser("show", help="a dataset and some of its rows")
     show.add_argument("dataset", help="its name (newest version) or id")

@@ -23,6 +23,8 @@ DatasetName = Annotated[
 ]
 SplitName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Column = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# Chosen by the client (a random token) to follow its import: GET /datasets/imports/{id}.
+ProgressId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 
 
 class DatasetImport(BaseModel):
@@ -45,6 +47,19 @@ class DatasetImport(BaseModel):
     )
     split: SplitName = Field(default="train", description="The split a single file becomes.")
     prompt_column: Column = Field(default="prompt", description="The column holding prompts.")
+    progress_id: ProgressId | None = Field(
+        default=None,
+        description="A token of the client's choosing: GET /datasets/imports/{progress_id} "
+        "tells how far this import got while the request runs.",
+    )
+
+
+class ImportProgressPublic(BaseModel):
+    phase: str = Field(
+        description="starting, reading (the source, checked) or storing (into the store)."
+    )
+    done: int = Field(description="Bytes done in this phase.")
+    total: int = Field(description="Bytes of this phase in all.")
 
 
 class DatasetPublic(BaseModel):

@@ -29,13 +29,32 @@ def delete_dataset(client: ApiClient, dataset_id: int) -> None:
     client._request("DELETE", f"/datasets/{dataset_id}", mutating=True)
 
 
+def import_progress(client: ApiClient, progress_id: str) -> dict[str, Any] | None:
+    """{phase, done, total} of an import still running under `progress_id`, else None (not
+    started, ended, or running in another API process)."""
+    try:
+        item: dict[str, Any] = client._json("GET", f"/datasets/imports/{progress_id}")
+    except ApiError:
+        return None
+    return item
+
+
 def upload_dataset(
-    client: ApiClient, path: Path, *, name: str, filename: str, split: str
+    client: ApiClient,
+    path: Path,
+    *,
+    name: str,
+    filename: str,
+    split: str,
+    progress_id: str | None = None,
 ) -> dict[str, Any]:
-    """POST /datasets/upload with the file as the body, streamed from disk."""
+    """POST /datasets/upload with the file as the body, streamed from disk; with `progress_id`
+    the import can be followed at import_progress while this waits."""
     if not client.api_key:
         raise KeyRequired("Paste your API key to upload a dataset.", status=401)
     params = {"name": name, "filename": filename, "split": split}
+    if progress_id is not None:
+        params["progress_id"] = progress_id
     with path.open("rb") as handle:
         try:
             response = client._http.request(

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +19,58 @@ import gradio as gr
 
 from frontend import render
 from frontend.client import ApiError
-from frontend.dataset_calls import dataset_rows, delete_dataset, list_datasets, upload_dataset
+from frontend.dataset_calls import (
+    dataset_rows,
+    delete_dataset,
+    import_progress,
+    list_datasets,
+    upload_dataset,
+)
 from frontend.render import esc
 from frontend.shared import TAB_DATASETS, Shared, as_int
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
+POLL_SECONDS = 0.5
+# (fraction done or None, text): gr.Progress's call, the status line over the tab's outputs.
+Report = Callable[[float | None, str], None]
+
+
+def progress_text(item: dict[str, Any] | None) -> tuple[float | None, str]:
+    """The status line of GET /datasets/imports/{id}'s answer (None: no figures from the API)."""
+    if item is None:
+        return None, "Uploading and importing ..."
+    done, total = int(item["done"]), int(item["total"])
+    if total <= 0:
+        return None, f"{item['phase'].capitalize()} ..."
+    return done / total, (
+        f"{item['phase'].capitalize()}: {done / 1e6:.1f} of {total / 1e6:.1f} MB "
+        f"({100 * done // total}%)"
+    )
+
+
+def follow(client: Any, send: Callable[[str], dict[str, Any]], report: Report) -> dict[str, Any]:
+    """`send(progress_id)` (the upload) in a thread; every POLL_SECONDS until it answers, the
+    import's progress from the API goes to `report`."""
+    progress_id = secrets.token_urlsafe(16)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = send(progress_id)
+        except BaseException as exc:  # raised in the handler's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="dataset-upload", daemon=True)
+    worker.start()
+    while True:
+        worker.join(POLL_SECONDS)
+        if not worker.is_alive():
+            break
+        report(*progress_text(import_progress(client, progress_id)))
+    if "error" in outcome:
+        raise outcome["error"]
+    answer: dict[str, Any] = outcome["answer"]
+    return answer
 
 
 def table_html(datasets: list[dict[str, Any]]) -> str:
@@ -75,7 +125,13 @@ def refresh(sh: Shared, key: str | None, request: Any) -> tuple[str, Any]:
 
 
 def upload(
-    sh: Shared, file: str | None, name: str, split: str, key: str | None, request: Any
+    sh: Shared,
+    file: str | None,
+    name: str,
+    split: str,
+    key: str | None,
+    request: Any,
+    report: Report | None = None,
 ) -> str:
     name, split = (name or "").strip(), (split or "train").strip() or "train"
     if not file:
@@ -85,10 +141,15 @@ def upload(
             "Name it with letters, digits, '_', '.' or '-' (not digits only).", "error"
         )
     path = Path(file)
-    try:
-        made = upload_dataset(
-            sh.ctx.client(request, key), path, name=name, filename=path.name, split=split
+    client = sh.ctx.client(request, key)
+
+    def send(progress_id: str | None) -> dict[str, Any]:
+        return upload_dataset(
+            client, path, name=name, filename=path.name, split=split, progress_id=progress_id
         )
+
+    try:
+        made = send(None) if report is None else follow(client, send, report)
     except ApiError as error:
         return render.notice(f"Not imported: {error}", "error")
     return render.notice(
@@ -150,8 +211,19 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     def on_refresh(key: str | None, request: gr.Request) -> tuple[str, Any]:
         return refresh(sh, key, request)
 
-    def on_upload(f: Any, n: str, s: str, key: str | None, request: gr.Request) -> Any:
-        return upload(sh, f, n, s, key, request), None  # the file box is free for the next
+    def on_upload(
+        f: Any,
+        n: str,
+        s: str,
+        key: str | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for it
+    ) -> Any:
+        def report(fraction: float | None, text: str) -> None:
+            progress(fraction, desc=text)
+
+        # the file box is free for the next upload
+        return upload(sh, f, n, s, key, request, report), None
 
     def on_preview(d: Any, s: str, q: str, key: str | None, request: gr.Request) -> str:
         return preview(sh, d, s, q, key, request)

@@ -3,7 +3,9 @@
 The studio's API runs each import so (backend/datasets.py): parsing a million rows allocates
 memory that a long-lived server would keep; a child process gives all of it back when it exits.
 The spec: {"kind": "file" | "folder" | "hub", "source": path or id, "out": folder, "split",
-"prompt_column", "name" (the uploaded file's name), "cache_dir"}. Prints one JSON line,
+"prompt_column", "name" (the uploaded file's name), "cache_dir", "progress": bool}. With
+"progress", prints {"progress": [bytes read, total bytes]} lines as the source is read
+(treegrpo/datasets/progress.py: a few a second at most, the last at the total). Its last line is
 {"manifest": {...}} (exit 0) or {"error": {"reason", "row", "source"}} (exit 2).
 """
 
@@ -15,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from treegrpo.datasets.errors import DatasetError
+from treegrpo.datasets.progress import ProgressFn
+
+
+def print_progress(done: int, total: int) -> None:
+    print(json.dumps({"progress": [done, total]}), flush=True)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -22,6 +29,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     out = Path(spec["out"])
     column = spec.get("prompt_column", "prompt")
+    progress: ProgressFn | None = print_progress if spec.get("progress") else None
     if spec["kind"] == "file":
         return import_file(
             Path(spec["source"]),
@@ -29,12 +37,17 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             split=spec.get("split", "train"),
             prompt_column=column,
             name=spec.get("name"),
+            progress=progress,
         )
     if spec["kind"] == "folder":
-        return import_folder(Path(spec["source"]), out, prompt_column=column)
+        return import_folder(Path(spec["source"]), out, prompt_column=column, progress=progress)
     cache = spec.get("cache_dir")
     return import_hub(
-        spec["source"], out, cache_dir=Path(cache) if cache else None, prompt_column=column
+        spec["source"],
+        out,
+        cache_dir=Path(cache) if cache else None,
+        prompt_column=column,
+        progress=progress,
     )
 
 

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +24,7 @@ from typing import IO, Any
 import orjson
 
 from treegrpo.datasets.errors import DatasetError
+from treegrpo.datasets.progress import PROGRESS_ROWS
 
 FORMATS = ("txt", "jsonl", "csv", "parquet")
 MAX_PROMPT_CHARS = 2000
@@ -55,22 +56,61 @@ def format_of(path: Path) -> str:
 
 
 def read_rows(
-    path: Path, fmt: str | None = None, prompt_column: str = PROMPT_COLUMN
+    path: Path,
+    fmt: str | None = None,
+    prompt_column: str = PROMPT_COLUMN,
+    on_read: Callable[[int], None] | None = None,
 ) -> Iterator[Row]:
-    """The rows of one file, checked; DatasetError (with the row) at the first bad one."""
+    """The rows of one file, checked; DatasetError (with the row) at the first bad one.
+    `on_read(nbytes)` hears of the bytes read since its last call (treegrpo/datasets/progress.py):
+    every PROGRESS_ROWS rows, and once the file is done, so its calls add up to the file's size."""
     fmt = fmt or format_of(path)
     source = path.name
     count = 0
+    position: Callable[[int], int]
     if fmt == "parquet":
         rows: Iterator[Row] = _parquet_rows(path, prompt_column, source)
+        position = _parquet_position(path)
     else:
         handle = path.open("rb")
         rows = _text_rows(handle, fmt, prompt_column, source)
+        position = _text_position(handle)
+    reported = 0
+
+    def report(at: int) -> None:
+        nonlocal reported
+        if on_read is not None and at > reported:
+            on_read(at - reported)
+            reported = at
+
     for row in rows:
         count += 1
         yield checked(row, source)
+        if on_read is not None and count % PROGRESS_ROWS == 0:
+            report(position(count))
     if count == 0:
         raise DatasetError("the file holds no prompts (it is empty)", source=source)
+    report(path.stat().st_size)
+
+
+def _text_position(handle: IO[bytes]) -> Callable[[int], int]:
+    """Bytes read of a text file: its position (csv's decoder reads ahead by a block at most)."""
+    return lambda _count: handle.tell()
+
+
+def _parquet_position(path: Path) -> Callable[[int], int]:
+    """Bytes "read" of a Parquet file after `count` rows: its size times the share of rows read
+    (its bytes are read by column chunk, so no file position says how far the rows are)."""
+    total: list[int] = []
+
+    def position(count: int) -> int:
+        if not total:  # only asked once rows were read, so the file is readable
+            import pyarrow.parquet as pq
+
+            total.append(max(1, pq.ParquetFile(path).metadata.num_rows))
+        return path.stat().st_size * min(count, total[0]) // total[0]
+
+    return position
 
 
 def checked(row: Row, source: str) -> Row:

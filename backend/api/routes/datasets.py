@@ -27,9 +27,12 @@ from backend.dataset_schemas import (
     DatasetRow,
     DatasetRows,
     DatasetsPublic,
+    ImportProgressPublic,
+    ProgressId,
     SplitName,
 )
 from backend.errors import Forbidden
+from backend.import_progress import BOARD
 from backend.models import Dataset, KeyRole
 from treegrpo.datasets.errors import DatasetError
 from treegrpo.errors import ConfigError
@@ -93,20 +96,22 @@ async def import_dataset(
     prompt, undecodable text, a binary file); nothing is listed unless the import finished."""
 
     def work(session: Session) -> DatasetPublic:
-        try:
-            row, _ = service.import_dataset(
-                session,
-                settings=settings,
-                store=store,
-                name=body.name,
-                path=body.path,
-                hub=body.hub,
-                split=body.split,
-                prompt_column=body.prompt_column,
-                owner_key_id=caller.key_id,
-            )
-        except (DatasetError, ConfigError) as exc:
-            raise _bad_input(exc, "path" if body.path is not None else "hub") from None
+        with BOARD.track(body.progress_id) as report:
+            try:
+                row, _ = service.import_dataset(
+                    session,
+                    settings=settings,
+                    store=store,
+                    name=body.name,
+                    path=body.path,
+                    hub=body.hub,
+                    split=body.split,
+                    prompt_column=body.prompt_column,
+                    owner_key_id=caller.key_id,
+                    report=report,
+                )
+            except (DatasetError, ConfigError) as exc:
+                raise _bad_input(exc, "path" if body.path is not None else "hub") from None
         return public(row)
 
     return await db.run(work)
@@ -136,6 +141,10 @@ async def upload_dataset(
     ],
     split: Annotated[SplitName, Query()] = "train",
     prompt_column: Annotated[str, Query(min_length=1, max_length=200)] = "prompt",
+    progress_id: Annotated[
+        ProgressId | None,
+        Query(description="Follow the import at GET /datasets/imports/{progress_id}."),
+    ] = None,
 ) -> DatasetPublic:
     """The body is streamed to a private temporary file, never held in memory; past
     TREEGRPO_MAX_DATASET_BYTES the upload stops with a 413 and the file is removed."""
@@ -154,25 +163,43 @@ async def upload_dataset(
                 await run_in_threadpool(handle.write, chunk)
 
         def work(session: Session) -> DatasetPublic:
-            try:
-                row, _ = service.import_upload(
-                    session,
-                    settings=settings,
-                    store=store,
-                    name=name,
-                    file=path,
-                    filename=filename,
-                    split=split,
-                    prompt_column=prompt_column,
-                    owner_key_id=caller.key_id,
-                )
-            except DatasetError as exc:
-                raise validation_error(("body",), str(exc), "dataset_error") from None
+            with BOARD.track(progress_id) as report:
+                try:
+                    row, _ = service.import_upload(
+                        session,
+                        settings=settings,
+                        store=store,
+                        name=name,
+                        file=path,
+                        filename=filename,
+                        split=split,
+                        prompt_column=prompt_column,
+                        owner_key_id=caller.key_id,
+                        report=report,
+                    )
+                except DatasetError as exc:
+                    raise validation_error(("body",), str(exc), "dataset_error") from None
             return public(row)
 
         return await db.run(work)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@router.get(
+    "/imports/{progress_id}",
+    response_model=ImportProgressPublic,
+    responses=problem_responses(401, 404),
+    summary="How far an import still running in this API process has got",
+)
+async def import_progress(progress_id: ProgressId, _reader: ReadKey) -> ImportProgressPublic:
+    """An import sent with `progress_id`, while its request runs: the phase (`reading` the
+    source, `storing` the version) and its bytes done of the total. A 404 once it ended, before
+    it started, or when another API process runs it (progress is this process's memory)."""
+    item = BOARD.get(progress_id)
+    if item is None:
+        raise ProblemError(404, f"no import {progress_id!r} is running in this API process")
+    return ImportProgressPublic(**item)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=problem_responses(401, 404))
@@ -207,7 +234,10 @@ async def preview(
     def read() -> DatasetRows:
         from treegrpo.datasets.table import open_split
 
-        folder = service.local_version(store, settings, row.sha256)
+        try:
+            folder = service.local_version(store, settings, row.sha256)
+        except DatasetError as exc:
+            raise ProblemError(404, str(exc)) from None
         found, total = open_split(folder, chosen).search(q, offset, limit)
         return DatasetRows(split=chosen, data=[DatasetRow(**item) for item in found], count=total)
 
@@ -221,7 +251,7 @@ async def preview(
     responses=problem_responses(401, 403, 404, 409),
 )
 async def delete_dataset(
-    dataset_id: DatasetId, db: DbDep, store: StoreDep, caller: WriteKey
+    dataset_id: DatasetId, db: DbDep, settings: SettingsDep, store: StoreDep, caller: WriteKey
 ) -> Response:
     """Refused (409, naming them) while a job reads it; its files go with its last row."""
 
@@ -238,5 +268,5 @@ async def delete_dataset(
 
     sha = await db.run(work)
     if sha is not None:
-        await run_in_threadpool(service.remove_files, store, sha)
+        await run_in_threadpool(service.remove_files, store, settings, sha)
     return Response(status_code=204)
