@@ -173,3 +173,40 @@ def test_bfloat16_latents_take_half_the_bytes_and_load_as_float32(
             assert torch.allclose(loaded, original, rtol=2**-8, atol=0)
     # 256 values: 1,024 bytes against 512, plus the same small header.
     assert sizes["float32"] - sizes["bfloat16"] == 4 * 8 * 8 * 2
+
+
+def test_a_training_job_follows_the_operators_latent_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's child reads both settings from the environment (workers/runner.py): a tiny
+    TreeGRPO run logging 6 trees keeps bfloat16 latents for its 2 newest only."""
+    from safetensors import safe_open
+
+    from workers.runner import run
+
+    values = {"keep_tree_latents": 2, "latent_dtype": "bfloat16"}
+    with local_settings(tmp_path, monkeypatch, **values) as settings:
+        job_id = new_job(overrides={"epochs": 3, "sampling.steps": 4, "log_tree_every": 2})
+        attempt = claim(job_id)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert run(job_id, attempt, StopRequest(None), {}) == "completed"
+        finally:
+            torch.set_num_threads(threads)
+        trees = trees_of(job_id)
+        assert len(trees) == 6  # epochs 1, 2 and 3, two prompts each
+        kept = [t for t in trees if t["latents_dropped_at"] is None]
+        assert [(t["epoch"], t["index"]) for t in kept] == [(3, 0), (3, 1)]
+        with session_scope() as session:
+            tree = crud.get_tree(session, tree_id=int(kept[0]["id"]))  # type: ignore[call-overload]
+            paths = [n.latent_path for n in tree.nodes if n.latent_path]
+        assert paths
+        with safe_open(str(settings.resolved_artifact_dir / paths[0]), "pt") as stored:
+            assert stored.get_tensor("latent").dtype == torch.bfloat16
+        store = settings.resolved_artifact_dir
+        stale = [t for t in trees if t["latents_dropped_at"] is not None]
+        for tree in stale:
+            folder = trees_relpath(job_id, int(tree["epoch"]), int(tree["index"]))  # type: ignore[call-overload]
+            assert not (store / folder / "latents").exists()
+            assert (store / folder / "tree.json").is_file()
