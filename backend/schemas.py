@@ -700,7 +700,7 @@ def tree_summary(item: dict[str, Any]) -> TreeSummary:
 
 
 def node_branch_refusal(node: TreeNode | BranchNode, *, latents_dropped: bool) -> str | None:
-    """treegrpo.branch.branch_refusal of a stored node: why it cannot be branched, or None.
+    """treegrpo.branchable.branch_refusal of a stored node: why it cannot be branched, or None.
     `latents_dropped`: retention deleted its tree's latents (a training node's only)."""
     return branch_refusal(
         is_leaf=node.is_leaf,

@@ -235,13 +235,15 @@ def branch_gate(loaded: Any, node_id: int | None) -> str | None:
     the rule a branch submission applies), so the page never offers a job that would fail."""
     if not isinstance(loaded, Loaded):
         return None
+    node = loaded.tree.node(node_id) if node_id is not None else None
+    if node is not None and node.branch_refusal is not None:
+        name = f"Node {node.id}" if node.id >= 0 else f"Branch node {-node.id}"  # client.Tree
+        return render.notice(f"{name} {node.branch_refusal}.", "info")
+    if node is not None and node.branch_job_id is not None:
+        return None  # a branch's latents are its own job's: retention never drops them
     if loaded.tree.summary.latents_dropped_at is not None:
         return render.notice(RETENTION_NOTICE, "info")
-    node = loaded.tree.node(node_id) if node_id is not None else None
-    if node is None or node.branch_refusal is None:
-        return None
-    name = f"Node {node.id}" if node.id >= 0 else f"Branch node {-node.id}"  # client.Tree
-    return render.notice(f"{name} {node.branch_refusal}.", "info")
+    return None
 
 
 def start_branch(

@@ -303,12 +303,20 @@ def test_branch_again_is_disabled_where_the_api_would_refuse_the_branch(
     assert h.branch_refusal(loaded, point["id"], key, 3) is None
     assert not [r for r in api.seen if r.method == "POST"]
 
-    # Retention dropped the tree's latents: no node of it is offered, and the page says why.
+    # Retention dropped the tree's latents: none of its nodes is offered, and the page says
+    # why; a node an earlier branch grew keeps its own latent and still can be.
+    data = _branched(data, point["id"])
     data["latents_dropped_at"] = "2026-12-06T14:00:00Z"
     for node in data["nodes"]:
         node["branchable"] = False
         if not node["is_leaf"]:
-            node["branch_refusal"] = "has no stored latent: dropped by retention"
+            node["branch_refusal"] = (
+                "has no stored latent: this tree's latents were dropped by retention (the "
+                "operator keeps them for each job's newest trees only), so it can no longer be "
+                "branched"
+            )
+    grown = data["branches"][0]["nodes"][0]
+    grown.update(is_leaf=False, branchable=True, branch_refusal=None)
     client, _ = _setup(data)
     dropped, _ = h.load_tree(client, 1, cache=TreeCache(folder=tmp_path / "again"))
     assert dropped.tree.summary.latents_dropped_at is not None
@@ -317,6 +325,7 @@ def test_branch_again_is_disabled_where_the_api_would_refuse_the_branch(
         assert "latents were dropped by retention" in notice
         assert "can no longer be branched" in notice
     assert "dropped by retention" in str(h.branch_refusal(dropped, point["id"], key, 3))
+    assert h.branch_gate(dropped, -grown["id"]) is None  # client.Tree negates branch node ids
     assert h.branch_gate(None, point["id"]) is None  # nothing loaded: nothing to explain
 
 
