@@ -210,3 +210,18 @@ def test_a_training_job_follows_the_operators_latent_settings(
             folder = trees_relpath(job_id, int(tree["epoch"]), int(tree["index"]))  # type: ignore[call-overload]
             assert not (store / folder / "latents").exists()
             assert (store / folder / "tree.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TREEGRPO_LATENT_DTYPE", "float16"), ("TREEGRPO_KEEP_TREE_LATENTS", "-1")],
+)
+def test_a_bad_latent_setting_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    from backend.settings import load_settings
+    from treegrpo.config import ConfigError
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_settings()
