@@ -227,6 +227,9 @@ class Tree(Base):
     artifact_dir: Mapped[str | None] = mapped_column(String(PATH_CHARS), nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the operator's retention (TREEGRPO_KEEP_TREE_LATENTS) deleted this tree's latents
+    # (its nodes' latent_path are null since): it can no longer be branched. Null: kept.
+    latents_dropped_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     nodes: Mapped[list[TreeNode]] = relationship(
         back_populates="tree",

@@ -26,6 +26,7 @@ from backend.models import (
     Tree,
     TreeNode,
 )
+from treegrpo.branchable import branch_refusal
 from treegrpo.epochs import logging_schedule as next_logs
 from treegrpo.secrets import redact
 
@@ -278,6 +279,11 @@ class TreeSummary(BaseModel):
     steps: int
     backup: str
     created_at: datetime
+    latents_dropped_at: datetime | None = Field(
+        default=None,
+        description="When the operator's retention (TREEGRPO_KEEP_TREE_LATENTS) deleted this "
+        "tree's latents: its nodes can no longer be branched. Null: kept.",
+    )
     nodes: int
     leaves: int
     best_reward: float | None = Field(description="Highest leaf reward.")
@@ -303,6 +309,16 @@ class TreeNodePublic(BaseModel):
     rewards: dict[str, Any] | None
     advantage: float | None
     image_url: str | None
+    branchable: bool = Field(
+        default=False,
+        description="Whether POST .../branch can grow children from this node (it has a "
+        "stored latent and is not a leaf).",
+    )
+    branch_refusal: str | None = Field(
+        default=None,
+        description='Why it cannot, after the node\'s name ("is a leaf: ...", "has no '
+        'stored latent: ..."); the 409 a branch from it answers says the same. Null: it can.',
+    )
     branch_job_id: int | None = Field(
         description="Always null: branch results are in TreePublic.branches (kept for old clients)."
     )
@@ -324,6 +340,16 @@ class BranchNodePublic(BaseModel):
     rewards: dict[str, Any] | None
     advantage: float | None
     image_url: str | None
+    branchable: bool = Field(
+        default=False,
+        description="Whether POST .../branch can grow children from this node (it has a "
+        "stored latent and is not a leaf).",
+    )
+    branch_refusal: str | None = Field(
+        default=None,
+        description='Why it cannot, after the node\'s name ("is a leaf: ...", "has no '
+        'stored latent: ..."); the 409 a branch from it answers says the same. Null: it can.',
+    )
 
 
 class BranchPublic(BaseModel):
@@ -418,6 +444,11 @@ class TreePublic(BaseModel):
     steps: int
     backup: str
     created_at: datetime
+    latents_dropped_at: datetime | None = Field(
+        default=None,
+        description="When the operator's retention (TREEGRPO_KEEP_TREE_LATENTS) deleted this "
+        "tree's latents: its nodes can no longer be branched. Null: kept.",
+    )
     leaves: int
     best_reward: float | None
     mean_reward: float | None
@@ -653,6 +684,7 @@ def _tree_fields(tree: Tree) -> dict[str, Any]:
         "steps": tree.steps,
         "backup": tree.backup,
         "created_at": tree.created_at,
+        "latents_dropped_at": tree.latents_dropped_at,
     }
 
 
@@ -667,8 +699,19 @@ def tree_summary(item: dict[str, Any]) -> TreeSummary:
     )
 
 
-def _node_fields(node: TreeNode | BranchNode) -> dict[str, Any]:
+def node_branch_refusal(node: TreeNode | BranchNode, *, latents_dropped: bool) -> str | None:
+    """treegrpo.branchable.branch_refusal of a stored node: why it cannot be branched, or None.
+    `latents_dropped`: retention deleted its tree's latents (a training node's only)."""
+    return branch_refusal(
+        is_leaf=node.is_leaf,
+        has_latent=node.latent_path is not None,
+        latents_dropped=latents_dropped,
+    )
+
+
+def _node_fields(node: TreeNode | BranchNode, *, latents_dropped: bool = False) -> dict[str, Any]:
     """What a training node and a branch node answer alike."""
+    refusal = node_branch_refusal(node, latents_dropped=latents_dropped)
     return {
         "id": node.id,
         "node_index": node.node_index,
@@ -683,11 +726,14 @@ def _node_fields(node: TreeNode | BranchNode) -> dict[str, Any]:
         "rewards": node.rewards,
         "advantage": _finite(node.advantage),
         "image_url": artifact_url(node.image_path),
+        "branchable": refusal is None,
+        "branch_refusal": refusal,
     }
 
 
-def node_public(node: TreeNode) -> TreeNodePublic:
-    return TreeNodePublic(**_node_fields(node), branch_job_id=None)
+def node_public(node: TreeNode, *, latents_dropped: bool = False) -> TreeNodePublic:
+    fields = _node_fields(node, latents_dropped=latents_dropped)
+    return TreeNodePublic(**fields, branch_job_id=None)
 
 
 def branch_node_public(node: BranchNode) -> BranchNodePublic:
@@ -728,12 +774,13 @@ def branch_public(branch: Branch, job_status: str) -> BranchPublic:
 def tree_public(tree: Tree, branches: Sequence[tuple[Branch, str]] = ()) -> TreePublic:
     """The training tree (its summary counts training nodes only) and its branches beside it."""
     leaves, best, mean = _leaf_stats(list(tree.nodes))
+    dropped = tree.latents_dropped_at is not None
     return TreePublic(
         **_tree_fields(tree),
         leaves=leaves,
         best_reward=best,
         mean_reward=mean,
-        nodes=[node_public(node) for node in tree.nodes],
+        nodes=[node_public(node, latents_dropped=dropped) for node in tree.nodes],
         branches=[branch_public(branch, status) for branch, status in branches],
     )
 

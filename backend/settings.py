@@ -81,6 +81,21 @@ class Settings(BaseSettings):
         description="How long a deleted run can be restored (POST /jobs/{id}/restore) before a "
         "worker purges its artifacts for good; 0 purges at once.",
     )
+    # -- node latents kept for "branch again" (docs/BENCHMARKS.md, "Bytes per logged tree") -----
+    latent_dtype: Literal["float32", "bfloat16"] = Field(
+        default="float32",
+        description="How workers store the latents a branch starts from: float32 (a branch "
+        "starts from exactly the tree's state) or bfloat16 (half the bytes; a branch starts "
+        "from the state rounded to bfloat16, so its children differ slightly from the ones "
+        "the tree itself would have grown from the same noises).",
+    )
+    keep_tree_latents: int = Field(
+        default=0,
+        ge=0,
+        description="Keep the latents of only each job's N newest logged trees: when a job "
+        "logs a tree, its older trees' latents are deleted (images, atlas and rows stay; the "
+        "inspector says such a tree can no longer be branched). 0: every tree keeps them.",
+    )
     interactive_cache_seconds: float = Field(
         default=600.0,
         ge=0,

@@ -9,9 +9,9 @@ through the worker's own code (treegrpo.artifacts.thumbnail, treegrpo.atlas.buil
 treegrpo.branch.save_latent), one node at a time, as a tiny model would produce them: noise
 (the worst case for PNG, a random-init model's output) and smooth textured scenes (closer to a
 trained model's). Latents: as the workers store them today (every state, float32), and the
-bound this measures for: only where a branch can start from the inspector (drawn, non-leaf
+bound the workers keep: only where a branch can start from the inspector (drawn, non-leaf
 states: a leaf has no step left, a hidden ODE-chain state cannot be clicked), in float32 and in
-bfloat16.
+bfloat16 (TREEGRPO_LATENT_DTYPE), each file written by save_latent and measured.
 """
 
 from __future__ import annotations
@@ -65,8 +65,15 @@ def measure(k: int, depth: int, side: int, kind: str, folder: Path) -> dict[str,
     nodes = shape(k, depth)
     shown = drawable((i, p, sde) for i, p, sde, _ in nodes)
     latent_side = side // 8  # the SD3 VAE: 8x down, 16 channels
-    sizes = {"images": 0, "atlas": 0, "latents_all_fp32": 0, "latents_branchable_fp32": 0}
+    sizes = {
+        "images": 0,
+        "atlas": 0,
+        "latents_all_fp32": 0,
+        "latents_branchable_fp32": 0,
+        "latents_branchable_bf16": 0,
+    }
     one_latent = 0
+    stored_size: dict[str, int] = {}
     tiles = []
     for i, _parent, _sde, leaf in nodes:
         pil = thumbnail(image(kind, side, i))
@@ -75,17 +82,20 @@ def measure(k: int, depth: int, side: int, kind: str, folder: Path) -> dict[str,
         sizes["images"] += len(out.getvalue())
         if i in shown:
             tiles.append((i, pil))
-        if not one_latent:  # every latent of a tree has the same size
-            path = folder / f"latent-{i}.safetensors"
-            save_latent(path, torch.randn(16, latent_side, latent_side))
-            one_latent = path.stat().st_size
-            path.unlink()
+        if not one_latent:  # every latent of a tree has the same size, per stored dtype
+            state = torch.randn(16, latent_side, latent_side)
+            for dtype in ("float32", "bfloat16"):
+                path = folder / f"latent-{i}-{dtype}.safetensors"
+                save_latent(path, state, dtype)
+                stored_size[dtype] = path.stat().st_size
+                path.unlink()
+            one_latent = stored_size["float32"]
         sizes["latents_all_fp32"] += one_latent
         if not leaf and i in shown:
             sizes["latents_branchable_fp32"] += one_latent
+            sizes["latents_branchable_bf16"] += stored_size["bfloat16"]
     data, _ = build_atlas(tiles)
     sizes["atlas"] = len(data)
-    sizes["latents_branchable_bf16"] = sizes["latents_branchable_fp32"] / 2
     sizes["states"] = len(nodes)
     sizes["drawn"] = len(shown)
     return sizes
@@ -98,8 +108,9 @@ def main() -> None:
     cases = [(3, 3, 512)] if args.quick else [(3, 3, 512), (4, 4, 512), (4, 4, 1024)]
     mb = 1e6
     print(
-        "| tree | size | images | states | node PNGs | atlas | latents today (all, fp32) | "
-        "bound: drawn non-leaf, fp32 | bound, bf16 | total today |"
+        "| tree | size | images | states | node PNGs | atlas | latents of every state, fp32 "
+        "(before the bound) | bound: drawn non-leaf, fp32 | bound, bf16 | total with every "
+        "state |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

@@ -326,6 +326,8 @@ class TreeSummary:
     leaves: int
     best_reward: float | None
     mean_reward: float | None
+    # When the operator's retention deleted the tree's latents (it can no longer be branched).
+    latents_dropped_at: datetime | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TreeSummary:
@@ -346,6 +348,7 @@ class TreeSummary:
             leaves=_int(data.get("leaves")),
             best_reward=_float(data.get("best_reward")),
             mean_reward=_float(data.get("mean_reward")),
+            latents_dropped_at=_time(data.get("latents_dropped_at")),
         )
 
 
@@ -373,6 +376,9 @@ class TreeNode:
     branch_job_id: int | None
     # A branch node's policy, as its branch job recorded it (BranchPublic.policy.text).
     grown_with: str | None = None
+    # Why the API refuses a branch from it ("is a leaf: ...", "has no stored latent: ..."):
+    # TreeNodePublic.branch_refusal, the rule the branch submission applies. None: it can.
+    branch_refusal: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TreeNode:
@@ -392,6 +398,9 @@ class TreeNode:
             image_url=None if not data.get("image_url") else str(data.get("image_url")),
             branch_job_id=_opt_int(data.get("branch_job_id")),
             grown_with=None if not data.get("grown_with") else str(data.get("grown_with")),
+            branch_refusal=None
+            if not data.get("branch_refusal")
+            else str(data.get("branch_refusal")),
         )
 
     @property

@@ -101,10 +101,19 @@ class Wire:
             self.client(request, key), loaded, node_id, ctx.thumbs, ctx.public_base
         )
 
-    def branch_allowed(self, loaded: Any, me: dict[str, Any] | None) -> tuple[Any, Any]:
+    def branch_allowed(
+        self, loaded: Any, node: Any, me: dict[str, Any] | None
+    ) -> tuple[Any, Any, Any]:
+        """The button offered only where a branch can start: the caller may submit, and the
+        tree and node can be branched (h.branch_gate says why not, beside the button)."""
         refused = access.submit_refusal(me) if me else None
-        ready = isinstance(loaded, Loaded) and refused is None
-        return gr.Button(interactive=ready), access.refusal_html(refused) if refused else SKIP()
+        why = h.branch_gate(loaded, as_int(node))
+        ready = isinstance(loaded, Loaded) and refused is None and why is None
+        return (
+            gr.Button(interactive=ready),
+            access.refusal_html(refused) if refused else SKIP(),
+            why or "",
+        )
 
     def start_branch(
         self, state: Any, node: Any, k: Any, key: str | None, request: gr.Request
@@ -216,12 +225,18 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
                 interactive=False,
                 elem_id="tg-branch",
             )
+            branch_why = gr.HTML(elem_id="tg-branch-why")  # why the button is disabled
             branch_msg = gr.HTML(elem_id="tg-branch-msg")
     timer = gr.Timer(POLL_SECONDS, active=False)
 
     shown = [tree_state, node_state, tree_html, panel, branch_msg]
-    for trigger in (tree_state.change, sh.me.change):
-        trigger(w.branch_allowed, [tree_state, sh.me], [branch, branch_msg], **QUIET)
+    for trigger in (tree_state.change, node_state.change, sh.me.change):
+        trigger(
+            w.branch_allowed,
+            [tree_state, node_state, sh.me],
+            [branch, branch_msg, branch_why],
+            **QUIET,
+        )
     loaded_io = ([sh.key, sh.job, tree_state], [job_pick, tree_pick, tree_msg, tree_ids, *shown])
     refresh.click(w.refresh_and_load, *loaded_io, show_progress="minimal")
     sh.when_shown(

@@ -220,6 +220,29 @@ def branch_refusal(loaded: Any, node_id: int | None, key: str | None, k: int | N
             "Pick a node above it (the path under the image lists them).",
             "warn",
         )
+    return branch_gate(loaded, node_id)  # the API would refuse it: never submit a failing job
+
+
+RETENTION_NOTICE = (
+    "This tree's latents were dropped by retention (the operator keeps them for each job's "
+    "newest trees only): it can no longer be branched. Its images and numbers stay."
+)
+
+
+def branch_gate(loaded: Any, node_id: int | None) -> str | None:
+    """Why "Branch again" is disabled for this tree and selected node, as a notice shown beside
+    it; None when it is offered. The API's own answer decides (TreeNodePublic.branch_refusal,
+    the rule a branch submission applies), so the page never offers a job that would fail."""
+    if not isinstance(loaded, Loaded):
+        return None
+    node = loaded.tree.node(node_id) if node_id is not None else None
+    if node is not None and node.branch_refusal is not None:
+        name = f"Node {node.id}" if node.id >= 0 else f"Branch node {-node.id}"  # client.Tree
+        return render.notice(f"{name} {node.branch_refusal}.", "info")
+    if node is not None and node.branch_job_id is not None:
+        return None  # a branch's latents are its own job's: retention never drops them
+    if loaded.tree.summary.latents_dropped_at is not None:
+        return render.notice(RETENTION_NOTICE, "info")
     return None
 
 

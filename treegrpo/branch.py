@@ -1,6 +1,7 @@
 """Branching again from a stored tree node: k new children by one SDE step, ODE tails to the end.
 
-A logged tree keeps every node's latent (the state x at its step). From the state of node u at
+A logged tree keeps the latent (the state x at its step) of each node a branch can start from
+(treegrpo/branchable.py says which can and why not). From the state of node u at
 step i, `regrow` takes the same stochastic step the tree rollout takes inside its window (one
 model evaluation at u, k children from one Gaussian, docs/TREEGRPO.md §3, step 3), then carries
 each child to the final step with deterministic ODE steps (§3, step 4). Given the noises
@@ -179,15 +180,31 @@ def branch_nodes(
     return nodes
 
 
-def save_latent(path: Path, latent: Tensor) -> None:
-    """One node's state (C, H, W) as safetensors, in float32 so a branch starts from it exactly."""
+# How a node's latent may be stored (TREEGRPO_LATENT_DTYPE): float32 keeps the state exactly;
+# bfloat16 halves the bytes, and a branch then starts from the state rounded to 8 mantissa bits.
+LATENT_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# The dtype the rollout's states and step math use, whatever the model's weights are in
+# (RunConfig.dtype: "step math always runs in float32"): a stored latent loads back as this.
+STATE_DTYPE = torch.float32
+
+
+def save_latent(path: Path, latent: Tensor, dtype: str = "float32") -> None:
+    """One node's state (C, H, W) as safetensors: float32 (a branch starts from it exactly) or
+    bfloat16 (half the bytes; a branch starts from the rounded state)."""
     from safetensors.torch import save_file
 
+    if dtype not in LATENT_DTYPES:
+        raise ValueError(
+            f"latent dtype {dtype!r} is not one of {', '.join(LATENT_DTYPES)} (how node latents "
+            "are stored for branch again)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({LATENT_KEY: latent.detach().to("cpu", torch.float32).contiguous()}, str(path))
+    stored = latent.detach().to("cpu", LATENT_DTYPES[dtype]).contiguous()
+    save_file({LATENT_KEY: stored}, str(path))
 
 
-def load_latent(path: Path) -> Tensor:
+def load_latent(path: Path, dtype: torch.dtype = STATE_DTYPE) -> Tensor:
+    """A stored state as `dtype` (the rollout's float32), whichever dtype it was stored in."""
     from safetensors.torch import load_file
 
-    return load_file(str(path))[LATENT_KEY]
+    return load_file(str(path))[LATENT_KEY].to(dtype)

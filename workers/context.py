@@ -8,6 +8,7 @@ another worker claimed it), the child raises LostOwnership and writes nothing mo
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +72,9 @@ class JobContext:
     notes: dict[str, Any] = field(default_factory=dict)
     # The bucket behind `store` when the artifact store is remote (store is then a local cache).
     mirror: Mirror | None = None
+    # The operator's policy for node latents (TREEGRPO_LATENT_DTYPE, TREEGRPO_KEEP_TREE_LATENTS).
+    latent_dtype: str = "float32"
+    keep_tree_latents: int = 0  # 0: every tree keeps its latents
 
     def heartbeat(self, progress_step: int | None = None, progress_total: int | None = None) -> str:
         """Refresh the heartbeat (and progress); returns the job's status. LostOwnership when
@@ -112,6 +116,17 @@ class JobContext:
     def fetch(self, relpath: str) -> None:
         if self.mirror is not None:
             self.mirror.fetch(relpath)
+
+    def delete_folder(self, relpath: str) -> int:
+        """Remove a folder from the store (the bucket too when remote) and from this worker's
+        copy; the number of files the store held there."""
+        local = self.path(relpath)
+        if self.mirror is not None and self.mirror.remote:
+            removed = self.mirror.store.delete_prefix(relpath)
+        else:
+            removed = sum(1 for p in local.rglob("*") if p.is_file()) if local.is_dir() else 0
+        shutil.rmtree(local, ignore_errors=True)
+        return removed
 
     def fetch_checkpoints(self, relpath: str) -> None:
         if self.mirror is not None:

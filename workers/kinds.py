@@ -553,6 +553,7 @@ class BranchOrigin:
     node_depth: int
     node_is_leaf: bool
     latent_path: str | None
+    latents_dropped: bool  # retention deleted the training tree's latents
     reference: dict[str, list[float]]  # the tree's own leaf scores, per reward
 
 
@@ -592,6 +593,8 @@ def branch_origin(params: BranchParams) -> BranchOrigin:
             node_depth=node.depth,
             node_is_leaf=node.is_leaf,
             latent_path=node.latent_path,
+            # A branch node's latent is its branch job's, never dropped by retention.
+            latents_dropped=params.node_id is not None and tree.latents_dropped_at is not None,
             reference=reference,
         )
 
@@ -616,6 +619,7 @@ def branch_record(ctx: JobContext, params: BranchParams) -> int:
 def run_branch(ctx: JobContext, params: BranchParams) -> str:
     from treegrpo.algorithms import resolve_for_model
     from treegrpo.branch import advantages_against, branch_nodes, load_latent, regrow
+    from treegrpo.branchable import branch_refusal
     from treegrpo.scoring import Scorer
     from treegrpo.seeds import stream_seed
 
@@ -626,16 +630,13 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
         else f"branch node {params.branch_node_id}"
     )
     steps = origin.steps
-    if origin.node_is_leaf or origin.node_step >= steps:
-        raise JobError(
-            f"{named} is a leaf (the final image at step {steps}); branch from an earlier node"
-        )
-    if origin.latent_path is None:
-        raise JobError(
-            f"{named} of tree {params.tree_id} has no stored latent, so it cannot be branched "
-            "(latents are kept where the inspector offers a branch: drawn, non-leaf nodes, "
-            "and only for trees logged with their latents)"
-        )
+    refusal = branch_refusal(
+        is_leaf=origin.node_is_leaf or origin.node_step >= steps,
+        has_latent=origin.latent_path is not None,
+        latents_dropped=origin.latents_dropped,
+    )
+    if refusal is not None or origin.latent_path is None:
+        raise JobError(f"{named} of tree {params.tree_id} {refusal}")
     branch_id = branch_record(ctx, params)
     # The tree's own settings (model, steps, guidance, noise level, rewards) regrow it; this
     # job's config gives the device and the seed of the new noises.
@@ -656,7 +657,11 @@ def run_branch(ctx: JobContext, params: BranchParams) -> str:
     config, schedule = resolve_for_model(config, adapter)
     assert config.sampling.eta is not None
     ctx.fetch(origin.latent_path)
-    latent = load_latent(ctx.path(origin.latent_path))
+    try:
+        latent = load_latent(ctx.path(origin.latent_path))
+    except FileNotFoundError as exc:  # retention dropped it after this job read the row
+        refusal = branch_refusal(is_leaf=False, has_latent=False, latents_dropped=True)
+        raise JobError(f"{named} of tree {params.tree_id} {refusal}") from exc
     # The job's own stream: branching the same node twice explores different children.
     generator = torch.Generator().manual_seed(stream_seed(ctx.config.seed, ctx.job_id, 0))
     noise = torch.randn((params.k, *adapter.latent_shape), generator=generator)

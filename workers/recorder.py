@@ -1,5 +1,9 @@
 """Writing a job's results: metrics, logged trees (PNG thumbnails and node latents), galleries.
 
+Node latents, the bulk of a tree's bytes, follow the operator's policy (backend/settings.py):
+kept only at branch points, in TREEGRPO_LATENT_DTYPE, and for each job's
+TREEGRPO_KEEP_TREE_LATENTS newest trees (`drop_old_latents`, run each time a tree is logged).
+
 Files go to the artifact store in the layout of backend/storage.py, rows through the backend's
 CRUD in short sessions. Every write of a training job first checks that this attempt still owns
 the job (JobContext.heartbeat), so a process that lost its job cannot overwrite its successor's
@@ -8,6 +12,8 @@ results. `JobRecorder` is the trainer callback built from these pieces.
 
 from __future__ import annotations
 
+import logging
+import posixpath
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +32,8 @@ from treegrpo.callbacks import Callback, RunInfo, SampleBatch
 from treegrpo.scoring import weighted_sum
 from treegrpo.tree_record import TreeNodeRecord, TreeRecord
 from workers.context import JobContext, LostOwnership, with_db_retry
+
+logger = logging.getLogger(__name__)
 
 # Metrics shown in the one-line summary of each epoch in the job log.
 SUMMARY = ("reward_mean", "loss", "clip_fraction", "approx_kl", "ratio_mean")
@@ -89,7 +97,7 @@ def store_tree(
         latent_path = None
         if node.latent is not None and node.id in branchable:
             latent_path = f"{rel}/latents/node-{node.id:05d}.safetensors"
-            save_latent(ctx.path(latent_path), node.latent)
+            save_latent(ctx.path(latent_path), node.latent, ctx.latent_dtype)
         image_path = f"{rel}/{entry['image']}" if entry["image"] else None
         nodes.append(node_row(node, image_path, latent_path))
 
@@ -114,7 +122,42 @@ def store_tree(
                 meta=record.meta,
             ).id
 
-    return with_db_retry(write)
+    tree_id = with_db_retry(write)
+    drop_old_latents(ctx)
+    return tree_id
+
+
+def drop_old_latents(ctx: JobContext) -> int:
+    """Retention (TREEGRPO_KEEP_TREE_LATENTS = N > 0): the latents of the job's trees older than
+    its N newest are deleted from the store (folder or bucket) and the rows say so, rows first:
+    from then on no answer offers a branch that would find its latent missing (a crash between
+    the two leaves files only a purge removes). Images, atlas, tree.json and the latents of
+    branch results (their own jobs' work, a few per branch) stay. Returns the files deleted."""
+    if ctx.keep_tree_latents <= 0:
+        return 0
+
+    def drop() -> list[str]:
+        with session_scope() as session:
+            return crud.drop_old_tree_latents(
+                session, job_id=ctx.job_id, keep=ctx.keep_tree_latents
+            )
+
+    removed = 0
+    for folder in with_db_retry(drop):
+        head, name = posixpath.split(folder)
+        if name != "latents" or not head:  # only ever a tree's own latents/ folder, whole
+            logger.warning(
+                "job %s: latents in %r left in place (not a latents/ folder)", ctx.job_id, folder
+            )
+            continue
+        removed += ctx.delete_folder(folder)
+    if removed:
+        ctx.log.write(
+            f"retention: deleted {removed} latent file(s) of trees older than the job's "
+            f"{ctx.keep_tree_latents} newest (TREEGRPO_KEEP_TREE_LATENTS); those trees can no "
+            "longer be branched"
+        )
+    return removed
 
 
 def store_branch_nodes(
@@ -133,7 +176,7 @@ def store_branch_nodes(
         assert node.image is not None and node.latent is not None
         thumbnail(node.image).save(target)
         if node.id in branchable:
-            save_latent(ctx.path(str(latent_path)), node.latent)
+            save_latent(ctx.path(str(latent_path)), node.latent, ctx.latent_dtype)
         else:
             latent_path = None
         rows.append(node_row(node, image_path, latent_path))

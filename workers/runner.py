@@ -192,6 +192,8 @@ def run(job_id: int, attempt: int, stop: StopRequest, running: dict[str, JobCont
         log=JobLog(store / log_relpath(job_id), "job"),
         stop=stop,
         mirror=Mirror.of(settings),
+        latent_dtype=settings.latent_dtype,
+        keep_tree_latents=settings.keep_tree_latents,
     )
     running["job"] = ctx
     enforce_job_limits(ctx.config)  # the operator's lists, before anything loads or connects

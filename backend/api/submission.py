@@ -25,7 +25,7 @@ from backend.api.problems import ProblemError, validation_error
 from backend.errors import NotFound
 from backend.job_params import parse_params
 from backend.models import Job, JobStatus
-from backend.schemas import BranchCreate, JobCreate, text_problem
+from backend.schemas import BranchCreate, JobCreate, node_branch_refusal, text_problem
 from backend.settings import Settings
 from treegrpo.config import (
     ConfigError,
@@ -266,12 +266,11 @@ def create_branch(
         node = crud.get_branch_node(session, tree_id=tree_id, branch_node_id=branch_node_id)
         origin = {"branch_node_id": branch_node_id}
         default_name = f"branch of tree {tree_id} branch node {branch_node_id}"
-    if node.is_leaf:
-        raise ProblemError(
-            409,
-            f"node {node.id} is a leaf: it has no denoising steps left to branch",
-            kind="conflict",
-        )
+    # A training node of a tree whose latents retention dropped; a branch node keeps its own.
+    dropped = node_id is not None and tree.latents_dropped_at is not None
+    refusal = node_branch_refusal(node, latents_dropped=dropped)
+    if refusal is not None:
+        raise ProblemError(409, f"node {node.id} {refusal}", kind="conflict")
     source = crud.get_job(session, job_id=tree.job_id)
     # The source's config passed the lists at its submit; they may have narrowed since.
     refuse_beyond_limits(session, settings=settings, config=RunConfig.from_dict(source.config))

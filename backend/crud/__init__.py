@@ -100,6 +100,7 @@ from backend.crud.samples import (
 from backend.crud.trees import (
     add_tree,
     atlas_rows,
+    drop_old_tree_latents,
     get_node,
     get_tree,
     list_trees,
@@ -128,6 +129,7 @@ __all__ = [
     "delete_dataset",
     "delete_metrics_after",
     "deleted_job",
+    "drop_old_tree_latents",
     "due_for_purge",
     "end_node",
     "experiment_jobs",

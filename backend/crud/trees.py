@@ -3,14 +3,15 @@ inside the same tree; stored rows link parents by primary key."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Integer, case, cast, delete, func, select
+from sqlalchemy import Integer, case, cast, delete, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from backend.errors import NotFound
-from backend.models import Branch, BranchNode, Job, Tree, TreeNode
+from backend.models import Branch, BranchNode, Job, Tree, TreeNode, utcnow
 
 NODE_FIELDS = (
     "depth",
@@ -125,7 +126,7 @@ def tree_version(session: Session, *, tree_id: int) -> tuple[Any, ...]:
     each live branch's id, job status, node count and newest node id (a branch run again
     replaces its nodes with new rows). NotFound as get_tree."""
     row = session.execute(
-        select(Tree.id, Tree.created_at)
+        select(Tree.id, Tree.created_at, Tree.latents_dropped_at)
         .join(Job, Job.id == Tree.job_id)
         .where(Tree.id == tree_id, Job.deleted_at.is_(None))
     ).first()
@@ -148,7 +149,39 @@ def tree_version(session: Session, *, tree_id: int) -> tuple[Any, ...]:
         .group_by(Branch.id, Job.status)
         .order_by(Branch.id)
     ).all()
-    return (row[0], str(row[1]), tuple(map(str, nodes)), *(tuple(map(str, b)) for b in branches))
+    return (
+        row[0],
+        str(row[1]),
+        str(row[2]),  # retention dropping the latents changes what each node answers
+        tuple(map(str, nodes)),
+        *(tuple(map(str, b)) for b in branches),
+    )
+
+
+def drop_old_tree_latents(session: Session, *, job_id: int, keep: int) -> list[str]:
+    """Retention: every tree of the job but its `keep` newest (by epoch, then index) loses its
+    latents. Their nodes' latent_path become null and latents_dropped_at is set, so from the
+    commit on no answer offers a branch from them; returns the store folders that held those
+    latents, for the caller to delete. A tree dropped before is left alone. Commits."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 tree (0 keeps every tree's latents), got {keep}")
+    ordered = (
+        select(Tree.id, Tree.latents_dropped_at)
+        .where(Tree.job_id == job_id)
+        .order_by(Tree.epoch.desc(), Tree.index.desc(), Tree.id.desc())
+    )
+    older = [tree_id for tree_id, dropped in session.execute(ordered).all()[keep:] if not dropped]
+    if not older:
+        return []
+    paths = session.scalars(
+        select(TreeNode.latent_path).where(
+            TreeNode.tree_id.in_(older), TreeNode.latent_path.is_not(None)
+        )
+    ).all()
+    session.execute(update(TreeNode).where(TreeNode.tree_id.in_(older)).values(latent_path=None))
+    session.execute(update(Tree).where(Tree.id.in_(older)).values(latents_dropped_at=utcnow()))
+    session.commit()
+    return sorted({posixpath.dirname(str(path)) for path in paths})
 
 
 def atlas_rows(session: Session, *, tree_id: int) -> tuple[str | None, list[Any]]:

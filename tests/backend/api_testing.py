@@ -178,6 +178,8 @@ def tree_nodes(k: int = 2) -> list[dict[str, Any]]:
             "is_leaf": False,
             "reward": 0.5,  # a backed-up value, not a leaf reward
             "image_path": "jobs/1/trees/epoch-000000/tree-00/images/0.png",
+            # A branch point: the one node a branch can start from.
+            "latent_path": "jobs/1/trees/epoch-000000/tree-00/latents/node-00000.safetensors",
         }
     ]
     for child in range(1, k + 1):

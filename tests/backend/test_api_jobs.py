@@ -326,6 +326,53 @@ def test_branch_creates_a_sample_job_from_a_node(
     assert via_jobs.json()["detail"][0]["loc"] == ["body", "params", "branch", "node_id"]
 
 
+def test_each_node_says_whether_it_can_be_branched_and_a_branch_refuses_the_same_way(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    url = settings.resolved_database_url
+    parent = client.post(JOBS, json={"preset": "tiny-treegrpo"}, headers=auth).json()
+    old = at.add_tree(url, parent["id"], epoch=1)
+    # An inner node that is no branch point (a hidden ODE-chain state): no latent.
+    inner = {**at.tree_nodes(1)[0], "node_index": 2, "parent_index": 0, "latent_path": None}
+    with session_scope(url) as session:
+        crud.add_tree(
+            session, job_id=parent["id"], epoch=2, index=0, prompt="p", seed=1, window_start=0,
+            k=1, depth=1, steps=6, backup="mean", nodes=[*at.tree_nodes(1), inner],
+        )  # fmt: skip
+    first = client.get(f"/api/v1/trees/{old}")
+    root, leaf = first.json()["nodes"][:2]
+    assert first.json()["latents_dropped_at"] is None
+    assert (root["branchable"], root["branch_refusal"]) == (True, None)
+    assert leaf["branchable"] is False and leaf["branch_refusal"].startswith("is a leaf")
+
+    # Retention keeps the newest tree's latents only: the older tree can no longer branch.
+    with session_scope(url) as session:
+        dropped = crud.drop_old_tree_latents(session, job_id=parent["id"], keep=1)
+    assert dropped == ["jobs/1/trees/epoch-000000/tree-00/latents"]
+    again = client.get(f"/api/v1/trees/{old}", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 200, "the ETag must change when the latents are dropped"
+    tree = again.json()
+    assert tree["latents_dropped_at"] is not None
+    root = tree["nodes"][0]
+    assert root["branchable"] is False
+    assert "dropped by retention" in root["branch_refusal"]
+    listed = client.get(f"{JOBS}/{parent['id']}/trees").json()["data"]
+    assert {t["epoch"]: t["latents_dropped_at"] is not None for t in listed} == {1: True, 2: False}
+    refused = client.post(f"/api/v1/trees/{old}/nodes/{root['id']}/branch", headers=auth)
+    assert refused.status_code == 409
+    assert refused.json()["detail"] == f"node {root['id']} {root['branch_refusal']}"
+
+    newest = client.get(f"/api/v1/trees/{old + 1}").json()["nodes"]
+    assert newest[0]["branchable"] is True
+    hidden = newest[-1]
+    assert hidden["branchable"] is False
+    assert "only branch points keep a latent" in hidden["branch_refusal"]
+    path = f"/api/v1/trees/{old + 1}/nodes/{hidden['id']}/branch"
+    assert client.post(path, headers=auth).json()["detail"] == (
+        f"node {hidden['id']} {hidden['branch_refusal']}"
+    )
+
+
 def test_logs_read_from_an_offset(client: TestClient, settings: Settings) -> None:
     url = settings.resolved_database_url
     job = at.new_job(url)

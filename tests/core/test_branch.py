@@ -153,6 +153,13 @@ def test_logged_records_keep_every_state_as_a_latent(tmp_path: Path) -> None:
     path = tmp_path / "node.safetensors"
     save_latent(path, record.nodes[3].latent)
     assert torch.equal(load_latent(path), record.nodes[3].latent)
+    # The compact dtype: the state rounded to bfloat16, restored as the rollout's float32.
+    save_latent(path, record.nodes[3].latent, "bfloat16")
+    rounded = load_latent(path)
+    assert rounded.dtype == torch.float32
+    assert torch.equal(rounded, record.nodes[3].latent.to(torch.bfloat16).float())
+    with pytest.raises(ValueError, match="'float16' is not one of float32, bfloat16"):
+        save_latent(path, record.nodes[3].latent, "float16")
 
 
 def test_load_policy_from_a_checkpoint(tmp_path: Path) -> None:

@@ -293,11 +293,12 @@ def _story(b: Browser) -> None:
     picked, _ = _timed_tree(b, lambda: _pick_tree(b, 2), current)
     print(f"another tree picked from the list: {picked * 1000:.0f} ms")
 
-    # A leaf has no step left: the page says so without asking the API.
+    # A leaf has no step left: "Branch again" is disabled and the page says why (the API's
+    # branch_refusal), so no job that would fail can be submitted.
     tp.click_node(page, tp.ids(page, tp.LEAF)[0])
     b.wait_text("#tg-node-panel td[data-field='leaf']", "yes")
-    page.locator("#tg-branch").click()
-    b.wait_text("#tg-branch-msg", "no denoising step left")
+    page.wait_for_function("() => document.querySelector('#tg-branch')?.disabled === true")
+    b.wait_text("#tg-branch-why", "no denoising steps left")
     # The last inner node drawn is at the end of the SDE window: its children regrow the tail.
     leaves = set(tp.ids(page, tp.LEAF))
     inner_id = [i for i in tp.ids(page) if i not in leaves][-1]

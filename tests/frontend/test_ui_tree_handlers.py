@@ -282,6 +282,53 @@ def test_newer_older_and_branch_refusals() -> None:
     assert h.branch_refusal(loaded, inner.id, key, 3) is None
 
 
+def test_branch_again_is_disabled_where_the_api_would_refuse_the_branch(
+    cache: TreeCache, tmp_path: Path
+) -> None:
+    data = tree_json()
+    inner = [n for n in data["nodes"] if not n["is_leaf"]]
+    hidden, point = inner[1], inner[-1]  # an ODE-chain state, the last branch point
+    for node in data["nodes"]:
+        node["branchable"] = not node["is_leaf"] and node is not hidden
+        node["branch_refusal"] = None if node["branchable"] else "is a leaf: no steps left"
+    hidden["branch_refusal"] = "has no stored latent: only branch points keep a latent"
+    client, api = _setup(data)
+    loaded, _ = h.load_tree(client, 1, cache=cache)
+    key = "k" * 20
+    assert h.branch_gate(loaded, point["id"]) is None and h.branch_gate(loaded, None) is None
+    why = html.unescape(str(h.branch_gate(loaded, hidden["id"])))
+    assert f"Node {hidden['id']} has no stored latent: only branch points keep a latent" in why
+    # A click that beats the button's update is refused the same way, without a POST.
+    assert h.branch_refusal(loaded, hidden["id"], key, 3) == h.branch_gate(loaded, hidden["id"])
+    assert h.branch_refusal(loaded, point["id"], key, 3) is None
+    assert not [r for r in api.seen if r.method == "POST"]
+
+    # Retention dropped the tree's latents: none of its nodes is offered, and the page says
+    # why; a node an earlier branch grew keeps its own latent and still can be.
+    data = _branched(data, point["id"])
+    data["latents_dropped_at"] = "2026-12-06T14:00:00Z"
+    for node in data["nodes"]:
+        node["branchable"] = False
+        if not node["is_leaf"]:
+            node["branch_refusal"] = (
+                "has no stored latent: this tree's latents were dropped by retention (the "
+                "operator keeps them for each job's newest trees only), so it can no longer be "
+                "branched"
+            )
+    grown = data["branches"][0]["nodes"][0]
+    grown.update(is_leaf=False, branchable=True, branch_refusal=None)
+    client, _ = _setup(data)
+    dropped, _ = h.load_tree(client, 1, cache=TreeCache(folder=tmp_path / "again"))
+    assert dropped.tree.summary.latents_dropped_at is not None
+    for node_id in (None, point["id"]):
+        notice = html.unescape(str(h.branch_gate(dropped, node_id)))
+        assert "latents were dropped by retention" in notice
+        assert "can no longer be branched" in notice
+    assert "dropped by retention" in str(h.branch_refusal(dropped, point["id"], key, 3))
+    assert h.branch_gate(dropped, -grown["id"]) is None  # client.Tree negates branch node ids
+    assert h.branch_gate(None, point["id"]) is None  # nothing loaded: nothing to explain
+
+
 def test_a_branch_says_which_policy_grew_it(cache: TreeCache) -> None:
     """Issue 28 defect 5: the branch's result and its nodes' panel name the checkpoint (the
     branch job records it in BranchPublic.policy), not only the job log."""

@@ -195,6 +195,18 @@ def test_sample_evaluate_and_branch_from_a_checkpoint(settings: Settings) -> Non
         ({"source_job_id": source, "checkpoint_epoch": 7}, "no checkpoint of epoch 7 .*1, 2, 3"),
         ({"source_job_id": 999}, "job 999 does not exist"),
     ]
+    # Retention (the sample job's 3 trees, its newest kept): the older trees' nodes refuse.
+    with session_scope() as session:
+        assert crud.drop_old_tree_latents(session, job_id=sample, keep=1)
+        older = crud.get_tree(session, tree_id=first.id)
+        assert older.latents_dropped_at is not None
+        dropped_node = next(n.id for n in older.nodes if n.step_index == 1)
+    refusals.append(
+        (
+            {"branch": {"tree_id": first.id, "node_id": dropped_node, "k": 2}},
+            "has no stored latent: this tree's latents were dropped by retention",
+        )
+    )
     for params, message in refusals:
         job_id = new_job("sample", overrides=TRAIN, params=params)
         claim(job_id)
