@@ -50,6 +50,7 @@ ALLOWED_CORE = {
     # and pinning in the API. Torch-free (pyarrow is imported only where a file is read).
     "treegrpo.datasets",
     "treegrpo.datasets.errors",
+    "treegrpo.datasets.progress",  # an import's progress reports: time and pathlib only
     "treegrpo.datasets.ref",
     "treegrpo.datasets.sources",
     "treegrpo.datasets.table",
@@ -58,6 +59,9 @@ ALLOWED_CORE = {
     # (scipy is imported only inside mean_interval, which the API never calls).
     "treegrpo.config.grid",
     "treegrpo.statistics",
+    # Whether a tree node can be branched again (issue 28), one rule for the API's answers and
+    # the branch job: no imports at all.
+    "treegrpo.branchable",
 }
 
 PROBE = """
