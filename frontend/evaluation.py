@@ -255,8 +255,9 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         update = evaluation_update(sh.ctx.client(request, key), as_int(job_id))
         return (*update, gr.Timer(active=polls(update[0])))
 
-    def tick(state: EvalView, key: str | None, request: gr.Request) -> tuple[Any, ...]:
-        if not polls(state):
+    def tick(state: EvalView, job: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
+        # A tick for the evaluate job shown before another job was picked must not draw it back.
+        if not polls(state) or as_int(job) != state.job_id:
             return gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
         update = evaluation_update(sh.ctx.client(request, key), state.job_id)
         return (*update, gr.Timer(active=polls(update[0])))
@@ -269,5 +270,5 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
     timer = gr.Timer(TICK_SECONDS, active=False)
     outputs = [view, html, compare, timer]
     sh.when_shown(TAB_RUN, show, [sh.job, sh.key], outputs, follow_job=True)
-    timer.tick(tick, [view, sh.key], outputs, **QUIET)
+    timer.tick(tick, [view, sh.job, sh.key], outputs, **QUIET)
     compare.click(on_compare, [sh.job, sh.key], [sh.job, message])
