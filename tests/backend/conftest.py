@@ -11,6 +11,7 @@ import pytest
 from api_testing import create_pg_database, drop_pg_database, make_settings, truncate_all
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from moto_s3 import AWS_ENV, moto_server
 
 from backend import crud, migrate
 from backend.api import create_app
@@ -84,3 +85,17 @@ def api_key(settings: Settings) -> str:
 @pytest.fixture
 def auth(api_key: str) -> dict[str, str]:
     return {"X-API-Key": api_key}
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server for the module's tests (tests/moto_s3.py)."""
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The credentials moto accepts, so no S3 client looks further."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)

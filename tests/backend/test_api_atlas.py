@@ -6,14 +6,13 @@ reads closed need the key; GET /trees/{id}?drawn=true leaves the ODE-chain state
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import api_testing as at
 import pytest
 from fastapi.testclient import TestClient
-from moto_s3 import AWS_ENV, make_bucket, moto_server
+from moto_s3 import AWS_ENV, make_bucket
 from PIL import Image
 
 from backend import crud, migrate
@@ -107,12 +106,6 @@ def put(store: ArtifactStore, key: str, data: bytes, tmp: Path) -> None:
     path = tmp / "upload.bin"
     path.write_bytes(data)
     store.put_file(key, path)
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        yield url
 
 
 @pytest.fixture(params=["folder", "s3"])

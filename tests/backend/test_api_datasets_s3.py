@@ -6,7 +6,6 @@ cache of the bucket, and a delete removes the objects and that cache."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import api_testing as at
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from moto_s3 import AWS_ENV, make_bucket, moto_server
+from moto_s3 import make_bucket
 
 from backend import crud
 from backend.api import create_app
@@ -29,16 +28,9 @@ ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        yield url
-
-
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+def _credentials(aws_env: None) -> None:
+    """Every test here talks to moto with its credentials."""
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import api_testing as at
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from moto_s3 import AWS_ENV, make_bucket, moto_server
+from moto_s3 import make_bucket
 
 from backend import storage
 from backend.api import create_app
@@ -29,16 +28,9 @@ from workers.mirror import Mirror
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto")) as url:
-        yield url
-
-
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
+def _credentials(aws_env: None) -> None:
+    """Every test here talks to moto with its credentials."""
 
 
 @pytest.fixture
