@@ -127,6 +127,10 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
             tab_id: gr.Textbox("", visible=False, elem_id=f"tg-opened-{tab_id}")
             for tab_id, _, _ in TABS
         }
+        followed = {
+            tab_id: gr.Textbox(f"{tab_id}:0", visible=False, elem_id=f"tg-followed-{tab_id}")
+            for tab_id, _, _ in TABS
+        }
         with gr.Row(equal_height=True):
             gr.HTML(
                 f'<div class="tg-header"><h1>{TITLE}</h1><span class="tg-muted">RL fine-tuning '
@@ -144,13 +148,23 @@ def build_blocks(api_url: str | None = None, *, public_base: str = "") -> gr.Blo
                 # before then must not have its note overwritten by a late "No key".
                 key_note = gr.HTML(KEY_PENDING, elem_id="tg-key-note")
         with gr.Tabs(selected=TAB_RUNS, elem_id="tg-tabs") as tabs:
-            sh = Shared(ctx=ctx, key=key, me=me, job=job, tabs=tabs, shown=shown, opened=opened)
+            sh = Shared(
+                ctx=ctx,
+                key=key,
+                me=me,
+                job=job,
+                tabs=tabs,
+                shown=shown,
+                opened=opened,
+                followed=followed,
+            )
             built = {}
             for tab_id, label, build in TABS:
                 with gr.Tab(label, id=tab_id, elem_id=f"tg-tab-{tab_id}") as tab:
                     build(sh, demo, tab)
                 built[tab_id] = tab
         polling.poll_only_when_shown(demo, tabs, built, shown, opened, first=TAB_RUNS)
+        polling.follow_job_on_screen(job, shown, followed)
 
         demo.load(with_client(ctx, greet), [key_box], key_note)
         key_box.change(with_client(ctx, remember), [key_box], [key, me, key_note])

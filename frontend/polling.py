@@ -81,3 +81,13 @@ def poll_only_when_shown(
         show_progress="hidden",
         queue=False,
     )
+
+
+def follow_job_on_screen(
+    job: gr.State, shown: gr.Textbox, followed: Mapping[str, gr.Textbox]
+) -> None:
+    """When the shared `job` changes, bump the `followed` box of the tab on screen (its value is
+    "<tab id>:<count>"), in the page itself: no server event, so Gradio adds no component to
+    the list of updated ones that it walks on every later event."""
+    boxes = list(followed.values())
+    job.change(None, [shown, *boxes], boxes, js=read_static("follow_job.js"))

@@ -24,7 +24,7 @@ from frontend.client import (
     ApiError,
     Job,
 )
-from frontend.shared import QUIET, TAB_RUN, TAB_RUNS, TAB_TREE, Shared, as_int
+from frontend.shared import QUIET, TAB_RUN, TAB_RUNS, TAB_TREE, Shared, as_int, show_tab_js
 from frontend.static import read_static
 
 REFRESH_SECONDS = 3.0
@@ -165,20 +165,20 @@ def tick(
 
 
 def select_row(client: ApiClient, data: dict[str, Any], pending: Any) -> tuple[Any, ...]:
-    """A row click: (job, selected line, confirm row, action message, tab switch). A pending
-    confirmation about another job is withdrawn; one about this job stays."""
+    """A row click: (job, selected line, confirm row, action message). A pending confirmation
+    about another job is withdrawn; one about this job stays. (A double click then opens the
+    Run tab in the page: show_tab_js.)"""
     job_id = as_int(data.get("job_id"))
-    switch = gr.Tabs(selected=TAB_RUN) if data.get("open") else gr.skip()
     same = isinstance(pending, dict) and pending.get("job_id") == job_id
     confirm = gr.skip() if same else gr.update(visible=False)
     message = gr.skip() if same else ""
     if job_id is None:
-        return None, selected_html(None), confirm, message, switch
+        return None, selected_html(None), confirm, message
     try:
         job = client.get_job(job_id)
     except ApiError as exc:
-        return job_id, render.notice(exc.message, "error"), confirm, message, switch
-    return job_id, selected_html(job), confirm, message, switch
+        return job_id, render.notice(exc.message, "error"), confirm, message
+    return job_id, selected_html(job), confirm, message
 
 
 def show_selected(client: ApiClient, job: Any) -> str:
@@ -443,13 +443,12 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         [table, selected, action_watch, action_msg, form.watch, form.message],
         **QUIET,
     )
-    for event in (table.select, table.double_click):  # no overlay: it would eat a double click
-        event(
-            sh.call_event(select_row),
-            [key, pending],
-            [job, selected, confirm_row, action_msg, sh.tabs],
-            show_progress="hidden",
-        )
+    row_io = ([key, pending], [job, selected, confirm_row, action_msg])
+    # No overlay: it would eat a double click. A double click then opens the run.
+    table.select(sh.call_event(select_row), *row_io, show_progress="hidden")
+    table.double_click(sh.call_event(select_row), *row_io, show_progress="hidden").then(
+        None, js=show_tab_js(TAB_RUN)
+    )
     # What shows the shared job here follows it while the tab is on screen, and catches up
     # when it comes back (a job picked in another tab; Shared.when_shown).
     sh.when_shown(TAB_RUNS, sh.call(show_selected), [key, job], [selected], follow_job=True)
@@ -458,8 +457,8 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     gated = [*buttons.values(), save, permission]
     sh.when_shown(TAB_RUNS, sh.call(gate_actions), [key, job, sh.me], gated, follow_job=True)
     sh.me.change(sh.call(gate_actions), [key, job, sh.me], gated)
-    open_run.click(lambda: gr.Tabs(selected=TAB_RUN), None, sh.tabs)
-    open_tree.click(lambda: gr.Tabs(selected=TAB_TREE), None, sh.tabs)
+    open_run.click(None, js=show_tab_js(TAB_RUN))
+    open_tree.click(None, js=show_tab_js(TAB_TREE))
     confirm = [pending, confirm_row, confirm_text, action_msg]
     asks = {"cancel": ask_cancel, "resume": ask_resume, "delete": ask_delete}
     for action, button in buttons.items():

@@ -8,6 +8,7 @@ functions of an ApiClient and the form's values (tests/frontend/test_ui_runs.py)
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import gradio as gr
 from frontend import access, form, render
 from frontend.client import ApiClient, ApiError
 from frontend.shared import QUIET, Shared, as_int
+from frontend.static import read_static
 
 DEFAULT_PRESET = "digits-treegrpo"
 PER_ROW = 4
@@ -31,15 +33,20 @@ class SubmitForm:
     created: Any  # the submit click's event (chain a table refresh with .then)
 
 
-def columns_for(algorithm: Any, known: Any) -> list[Any]:
-    """Tree fields only for TreeGRPO, the flat group size only for the flat baselines."""
+def column_id(spec: form.FormField) -> str:
+    return "tg-fcol-" + spec.name.replace(".", "-").replace("_", "-")
+
+
+def hidden_columns(algorithm: Any, known: Any) -> str:
+    """Tree fields only for TreeGRPO, the flat group size only for the flat baselines: the
+    JSON list of the field columns to hide (frontend/static/form_fields.js hides them)."""
     served = form.served_algorithms((known or {}).values())
     shown = form.fields_for(str(algorithm or ""), served)
-    return [gr.Column(visible=spec.name in shown) for spec in form.FIELDS]
+    return json.dumps([column_id(spec) for spec in form.FIELDS if spec.name not in shown])
 
 
 def load_presets(client: ApiClient) -> tuple[Any, ...]:
-    """(presets, prompt sets, preset picker, message, *field values, *field columns)."""
+    """(presets, prompt sets, preset picker, message, *field values, hidden columns)."""
     try:
         found = client.presets()
     except ApiError as exc:
@@ -48,7 +55,7 @@ def load_presets(client: ApiClient) -> tuple[Any, ...]:
             [],
             gr.update(choices=[]),
             render.notice(f"Could not load the presets: {exc.message}", "error"),
-            *([gr.skip()] * (2 * len(form.FIELDS))),
+            *([gr.skip()] * (len(form.FIELDS) + 1)),
         )
     try:
         sets = sorted(client.prompt_sets())
@@ -78,8 +85,16 @@ def load_presets(client: ApiClient) -> tuple[Any, ...]:
         gr.update(choices=list(by_name), value=first),
         "",
         *updates,
-        *columns_for(values.get("algorithm"), by_name),
+        hidden_columns(values.get("algorithm"), by_name),
     )
+
+
+def presets_when_missing(client: ApiClient, known: Any) -> tuple[Any, ...]:
+    """A key was pasted: load the presets if the page's first try had none (a studio whose
+    reads need a key refused it), and leave a filled form as it is."""
+    if known:
+        return tuple(gr.skip() for _ in range(4 + len(form.FIELDS) + 1))
+    return load_presets(client)
 
 
 def fill_from_preset(name: Any, known: Any) -> tuple[Any, ...]:
@@ -87,7 +102,7 @@ def fill_from_preset(name: Any, known: Any) -> tuple[Any, ...]:
     return (
         *(gr.update(value=values.get(spec.name)) for spec in form.FIELDS),
         *[""] * len(form.FIELDS),
-        *columns_for(values.get("algorithm"), known),
+        hidden_columns(values.get("algorithm"), known),
     )
 
 
@@ -219,12 +234,12 @@ def build(sh: Shared, demo: gr.Blocks) -> SubmitForm:
             label = "source job (its checkpoint's policy)"
             source = gr.Number(None, label=label, precision=0, elem_id="tg-source")
             source_err = gr.HTML(elem_id="tg-source-error")
-    inputs, errors, columns = [], [], []
+    inputs, errors = [], []
+    hidden = gr.Textbox("[]", visible=False, elem_id="tg-f-hidden")  # field columns to hide
     for start in range(0, len(form.FIELDS), PER_ROW):
         with gr.Row():
             for spec in form.FIELDS[start : start + PER_ROW]:
-                with gr.Column(min_width=180) as column:
-                    columns.append(column)
+                with gr.Column(min_width=180, elem_id=column_id(spec)):
                     inputs.append(_widget(spec))
                     slot = f"{inputs[-1].elem_id}-error"
                     errors.append(gr.HTML(elem_classes=["tg-err-slot"], elem_id=slot))
@@ -238,14 +253,15 @@ def build(sh: Shared, demo: gr.Blocks) -> SubmitForm:
     button = gr.Button("Submit run", variant="primary", elem_id="tg-submit")
     button_refusal = gr.HTML(elem_id="tg-submit-refusal")
 
-    demo.load(
-        sh.call(load_presets), [sh.key], [presets, prompt_sets, preset, message, *inputs, *columns]
-    )
+    loaded = [presets, prompt_sets, preset, message, *inputs, hidden]
+    demo.load(sh.call(load_presets), [sh.key], loaded)
+    sh.key.change(sh.call(presets_when_missing), [sh.key, presets], loaded, **QUIET)
+    hidden.change(None, hidden, None, js=read_static("form_fields.js"))
     demo.load(lambda: uuid.uuid4().hex, None, token)
     kind.change(lambda value: gr.Column(visible=value != "train"), kind, source_col)
     algorithm = inputs[form.FIELD_NAMES.index("algorithm")]
-    algorithm.input(columns_for, [algorithm, presets], columns, **QUIET)  # type: ignore[attr-defined]
-    preset.select(fill_from_preset, [preset, presets], [*inputs, *errors, *columns])
+    algorithm.input(hidden_columns, [algorithm, presets], hidden, **QUIET)  # type: ignore[attr-defined]
+    preset.select(fill_from_preset, [preset, presets], [*inputs, *errors, hidden])
     sh.me.change(gate_submit, sh.me, [button, button_refusal])
     created = button.click(
         sh.call(do_submit),

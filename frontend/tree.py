@@ -65,8 +65,9 @@ class Wire:
     def pick_job(
         self, value: Any, key: str | None, loaded: Any, request: gr.Request
     ) -> tuple[Any, ...]:
-        """A job picked here: its lists and newest tree at once."""
-        return self.refresh_and_load(key, as_int(value), loaded, request)
+        """A job picked here: its lists and newest tree at once, then it is the shared job."""
+        job_id = as_int(value)
+        return *self.refresh_and_load(key, job_id, loaded, request), job_id
 
     def _load(self, client: ApiClient, tree_id: int) -> tuple[Any, ...]:
         try:
@@ -239,19 +240,18 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         )
     loaded_io = ([sh.key, sh.job, tree_state], [job_pick, tree_pick, tree_msg, tree_ids, *shown])
     refresh.click(w.refresh_and_load, *loaded_io, show_progress="minimal")
-    sh.when_shown(
-        TAB_TREE, w.refresh_and_load, *loaded_io, follow_job=True, show_progress="minimal"
-    )
+    # No follow_job: while this tab is on screen only its own pick changes the shared job, and
+    # the pick has loaded that job's tree already.
+    sh.when_shown(TAB_TREE, w.refresh_and_load, *loaded_io, show_progress="minimal")
     # `select` fires once per pick (a Dropdown fires `input` twice). The pick loads its tree
-    # itself, and only then becomes the shared job: through sh.job.change the tree waited for a
-    # second round trip and behind the other tabs' events that change sets off. The change
-    # then finds the tree loaded.
+    # and becomes the shared job in one event: each server event costs the page a walk over
+    # every component any event has updated (Gradio's loading status), so no `.then` for it.
     job_pick.select(
         w.pick_job,
         [job_pick, sh.key, tree_state],
-        [job_pick, tree_pick, tree_msg, tree_ids, *shown],
+        [job_pick, tree_pick, tree_msg, tree_ids, *shown, sh.job],
         show_progress="minimal",
-    ).then(lambda value: as_int(value), job_pick, sh.job, **QUIET)
+    )
     tree_pick.select(w.pick_tree, [tree_pick, sh.key], shown, show_progress="minimal")
     for button, direction in ((newer, -1), (older, 1)):
         button.click(w.step(direction), [tree_ids, tree_state, sh.key], [tree_pick, *shown])

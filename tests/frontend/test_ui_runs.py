@@ -12,6 +12,7 @@ from typing import Any, get_type_hints
 
 import gradio as gr
 import httpx
+from fake_api import FakeApi
 from ui_factories import job_json
 
 from frontend import curves, playground, polling, run, runs, submit
@@ -19,33 +20,9 @@ from frontend.app import build_blocks
 from frontend.client import ApiClient, Job, MetricPoint
 from frontend.context import UiContext
 from frontend.shared import only_when_shown
+from frontend.static import read_static
 
 Route = Callable[[httpx.Request], httpx.Response]
-
-
-class FakeApi:
-    """Answers by (method, path); records every request."""
-
-    def __init__(self, routes: dict[tuple[str, str], Any]) -> None:
-        self.routes = routes
-        self.seen: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.seen.append(request)
-        answer = self.routes.get((request.method, request.url.path))
-        if answer is None:
-            return httpx.Response(404, json={"title": "Not Found", "detail": "no such route"})
-        if callable(answer):
-            answer = answer(request)
-        if isinstance(answer, httpx.Response):
-            return answer
-        return httpx.Response(200, json=answer)
-
-    def client(self, key: str | None = "k-secret") -> ApiClient:
-        return ApiClient("http://api.test", api_key=key, transport=httpx.MockTransport(self))
-
-    def calls(self, method: str) -> list[str]:
-        return [r.url.path for r in self.seen if r.method == method]
 
 
 JOBS = "/api/v1/jobs"
@@ -76,10 +53,10 @@ def test_delete_acts_on_the_row_the_confirmation_names_not_a_late_selection() ->
     assert pending == {"action": "delete", "job_id": 9} and row["visible"] is True
     assert "#9" in text and "scratch run" in text and "#3" not in text and message == ""
     # The late select of row 3 arrives now: it withdraws a confirmation about another job...
-    *_, confirm, _, _ = runs.select_row(client, {"job_id": 3}, pending)
+    *_, confirm, _ = runs.select_row(client, {"job_id": 3}, pending)
     assert confirm == {"visible": False, "__type__": "update"}
     # ...but one about the job being selected stays.
-    *_, confirm, _, _ = runs.select_row(client, {"job_id": 9}, pending)
+    *_, confirm, _ = runs.select_row(client, {"job_id": 9}, pending)
     assert confirm == gr.skip()
     out = runs.confirmed(client, pending, [], "all", 3, "", "")
     assert api.calls("DELETE") == [f"{JOBS}/9"]
@@ -224,7 +201,8 @@ def test_only_the_tab_on_screen_polls() -> None:
     switch = next(
         d
         for d in config["dependencies"]
-        if any(t[1] == "change" for t in d["targets"]) and d.get("js")
+        if any(t[1] == "change" for t in d["targets"])
+        and d.get("js") == read_static("shown_tab.js")
     )
     flat = [t for owned in timers.values() for t in owned]
     assert switch["outputs"][: len(flat)] == [t._id for t in flat]
@@ -239,6 +217,33 @@ def test_only_the_tab_on_screen_polls() -> None:
     assert [b for b in again if b != gr.skip()] != [b for b in boxes if b != gr.skip()]
     out = fn("tg-tab-tree")
     assert not any(u.active for u in out[: len(flat)]) and out[len(flat)] == "tree"
+
+
+def test_the_form_loads_its_presets_once_a_key_is_pasted_where_reads_need_one() -> None:
+    """The compose smoke run's screenshot: with reads closed the page's first load of the
+    presets was refused, and the form still said so after the key was pasted."""
+    closed = httpx.Response(401, json={"title": "Unauthorized", "detail": "reads need a key"})
+    refused = submit.load_presets(FakeApi({("GET", "/api/v1/presets"): closed}).client(None))
+    assert refused[0] == {} and "Could not load the presets" in refused[3]
+    config = {"algorithm": "dancegrpo", "epochs": 4, "model": "digits"}
+    api = FakeApi(
+        {
+            ("GET", "/api/v1/presets"): {"data": [{"name": "digits-dancegrpo", "config": config}]},
+            ("GET", "/api/v1/prompt-sets"): {"data": []},
+            ("GET", "/api/v1/models"): {"data": ["digits"]},
+        }
+    )
+    out = submit.presets_when_missing(api.client(), refused[0])
+    assert out[0] == {"digits-dancegrpo": config} and out[2]["value"] == "digits-dancegrpo"
+    assert out[3] == ""  # the refusal is gone
+    epochs = out[4 + submit.form.FIELD_NAMES.index("epochs")]
+    assert epochs["value"] == 4
+    hidden = json.loads(out[-1])
+    assert "tg-fcol-tree-k" in hidden and "tg-fcol-flat-group-size" not in hidden
+    # Loaded already: a new key leaves the form (and what the user typed in it) alone.
+    again = submit.presets_when_missing(api.client(), out[0])
+    assert all(v == gr.skip() for v in again) and len(again) == len(out)
+    assert api.calls("GET").count("/api/v1/presets") == 1
 
 
 def test_a_hidden_tab_loads_nothing_and_loads_when_shown() -> None:
@@ -265,7 +270,9 @@ def test_a_hidden_tab_loads_nothing_and_loads_when_shown() -> None:
     # Wired: the shown tab's change and, for job followers, the job's change; nothing on load.
     demo = build_blocks("http://127.0.0.1:8000")
     config = demo.get_config_file()
-    names = {d["id"]: demo.fns[d["id"]].fn.__name__ for d in config["dependencies"]}
+    names = {
+        d["id"]: getattr(demo.fns[d["id"]].fn, "__name__", None) for d in config["dependencies"]
+    }
     loads = {
         names[d["id"]] for d in config["dependencies"] if any(t[1] == "load" for t in d["targets"])
     }
@@ -285,13 +292,23 @@ def test_a_hidden_tab_loads_nothing_and_loads_when_shown() -> None:
     assert "refresh_and_load" in on_change_of("tg-opened-tree")
     assert {"show_selected", "fill_edit", "gate_actions"} <= on_change_of("tg-opened-runs")
     assert "open_job" not in on_change_of("tg-opened-tree")
-    # Followers of the shared job read which tab is shown first (and skip when hidden).
-    followers = {
-        names[d["id"]]
-        for d in config["dependencies"]
-        if d["inputs"][:1] == [ids["tg-shown"]] and all(t[1] == "change" for t in d["targets"])
-    }
-    assert {"open_job", "refresh_and_load", "show_selected", "show"} <= followers
+    # A job change runs no server event itself: one function in the page bumps the "followed"
+    # box of the tab on screen, and only that tab's followers (wired to its box) run.
+    follow = [d for d in config["dependencies"] if d["js"] == read_static("follow_job.js")]
+    assert len(follow) == 1 and follow[0]["backend_fn"] is False
+    ((job_id, trigger),) = follow[0]["targets"]
+    assert trigger == "change" and isinstance(demo.blocks[job_id], gr.State)
+    assert follow[0]["inputs"][0] == ids["tg-shown"]
+    assert not [d for d in config["dependencies"] if [job_id, "change"] in map(list, d["targets"])
+                and d["backend_fn"]]  # fmt: skip
+    assert {"open_job", "show"} <= on_change_of("tg-followed-run")
+    assert {"show_selected", "fill_edit", "gate_actions"} <= on_change_of("tg-followed-runs")
+    # The tree tab's own pick is the only job change while it is shown, and loads the tree.
+    assert not on_change_of("tg-followed-tree")
+    # No event switches tabs from the server (that made every tab an output, which Gradio
+    # then snapshots on each later event): the page clicks the tab's button instead.
+    tabs_id = ids["tg-tabs"]
+    assert not [d for d in config["dependencies"] if tabs_id in d["outputs"] and d["backend_fn"]]
 
 
 def test_opening_a_run_draws_its_header_and_curves_before_fetching_gallery_images() -> None:
