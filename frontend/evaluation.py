@@ -235,6 +235,18 @@ def evaluation_update(client: ApiClient, job_id: int | None) -> tuple[EvalView, 
     return view, gr.update(value=html, visible=True), gr.update(visible=False)
 
 
+def redraw(client: ApiClient, state: EvalView, job_id: int | None) -> tuple[Any, ...]:
+    """A tick of the table's timer: (view, HTML, button, timer). It redraws the table's
+    contents and never shows or hides anything: a tick sent before another job was picked
+    and answered after that job was shown drew the old job's table back on top of it (a
+    fresh-clone CI run saw it). Only `show` decides what is visible."""
+    if not polls(state) or job_id != state.job_id:
+        return gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
+    view, html, _ = evaluation_update(client, state.job_id)
+    contents = {k: v for k, v in html.items() if k != "visible"}
+    return view, contents, gr.skip(), gr.Timer(active=polls(view))
+
+
 def build(sh: Shared, demo: gr.Blocks) -> None:
     """The table's place in the Run tab, wired to the picked job (redrawn while it runs), and
     a train job's button that evaluates its checkpoint against the base model."""
@@ -256,11 +268,7 @@ def build(sh: Shared, demo: gr.Blocks) -> None:
         return (*update, gr.Timer(active=polls(update[0])))
 
     def tick(state: EvalView, job: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
-        # A tick for the evaluate job shown before another job was picked must not draw it back.
-        if not polls(state) or as_int(job) != state.job_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=False)
-        update = evaluation_update(sh.ctx.client(request, key), state.job_id)
-        return (*update, gr.Timer(active=polls(update[0])))
+        return redraw(sh.ctx.client(request, key), state, as_int(job))
 
     def on_compare(job_id: Any, key: str | None, request: gr.Request) -> tuple[Any, str]:
         return start_comparison(sh.ctx.client(request, key), as_int(job_id))

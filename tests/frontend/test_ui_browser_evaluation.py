@@ -75,12 +75,6 @@ def _means(stack: Stack, job_id: int) -> dict[tuple[int, str], float]:
     }
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="intermittent, open: on the last fresh-clone CI run (1 in about 4 runs) the evaluation "
-    "table stayed visible after a training run was opened (line 160); a late evaluation tick is "
-    "now dropped when the shared job changed, not yet shown to be the cause",
-)
 def test_ui_evaluation_table(stack: Stack) -> None:
     from playwright.sync_api import sync_playwright
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gradio as gr
+from fake_api import FakeApi
 from ui_factories import job_json
 
 from frontend.client import Job
-from frontend.evaluation import comparison_body, parse_table, table_html
+from frontend.evaluation import EvalView, comparison_body, parse_table, redraw, table_html
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -66,3 +68,25 @@ def test_the_comparison_of_a_train_job_is_its_checkpoint_against_the_base_model(
     assert body["params"] == {"models": [{}, {"job_id": 12}]}
     assert body["config"] == {"eval": {"steps": 40}}  # the run's own eval settings
     assert len(body["name"]) == 200 and body["name"].startswith("x")
+
+
+def test_a_tick_redraws_the_table_and_never_shows_it() -> None:
+    """A tick sent while an evaluate job was shown, answered after a train job was opened,
+    drew the old table back over the train job (the browser story failed so in about 1
+    fresh-clone CI run in 4). A tick now changes the table's contents only."""
+    job = job_json(id=5, kind="evaluate", status="running")
+    rows = {"data": [], "count": 0}
+    api = FakeApi(
+        {
+            ("GET", "/api/v1/jobs/5"): job,
+            ("GET", "/api/v1/jobs/5/metrics"): rows,
+        }
+    )
+    state = EvalView(5, False, 0)
+    view, html, button, timer = redraw(api.client(), state, 5)
+    assert view.job_id == 5 and "Evaluation" in html["value"]
+    assert "visible" not in html and button == gr.skip() and timer.active is True
+    # Another job picked since: nothing changes and the timer stops.
+    assert redraw(api.client(), state, 7)[:3] == (gr.skip(),) * 3
+    # A finished table stops polling.
+    assert redraw(api.client(), EvalView(5, True, 3), 5)[3].active is False
