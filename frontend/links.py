@@ -5,7 +5,7 @@ The UI issues a short-lived random token for one API path and the user's key, ke
 process's memory only; `GET <ui>/files/<token>` fetches that path from the API with the key and
 streams the answer back (same origin as the page, so it also works behind a path prefix). The
 key never appears in a URL, in the page or in the browser's storage; a token names one file and
-expires after TTL_SECONDS. The answer is streamed through chunk by chunk (a checkpoint zip of
+expires after TTL_SECONDS (TREEGRPO_LINK_TTL_SECONDS). The answer is streamed through chunk by chunk (a checkpoint zip of
 gigabytes never sits in this process), with its Content-Type, Content-Disposition (the file name
 the browser saves under) and Content-Length.
 
@@ -16,6 +16,7 @@ the browser saves under) and Content-Length.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -29,7 +30,22 @@ from starlette.responses import Response, StreamingResponse
 
 from frontend.client import API_PREFIX, ApiClient, artifact_href
 
-TTL_SECONDS = 600
+TTL_ENV = "TREEGRPO_LINK_TTL_SECONDS"
+
+
+def ttl_seconds() -> int:
+    """The operator's link lifetime (TREEGRPO_LINK_TTL_SECONDS, default 600)."""
+    raw = os.environ.get(TTL_ENV, "").strip() or "600"
+    try:
+        ttl = int(raw)
+    except ValueError:
+        raise ValueError(f"{TTL_ENV} must be a whole number of seconds, got {raw!r}") from None
+    if ttl < 1:
+        raise ValueError(f"{TTL_ENV} must be at least 1 second, got {ttl}")
+    return ttl
+
+
+TTL_SECONDS = ttl_seconds()
 MAX_LINKS = 4096
 PASSED_HEADERS = (
     "content-type",
@@ -41,9 +57,10 @@ PASSED_HEADERS = (
     "location",  # the API's presigned bucket URL (TREEGRPO_ARTIFACT_REDIRECT): no key in it
 )
 EXPIRED = (
-    f"This link has expired (links last {TTL_SECONDS // 60} minutes): "
-    "open it again from the dashboard."
-)
+    f"This link has expired (links last {TTL_SECONDS // 60} minutes)"
+    if TTL_SECONDS >= 120
+    else f"This link has expired (links last {TTL_SECONDS} seconds)"
+) + ": open it again from the dashboard."
 UNREACHABLE = "The API did not answer: try the link again from the dashboard."
 
 
@@ -94,6 +111,7 @@ class LinkStore:
 
 LINKS = LinkStore()
 ROUTE = "/files/{token}"
+ALIVE_ROUTE = "/files/{token}/alive"
 
 
 def link_for(client: ApiClient, path: str | None, public_base: str = "") -> str | None:
@@ -140,7 +158,18 @@ async def serve(request: Request) -> Response:
     return StreamingResponse(body(), status_code=upstream.status_code, headers=headers)
 
 
+async def alive(request: Request) -> Response:
+    """GET <ui>/files/<token>/alive: 204 while the token is valid, else 404 with the reason. The
+    page asks this beside a click on a link (frontend/static/links.js): a download of an
+    expired link otherwise failed without a word."""
+    if LINKS.resolve(str(request.path_params.get("token", ""))) is None:
+        return Response(EXPIRED, 404, media_type="text/plain")
+    return Response(status_code=204)
+
+
 def add_route(app: Any, mount_path: str) -> None:
     """Serve the links at <mount_path>/files/<token> (call before mounting Gradio there: the
     first matching route answers)."""
-    app.add_route(mount_path.rstrip("/") + ROUTE, serve, methods=["GET"], include_in_schema=False)
+    base = mount_path.rstrip("/")
+    app.add_route(base + ALIVE_ROUTE, alive, methods=["GET"], include_in_schema=False)
+    app.add_route(base + ROUTE, serve, methods=["GET"], include_in_schema=False)

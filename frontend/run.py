@@ -261,6 +261,17 @@ def header_html(
     return header + nodes_html(job)
 
 
+def renew_links(ctx: UiContext, client: ApiClient, state: RunView) -> Any:
+    """The header again with fresh download links (the page found one expired)."""
+    if state.job_id is None:
+        return gr.skip()
+    try:
+        job = client.get_job(state.job_id)
+    except ApiError:
+        return gr.skip()
+    return header_html(ctx, client, job, state.store)
+
+
 def _gallery(ctx: UiContext, client: ApiClient, job: Job, samples: list[Sample], title: str) -> str:
     sources = ctx.thumbs.many(client, [x.image_url for x in samples], GALLERY_PX)
     return render.gallery(
@@ -457,6 +468,8 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     header = gr.HTML(
         '<div class="tg-empty">Pick a job above, or click one in the Runs tab.</div>',
         elem_id="tg-run-header",
+        js_on_load=read_static("links.js")
+        + "\nwindow.tgWatchLinks(element, () => trigger('select', {}));",
     )
     evaluation.build(sh, demo)  # an evaluate job's table of models x rewards
     gr.Markdown("#### Reward")
@@ -500,5 +513,6 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     ):
         opening.then(thumbnails, [sh.shown, key, view], galleries, **QUIET)
     timer.tick(sh.call_ui(tick), [key, view, smoothing], [view, *parts, picker, timer], **QUIET)
+    header.select(sh.call_ui(renew_links), [key, view], header, **QUIET)  # an expired link
     smoothing.release(resmooth, [view, smoothing], [reward_html, training_html], **QUIET)
     epoch.release(sh.call_ui(pick_epoch), [key, view, epoch], latest_html, **QUIET)

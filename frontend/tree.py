@@ -25,7 +25,14 @@ STATIC = Path(__file__).with_name("static")
 TREE_TEMPLATE = (STATIC / "tree.html").read_text()
 TREE_JS = (STATIC / "tree.js").read_text()
 TREE_CSS = (STATIC / "tree.css").read_text()
-PANEL_JS = (STATIC / "tree_panel.js").read_text()
+# The full-size link renews by selecting the panel's node again (frontend/static/links.js).
+PANEL_JS = (
+    (STATIC / "tree_panel.js").read_text()
+    + (STATIC / "links.js").read_text()
+    + "\nwindow.tgWatchLinks(element, () => {"
+    " const p = element.querySelector('.tg-panel[data-node-id]');"
+    " if (p) trigger('select', {node_id: Number(p.dataset.nodeId)}); });"
+)
 SKIP = gr.skip
 
 

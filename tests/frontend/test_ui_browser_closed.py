@@ -146,3 +146,67 @@ def test_the_run_tabs_downloads_work_on_a_closed_studio(closed: Stack) -> None:
             lora.read("pytorch_lora_weights.safetensors")
             == (folder / "lora" / "pytorch_lora_weights.safetensors").read_bytes()
         )
+
+
+LINK_TTL_S = 5
+
+
+@pytest.fixture(scope="module")
+def short_links(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("ui-short-links"),
+        worker=False,
+        reads_require_key=True,
+        settings={"TREEGRPO_LINK_TTL_SECONDS": str(LINK_TTL_S)},
+    )
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_an_expired_download_link_says_so_and_is_renewed(short_links: Stack) -> None:
+    """A download link clicked after its lifetime used to fail without a word (a failed
+    download in the browser's list). The page now says it expired, the Run header gets fresh
+    links, and the next click downloads."""
+    from playwright.sync_api import sync_playwright
+    from ui_stack import seed_checkpoint
+
+    stack = short_links
+    job_id, folder = seed_checkpoint(stack, name="old links run")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+            page.set_default_timeout(20_000)
+            page.goto(stack.ui)
+            page.wait_for_selector("#tg-key-note .tg-key-status:not(.tg-key-pending)")
+            field = page.locator("#tg-api-key textarea, #tg-api-key input").first
+            field.fill(stack.key)
+            field.dispatch_event("blur")
+            _wait_text(page, "#tg-key-note", "reads included")
+            page.get_by_role("tab", name="Runs", exact=True).click()
+            _wait_text(page, "#tg-jobs", "old links run")
+            page.locator(f"#tg-jobs tr[data-job-id='{job_id}']").dblclick()
+            _wait_text(page, "#tg-run-header", "Download the latest checkpoint")
+            link = page.locator("[data-testid='checkpoint-link']")
+            old = link.get_attribute("href")
+            page.wait_for_timeout((LINK_TTL_S + 1) * 1000)
+            link.click()
+            toast = page.locator(".tg-link-expired")
+            toast.wait_for()
+            assert "This link has expired (links last 5 seconds)" in toast.inner_text()
+            assert "click again" in toast.inner_text()
+            page.wait_for_function(
+                "(old) => { const a = document.querySelector(\"[data-testid='checkpoint-link']\");"
+                " return a && a.getAttribute('href') !== old; }",
+                arg=old,
+            )
+            with page.expect_download() as saving:
+                page.locator("[data-testid='checkpoint-link']").click()
+            saved = saving.value
+            assert saved.failure() is None
+            assert saved.suggested_filename == f"job-{job_id}-epoch-000002.zip"
+            assert Path(saved.path()).stat().st_size > (folder / "model.safetensors").stat().st_size
+        finally:
+            browser.close()

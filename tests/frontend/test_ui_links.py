@@ -360,3 +360,31 @@ def test_an_api_that_does_not_answer_is_a_clear_502(ui_links: None) -> None:
     token = links.LINKS.issue("http://api.test", "the-key", "/api/v1/jobs/3/checkpoint")
     answer = asyncio.run(links.serve(_request(token)))
     assert answer.status_code == 502 and bytes(answer.body).decode() == links.UNREACHABLE
+
+
+def test_the_page_can_ask_whether_a_link_still_works(
+    api: tuple[FastAPI, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET <ui>/files/<token>/alive (frontend/static/links.js asks it beside a click): 204 while
+    the token works, 404 with the reason after, and it never reaches the API."""
+    _, key = api
+    token = links.LINKS.issue("http://api.test", key, f"/api/v1/artifacts/{ART}")
+    with _ui() as ui:
+        answer = ui.get(f"/ui/files/{token}/alive")
+        assert answer.status_code == 204 and answer.content == b""
+        now = links.time.monotonic()
+        monkeypatch.setattr(links.time, "monotonic", lambda: now + links.TTL_SECONDS + 1)
+        gone = ui.get(f"/ui/files/{token}/alive")
+        assert gone.status_code == 404 and gone.text == links.EXPIRED
+        assert ui.get("/ui/files/not-a-token/alive").status_code == 404
+
+
+def test_the_link_lifetime_is_the_operators(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(links.TTL_ENV, "90")
+    assert links.ttl_seconds() == 90
+    monkeypatch.delenv(links.TTL_ENV)
+    assert links.ttl_seconds() == 600
+    for bad, says in (("ten", "whole number"), ("0", "at least 1")):
+        monkeypatch.setenv(links.TTL_ENV, bad)
+        with pytest.raises(ValueError, match=says):
+            links.ttl_seconds()

@@ -378,3 +378,13 @@ def test_the_run_tabs_downloads_open_through_the_ui_with_the_users_key() -> None
     }
     ticked = run.tick(UiContext(), api.client("k-secret"), view, 0.6)
     assert ticked[1] == header  # the same tokens: the header does not change under the cursor
+
+
+def test_an_expired_download_link_is_renewed_with_the_header() -> None:
+    """The page found a Run header link expired (frontend/static/links.js): the header again,
+    with links issued now."""
+    job = job_json(id=4, status="succeeded", checkpoint_path="jobs/4/checkpoints/epoch-000002")
+    api = FakeApi({("GET", f"{JOBS}/4"): job})
+    header = run.renew_links(UiContext(), api.client(), run.RunView(job_id=4))
+    assert "#4" in header and 'href="files/' in header and "k-secret" not in header
+    assert run.renew_links(UiContext(), api.client(), run.RunView()) == gr.skip()
