@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tree_page as tp
 from test_ui_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IN_CI, Browser
 from ui_factories import tree_json
 from ui_stack import Stack, seed_tree, start_stack
@@ -218,31 +219,28 @@ def test_timings_while_a_digits_job_trains(stack: Stack) -> None:
             page.locator(f"#tg-jobs tr[data-job-id='{grown}']").click()
             b.wait_text("#tg-selected-job", f"#{grown}")
             b.tab("Tree inspector")
-            node = "#tg-tree g.tn.inner"
-            try:
-                page.wait_for_selector(node, timeout=30_000)
-            except Exception:
-                figures["node click"] = "not measured: no SVG node (#tg-tree g.tn) in the page"
-            else:
-                inner = page.locator(node).last
-                inner_id = inner.get_attribute("data-node-id")
-                _arm_click_clock(page)
-                inner.click()
-                took = _since_click(
-                    page, f"document.querySelector('.tg-panel[data-node-id=\"{inner_id}\"]')"
-                )
-                figures["a node click filling its panel"] = f"{took * 1000:.0f} ms (< 300 ms)"
-                _arm_click_clock(page)
-                page.locator("#tg-branch").click()
-                took = _since_click(
-                    page,
-                    "document.querySelector('#tg-tree g.branch-overlay g.tn.new')",
-                    timeout=180_000,
-                )
-                branches = [j for j in _jobs(stack) if j["kind"] == "sample" and j["id"] > training]
-                job_s = _job_seconds(branches[0]) if branches else None
-                split = f"; the branch job itself {job_s:.1f} s" if job_s is not None else ""
-                figures["branch again until the children show"] = f"{took:.1f} s (< 10 s){split}"
+            tp.wait_drawn(page, None, timeout=60, since_click=False)
+            # The last inner node drawn is at the end of the SDE window: branchable.
+            leaves = set(tp.ids(page, tp.LEAF))
+            inner_id = [i for i in tp.ids(page) if i not in leaves][-1]
+            _arm_click_clock(page)
+            tp.click_node(page, inner_id)
+            took = _since_click(
+                page, f"document.querySelector('.tg-panel[data-node-id=\"{inner_id}\"]')"
+            )
+            figures["a node click filling its panel"] = f"{took * 1000:.0f} ms (< 300 ms)"
+            page.wait_for_function("() => document.querySelector('#tg-branch')?.disabled === false")
+            _arm_click_clock(page)
+            page.locator("#tg-branch").click()
+            took = _since_click(
+                page,
+                f"document.querySelector('{tp.VIEW}').tgTree.ids({tp.NEW}).length >= 2",
+                timeout=180_000,
+            )
+            branches = [j for j in _jobs(stack) if j["kind"] == "sample" and j["id"] > training]
+            job_s = _job_seconds(branches[0]) if branches else None
+            split = f"; the branch job itself {job_s:.1f} s" if job_s is not None else ""
+            figures["branch again until the children show"] = f"{took:.1f} s (< 10 s){split}"
             figures["training job during all this"] = stack.job(training)["status"]
             b.shot("28-timings")
         except BaseException:
