@@ -26,6 +26,7 @@ from backend.models import (
     Tree,
     TreeNode,
 )
+from treegrpo.atlas import drawable
 from treegrpo.branchable import branch_refusal
 from treegrpo.epochs import logging_schedule as next_logs
 from treegrpo.secrets import redact
@@ -731,9 +732,19 @@ def _node_fields(node: TreeNode | BranchNode, *, latents_dropped: bool = False) 
     }
 
 
-def node_public(node: TreeNode, *, latents_dropped: bool = False) -> TreeNodePublic:
+def node_public(
+    node: TreeNode | Any,
+    *,
+    latents_dropped: bool = False,
+    drawn_parent: Mapping[int, int | None] | None = None,
+) -> TreeNodePublic:
+    """`node`: a TreeNode or a tuple of its columns (crud.get_tree_rows). With `drawn_parent`
+    (drawn_parents), its parent is its nearest drawn ancestor."""
     fields = _node_fields(node, latents_dropped=latents_dropped)
-    return TreeNodePublic(**fields, branch_job_id=None)
+    if drawn_parent is not None:
+        fields["parent_id"] = drawn_parent[node.id]
+    # Our own rows, already checked when they were written: no validation for 13,655 nodes.
+    return TreeNodePublic.model_construct(**fields, branch_job_id=None)
 
 
 def branch_node_public(node: BranchNode) -> BranchNodePublic:
@@ -771,18 +782,52 @@ def branch_public(branch: Branch, job_status: str) -> BranchPublic:
     )
 
 
-def tree_public(tree: Tree, branches: Sequence[tuple[Branch, str]] = ()) -> TreePublic:
-    """The training tree (its summary counts training nodes only) and its branches beside it."""
-    leaves, best, mean = _leaf_stats(list(tree.nodes))
+def tree_public(
+    tree: Tree,
+    branches: Sequence[tuple[Branch, str]] = (),
+    *,
+    nodes: Sequence[TreeNode | Any] | None = None,
+    drawn: bool = False,
+) -> TreePublic:
+    """The training tree (its summary counts training nodes only) and its branches beside it.
+    `nodes`: the tree's nodes when already read (crud.get_tree_rows), else `tree.nodes`;
+    `drawn`: only the nodes a viewer draws (treegrpo/atlas.py), each joined to its nearest
+    drawn ancestor."""
+    every = list(tree.nodes if nodes is None else nodes)
+    leaves, best, mean = _leaf_stats(every)
     dropped = tree.latents_dropped_at is not None
+    if drawn:
+        anchors = drawn_parents(every)
+        public = [
+            node_public(node, latents_dropped=dropped, drawn_parent=anchors)
+            for node in every
+            if node.id in anchors
+        ]
+    else:
+        public = [node_public(node, latents_dropped=dropped) for node in every]
     return TreePublic(
         **_tree_fields(tree),
         leaves=leaves,
         best_reward=best,
         mean_reward=mean,
-        nodes=[node_public(node, latents_dropped=dropped) for node in tree.nodes],
+        nodes=public,
         branches=[branch_public(branch, status) for branch, status in branches],
     )
+
+
+def drawn_parents(nodes: Sequence[TreeNode | Any]) -> dict[int, int | None]:
+    """For each drawable node (treegrpo/atlas.py: not an ODE-chain state), its nearest drawable
+    ancestor (None for the root)."""
+    shown = drawable((n.id, n.parent_id, _finite(n.log_prob_old) is not None) for n in nodes)
+    parent = {n.id: n.parent_id for n in nodes}
+
+    def anchor(node_id: int | None) -> int | None:
+        seen = 0
+        while node_id is not None and node_id not in shown and seen <= len(parent):
+            node_id, seen = parent.get(node_id), seen + 1
+        return node_id
+
+    return {n.id: anchor(n.parent_id) for n in nodes if n.id in shown}
 
 
 def sample_public(sample: Sample) -> SamplePublic:

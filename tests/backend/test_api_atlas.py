@@ -194,6 +194,27 @@ def test_drawn_nodes_only_join_each_node_to_its_nearest_drawn_ancestor(
     assert drawn.json()["leaves"] == whole.json()["leaves"] == 2
 
 
+def test_the_tree_answer_read_as_rows_is_the_one_read_as_orm_objects(
+    stack: tuple[Settings, ArtifactStore], tmp_path: Path
+) -> None:
+    """GET /trees reads nodes as plain rows (crud.get_tree_rows: 0.4 s to 0.05-0.09 s for a
+    4,096-leaf tree) and builds only the drawn ones: field for field the answer the ORM path
+    gives, whole and drawn-only (a row's `t` is the column, not SQLAlchemy's Row.t)."""
+    from backend.schemas import tree_public
+
+    settings, store = stack
+    url = settings.resolved_database_url
+    tree_id = seed(url, store, tmp_path, with_atlas=False)
+    with session_scope(url) as session:
+        tree, rows = crud.get_tree_rows(session, tree_id=tree_id)
+        assert [r.id for r in rows] == sorted(r.id for r in rows) and rows[3].t == rows[3][6]
+        for drawn in (False, True):
+            fast = tree_public(tree, nodes=rows, drawn=drawn)
+            slow = tree_public(crud.get_tree(session, tree_id=tree_id), drawn=drawn)
+            assert fast.model_dump() == slow.model_dump()
+            assert len(fast.nodes) == (len(DRAWN) if drawn else len(rows))
+
+
 def test_a_branch_has_its_own_atlas_and_unknown_ones_are_404(
     stack: tuple[Settings, ArtifactStore], tmp_path: Path
 ) -> None:

@@ -21,12 +21,10 @@ from backend.schemas import (
     BranchCreate,
     BranchesPublic,
     JobPublic,
-    TreeNodePublic,
     TreePublic,
     branch_public,
     tree_public,
 )
-from treegrpo.atlas import drawable
 
 router = APIRouter(prefix="/trees", tags=["trees"])
 
@@ -66,31 +64,15 @@ async def get_tree(
         etag = f'"tree-{digest}"'
         if answers.not_modified(request, etag):
             return etag, None
-        tree = crud.get_tree(session, tree_id=tree_id)
+        tree, nodes = crud.get_tree_rows(session, tree_id=tree_id)
         branches = crud.list_branches(session, tree_id=tree_id)
-        public = tree_public(tree, branches)
-        if drawn:
-            public.nodes = drawn_nodes(public.nodes)
+        public = tree_public(tree, branches, nodes=nodes, drawn=drawn)
         return etag, public.model_dump_json().encode()
 
     etag, body = await db.read(work)
     if body is None:
         return Response(status_code=304, headers={"ETag": etag})
     return answers.answer(request, body, etag=etag)
-
-
-def drawn_nodes(nodes: list[TreeNodePublic]) -> list[TreeNodePublic]:
-    """The drawable nodes (treegrpo/atlas.py), each joined to its nearest drawn ancestor."""
-    shown = drawable((n.id, n.parent_id, n.log_prob is not None) for n in nodes)
-    parent = {n.id: n.parent_id for n in nodes}
-
-    def anchor(node_id: int | None) -> int | None:
-        seen = 0
-        while node_id is not None and node_id not in shown and seen <= len(parent):
-            node_id, seen = parent.get(node_id), seen + 1
-        return node_id
-
-    return [n.model_copy(update={"parent_id": anchor(n.parent_id)}) for n in nodes if n.id in shown]
 
 
 BranchQuery = Annotated[
