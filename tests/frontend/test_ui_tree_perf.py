@@ -1,5 +1,6 @@
 """The tree inspector's speed targets (issue 28), held on this machine: run serially, never
-under xdist (`make perf` runs the `perf` marker alone; `make test` leaves it out while it fails here).
+under xdist (`make perf` runs the `perf` marker alone; `make test` leaves it out: a timing taken
+under xdist beside CI's other work is not the target).
 
 Each tree is its own seeded job (realistic images: 128 px textured colour scenes, or the digits
 model's 16 px strokes; atlases as the worker writes them) and is opened in a fresh browser
