@@ -93,8 +93,10 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="Keep the latents of only each job's N newest logged trees: when a job "
-        "logs a tree, its older trees' latents are deleted (images, atlas and rows stay; the "
-        "inspector says such a tree can no longer be branched). 0: every tree keeps them.",
+        "logs a tree, its older trees' latents are deleted, and every worker's reconciler "
+        "brings jobs over the limit within it (a limit set or lowered later reaches finished "
+        "runs too). Images, atlas and rows stay; the inspector says such a tree can no longer "
+        "be branched. 0: every tree keeps them.",
     )
     interactive_cache_seconds: float = Field(
         default=600.0,

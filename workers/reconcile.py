@@ -25,6 +25,7 @@ from backend.settings import Settings
 from backend.storage import log_relpath
 from workers.joblog import JobLog
 from workers.purge import purge_expired
+from workers.retention import sweep_tree_latents
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ def queue_again(
 
 def reconcile(settings: Settings, send: Send) -> list[tuple[int, str]]:
     """Mark stale running jobs lost (stale cancelling ones cancelled), queue again the lost
-    ones that have a checkpoint, and purge deleted jobs past their grace period."""
+    ones that have a checkpoint, purge deleted jobs past their grace period, and bring every
+    job within the latent retention (workers/retention.py)."""
     url = settings.resolved_database_url
     with session_scope(url) as session:
         lost = crud.mark_stale_lost(
@@ -89,6 +91,8 @@ def reconcile(settings: Settings, send: Send) -> list[tuple[int, str]]:
         actions.append((job_id, action))
     for job_id in purge_expired(settings):
         actions.append((job_id, "deleted past its grace period: artifacts purged"))
+    for job_id, removed in sweep_tree_latents(settings):
+        actions.append((job_id, f"retention: {removed} latent file(s) of older trees deleted"))
     return actions
 
 

@@ -13,7 +13,6 @@ results. `JobRecorder` is the trainer callback built from these pieces.
 from __future__ import annotations
 
 import logging
-import posixpath
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from treegrpo.callbacks import Callback, RunInfo, SampleBatch
 from treegrpo.scoring import weighted_sum
 from treegrpo.tree_record import TreeNodeRecord, TreeRecord
 from workers.context import JobContext, LostOwnership, with_db_retry
+from workers.retention import dropped_note, is_latents_folder
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def store_tree(
 
 
 def drop_old_latents(ctx: JobContext) -> int:
-    """Retention (TREEGRPO_KEEP_TREE_LATENTS = N > 0): the latents of the job's trees older than
+    """Retention (TREEGRPO_KEEP_TREE_LATENTS = N > 0, workers/retention.py): the latents of the job's trees older than
     its N newest are deleted from the store (folder or bucket) and the rows say so, rows first:
     from then on no answer offers a branch that would find its latent missing (a crash between
     the two leaves files only a purge removes). Images, atlas, tree.json and the latents of
@@ -144,19 +144,14 @@ def drop_old_latents(ctx: JobContext) -> int:
 
     removed = 0
     for folder in with_db_retry(drop):
-        head, name = posixpath.split(folder)
-        if name != "latents" or not head:  # only ever a tree's own latents/ folder, whole
+        if not is_latents_folder(folder):
             logger.warning(
                 "job %s: latents in %r left in place (not a latents/ folder)", ctx.job_id, folder
             )
             continue
         removed += ctx.delete_folder(folder)
     if removed:
-        ctx.log.write(
-            f"retention: deleted {removed} latent file(s) of trees older than the job's "
-            f"{ctx.keep_tree_latents} newest (TREEGRPO_KEEP_TREE_LATENTS); those trees can no "
-            "longer be branched"
-        )
+        ctx.log.write(dropped_note(removed, ctx.keep_tree_latents))
     return removed
 
 

@@ -206,6 +206,35 @@ def drop_old_tree_latents(session: Session, *, job_id: int, keep: int) -> list[s
     return sorted({posixpath.dirname(str(path)) for path in paths})
 
 
+def jobs_over_tree_latent_limit(session: Session, *, keep: int) -> list[int]:
+    """The live jobs with a tree that still has its latents beyond their `keep` newest trees
+    (by epoch, then index): the ones drop_old_tree_latents would change, found in one query
+    (a window over each job's trees), so a sweep does nothing for jobs already within it."""
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1 tree (0 keeps every tree's latents), got {keep}")
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=Tree.job_id,
+            order_by=(Tree.epoch.desc(), Tree.index.desc(), Tree.id.desc()),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(Tree.job_id, Tree.latents_dropped_at, rank)
+        .join(Job, Job.id == Tree.job_id)
+        .where(Job.deleted_at.is_(None))
+        .subquery()
+    )
+    due = (
+        select(ranked.c.job_id)
+        .where(ranked.c.rank > keep, ranked.c.latents_dropped_at.is_(None))
+        .distinct()
+        .order_by(ranked.c.job_id)
+    )
+    return [int(job_id) for job_id in session.scalars(due).all()]
+
+
 def atlas_rows(session: Session, *, tree_id: int) -> tuple[str | None, list[Any]]:
     """The tree's artifact folder and its nodes' (id, node_index, parent_id, has a log-prob,
     image_path) rows, read as plain columns (no ORM objects: 1,367 nodes for k=4, d=4)."""

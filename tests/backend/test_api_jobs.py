@@ -347,7 +347,12 @@ def test_each_node_says_whether_it_can_be_branched_and_a_branch_refuses_the_same
 
     # Retention keeps the newest tree's latents only: the older tree can no longer branch.
     with session_scope(url) as session:
+        # The reconciler's sweep finds the job over a limit of 1 tree, not over 2 (a window
+        # query, on PostgreSQL and SQLite alike).
+        assert crud.jobs_over_tree_latent_limit(session, keep=1) == [parent["id"]]
+        assert crud.jobs_over_tree_latent_limit(session, keep=2) == []
         dropped = crud.drop_old_tree_latents(session, job_id=parent["id"], keep=1)
+        assert crud.jobs_over_tree_latent_limit(session, keep=1) == []
     assert dropped == ["jobs/1/trees/epoch-000000/tree-00/latents"]
     again = client.get(f"/api/v1/trees/{old}", headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 200, "the ETag must change when the latents are dropped"

@@ -146,6 +146,69 @@ def test_logging_a_tree_drops_the_latents_of_trees_past_the_newest_n(
         assert "retention: deleted 3 latent file(s)" in log
 
 
+@pytest.mark.parametrize("where", ["folder", "bucket"])
+def test_the_reconciler_sweeps_jobs_over_a_limit_set_after_they_logged(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Retention ran only as a job logged a tree: an operator who set (or lowered) the limit on
+    a studio of finished runs kept every old latent. Every worker's reconciler now sweeps the
+    jobs over it (found in one query), and a second sweep finds nothing to do."""
+    from workers.reconcile import reconcile
+    from workers.retention import sweep_tree_latents
+
+    with moto_server(tmp_path) if where == "bucket" else nullcontext() as endpoint:
+        bucket = None
+        swept = settings.model_copy(update={"keep_tree_latents": 1})
+        if endpoint is not None:
+            for name, value in AWS_ENV.items():
+                monkeypatch.setenv(name, value)
+            name = make_bucket(endpoint)
+            bucket = S3Store(f"s3://{name}/studio", endpoint)
+            swept = swept.model_copy(
+                update={"artifact_url": f"s3://{name}/studio", "s3_endpoint_url": endpoint}
+            )
+        mirror = Mirror(bucket, settings.resolved_artifact_dir) if bucket else None
+        jobs = []
+        for _ in range(2):  # logged with no limit: every tree keeps its latents
+            job_id = new_job()
+            claim(job_id)
+            for epoch in (1, 2, 3):
+                store_tree(context(settings, job_id, mirror), epoch, record(epoch), 0, {})
+            jobs.append(job_id)
+        small = new_job()  # one tree: within any limit
+        claim(small)
+        store_tree(context(settings, small, mirror), 1, record(7), 0, {})
+        gone = new_job()  # a deleted run is the purge's business, not retention's
+        attempt = claim(gone)
+        for epoch in (1, 2):
+            store_tree(context(settings, gone, mirror), epoch, record(epoch), 0, {})
+        with session_scope() as session:
+            crud.finish_job(session, job_id=gone, attempt=attempt, status="succeeded")
+            crud.soft_delete_job(session, job_id=gone)
+
+        def latents(job_id: int, epoch: int) -> int:
+            folder = f"{trees_relpath(job_id, epoch, 0)}/latents"
+            if bucket is not None:
+                return len(bucket.keys(folder))
+            found = settings.resolved_artifact_dir / folder
+            return len(list(found.iterdir())) if found.is_dir() else 0
+
+        assert [latents(j, e) for j in jobs for e in (1, 2, 3)] == [3] * 6
+        assert sweep_tree_latents(settings) == []  # no limit set: nothing happens
+        actions = reconcile(swept, lambda *_: None)
+        assert actions == [
+            (job_id, "retention: 6 latent file(s) of older trees deleted") for job_id in jobs
+        ]
+        for job_id in jobs:
+            assert [latents(job_id, e) for e in (1, 2, 3)] == [0, 0, 3]
+            dropped = [t["latents_dropped_at"] is not None for t in trees_of(job_id)]
+            assert dropped == [True, True, False]
+            log = (settings.resolved_artifact_dir / log_relpath(job_id)).read_text()
+            assert "retention: deleted 6 latent file(s)" in log
+        assert latents(small, 1) == 3 and [latents(gone, e) for e in (1, 2)] == [3, 3]
+        assert sweep_tree_latents(swept) == []  # within the limit now: the query finds none
+
+
 def test_bfloat16_latents_take_half_the_bytes_and_load_as_float32(
     settings: Settings,
 ) -> None:
