@@ -15,12 +15,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -35,6 +38,7 @@ from backend.settings import Settings
 API_KEY_HEADER = "X-API-Key"
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 api_key_header = APIKeyHeader(
     name=API_KEY_HEADER,
@@ -115,7 +119,30 @@ async def _check_key(db: Database, key: str | None) -> Caller:
             401, "the API key is unknown or revoked", kind="unauthorized", headers=headers
         )
     key_id, name, role = found
+    await _note_use(db, key_id)
     return Caller(key_id=key_id, name=name, role=KeyRole(role))
+
+
+# GET /keys shows when each key was last used: written at most once a minute per key (and
+# per API process), so a read costs no write.
+USE_RECORDED_EVERY_S = 60.0
+_use_noted: dict[tuple[str, int], float] = {}  # (database, key id) -> when written
+
+
+async def _note_use(db: Database, key_id: int) -> None:
+    now, noted = time.monotonic(), (db.url, key_id)
+    if now - _use_noted.get(noted, -USE_RECORDED_EVERY_S) < USE_RECORDED_EVERY_S:
+        return
+    _use_noted[noted] = now
+    try:
+        await db.run(
+            lambda session: crud.touch_api_key(
+                session, key_id=key_id, stale_after_seconds=USE_RECORDED_EVERY_S
+            )
+        )
+    except SQLAlchemyError:  # a busy database: the request goes on, the next minute retries
+        _use_noted.pop(noted, None)
+        logger.warning("could not record the use of API key %s", key_id, exc_info=True)
 
 
 async def require_any_key(

@@ -7,6 +7,7 @@ from backend.crud.api_keys import (
     list_api_keys,
     owner_name,
     revoke_api_key,
+    touch_api_key,
     verify_api_key,
 )
 from backend.crud.audit import list_audit, record_audit
@@ -196,6 +197,7 @@ __all__ = [
     "soft_delete_experiment",
     "soft_delete_job",
     "stale_cutoff",
+    "touch_api_key",
     "tree_version",
     "unqueue_job",
     "update_job",

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable
+from datetime import timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.errors import NotFound
@@ -55,6 +56,24 @@ def active_key(session: Session, *, key: str) -> tuple[int, str, str] | None:
         return None
     row = session.connection().execute(_ACTIVE_KEY, {"hashed": hash_key(key)}).first()
     return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+
+def touch_api_key(session: Session, *, key_id: int, stale_after_seconds: float) -> bool:
+    """Record that key `key_id` was used now, unless it was recorded within the last
+    `stale_after_seconds` (one conditional UPDATE: concurrent requests write it once).
+    Commits. Returns whether the row changed."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=stale_after_seconds)
+    result = session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < cutoff),
+        )
+        .values(last_used_at=now)
+    )
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
 
 
 def owner_name(session: Session, *, owner_key_id: int | None) -> str | None:

@@ -307,14 +307,22 @@ def test_an_admin_manages_keys_over_http_and_a_member_cannot(
     as_new = {"X-API-Key": new["key"]}
     assert client.get("/api/v1/me", headers=as_new).json()["name"] == "ci"
     _forbidden(client.post(JOBS, json=BODY, headers=as_new), "member")
+    unused = client.post("/api/v1/keys", json={"name": "spare"}, headers=root).json()
     listed = client.get("/api/v1/keys", headers=root)
     assert new["key"] not in listed.text and "hashed" not in listed.text
     assert {k["name"]: k["role"] for k in listed.json()["data"]}["ci"] == "viewer"
+    # When each key was last used (it was always null): written on use, at most once a minute.
+    used = {k["name"]: k["last_used_at"] for k in listed.json()["data"]}
+    assert used["ci"] is not None and used["root"] is not None and used["spare"] is None
+    with session_scope(settings.resolved_database_url) as session:
+        assert not crud.touch_api_key(session, key_id=new["id"], stale_after_seconds=60)
+        assert crud.touch_api_key(session, key_id=unused["id"], stale_after_seconds=60)
     assert client.delete(f"/api/v1/keys/{new['id']}", headers=root).status_code == 204
     assert client.get("/api/v1/me", headers=as_new).status_code == 401
     assert client.delete(f"/api/v1/keys/{new['id']}", headers=root).status_code == 404
     assert _audit(settings) == [
         ("root", "key.create", str(new["id"])),
+        ("root", "key.create", str(unused["id"])),
         ("root", "key.revoke", str(new["id"])),
     ]
     with session_scope(settings.resolved_database_url) as session:
