@@ -12,6 +12,7 @@ Imports stay inside the commands: `treegrpo --help` loads this module and must s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -51,8 +52,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from backend import migrate
     from backend.bootstrap import ensure_local_key, local_key_path
     from backend.settings import get_settings
+    from backend.ui_hook import installed_uis
 
+    if not args.ui:
+        os.environ["TREEGRPO_SERVE_UI"] = "false"  # for backend.main, in every worker process
+        get_settings.cache_clear()
     settings = get_settings()
+    ui = settings.serve_ui and bool(installed_uis())
+    workers = None if args.reload else args.workers
+    if ui and workers is not None and workers > 1:
+        _err(
+            f"error: --workers {workers} with the dashboard mounted at /ui: the dashboard keeps "
+            "per-process state (Gradio's event queue, its download links), so its events would "
+            "land in processes that do not know them. Add --no-ui (or TREEGRPO_SERVE_UI=false) "
+            "and serve the dashboard as one process of its own: python -m frontend --api "
+            f"http://{args.host}:{args.port}"
+        )
+        return EXIT_BAD_REQUEST
     url = settings.resolved_database_url
     if args.migrate:
         try:
@@ -75,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     base = f"http://{args.host}:{args.port}"
     # `treegrpo up` passes --no-banner: it prints its own (backend/up.py) once all is ready.
     if args.banner:
-        print(f"TreeGRPO API on {base}/api/v1 (docs {base}/docs, dashboard {base}/ui)", flush=True)
+        shown = f", dashboard {base}/ui" if ui else ""
+        print(f"TreeGRPO API on {base}/api/v1 (docs {base}/docs{shown})", flush=True)
     if args.banner and not settings.database_url and migrated:
         # The embedded default: one local user, who gets a key without asking for one.
         key = ensure_local_key(settings)
@@ -85,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         reload=args.reload,
-        workers=None if args.reload else args.workers,
+        workers=workers,
         log_level=args.log_level,
         proxy_headers=True,
     )
@@ -108,7 +125,18 @@ def register_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         "--migrate", action="store_true", help="upgrade the schema to the latest revision first"
     )
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes (more than 1 needs --no-ui: the dashboard is one process)",
+    )
+    parser.add_argument(
+        "--no-ui",
+        dest="ui",
+        action="store_false",
+        help="serve the API alone, without the dashboard at /ui (TREEGRPO_SERVE_UI=false)",
+    )
     parser.add_argument(
         "--no-banner",
         dest="banner",

@@ -1,28 +1,29 @@
 """The served app: `uvicorn backend.main:app` (what `treegrpo serve` runs).
 
-The dashboard is mounted at /ui through an optional hook: a package that provides a UI registers
-`mount(app) -> None` in the entry-point group `treegrpo.ui` (the frontend registers
-`frontend.app:mount`). The backend never imports the frontend; without such an entry point,
-or when it fails to load, the API runs alone.
+The dashboard is mounted at /ui through an optional hook (backend/ui_hook.py): a package that
+provides a UI registers `mount(app) -> None` in the entry-point group `treegrpo.ui` (the frontend
+registers `frontend.app:mount`). The backend never imports the frontend; without such an entry
+point, when it fails to load, or with TREEGRPO_SERVE_UI=false, the API runs alone.
 """
 
 from __future__ import annotations
 
 import logging
-from importlib.metadata import entry_points
 
 from fastapi import FastAPI
 
 from backend.api import create_app
+from backend.settings import get_settings
+from backend.ui_hook import UI_ENTRY_POINT_GROUP, installed_uis
 
 log = logging.getLogger("backend.main")
 
-UI_ENTRY_POINT_GROUP = "treegrpo.ui"
+__all__ = ["UI_ENTRY_POINT_GROUP", "app", "mount_ui"]
 
 
 def mount_ui(app: FastAPI) -> bool:
     """Mount the first UI registered under `treegrpo.ui` at /ui. Returns whether one was."""
-    for entry in entry_points(group=UI_ENTRY_POINT_GROUP):
+    for entry in installed_uis():
         try:
             entry.load()(app)
         except Exception:
@@ -36,4 +37,5 @@ def mount_ui(app: FastAPI) -> bool:
 
 
 app = create_app()
-mount_ui(app)
+if get_settings().serve_ui:
+    mount_ui(app)

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         "process never reads a secret, so it does not.",
         repr=False,
     )
+    serve_ui: bool = Field(
+        default=True,
+        description="Mount the dashboard at /ui in the API process (when one is installed). "
+        "false: the API alone, as `treegrpo serve --workers N` needs: the dashboard keeps "
+        "per-process state, so it runs as one process of its own (`python -m frontend`).",
+    )
     access_log: Literal["quiet", "full"] = Field(
         default="quiet",
         description="quiet: the access log leaves out successful reads (the dashboard polls); "

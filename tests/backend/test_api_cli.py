@@ -315,6 +315,60 @@ def test_serve_embedded_prints_the_url_and_local_key(tmp_path: Path) -> None:
         process.wait(timeout=30)
 
 
+def test_serve_refuses_several_workers_with_the_dashboard_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dashboard keeps per-process state (Gradio's event queue, its download links): under
+    `--workers 2` its events landed in processes that did not know them. Refused, with the way
+    to do it, and nothing started."""
+    monkeypatch.setenv("TREEGRPO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("TREEGRPO_SERVE_UI", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert treegrpo_main(["serve", "--workers", "2", "--port", "1"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "--workers 2 with the dashboard mounted at /ui" in err
+    assert "--no-ui" in err and "python -m frontend --api http://127.0.0.1:1" in err
+    assert not (tmp_path / "data").exists()  # nothing was served or made
+
+
+@pytest.mark.slow
+def test_serve_no_ui_runs_several_api_processes_without_the_dashboard(tmp_path: Path) -> None:
+    port = at.free_port()
+    command = [TREEGRPO, "serve", "--port", str(port), "--migrate", "--no-ui", "--workers", "2"]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        env=_env(TREEGRPO_DATA_DIR=str(tmp_path / "data")),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/api/v1" in banner and "dashboard" not in banner
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/api/v1/ready", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert ready.status_code == 200, ready.text
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=5).status_code == 404
+        root = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        assert root.status_code == 307 and root.headers["location"] == "/docs"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 def test_secret_changes_are_audited_without_their_values(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

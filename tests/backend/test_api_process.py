@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 
 import backend.main
+import backend.ui_hook
 from backend.api import create_app
 
 ALLOWED_CORE = {
@@ -67,6 +68,7 @@ ALLOWED_CORE = {
 PROBE = """
 import json, sys
 import backend.main
+import backend.ui_hook
 from fastapi.testclient import TestClient
 client = TestClient(backend.main.app)
 for path in ("/api/v1/models", "/api/v1/rewards", "/api/v1/presets", "/api/v1/prompt-sets",
@@ -125,7 +127,7 @@ def test_mount_ui_uses_the_treegrpo_ui_entry_point(
         seen.append(group)
         return [_Entry("dashboard", mount)]
 
-    monkeypatch.setattr(backend.main, "entry_points", fake_entry_points)
+    monkeypatch.setattr(backend.ui_hook, "entry_points", fake_entry_points)
     app = create_app(at.make_settings(tmp_path, sqlite_url))
     assert backend.main.mount_ui(app) is True
     assert seen == ["treegrpo.ui"]
@@ -142,7 +144,7 @@ def test_a_broken_ui_leaves_the_api_serving(
         raise ImportError("no gradio here")
 
     monkeypatch.setattr(
-        backend.main, "entry_points", lambda *, group: [_Entry("dashboard", broken)]
+        backend.ui_hook, "entry_points", lambda *, group: [_Entry("dashboard", broken)]
     )
     app = create_app(at.make_settings(tmp_path, sqlite_url))
     assert backend.main.mount_ui(app) is False
