@@ -1,0 +1,101 @@
+"""The Runs table's own script (frontend/static/runs.js) in headless Chromium, on a table drawn
+the way the Runs tab draws it, with Gradio's `element` and `trigger` stood in for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, IN_CI
+
+from frontend.static import read_static
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not IN_CI,
+    reason=f"{CHROMIUM} is missing (apt-get install chromium); required under CI=true",
+)
+
+
+def _rows(*job_ids: int) -> str:
+    return "".join(f'<tr data-job-id="{j}"><td>#{j}</td><td>run {j}</td></tr>' for j in job_ids)
+
+
+def _page(pw: Any) -> tuple[Any, Any]:
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 800, "height": 600})
+    page.set_content(
+        '<div id="tg-jobs"><table style="font-size:24px"><tbody id="body">'
+        + _rows(5, 4, 3)
+        + "</tbody></table></div>"
+    )
+    page.add_script_tag(
+        content="window.__triggered = [];\n"
+        "((element, trigger) => {\n" + read_static("runs.js") + "\n})("
+        "document.getElementById('tg-jobs'),"
+        " (name, data) => window.__triggered.push([name, data.job_id]));"
+    )
+    return browser, page
+
+
+def test_a_refresh_between_press_and_release_still_picks_the_row_pressed() -> None:
+    """The table refreshes every few seconds; one that lands while the button is down (a new
+    run at the top) moved the rows, and the click picked the pressed row's neighbour."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser, page = _page(pw)
+        try:
+            box = page.locator('tr[data-job-id="5"]').bounding_box()
+            x, y = box["x"] + 10, box["y"] + box["height"] / 2
+            page.mouse.move(x, y)
+            page.mouse.down()
+            # The refresh: the whole table drawn again with a new run on top.
+            page.evaluate(
+                "(rows) => { document.getElementById('body').innerHTML = rows; }", _rows(6, 5, 4, 3)
+            )
+            assert (
+                page.evaluate(
+                    f"() => document.elementFromPoint({x}, {y}).closest('tr').dataset.jobId"
+                )
+                == "6"
+            )
+            page.mouse.up()
+            assert page.evaluate("() => window.__triggered") == [["select", 5]]
+            selected = page.locator("tr.tg-selected")
+            assert selected.count() == 1 and selected.get_attribute("data-job-id") == "5"
+            # A plain click on another row later picks that row.
+            page.wait_for_timeout(50)
+            page.locator('tr[data-job-id="3"]').click()
+            assert page.evaluate("() => window.__triggered")[-1] == ["select", 3]
+            page.locator('tr[data-job-id="4"]').dblclick()
+            assert page.evaluate("() => window.__triggered")[-1] == ["double_click", 4]
+        finally:
+            browser.close()
+
+
+def test_a_double_click_opens_the_row_pressed_when_a_refresh_moved_the_rows() -> None:
+    """The evaluation story's flake: a refresh with a new run on top landed within a double
+    click on run #1, and the Run tab opened #2, the row then under the pointer."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser, page = _page(pw)
+        try:
+            box = page.locator('tr[data-job-id="4"]').bounding_box()
+            x, y = box["x"] + 10, box["y"] + box["height"] / 2
+            page.mouse.click(x, y)
+            page.mouse.down()
+            page.evaluate(
+                "(rows) => { document.getElementById('body').innerHTML = rows; }", _rows(6, 5, 4, 3)
+            )
+            page.mouse.up()
+            # The browser's dblclick goes to the row now under the pointer: sent as it would be.
+            page.locator('tr[data-job-id="5"]').dispatch_event("dblclick")
+            assert page.evaluate("() => window.__triggered") == [
+                ["select", 4],
+                ["select", 4],
+                ["double_click", 4],
+            ]
+        finally:
+            browser.close()
