@@ -272,19 +272,39 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     assert f"usage: treegrpo {command}" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_serve_embedded_prints_the_url_and_local_key(tmp_path: Path) -> None:
-    port = at.free_port()
-    data = tmp_path / "data"
-    process = subprocess.Popen(
-        [TREEGRPO, "serve", "--port", str(port), "--migrate", "--log-level", "warning"],
-        env=_env(TREEGRPO_DATA_DIR=str(data)),
-        cwd=tmp_path,
+def _serve(folder: Path, port: int, *options: str) -> subprocess.Popen[str]:
+    """`treegrpo serve --migrate` on `port` with its data under `folder`/data, in its own
+    process group (stop it with os.killpg)."""
+    return subprocess.Popen(
+        [TREEGRPO, "serve", "--port", str(port), "--migrate", *options, "--log-level", "warning"],
+        env=_env(TREEGRPO_DATA_DIR=str(folder / "data")),
+        cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+
+
+def _wait_ready(process: subprocess.Popen[str], port: int) -> None:
+    """Until `treegrpo serve` on `port` answers /ready with 200 (90 s at most)."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{port}/api/v1/ready", timeout=2)
+            break
+        except httpx.TransportError:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert ready.status_code == 200, ready.text
+
+
+@pytest.mark.slow
+def test_serve_embedded_prints_the_url_and_local_key(tmp_path: Path) -> None:
+    port = at.free_port()
+    data = tmp_path / "data"
+    process = _serve(tmp_path, port)
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
@@ -293,16 +313,7 @@ def test_serve_embedded_prints_the_url_and_local_key(tmp_path: Path) -> None:
         assert key_line.startswith("Local API key: tgk_")
         key = key_line.split()[3]
         assert (data / "local-api-key").read_text().strip() == key
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/api/v1/ready", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        assert ready.status_code == 200, ready.text
+        _wait_ready(process, port)
         created = httpx.post(
             f"http://127.0.0.1:{port}/api/v1/jobs",
             json={"preset": "tiny-treegrpo"},
@@ -337,30 +348,12 @@ def test_serve_refuses_several_workers_with_the_dashboard_mounted(
 @pytest.mark.slow
 def test_serve_no_ui_runs_several_api_processes_without_the_dashboard(tmp_path: Path) -> None:
     port = at.free_port()
-    command = [TREEGRPO, "serve", "--port", str(port), "--migrate", "--no-ui", "--workers", "2"]
-    process = subprocess.Popen(
-        [*command, "--log-level", "warning"],
-        env=_env(TREEGRPO_DATA_DIR=str(tmp_path / "data")),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    process = _serve(tmp_path, port, "--no-ui", "--workers", "2")
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
         assert f"http://127.0.0.1:{port}/api/v1" in banner and "dashboard" not in banner
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/api/v1/ready", timeout=2)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-        assert ready.status_code == 200, ready.text
+        _wait_ready(process, port)
         assert httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=5).status_code == 404
         root = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert root.status_code == 307 and root.headers["location"] == "/docs"

@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ui_stack import CHROMIUM, CHROMIUM_ARGS, Stack, start_stack
@@ -75,6 +76,23 @@ def test_a_closed_studio_needs_the_key_to_show_anything(closed: Stack) -> None:
             browser.close()
 
 
+def _open_run_with_key(browser: Any, stack: Stack, job_id: int, name: str) -> Any:
+    """A page (downloads accepted) with the stack's key pasted and job `job_id`, listed as
+    `name`, opened in the Run tab by a double click on its row."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
+    page.set_default_timeout(20_000)
+    page.goto(stack.ui)
+    page.wait_for_selector("#tg-key-note .tg-key-status:not(.tg-key-pending)")
+    field = page.locator("#tg-api-key textarea, #tg-api-key input").first
+    field.fill(stack.key)
+    field.dispatch_event("blur")
+    _wait_text(page, "#tg-key-note", "reads included")
+    page.get_by_role("tab", name="Runs", exact=True).click()
+    _wait_text(page, "#tg-jobs", name)
+    page.locator(f"#tg-jobs tr[data-job-id='{job_id}']").dblclick()
+    return page
+
+
 def test_the_run_tabs_downloads_work_on_a_closed_studio(closed: Stack) -> None:
     """The Run header's checkpoint and LoRA links, as the page renders them for the pasted key,
     open with no key at all (the UI serves them: frontend/links.py), while the API's own URL
@@ -95,17 +113,7 @@ def test_the_run_tabs_downloads_work_on_a_closed_studio(closed: Stack) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
-            page.set_default_timeout(20_000)
-            page.goto(closed.ui)
-            page.wait_for_selector("#tg-key-note .tg-key-status:not(.tg-key-pending)")
-            field = page.locator("#tg-api-key textarea, #tg-api-key input").first
-            field.fill(closed.key)
-            field.dispatch_event("blur")
-            _wait_text(page, "#tg-key-note", "reads included")
-            page.get_by_role("tab", name="Runs", exact=True).click()
-            _wait_text(page, "#tg-jobs", "closed lora run")
-            page.locator(f"#tg-jobs tr[data-job-id='{job_id}']").dblclick()
+            page = _open_run_with_key(browser, closed, job_id, "closed lora run")
             _wait_text(page, "#tg-run-header", "Download the LoRA for diffusers")
             hrefs = {
                 name: str(page.locator(f"[data-testid='{name}-link']").get_attribute("href"))
@@ -177,17 +185,7 @@ def test_an_expired_download_link_says_so_and_is_renewed(short_links: Stack) -> 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000}, accept_downloads=True)
-            page.set_default_timeout(20_000)
-            page.goto(stack.ui)
-            page.wait_for_selector("#tg-key-note .tg-key-status:not(.tg-key-pending)")
-            field = page.locator("#tg-api-key textarea, #tg-api-key input").first
-            field.fill(stack.key)
-            field.dispatch_event("blur")
-            _wait_text(page, "#tg-key-note", "reads included")
-            page.get_by_role("tab", name="Runs", exact=True).click()
-            _wait_text(page, "#tg-jobs", "old links run")
-            page.locator(f"#tg-jobs tr[data-job-id='{job_id}']").dblclick()
+            page = _open_run_with_key(browser, stack, job_id, "old links run")
             _wait_text(page, "#tg-run-header", "Download the latest checkpoint")
             link = page.locator("[data-testid='checkpoint-link']")
             old = link.get_attribute("href")

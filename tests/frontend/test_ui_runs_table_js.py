@@ -38,6 +38,18 @@ def _page(pw: Any) -> tuple[Any, Any]:
     return browser, page
 
 
+def _point(page: Any, job_id: int) -> tuple[float, float]:
+    box = page.locator(f'tr[data-job-id="{job_id}"]').bounding_box()
+    return box["x"] + 10, box["y"] + box["height"] / 2
+
+
+def _refresh_with_a_new_run_on_top(page: Any) -> None:
+    """What a Runs tab refresh does: the whole table drawn again, here with run 6 on top."""
+    page.evaluate(
+        "(rows) => { document.getElementById('body').innerHTML = rows; }", _rows(6, 5, 4, 3)
+    )
+
+
 def test_a_refresh_between_press_and_release_still_picks_the_row_pressed() -> None:
     """The table refreshes every few seconds; one that lands while the button is down (a new
     run at the top) moved the rows, and the click picked the pressed row's neighbour."""
@@ -46,14 +58,10 @@ def test_a_refresh_between_press_and_release_still_picks_the_row_pressed() -> No
     with sync_playwright() as pw:
         browser, page = _page(pw)
         try:
-            box = page.locator('tr[data-job-id="5"]').bounding_box()
-            x, y = box["x"] + 10, box["y"] + box["height"] / 2
+            x, y = _point(page, 5)
             page.mouse.move(x, y)
             page.mouse.down()
-            # The refresh: the whole table drawn again with a new run on top.
-            page.evaluate(
-                "(rows) => { document.getElementById('body').innerHTML = rows; }", _rows(6, 5, 4, 3)
-            )
+            _refresh_with_a_new_run_on_top(page)
             assert (
                 page.evaluate(
                     f"() => document.elementFromPoint({x}, {y}).closest('tr').dataset.jobId"
@@ -82,13 +90,10 @@ def test_a_double_click_opens_the_row_pressed_when_a_refresh_moved_the_rows() ->
     with sync_playwright() as pw:
         browser, page = _page(pw)
         try:
-            box = page.locator('tr[data-job-id="4"]').bounding_box()
-            x, y = box["x"] + 10, box["y"] + box["height"] / 2
+            x, y = _point(page, 4)
             page.mouse.click(x, y)
             page.mouse.down()
-            page.evaluate(
-                "(rows) => { document.getElementById('body').innerHTML = rows; }", _rows(6, 5, 4, 3)
-            )
+            _refresh_with_a_new_run_on_top(page)
             page.mouse.up()
             # The browser's dblclick goes to the row now under the pointer: sent as it would be.
             page.locator('tr[data-job-id="5"]').dispatch_event("dblclick")
