@@ -52,6 +52,7 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.resolved_database_url
+        self.key_use_noted: dict[int, float] = {}  # key id -> when its use was last written
 
     @cached_property
     def factory(self) -> sessionmaker[Session]:
@@ -124,16 +125,15 @@ async def _check_key(db: Database, key: str | None) -> Caller:
 
 
 # GET /keys shows when each key was last used: written at most once a minute per key (and
-# per API process), so a read costs no write.
+# per API process: the app's Database remembers), so a read costs no write.
 USE_RECORDED_EVERY_S = 60.0
-_use_noted: dict[tuple[str, int], float] = {}  # (database, key id) -> when written
 
 
 async def _note_use(db: Database, key_id: int) -> None:
-    now, noted = time.monotonic(), (db.url, key_id)
-    if now - _use_noted.get(noted, -USE_RECORDED_EVERY_S) < USE_RECORDED_EVERY_S:
+    now, noted = time.monotonic(), db.key_use_noted
+    if now - noted.get(key_id, -USE_RECORDED_EVERY_S) < USE_RECORDED_EVERY_S:
         return
-    _use_noted[noted] = now
+    noted[key_id] = now
     try:
         await db.run(
             lambda session: crud.touch_api_key(
@@ -141,7 +141,7 @@ async def _note_use(db: Database, key_id: int) -> None:
             )
         )
     except SQLAlchemyError:  # a busy database: the request goes on, the next minute retries
-        _use_noted.pop(noted, None)
+        noted.pop(key_id, None)
         logger.warning("could not record the use of API key %s", key_id, exc_info=True)
 
 
