@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
@@ -24,7 +24,6 @@ from backend.models import (
     JobStatus,
     Sample,
     Tree,
-    TreeNode,
 )
 from treegrpo.atlas import drawable
 from treegrpo.branchable import branch_refusal
@@ -700,7 +699,41 @@ def tree_summary(item: dict[str, Any]) -> TreeSummary:
     )
 
 
-def node_branch_refusal(node: TreeNode | BranchNode, *, latents_dropped: bool) -> str | None:
+class StoredNode(Protocol):
+    """The columns a node answer reads: a TreeNode or BranchNode row object, or a plain row of
+    tree_nodes' columns (crud.get_tree_rows)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def node_index(self) -> int: ...
+    @property
+    def parent_id(self) -> int | None: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def step_index(self) -> int: ...
+    @property
+    def t(self) -> float: ...
+    @property
+    def sigma(self) -> float: ...
+    @property
+    def is_leaf(self) -> bool: ...
+    @property
+    def log_prob_old(self) -> float | None: ...
+    @property
+    def reward(self) -> float | None: ...
+    @property
+    def rewards(self) -> dict[str, Any] | None: ...
+    @property
+    def advantage(self) -> float | None: ...
+    @property
+    def image_path(self) -> str | None: ...
+    @property
+    def latent_path(self) -> str | None: ...
+
+
+def node_branch_refusal(node: StoredNode, *, latents_dropped: bool) -> str | None:
     """treegrpo.branchable.branch_refusal of a stored node: why it cannot be branched, or None.
     `latents_dropped`: retention deleted its tree's latents (a training node's only)."""
     return branch_refusal(
@@ -710,7 +743,7 @@ def node_branch_refusal(node: TreeNode | BranchNode, *, latents_dropped: bool) -
     )
 
 
-def _node_fields(node: TreeNode | BranchNode, *, latents_dropped: bool = False) -> dict[str, Any]:
+def _node_fields(node: StoredNode, *, latents_dropped: bool = False) -> dict[str, Any]:
     """What a training node and a branch node answer alike."""
     refusal = node_branch_refusal(node, latents_dropped=latents_dropped)
     return {
@@ -733,7 +766,7 @@ def _node_fields(node: TreeNode | BranchNode, *, latents_dropped: bool = False) 
 
 
 def node_public(
-    node: TreeNode | Any,
+    node: StoredNode,
     *,
     latents_dropped: bool = False,
     drawn_parent: Mapping[int, int | None] | None = None,
@@ -751,7 +784,7 @@ def branch_node_public(node: BranchNode) -> BranchNodePublic:
     return BranchNodePublic(**_node_fields(node))
 
 
-def _leaf_stats(nodes: list[Any]) -> tuple[int, float | None, float | None]:
+def _leaf_stats(nodes: Sequence[StoredNode]) -> tuple[int, float | None, float | None]:
     rewards = [
         node.reward
         for node in nodes
@@ -786,7 +819,7 @@ def tree_public(
     tree: Tree,
     branches: Sequence[tuple[Branch, str]] = (),
     *,
-    nodes: Sequence[TreeNode | Any] | None = None,
+    nodes: Sequence[StoredNode] | None = None,
     drawn: bool = False,
 ) -> TreePublic:
     """The training tree (its summary counts training nodes only) and its branches beside it.
@@ -815,7 +848,7 @@ def tree_public(
     )
 
 
-def drawn_parents(nodes: Sequence[TreeNode | Any]) -> dict[int, int | None]:
+def drawn_parents(nodes: Sequence[StoredNode]) -> dict[int, int | None]:
     """For each drawable node (treegrpo/atlas.py: not an ODE-chain state), its nearest drawable
     ancestor (None for the root)."""
     shown = drawable((n.id, n.parent_id, _finite(n.log_prob_old) is not None) for n in nodes)

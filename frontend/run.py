@@ -468,8 +468,7 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     header = gr.HTML(
         '<div class="tg-empty">Pick a job above, or click one in the Runs tab.</div>',
         elem_id="tg-run-header",
-        js_on_load=read_static("links.js")
-        + "\nwindow.tgWatchLinks(element, () => trigger('select', {}));",
+        js_on_load=read_static("links.js") + read_static("run_header_links.js"),
     )
     evaluation.build(sh, demo)  # an evaluate job's table of models x rewards
     gr.Markdown("#### Reward")

@@ -9,7 +9,6 @@ adapted here to Gradio's (request, key) inputs by `Wire`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,20 +17,15 @@ from frontend import access, render
 from frontend import tree_handlers as h
 from frontend.client import ApiClient, ApiError, Tree
 from frontend.shared import QUIET, TAB_TREE, Shared, as_int, event_data
+from frontend.static import read_static
 from frontend.tree_handlers import Branching, Loaded
 
 POLL_SECONDS = 2.0
-STATIC = Path(__file__).with_name("static")
-TREE_TEMPLATE = (STATIC / "tree.html").read_text()
-TREE_JS = (STATIC / "tree.js").read_text()
-TREE_CSS = (STATIC / "tree.css").read_text()
-# The full-size link renews by selecting the panel's node again (frontend/static/links.js).
+TREE_TEMPLATE = read_static("tree.html")
+TREE_JS = read_static("tree.js")
+TREE_CSS = read_static("tree.css")
 PANEL_JS = (
-    (STATIC / "tree_panel.js").read_text()
-    + (STATIC / "links.js").read_text()
-    + "\nwindow.tgWatchLinks(element, () => {"
-    " const p = element.querySelector('.tg-panel[data-node-id]');"
-    " if (p) trigger('select', {node_id: Number(p.dataset.nodeId)}); });"
+    read_static("tree_panel.js") + read_static("links.js") + read_static("tree_panel_links.js")
 )
 SKIP = gr.skip
 

@@ -12,7 +12,6 @@ results. `JobRecorder` is the trainer callback built from these pieces.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -31,9 +30,7 @@ from treegrpo.callbacks import Callback, RunInfo, SampleBatch
 from treegrpo.scoring import weighted_sum
 from treegrpo.tree_record import TreeNodeRecord, TreeRecord
 from workers.context import JobContext, LostOwnership, with_db_retry
-from workers.retention import dropped_note, is_latents_folder
-
-logger = logging.getLogger(__name__)
+from workers.retention import delete_latent_folders, dropped_note
 
 # Metrics shown in the one-line summary of each epoch in the job log.
 SUMMARY = ("reward_mean", "loss", "clip_fraction", "approx_kl", "ratio_mean")
@@ -142,14 +139,7 @@ def drop_old_latents(ctx: JobContext) -> int:
                 session, job_id=ctx.job_id, keep=ctx.keep_tree_latents
             )
 
-    removed = 0
-    for folder in with_db_retry(drop):
-        if not is_latents_folder(folder):
-            logger.warning(
-                "job %s: latents in %r left in place (not a latents/ folder)", ctx.job_id, folder
-            )
-            continue
-        removed += ctx.delete_folder(folder)
+    removed = delete_latent_folders(ctx.job_id, with_db_retry(drop), ctx.delete_folder)
     if removed:
         ctx.log.write(dropped_note(removed, ctx.keep_tree_latents))
     return removed

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import shutil
+from collections.abc import Callable, Iterable
 
 from backend import crud
 from backend.artifact_store import open_store
@@ -30,6 +31,23 @@ def is_latents_folder(folder: str) -> bool:
     """Only ever a tree's own `latents/` folder is deleted whole, never anything above it."""
     head, name = posixpath.split(folder)
     return name == "latents" and bool(head)
+
+
+def delete_latent_folders(
+    job_id: int, folders: Iterable[str], delete_folder: Callable[[str], int]
+) -> int:
+    """Deletes each of `folders` that is a latents/ folder through `delete_folder` (which
+    answers how many files went); anything else is left in place with a warning. Returns the
+    files deleted. The job's own recorder and the reconciler's sweep both come through here."""
+    removed = 0
+    for folder in folders:
+        if not is_latents_folder(folder):
+            logger.warning(
+                "job %s: latents in %r left in place (not a latents/ folder)", job_id, folder
+            )
+            continue
+        removed += delete_folder(folder)
+    return removed
 
 
 def dropped_note(removed: int, keep: int) -> str:
@@ -55,16 +73,14 @@ def sweep_tree_latents(settings: Settings) -> list[tuple[int, int]]:
     for job_id in due:
         with session_scope(url) as session:
             folders = crud.drop_old_tree_latents(session, job_id=job_id, keep=keep)
-        removed = 0
-        for folder in folders:
-            if not is_latents_folder(folder):
-                logger.warning(
-                    "job %s: latents in %r left in place (not a latents/ folder)", job_id, folder
-                )
-                continue
-            removed += store.delete_prefix(folder)
+
+        def delete_folder(folder: str) -> int:
+            deleted = store.delete_prefix(folder)
             if store.remote:
                 shutil.rmtree(settings.resolved_artifact_dir / folder, ignore_errors=True)
+            return deleted
+
+        removed = delete_latent_folders(job_id, folders, delete_folder)
         if removed:
             JobLog(settings.resolved_artifact_dir / log_relpath(job_id), "reconciler").write(
                 dropped_note(removed, keep)
