@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from backend.api.problems import validation_error
+from backend.experiment_schemas import ExperimentCreate
 from backend.schemas import JobCreate
 
 MAX_DEPTH = 32
@@ -42,6 +43,12 @@ def check_depth(value: Any, loc: tuple[str, ...], limit: int = MAX_DEPTH) -> Non
             f"nested more than {limit} levels deep (at {shown}...); a config is a few levels deep",
             "too_deep",
         )
+
+
+def check_experiment_request(body: ExperimentCreate) -> None:
+    """POST /experiments: the base config and the axes' values."""
+    check_depth(body.config, ("body", "config"))
+    check_depth(body.axes, ("body", "axes"))
 
 
 def check_job_request(body: JobCreate) -> None:

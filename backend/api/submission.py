@@ -200,6 +200,18 @@ def _progress_total(kind: str, config: RunConfig, params: dict[str, Any]) -> int
     return 1
 
 
+def admit(
+    session: Session, *, settings: Settings, config: RunConfig
+) -> tuple[RunConfig, list[int]]:
+    """What every config that comes through the API passes before a job is made of it (POST
+    /jobs and each run of POST /experiments): the operator's lists (hosts, referable variables,
+    secrets' hosts, file roots) and sizes, each broken rule a 422 naming its field; then dataset
+    names become the content hash the worker will check, and rewards get their metadata checked.
+    Returns the pinned config and the ids of the datasets it reads (crud.link_job)."""
+    refuse_beyond_limits(session, settings=settings, config=config)
+    return pin_datasets(session, config)
+
+
 def create(
     session: Session,
     *,
@@ -210,11 +222,9 @@ def create(
 ) -> tuple[Job, bool]:
     """Validate, insert, enqueue. Returns (job, created); created is False for a replay of an
     earlier request of the same key with the same Idempotency-Key and body."""
-    config = resolve_job_config(body.preset, body.config)
-    # The operator's lists (hosts, referable variables, secrets' hosts, file roots) and sizes.
-    refuse_beyond_limits(session, settings=settings, config=config)
-    # Dataset names become the content hash the worker will check; rewards get their metadata.
-    config, dataset_ids = pin_datasets(session, config)
+    config, dataset_ids = admit(
+        session, settings=settings, config=resolve_job_config(body.preset, body.config)
+    )
     params_model = _parse_params(body.kind, body.params)
     params = params_model.model_dump(mode="json", exclude_none=True)
     _params_refer_to_rows(session, params)

@@ -208,8 +208,15 @@ def test_a_config_nested_900_levels_is_a_422_without_a_traceback(
         (error,) = answer.json()["detail"]
         assert error["loc"] == ["body", field] and error["type"] == "too_deep"
         assert "nested more than 32 levels" in error["msg"]
+    for field in ("config", "axes"):  # an experiment's base config and its axes' values
+        body = {"preset": "tiny-treegrpo", "axes": {"seed": [0]}, "budget": {"epochs": 1}}
+        body[field] = {"seed": [nested]} if field == "axes" else {"reward_options": nested}
+        answer = client.post("/api/v1/experiments", json=body, headers=keys["alice"])
+        assert answer.status_code == 422, answer.text[:500]
+        (error,) = answer.json()["detail"]
+        assert error["loc"] == ["body", field] and error["type"] == "too_deep"
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
-    assert sum(len(record.getMessage().splitlines()) for record in caplog.records) < 20
+    assert sum(len(record.getMessage().splitlines()) for record in caplog.records) < 40
     assert _jobs(settings) == [] and _audit(settings) == []
 
 

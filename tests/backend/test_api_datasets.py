@@ -290,3 +290,58 @@ def test_a_million_row_parquet_imports_through_the_api(tmp_path: Path, sqlite_ur
         assert last["data"] == [
             {"row": rows, "prompt": f"prompt number {rows - 1}", "metadata": {"tag": "b"}}
         ]
+
+
+def test_an_experiment_pins_its_datasets_and_every_change_is_audited(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    dataset = _upload(client, auth, _jsonl(ROWS)).json()
+    body = {
+        "name": "on a dataset",
+        "preset": "digits-treegrpo",
+        "config": {"prompts": {"dataset": "digits-meta"}},
+        "axes": {"seed": [0, 1]},
+        "budget": {"epochs": 1},
+    }
+    experiment = client.post("/api/v1/experiments", json=body, headers=auth)
+    assert experiment.status_code == 201, experiment.text
+    runs = [run["job_id"] for run in experiment.json()["runs"]]
+    for job_id in runs:  # each run reads the version it was submitted against, as a job does
+        config = client.get(f"{JOBS}/{job_id}").json()["config"]
+        assert config["prompts"]["sha256"] == dataset["sha256"]
+    assert client.get(f"{DATASETS}/{dataset['id']}").json()["used_by"] == runs
+    assert client.delete(f"{DATASETS}/{dataset['id']}", headers=auth).status_code == 409
+    experiment_id = experiment.json()["id"]
+    assert client.post(f"/api/v1/experiments/{experiment_id}/cancel", headers=auth).is_success
+    assert client.delete(f"/api/v1/experiments/{experiment_id}", headers=auth).status_code == 204
+    assert client.delete(f"{DATASETS}/{dataset['id']}", headers=auth).status_code == 204
+    entries = client.get("/api/v1/audit", headers=auth).json()["data"]
+    assert [(e["action"], e["target_id"]) for e in reversed(entries)] == [
+        ("dataset.upload", str(dataset["id"])),
+        ("experiment.create", str(experiment_id)),
+        ("experiment.cancel", str(experiment_id)),
+        ("experiment.delete", str(experiment_id)),
+        ("dataset.delete", str(dataset["id"])),
+    ]
+    assert entries[-1]["detail"]["filename"] == "p.jsonl"
+    assert entries[1]["detail"] == {"runs": runs}
+
+
+def test_an_experiment_run_is_refused_for_missing_metadata_and_nothing_is_made(
+    client: TestClient, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(names.REQUIRED_METADATA, "digit_judge", ("digit",))
+    bare = [{"prompt": r["prompt"]} for r in ROWS]
+    assert _upload(client, auth, _jsonl(bare), name="bare").status_code == 201
+    body = {
+        "preset": "digits-treegrpo",
+        "config": {"prompts": {"dataset": "bare"}},
+        "axes": {"seed": [0, 1]},
+        "budget": {"epochs": 1},
+    }
+    answer = client.post("/api/v1/experiments", json=body, headers=auth)
+    assert answer.status_code == 422, answer.text
+    (error,) = answer.json()["detail"]
+    assert error["loc"][:3] == ["body", "runs", "digits-treegrpo seed=0"]
+    assert "metadata key 'digit'" in error["msg"]
+    assert client.get(JOBS).json()["count"] == 0

@@ -187,6 +187,23 @@ class Studio:
         assert rule in errors[field], errors
         return errors[field]
 
+    def refused_as_experiment(self, config: dict[str, Any], field: str, rule: str) -> None:
+        """POST /experiments with `config` as the base of a two-seed grid: the same 422 as a
+        job, naming the run and the field, and no job made."""
+        body = {"preset": "digits-treegrpo", "config": config, "axes": {"seed": [0, 1]}}
+        answer = self.client.post(
+            "/api/v1/experiments",
+            json={**body, "budget": {"epochs": 1}},
+            headers={"X-API-Key": self.key},
+        )
+        self.answers.append(answer.text)
+        assert answer.status_code == 422, answer.text
+        errors = {".".join(map(str, e["loc"][4:])): e["msg"] for e in answer.json()["detail"]}
+        assert {tuple(e["loc"][:3]) for e in answer.json()["detail"]} == {
+            ("body", "runs", "digits-treegrpo seed=0")
+        }
+        assert field in errors and rule in errors[field], errors
+
     def bypass(self, config: dict[str, Any]) -> int:
         """A sample job written straight into the database (the API's check skipped) and sent
         (to the interactive lane, whose warm process takes one job after another quickly)."""
@@ -316,6 +333,35 @@ def test_refused_at_submit_naming_the_field(studio: Studio) -> None:
     studio.refused({"sampling.height": 500}, "sampling.height", "16x16 only")
     with session_scope(studio.stack.url) as session:
         assert crud.list_jobs(session)[1] == 0  # nothing refused was stored
+
+
+def test_an_experiment_is_refused_like_a_job(studio: Studio) -> None:
+    """Every run of a grid passes the submit checks a job passes (the route once skipped them)."""
+    field = "reward_options.remote"
+    url = studio.listener.url
+    for name in ("TREEGRPO_SECRETS_KEY", "AWS_SECRET_ACCESS_KEY"):
+        studio.refused_as_experiment(
+            remote(url, api_key_env=name), f"{field}.api_key_env", "secret rule"
+        )
+    studio.refused_as_experiment(
+        remote(url, api_key_secret="reward-key"), f"{field}.api_key_secret", "reward.internal"
+    )
+    metadata = remote("http://169.254.169.254/latest/meta-data/")
+    studio.refused_as_experiment(metadata, f"{field}.url", "metadata")
+    studio.refused_as_experiment(
+        remote(f"http://127.0.0.1:{studio.recorder.port}/"), f"{field}.url", "outbound rule"
+    )
+    studio.refused_as_experiment(
+        {"tracking.mlflow_uri": f"file://{studio.models}/mlruns"},
+        "tracking.mlflow_uri",
+        "never to a file",
+    )
+    for value in ("/etc", "../../../../etc", str(studio.models / "escape")):
+        studio.refused_as_experiment({"model": value}, "model", "file rule")
+    studio.refused_as_experiment({"sampling.height": 500}, "sampling.height", "16x16 only")
+    with session_scope(studio.stack.url) as session:
+        assert crud.list_jobs(session)[1] == 0
+        assert crud.list_experiments(session, limit=10, offset=0)[1] == 0
 
 
 def test_the_worker_refuses_on_its_own_and_only_the_allowed_request_arrives(

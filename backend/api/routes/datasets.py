@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from backend import crud
 from backend import datasets as service
 from backend.access import may_manage
+from backend.api.audit_trail import audit
 from backend.api.deps import DbDep, ReadKey, SettingsDep, StoreDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses, validation_error
 from backend.dataset_schemas import (
@@ -112,6 +113,8 @@ async def import_dataset(
                 )
             except (DatasetError, ConfigError) as exc:
                 raise _bad_input(exc, "path" if body.path is not None else "hub") from None
+        source = body.path if body.path is not None else body.hub
+        audit(session, caller, "dataset.import", "dataset", row.id, name=row.name, source=source)
         return public(row)
 
     return await db.run(work)
@@ -179,6 +182,10 @@ async def upload_dataset(
                     )
                 except DatasetError as exc:
                     raise validation_error(("body",), str(exc), "dataset_error") from None
+            audit(
+                session, caller, "dataset.upload", "dataset", row.id,
+                name=row.name, filename=filename, bytes=size,
+            )  # fmt: skip
             return public(row)
 
         return await db.run(work)
@@ -263,8 +270,10 @@ async def delete_dataset(
                 "datasets its own key imported",
                 needed=KeyRole.admin.value,
             )
-        sha = row.sha256
-        return sha if crud.delete_dataset(session, dataset_id=dataset_id) else None
+        sha, name = row.sha256, row.name
+        last = crud.delete_dataset(session, dataset_id=dataset_id)
+        audit(session, caller, "dataset.delete", "dataset", dataset_id, name=name)
+        return sha if last else None
 
     sha = await db.run(work)
     if sha is not None:

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from backend import crud
 from backend.access import Caller, may_manage, require_role
-from backend.api import submission
+from backend.api import nesting, submission
+from backend.api.audit_trail import audit
 from backend.api.deps import DbDep, ReadKey, SettingsDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses, validation_error
 from backend.errors import Conflict, QuotaExceeded
@@ -97,7 +98,8 @@ def _create(
             loc = ("body", "runs", cell.name, "config", exc.field)
             raise validation_error(loc, exc.reason, "config_error") from exc
         try:
-            configs.append(submission.resolve_job_config(cell.preset, overrides))
+            config = submission.resolve_job_config(cell.preset, overrides)
+            configs.append(submission.admit(session, settings=settings, config=config))
         except RequestValidationError as exc:
             errors = [
                 {**error, "loc": ("body", "runs", cell.name, *error["loc"][1:])}
@@ -123,7 +125,7 @@ def _create(
         evaluation={**evaluation.model_dump(), "reference_group": body.reference_group},
         owner_key_id=caller.key_id,
     )
-    for cell, config in zip(cells, configs, strict=True):
+    for cell, (config, dataset_ids) in zip(cells, configs, strict=True):
         for_run = {
             "experiment_id": experiment.id,
             "group": cell.group,
@@ -145,7 +147,12 @@ def _create(
             experiment_group=cell.group,
             **submission.ownership(settings, caller.key_id),
         )
+        crud.link_job(session, job_id=job.id, dataset_ids=dataset_ids)
         submission.enqueue_or_fail(session, settings=settings, job=job)
+    audit(
+        session, caller, "experiment.create", "experiment", experiment.id,
+        runs=len(cells), preset=body.preset, axes=sorted(body.axes),
+    )  # fmt: skip
     return experiment
 
 
@@ -231,6 +238,7 @@ async def create_experiment(
     """One train job per combination of the axes' values, named `<experiment>: <group>
     seed=<s>`. A bad value in any run is a 422 whose loc is ["body", "runs", run, "config",
     field], and nothing is made."""
+    nesting.check_experiment_request(body)
 
     def work(session: Session) -> ExperimentPublic:
         experiment = _create(session, settings, caller, body)
@@ -292,6 +300,7 @@ async def cancel_experiment(
             if job.status in {s.value for s in ACTIVE_STATUSES}:
                 with contextlib.suppress(Conflict):  # it finished meanwhile
                     crud.request_cancel(session, job_id=job.id)
+        audit(session, caller, "experiment.cancel", "experiment", experiment_id)
         return _public(session, experiment)
 
     return await db.run(work)
@@ -314,6 +323,7 @@ async def resume_experiment(
             if job.status in {s.value for s in RESUMABLE_STATUSES}:
                 resumed = crud.request_resume(session, job_id=job.id)
                 submission.enqueue_or_fail(session, settings=settings, job=resumed)
+        audit(session, caller, "experiment.resume", "experiment", experiment_id)
         return _public(session, experiment)
 
     return await db.run(work)
@@ -333,7 +343,9 @@ async def delete_experiment(
 
     def work(session: Session) -> None:
         _managed(session, caller, experiment_id, "deleting")
-        for job_id in crud.soft_delete_experiment(session, experiment_id=experiment_id):
+        deleted = crud.soft_delete_experiment(session, experiment_id=experiment_id)
+        audit(session, caller, "experiment.delete", "experiment", experiment_id, runs=deleted)
+        for job_id in deleted:
             submission.purge_or_log(job_id, settings=settings)
 
     await db.run(work)

@@ -15,7 +15,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from backend import access, crud, storage
 from backend.access import Caller
-from backend.api import answers, events, files, nesting, submission
+from backend.api import answers, audit_trail, events, files, nesting, submission
 from backend.api.deps import Database, DbDep, ReadKey, SettingsDep, StoreDep, WriteKey
 from backend.api.problems import ProblemError, problem_responses
 from backend.artifact_store import ArtifactStore, check_key
@@ -90,15 +90,7 @@ def job_answer(session: Session, job: Job) -> JobPublic:
 
 def audit(session: Session, caller: Caller, action: str, job_id: int, **detail: object) -> None:
     """One audit entry for a change the caller made to a job."""
-    crud.record_audit(
-        session,
-        key_id=caller.key_id,
-        key_name=caller.name,
-        action=action,
-        target_kind="job",
-        target_id=job_id,
-        detail=detail,
-    )
+    audit_trail.audit(session, caller, action, "job", job_id, **detail)
 
 
 def managed_job(session: Session, caller: Caller, job_id: int, action: str) -> Job:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Response
 from sqlalchemy.orm import Session
 
 from backend import crud
+from backend.api.audit_trail import audit
 from backend.api.deps import AdminKey, DbDep
 from backend.api.problems import problem_responses
 from backend.models import ApiKey
@@ -50,15 +51,7 @@ async def create_key(body: KeyCreate, db: DbDep, admin: AdminKey) -> KeyCreated:
     def work(session: Session) -> KeyCreated:
         row, key = crud.create_api_key(session, name=body.name, role=body.role)
         created = KeyCreated(**key_public(row).model_dump(), key=key)
-        crud.record_audit(
-            session,
-            key_id=admin.key_id,
-            key_name=admin.name,
-            action="key.create",
-            target_kind="key",
-            target_id=row.id,
-            detail={"name": body.name, "role": body.role},
-        )
+        audit(session, admin, "key.create", "key", row.id, name=body.name, role=body.role)
         return created
 
     return await db.run(work)
@@ -76,14 +69,7 @@ async def revoke_key(key_id: KeyId, db: DbDep, admin: AdminKey) -> Response:
 
     def work(session: Session) -> None:
         crud.revoke_api_key(session, key_id=key_id)
-        crud.record_audit(
-            session,
-            key_id=admin.key_id,
-            key_name=admin.name,
-            action="key.revoke",
-            target_kind="key",
-            target_id=key_id,
-        )
+        audit(session, admin, "key.revoke", "key", key_id)
 
     await db.run(work)
     return Response(status_code=204)
