@@ -127,8 +127,15 @@ def save_sharded_checkpoint(
     """`save_checkpoint` for a sharded module; every rank calls it. Each rank writes its own
     shards into dcp/; rank 0 writes the rest and renames the folder into place once `dcp.save`
     has returned, which is after every rank's shards and the metadata are on disk (DCP's
-    coordinator writes `.metadata` from all ranks' write results, then releases them)."""
+    coordinator writes `.metadata` from all ranks' write results, then releases them).
+
+    Across machines (HSDP, `nodes` > 1) only rank 0 publishes the folder, from its own disk.
+    The replica groups hold the same shards, and the first machine's ranks are the lowest, so
+    saving each piece on the lowest rank that holds it puts the whole checkpoint on rank 0's
+    machine; DCP's default spreads duplicates over every rank, other machines included. The
+    other machines' leftover folder (an empty file per rank) is removed."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 
     from treegrpo.distributed import barrier
 
@@ -142,6 +149,7 @@ def save_sharded_checkpoint(
         dcp.save(
             _sharded_state(module, optimizer),
             checkpoint_id=str(tmp / DCP_DIR),
+            planner=DefaultSavePlanner(dedup_save_to_lowest_rank=True),
             no_dist=not _in_group(),  # one process: a sharded run resumed there
         )
     if is_main:
@@ -154,6 +162,8 @@ def save_sharded_checkpoint(
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
     barrier()  # no rank goes on (and may be killed) before the checkpoint exists
+    if not is_main:
+        shutil.rmtree(tmp, ignore_errors=True)  # still there only on another machine's disk
     return target
 
 

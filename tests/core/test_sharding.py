@@ -325,3 +325,61 @@ def test_sharded_gradients_are_the_sum_over_ranks_flat_and_hybrid(
     assert sorted(
         line.split()[1] for line in result.stdout.splitlines() if line.startswith("ok")
     ) == [str(rank) for rank in range(world)]
+
+
+MACHINES_SCRIPT = """
+import os
+from pathlib import Path
+import torch
+from treegrpo.checkpoint import TrainState, save_sharded_checkpoint
+from treegrpo.distributed import destroy_process_group, init_process_group, ranks_from_env
+from treegrpo.models.tiny import TinyDenoiser
+from treegrpo.sharding import shard_denoiser
+
+ranks = ranks_from_env(os.environ)
+init_process_group(ranks, torch.device("cpu"))
+torch.manual_seed(0)
+model = TinyDenoiser(blocks=2)
+shard_denoiser(model, torch.device("cpu"), None, replicas=ranks.world)  # a machine per rank
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+g = torch.Generator().manual_seed(0)  # the same batch on both replicas
+x, c = torch.randn(2, 3, 8, 8, generator=g), torch.randn(2, 64, generator=g)
+model(x, torch.rand(2, generator=g) * 1000, c).pow(2).sum().backward()
+optimizer.step()
+whole = {name: p.full_tensor().clone() for name, p in model.named_parameters()}
+# Each rank's own disk, as on two machines that share nothing but the network.
+root = Path(os.environ["MACHINES"]) / f"machine-{ranks.rank}"
+save_sharded_checkpoint(root, model, optimizer, TrainState(epoch=1), {}, is_main=ranks.rank == 0)
+if ranks.rank == 0:
+    torch.save(whole, Path(os.environ["MACHINES"]) / "whole.pt")
+destroy_process_group()
+os.write(1, f"ok {ranks.rank}\\\\n".encode())
+"""
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_of_two_machines_is_whole_on_the_first(tmp_path: Path) -> None:
+    """HSDP across machines (nodes=2): only node 0's rank 0 uploads the checkpoint, from its own
+    disk, so that disk must hold every piece. The replicas hold the same shards, and DCP put
+    some of them on the other machine unless told to save each on the lowest rank."""
+    script = tmp_path / "machines.py"
+    script.write_text(MACHINES_SCRIPT)
+    command = launch_command(["unused"], 2, cpu=True)
+    launcher = command[: command.index("-m", 3)]
+    result = subprocess.run(
+        [*launcher, str(script)],
+        env={**_launch_env(), "MACHINES": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    first = latest_checkpoint(tmp_path / "machine-0")
+    assert first is not None
+    whole = torch.load(tmp_path / "whole.pt")
+    restored = checkpoint_weights(first)  # machine 0's files alone
+    assert restored.keys() == whole.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(restored[name], tensor), name
+    # The other machine keeps no half-written folder behind.
+    assert not any((tmp_path / "machine-1").rglob("*.distcp"))
