@@ -49,8 +49,11 @@ def run_points(record: dict[str, Any], base: float) -> RunPoints:
 def _fmt(summary: dict[str, Any], digits: int = 3) -> str:
     if not summary.get("n"):
         return "-"
-    if summary.get("median") is None:
-        return f"not reached (0/{summary['n']})"
+    if summary.get("median") is None:  # reached by fewer than half the seeds
+        reached, low = summary.get("reached") or 0, summary.get("low")
+        if not reached or low is None:
+            return f"not reached (0/{summary['n']})"
+        return f"median not reached ({reached}/{summary['n']} reached, fastest {low:.{digits}f})"
     text = f"{summary['median']:.{digits}f}"
     if summary["n"] > 1:
         high = "never" if summary.get("high") is None else f"{summary['high']:.{digits}f}"

@@ -34,8 +34,13 @@ def _range(summary: dict[str, Any] | None, digits: int = 3, unit: str = "") -> s
     """'median [low-high]' of a statistics summary; a target never reached shows as '>end'."""
     if not summary or not summary.get("n"):
         return "-"
-    if summary.get("median") is None:
-        return "not reached"
+    if summary.get("median") is None:  # reached by fewer than half the seeds
+        reached, low = summary.get("reached") or 0, summary.get("low")
+        if not reached or low is None:
+            return f"not reached (0/{summary['n']})"
+        return (
+            f"median not reached ({reached}/{summary['n']} reached, fastest {low:.{digits}f}{unit})"
+        )
     text = f"{summary['median']:.{digits}f}{unit}"
     if summary["n"] > 1 and summary.get("low") is not None:
         high = "never" if summary.get("high") is None else f"{summary['high']:.{digits}f}"

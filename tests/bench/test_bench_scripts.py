@@ -94,3 +94,10 @@ def test_reproduce_runs_a_grid_resumes_and_analyses(tmp_path: Path) -> None:
     assert f"base held-out reward {base['heldout']:.4f}" in text
     assert "| tiny-treegrpo | 2 |" in text and "| tiny-dancegrpo | 2 |" in text
     _valid_png(tmp_path / "reproduce-tiny-methods.png")
+
+
+def test_the_report_says_how_many_seeds_reached_a_level_the_median_missed() -> None:
+    report = _load("reproduce_report")
+    summary = {"median": None, "low": 40.2, "high": None, "n": 3, "reached": 1}
+    assert report._fmt(summary, 1) == "median not reached (1/3 reached, fastest 40.2)"
+    assert report._fmt({**summary, "low": None, "reached": 0}) == "not reached (0/3)"

@@ -97,3 +97,11 @@ def test_exports_csv_and_png() -> None:
     png = view.png_bytes(EXPERIMENT["statistics"])
     with Image.open(io.BytesIO(png)) as image:
         assert image.format == "PNG" and image.size == (900, 420)
+
+
+def test_a_level_most_seeds_missed_says_how_many_reached_it() -> None:
+    # One of three seeds reached the level at 40.2 s: the median is not reached, the level is.
+    summary = {"median": None, "low": 40.2, "high": None, "n": 3, "reached": 1}
+    assert view._range(summary, 1, " s") == "median not reached (1/3 reached, fastest 40.2 s)"
+    nobody = {**summary, "low": None, "reached": 0}
+    assert view._range(nobody) == "not reached (0/3)"
