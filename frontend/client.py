@@ -331,25 +331,7 @@ class TreeSummary:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TreeSummary:
-        return cls(
-            id=_int(data.get("id")),
-            job_id=_int(data.get("job_id")),
-            epoch=_int(data.get("epoch")),
-            index=_int(data.get("index")),
-            prompt=str(data.get("prompt") or ""),
-            seed=_int(data.get("seed")),
-            window_start=_int(data.get("window_start")),
-            k=_int(data.get("k")),
-            depth=_int(data.get("depth")),
-            steps=_int(data.get("steps")),
-            backup=str(data.get("backup") or ""),
-            created_at=_time(data.get("created_at")),
-            nodes=_int(data.get("nodes")),
-            leaves=_int(data.get("leaves")),
-            best_reward=_float(data.get("best_reward")),
-            mean_reward=_float(data.get("mean_reward")),
-            latents_dropped_at=_time(data.get("latents_dropped_at")),
-        )
+        return parse(cls, data)
 
 
 @dataclass(frozen=True)
@@ -382,26 +364,9 @@ class TreeNode:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> TreeNode:
-        return cls(
-            id=_int(data.get("id")),
-            node_index=_int(data.get("node_index"), _int(data.get("id"))),
-            parent_id=_opt_int(data.get("parent_id")),
-            depth=_int(data.get("depth")),
-            step_index=_int(data.get("step_index")),
-            t=_float(data.get("t")),
-            sigma=_float(data.get("sigma")),
-            is_leaf=bool(data.get("is_leaf")),
-            log_prob=_float(data.get("log_prob")),
-            reward=_float(data.get("reward")),
-            rewards=_float_dict(data.get("rewards")),
-            advantage=_float(data.get("advantage")),
-            image_url=None if not data.get("image_url") else str(data.get("image_url")),
-            branch_job_id=_opt_int(data.get("branch_job_id")),
-            grown_with=None if not data.get("grown_with") else str(data.get("grown_with")),
-            branch_refusal=None
-            if not data.get("branch_refusal")
-            else str(data.get("branch_refusal")),
-        )
+        if data.get("node_index") is None:  # answers from before nodes were numbered per tree
+            data = {**data, "node_index": data.get("id")}
+        return parse(cls, data)
 
     @property
     def made_by_sde(self) -> bool:

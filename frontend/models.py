@@ -117,21 +117,60 @@ def _empty(hint: Any) -> Any:
     return {int: 0, float: 0.0, str: "", bool: False, dict: {}, list: [], tuple: ()}.get(origin)
 
 
+def _coercer(hint: Any) -> Any:
+    """`coerce` for one field's annotation, with the common scalar cases bound directly: a
+    4,096-leaf tree's 13,655 nodes are parsed field by field."""
+    inner, _ = _optional(hint)
+    simple = {int: parse_int, float: parse_float, datetime: parse_time}.get(inner)
+    if simple is not None:
+        return simple
+    if inner is str:
+        return lambda value: None if value is None else str(value)
+    if inner is bool:
+        return lambda value: None if value is None else bool(value)
+    if typing.get_args(inner) == (str, float):  # a node's rewards by name
+        return lambda value: _float_values(value)
+    return lambda value: coerce(hint, value)
+
+
+def _float_values(value: Any) -> dict[str, float] | None:
+    if not isinstance(value, Mapping):
+        return None
+    pairs = ((str(k), parse_float(v)) for k, v in value.items())
+    return {k: v for k, v in pairs if v is not None}
+
+
+def _constant(value: Any) -> Any:
+    """A function answering `value`; a fresh one each call when it is an empty dict or list."""
+    if isinstance(value, (dict, list)):
+        return type(value)
+    return lambda: value
+
+
+@cache
+def _plan(cls: type) -> tuple[tuple[str, Any, bool, Any], ...]:
+    """Per init field: (name, its coercer, whether None is allowed, the value when missing)."""
+    hints = _hints(cls)
+    plan = []
+    for spec in dataclasses.fields(cls):
+        if not spec.init:
+            continue
+        hint = hints[spec.name]
+        if spec.default_factory is not _MISSING:
+            fallback: Any = spec.default_factory
+        else:
+            fallback = _constant(spec.default if spec.default is not _MISSING else _empty(hint))
+        plan.append((spec.name, _coercer(hint), _optional(hint)[1], fallback))
+    return tuple(plan)
+
+
 def parse(cls: type[T], data: Any) -> T:
     """An instance of the dataclass `cls` from an API answer's JSON object."""
     source = data if isinstance(data, Mapping) else {}
-    hints = _hints(cls)  # type: ignore[arg-type]
     values: dict[str, Any] = {}
-    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if not spec.init:
-            continue
-        value = coerce(hints[spec.name], source.get(spec.name))
-        if value is None and not _optional(hints[spec.name])[1]:
-            if spec.default is not _MISSING:
-                value = spec.default
-            elif spec.default_factory is not _MISSING:
-                value = spec.default_factory()
-            else:
-                value = _empty(hints[spec.name])
-        values[spec.name] = value
+    for name, coerced, optional, fallback in _plan(cls):  # type: ignore[arg-type]
+        value = coerced(source.get(name))
+        if value is None and not optional:
+            value = fallback()
+        values[name] = value
     return cls(**values)

@@ -49,9 +49,13 @@ def duration(seconds: float | None) -> str:
 
 
 def fmt(value: float | None, digits: int = 3, signed: bool = False) -> str:
+    """A value that rounds to zero shows without a sign: "0.00", never "-0.00" or "+0.00"."""
     if value is None:
         return "-"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    if float(text) == 0:
+        return f"{0:.{digits}f}"
+    return f"+{text}" if signed and value > 0 else text
 
 
 def notice(text: str, kind: str = "info") -> str:
@@ -405,7 +409,7 @@ def node_panel(
         thumb = f'<img src="{esc(hop_href)}" alt=""{pix}>' if hop_href else ""
         extra = []
         if hop.advantage is not None:
-            extra.append(f"A {hop.advantage:+.2f}")
+            extra.append(f"A {fmt(hop.advantage, 2, signed=True)}")
         if hop.reward is not None:
             extra.append(f"R {hop.reward:.2f}")
         kind = "SDE" if hop.made_by_sde else ("root" if hop.parent_id is None else "ODE")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from frontend.client import Tree, TreeNode, artifact_href
+from frontend.render import fmt
 
 # Geometry (px, at zoom 1).
 GUTTER = 92  # left column of step labels
@@ -334,7 +335,7 @@ def _node_title(node: TreeNode) -> str:
     if node.reward is not None:
         parts.append(f"reward {node.reward:.3f}")
     if node.advantage is not None:
-        parts.append(f"advantage {node.advantage:+.3f}")
+        parts.append(f"advantage {fmt(node.advantage, 3, signed=True)}")
     if node.log_prob is not None:
         parts.append(f"log-prob {node.log_prob:.3f}")
     if node.branch_job_id is not None:
@@ -374,7 +375,7 @@ def _edge(parent: _Vis, child: _Vis, scales: TreeScales, compact: bool = False) 
     if sde and node.advantage is not None:
         colour = advantage_colour(node.advantage, scales.advantage)
         width = 1.5 + 3.5 * min(1.0, abs(node.advantage) / scales.advantage)
-        kind = f"SDE · advantage {node.advantage:+.3f}"
+        kind = f"SDE · advantage {fmt(node.advantage, 3, signed=True)}"
         dash = ""
     elif sde:
         colour, width, kind, dash = NEUTRAL_EDGE, 1.5, "SDE · no advantage", ""
@@ -635,9 +636,9 @@ def render_tree_legend(scales: TreeScales) -> str:
         f"<defs>{_gradient_bar(_DIVERGING, 'lg-adv')}{_gradient_bar(_SEQUENTIAL, 'lg-rew')}</defs>"
         '<text x="0" y="12" fill="#202124">edge: advantage of the node below</text>'
         '<rect x="0" y="18" width="180" height="10" fill="url(#lg-adv)"/>'
-        f'<text x="0" y="42" fill="#5f6368">{-adv:+.2f}</text>'
+        f'<text x="0" y="42" fill="#5f6368">{fmt(-adv, 2, signed=True)}</text>'
         '<text x="90" y="42" text-anchor="middle" fill="#5f6368">0</text>'
-        f'<text x="180" y="42" text-anchor="end" fill="#5f6368">{adv:+.2f}</text>'
+        f'<text x="180" y="42" text-anchor="end" fill="#5f6368">{fmt(adv, 2, signed=True)}</text>'
         '<text x="220" y="12" fill="#202124">leaf frame: reward</text>'
         '<rect x="220" y="18" width="150" height="10" fill="url(#lg-rew)"/>'
         f'<text x="220" y="42" fill="#5f6368">{_esc(reward_text[0])}</text>'

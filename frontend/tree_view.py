@@ -59,6 +59,20 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def overlay_label(tree: Tree) -> str:
+    """The branch overlay's heading, naming the policy that grew its results (issue 28
+    defect 5: a branch was grown by the base model or the nearest later checkpoint, and only the
+    job log said which)."""
+    grown = sorted({n.grown_with for n in tree.branches if n.grown_with})
+    if len(grown) == 1:
+        return f"branch results · grown with {grown[0]}"
+    if grown:
+        return (
+            f"branch results · grown with {len(grown)} policies (each node's panel names its own)"
+        )
+    return "branch results"
+
+
 def tree_view_json(
     tree: Tree,
     lay: TreeLayout,
@@ -136,6 +150,7 @@ def tree_view_json(
         "pixelated": pixelated,
         "new_branch_job": new_branch_job,
         "branches": len(tree.branches),
+        "overlay_label": overlay_label(tree),
         "caption": render.tree_caption(tree),
         "legend": render_tree_legend(lay.scales),
         "atlases": [

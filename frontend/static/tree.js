@@ -24,8 +24,13 @@ const lerp = (stops, x) => {
   }
   return `rgb(${stops[stops.length - 1][1].join(',')})`;
 };
-const fmt = (v, d = 3, signed = false) => (v === null || v === undefined ? 'n/a'
-  : (signed && v >= 0 ? '+' : '') + Number(v).toFixed(d));
+// A value that rounds to zero shows without a sign ("0.00", never "-0.00" or "+0.00").
+const fmt = (v, d = 3, signed = false) => {
+  if (v === null || v === undefined) return 'n/a';
+  const text = Number(v).toFixed(d);
+  if (Number(text) === 0) return (0).toFixed(d);
+  return (signed && v > 0 ? '+' : '') + text;
+};
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => (
   {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
 
@@ -236,7 +241,7 @@ function draw() {
   ctx.globalAlpha = 1;
   if (V.branches && overlay && V.overlay_x) {
     ctx.textAlign = 'left'; ctx.fillStyle = BRANCHED;
-    ctx.fillText('branch results', V.overlay_x + 4, V.geometry.pad - 2);
+    ctx.fillText(V.overlay_label || 'branch results', V.overlay_x + 4, V.geometry.pad - 2);
   }
   for (const [i, colour, dash] of [[selected, SELECTED, []], [cursor, '#1a73e8', [4, 3]]]) {
     if (i < 0 || i === selected && colour !== SELECTED || !shown(i)) continue;

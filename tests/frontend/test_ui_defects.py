@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ui_factories import job_json
 
-from frontend import compare, curves
+from frontend import compare, curves, render
 from frontend.client import Job
 
 
@@ -60,3 +60,15 @@ def test_the_panel_offers_the_stored_image_as_the_original_not_a_full_size_one()
     panel = render.node_panel(tree, tree.all_nodes[3].id)
     assert "original file (native resolution)" in panel and "full-size" not in panel
     assert "/api/v1/artifacts/jobs/1/trees/epoch-000000/tree-00/images/3.png" in panel
+
+
+def test_a_value_that_rounds_to_zero_has_no_sign() -> None:
+    # The root's advantage printed "A -0.00" (defect 9).
+    assert [render.fmt(v, 2, signed=True) for v in (-0.001, 0.004, -0.0, 0.3, -0.02)] == [
+        "0.00",
+        "0.00",
+        "0.00",
+        "+0.30",
+        "-0.02",
+    ]
+    assert render.fmt(-0.0004) == "0.000" and render.fmt(None) == "-"

@@ -8,7 +8,7 @@ from typing import Any
 
 from ui_factories import job_json
 
-from frontend.client import Job, JobNode
+from frontend.client import Job, JobNode, TreeNode, TreeSummary
 from frontend.models import parse
 
 
@@ -60,3 +60,18 @@ def test_a_job_parses_from_its_field_list() -> None:
     raw = job_json(progress_step=5, progress_total=4)
     del raw["progress"]
     assert Job.from_json(raw).progress == 1.0
+
+
+def test_trees_and_their_nodes_parse_from_their_field_lists() -> None:
+    summary = TreeSummary.from_json(
+        {"id": 4, "job_id": 2, "k": "3", "best_reward": "0.9", "latents_dropped_at": "2026-12-06"}
+    )
+    assert (summary.id, summary.k, summary.best_reward) == (4, 3, 0.9)
+    assert summary.latents_dropped_at == datetime(2026, 12, 6, tzinfo=UTC)
+    assert summary.prompt == "" and summary.mean_reward is None
+    node = TreeNode.from_json(
+        {"id": 9, "parent_id": 8, "rewards": {"a": "0.5", "b": None}, "branch_refusal": "a leaf"}
+    )
+    assert node.node_index == 9  # an answer without per-tree numbers: the id
+    assert node.rewards == {"a": 0.5} and node.branch_refusal == "a leaf"
+    assert node.image_url is None and node.is_leaf is False

@@ -104,3 +104,22 @@ def test_a_double_click_opens_the_row_pressed_when_a_refresh_moved_the_rows() ->
             ]
         finally:
             browser.close()
+
+
+def test_the_inspector_prints_a_value_that_rounds_to_zero_without_a_sign() -> None:
+    """tree.js's number format (the canvas panel and labels): the root read "A -0.00"."""
+    from playwright.sync_api import sync_playwright
+
+    source = read_static("tree.js")
+    start = source.index("const fmt = ")
+    end = source.index("\n};\n", start) + 3
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        shown = page.evaluate(
+            "(() => {" + source[start:end] + "\n"
+            "return [[-0.001, 2, true], [0.004, 2, true], [0.3, 2, true], [-0.02, 2, true],"
+            " [-0.0001, 4, false], [null, 2, true]].map((a) => fmt(...a)); })()"
+        )
+        browser.close()
+    assert shown == ["0.00", "0.00", "+0.30", "-0.02", "-0.0001", "n/a"]

@@ -100,6 +100,29 @@ def test_a_branch_keeps_the_training_tree_in_place_and_its_caption() -> None:
     assert tree_view_json(plain, layout_tree(plain))["branches"] == 0
 
 
+def test_the_overlay_heading_names_the_policy_that_grew_the_branches() -> None:
+    data = tree_json(k=3, depth=3, steps=10, window_start=2)
+    origin = next(n for n in Tree.from_json(data).nodes if n.step_index == 4)
+    branched = _with_branch(data, origin.id)
+    unknown = Tree.from_json(branched)  # an API from before branches named their policy
+    assert tree_view_json(unknown, layout_tree(unknown))["overlay_label"] == "branch results"
+    branched["branches"][0]["policy"] = {"text": "job 1's checkpoint of epoch 4", "epoch": 4}
+    tree = Tree.from_json(branched)
+    assert tree_view_json(tree, layout_tree(tree))["overlay_label"] == (
+        "branch results · grown with job 1's checkpoint of epoch 4"
+    )
+    second = copy.deepcopy(branched["branches"][0])
+    second.update(id=2, job_id=99, policy={"text": "the base model"})
+    second["nodes"] = [{**n, "id": n["id"] + 100} for n in second["nodes"]]
+    for n in second["nodes"]:
+        n["parent_id"] = n["parent_id"] + 100 if n["parent_id"] is not None else None
+    branched["branches"].append(second)
+    two = Tree.from_json(branched)
+    assert tree_view_json(two, layout_tree(two))["overlay_label"].startswith(
+        "branch results · grown with 2 policies"
+    )
+
+
 def test_a_branch_below_the_last_split_adds_a_step_without_moving_the_training_rows() -> None:
     """Branching from a child of the window's last split (step 5 here) grows children at step 6,
     a step the training tree draws no row for (its chains collapse to the leaves at step 10):
