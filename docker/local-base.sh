@@ -10,7 +10,7 @@
 # Debian's, so pip inside builds trusts what the host's pip trusts (a TLS-inspecting proxy's CA,
 # say). The image is for local builds only; nothing publishes it.
 #
-# Used by `make compose-smoke` (docker/compose-smoke.sh), which passes it to the Dockerfiles as
+# Used by `make compose-smoke` (docker/compose_smoke.py), which passes it to the Dockerfiles as
 # --build-arg BASE_IMAGE and builds PostgreSQL and Redis images on it (docker/local-*.Dockerfile).
 set -euo pipefail
 

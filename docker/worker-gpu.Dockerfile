@@ -1,6 +1,6 @@
 # A GPU worker on a CUDA base with a CUDA build of the pinned torch. One worker process per GPU
 # (concurrency 1); a job asking for N GPUs is started with `accelerate launch`.
-# BASE_IMAGE: the CUDA runtime. The local check (docker/compose-smoke.sh --gpu-layers) builds the
+# BASE_IMAGE: the CUDA runtime. The local check (docker/compose_smoke.py --gpu-layers) builds the
 # same steps on a plain Debian base with the CPU wheel, which is all a machine without a registry
 # or a GPU can verify.
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04

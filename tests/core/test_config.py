@@ -273,3 +273,15 @@ def test_docs_config_table_is_current() -> None:
 
     doc = (Path(__file__).parents[2] / "docs" / "CONFIG.md").read_text()
     assert doc.endswith(settings_table()), "regenerate docs/CONFIG.md from settings_table()"
+
+
+def test_a_null_lr_means_lora_lr_with_lora_and_full_lr_without() -> None:
+    # A LoRA run at a full fine-tune's step size learns nothing (issue 26: 0.75910 -> 0.75914).
+    lora = resolve_config(preset="tiny-treegrpo", overrides={"train": {"lr": None, "lora_rank": 4}})
+    full = resolve_config(preset="tiny-treegrpo", overrides={"train": {"lr": None, "lora_rank": 0}})
+    assert lora.train.effective_lr == lora.train.lora_lr == 3e-4
+    assert full.train.effective_lr == full.train.full_lr != full.train.lora_lr
+    chosen = resolve_config(
+        preset="tiny-treegrpo", overrides={"train.lr": 2e-3, "train.lora_rank": 4}
+    )
+    assert chosen.train.effective_lr == 2e-3

@@ -32,9 +32,9 @@ Evaluation presets (`eval-*`, for evaluate jobs: `eval.*` settings, held-out pro
 - `eval-flowgrpo-ocr`, `eval-flowgrpo-geneval`, `eval-flowgrpo-pickscore`: Flow-GRPO's three
   tasks as its scripts/train_sd3.py `eval` runs them (the whole test split, 40 steps, CFG 4.5,
   512 x 512, one image per prompt; config/grpo.py).
-The last four name their prompts by dataset id (prompt datasets arrive with issue 25's dataset
-work); until this build can express them they are listed in PENDING_PRESETS with the reason,
-and asking for one says why (`preset_dict`).
+The last four name their prompts by dataset id: import the dataset first (`treegrpo dataset
+import`). A preset that this build cannot validate is kept in PENDING_PRESETS with the reason
+(none today), and asking for one says why (`preset_dict`).
 """
 
 from __future__ import annotations
