@@ -190,3 +190,29 @@ def test_the_cli_body_and_text() -> None:
     text = show_text(experiment)
     assert "tree.k=3 | 0.900 [0.880-0.920] | 5.00 | not reached" in text
     assert "tree.k=3 vs tree.k=2 at 0.5: 2.00x sooner [1.50-2.50] (1 seeds, 0 bounded)" in text
+
+
+def test_a_run_that_missed_a_level_counts_at_the_wall_clock_budget(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    body = {
+        "preset": "tiny-treegrpo",
+        "axes": {"tree.k": [2, 3], "seed": [0]},
+        "budget": {"seconds": 30},
+        "reference_group": "tree.k=2",
+    }
+    experiment = client.post(EXPERIMENTS, json=body, headers=auth).json()
+    fast, slow = (run["job_id"] for run in experiment["runs"])
+    with session_scope(settings.resolved_database_url) as session:
+        for job_id, reward in ((fast, 0.9), (slow, 0.55)):  # the slow run never gains
+            crud.upsert_metrics(
+                session, job_id=job_id, step=0, values={"heldout/reward": 0.5, "wall_clock": 0.0}
+            )
+            for step, clock in ((1, 10.0), (2, 20.0)):
+                values = {"heldout/reward": reward, "wall_clock": clock, "cpu_clock": clock}
+                crud.upsert_metrics(session, job_id=job_id, step=step, values=values)
+    ratios = client.get(f"{EXPERIMENTS}/{experiment['id']}").json()["statistics"]["ratios"]
+    (at_50,) = [r for r in ratios if r["clock"] == "wall_clock" and float(r["level"]) == 0.5]
+    # k=2 reached half the gain at 10 s; k=3 never did, within a 30 s budget: at least 3x
+    # (by the run's own end, 20 s, it would have read 2x).
+    assert at_50["ratio"] == pytest.approx(3.0) and at_50["censored"]

@@ -192,8 +192,13 @@ def _public(
             )
             for job in jobs
         ]
+        seconds = (experiment.budget or {}).get("seconds")
         statistics = experiment_statistics(
-            points, reference_group=(experiment.evaluation or {}).get("reference_group")
+            points,
+            reference_group=(experiment.evaluation or {}).get("reference_group"),
+            # A run that missed a level within a wall-clock budget counts at the budget (it
+            # stopped before an epoch would overrun it), as bench/reproduce.py counts CPU ones.
+            budgets={"wall_clock": float(seconds)} if seconds else None,
         )
     return ExperimentPublic.model_validate(
         {
