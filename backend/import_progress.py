@@ -1,30 +1,44 @@
-"""How far the dataset imports this API process runs have got, by an id their client chose.
+"""How far running dataset imports have got, by an id their client chose, in the database so
+that every API process can answer for every import.
 
 An import runs inside its request: POST /datasets and POST /datasets/upload answer once the
 version is stored (a million rows take about half a minute). A client that wants to show
 progress sends a `progress_id` with the request and asks GET /datasets/imports/{progress_id}
-from another connection while it waits (the CLI and the dashboard do):
+from another connection while it waits (the CLI and the dashboard do); behind several API
+processes that poll may reach any of them:
 
-    with BOARD.track(progress_id) as report:      # the request's import
+    board = ImportBoard(database_url)
+    with board.track(progress_id) as report:     # the request's import
         report("reading", bytes_read, total_bytes)
-    BOARD.get(progress_id)                        # {"phase", "done", "total"} or None
+    board.get(session, progress_id)              # {"phase", "done", "total"} or None
 
 Phases: `starting` (the request is in, nothing read yet: total 0), `reading` (bytes of the
 source read and checked, treegrpo/datasets/progress.py), then `storing` (bytes of the version's
-files put into the artifact store). An entry lives while its
-request runs. The board is this process's memory: behind several API processes a poll may reach
-one that does not run the import and get a 404, which the clients show as "no figures yet".
+files put into the artifact store). A row lives while its request runs; writes are at most a
+few a second (a new phase and the last bytes always go through). A row whose import stopped
+writing for STALE_SECONDS (its process died) is not answered and may be taken over.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.db import session_scope
+from backend.models import DatasetImport, utcnow
+
 Report = Callable[[str, int, int], None]  # (phase, done, total)
-MAX_TRACKED = 256  # imports followed at once; past it an import runs untracked
+WRITE_EVERY_SECONDS = 0.25
+# Longer than any quiet stretch of a live import (a report comes with every few MB read).
+STALE_SECONDS = 600
 
 
 def _ignore(_phase: str, _done: int, _total: int) -> None:
@@ -32,42 +46,66 @@ def _ignore(_phase: str, _done: int, _total: int) -> None:
 
 
 class ImportBoard:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: dict[str, dict[str, Any]] = {}
+    def __init__(self, database_url: str) -> None:
+        self.url = database_url
+
+    def _claim(self, progress_id: str) -> bool:
+        """Insert the import's row; False when a live import (another request) has the id."""
+        fresh = {"phase": "starting", "done": 0, "total": 0, "updated_at": utcnow()}
+        with session_scope(self.url) as session:
+            row = session.get(DatasetImport, progress_id)
+            if row is not None:
+                if not _stale(row):
+                    return False
+                for name, value in fresh.items():  # its process died: take the id over
+                    setattr(row, name, value)
+                return True
+            session.add(DatasetImport(progress_id=progress_id, **fresh))
+            try:
+                session.flush()
+            except IntegrityError:  # another request claimed it at the same moment
+                session.rollback()
+                return False
+        return True
 
     @contextmanager
     def track(self, progress_id: str | None) -> Iterator[Report]:
-        """A report function for one import, its entry removed when the block ends. Without an
-        id, with an id in use (another request's) or with the board full, reports go nowhere."""
-        with self._lock:
-            tracked = (
-                progress_id is not None
-                and progress_id not in self._items
-                and len(self._items) < MAX_TRACKED
-            )
-            if tracked:
-                assert progress_id is not None
-                self._items[progress_id] = {"phase": "starting", "done": 0, "total": 0}
-        if not tracked:
+        """A report function for one import, its row removed when the block ends. Without an id
+        or with an id in use (another request's), reports go nowhere."""
+        if progress_id is None or not self._claim(progress_id):
             yield _ignore
             return
-        assert progress_id is not None
+        lock = threading.Lock()
+        last_phase, last_at = "starting", 0.0
 
         def report(phase: str, done: int, total: int) -> None:
-            with self._lock:
-                self._items[progress_id] = {"phase": phase, "done": done, "total": total}
+            nonlocal last_phase, last_at
+            now = time.monotonic()
+            with lock:
+                if phase == last_phase and done < total and now - last_at < WRITE_EVERY_SECONDS:
+                    return
+                last_phase, last_at = phase, now
+                with session_scope(self.url) as session:
+                    row = session.get(DatasetImport, progress_id)
+                    if row is not None:
+                        row.phase, row.done, row.total = phase, done, total
+                        row.updated_at = utcnow()
 
         try:
             yield report
         finally:
-            with self._lock:
-                self._items.pop(progress_id, None)
+            with lock, session_scope(self.url) as session:
+                session.execute(
+                    delete(DatasetImport).where(DatasetImport.progress_id == progress_id)
+                )
 
-    def get(self, progress_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            item = self._items.get(progress_id)
-            return dict(item) if item is not None else None
+    @staticmethod
+    def get(session: Session, progress_id: str) -> dict[str, Any] | None:
+        row = session.scalar(select(DatasetImport).where(DatasetImport.progress_id == progress_id))
+        if row is None or _stale(row):
+            return None
+        return {"phase": row.phase, "done": row.done, "total": row.total}
 
 
-BOARD = ImportBoard()
+def _stale(row: DatasetImport) -> bool:
+    return utcnow() - row.updated_at > timedelta(seconds=STALE_SECONDS)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -460,6 +461,20 @@ class Dataset(Base):
     owner_key_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True
     )
+
+
+class DatasetImport(Base):
+    """How far a running dataset import has got, by the id its client chose (progress_id), so
+    that any API process can answer GET /datasets/imports/{id}, not only the one running the
+    import. The row lives while the import runs (backend/import_progress.py)."""
+
+    __tablename__ = "dataset_imports"
+
+    progress_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phase: Mapped[str] = mapped_column(String(16))
+    done: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobDataset(Base):

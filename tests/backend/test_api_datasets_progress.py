@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -179,3 +181,40 @@ def test_the_cli_draws_one_progress_line_on_a_terminal_only(
             argv = ["dataset", "import", str(source), "--name", "k", *common]
             assert treegrpo_main(argv + ([quiet] if quiet else [])) == 0
             assert stream.getvalue() == ""
+
+
+def test_any_api_process_answers_for_an_import_another_process_runs(settings: Settings) -> None:
+    """Behind several API processes a poll reaches any of them: the progress is in the database,
+    not in the memory of the process that runs the import (a 404 there before)."""
+    elsewhere = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from backend.import_progress import ImportBoard\n"
+            f"with ImportBoard({settings.resolved_database_url!r}).track('far-away-01') as report:\n"
+            "    report('reading', 50, 100)\n"
+            "    print('ready', flush=True)\n"
+            "    sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert elsewhere.stdout is not None and elsewhere.stdin is not None
+    try:
+        assert elsewhere.stdout.readline().strip() == "ready"
+        auth = _key(settings)
+        with (
+            at.live_server(create_app(settings)) as server,
+            httpx.Client(base_url=server.url) as http,
+        ):
+            shown = http.get(f"{DATASETS}/imports/far-away-01", headers=auth)
+            assert shown.status_code == 200, shown.text
+            assert shown.json() == {"phase": "reading", "done": 50, "total": 100}
+            elsewhere.stdin.write("\n")
+            elsewhere.stdin.flush()
+            assert elsewhere.wait(30) == 0
+            assert http.get(f"{DATASETS}/imports/far-away-01", headers=auth).status_code == 404
+    finally:
+        elsewhere.kill()

@@ -33,7 +33,7 @@ from backend.dataset_schemas import (
     SplitName,
 )
 from backend.errors import Forbidden
-from backend.import_progress import BOARD
+from backend.import_progress import ImportBoard
 from backend.models import Dataset, KeyRole
 from treegrpo.datasets.errors import DatasetError
 from treegrpo.errors import ConfigError
@@ -97,7 +97,7 @@ async def import_dataset(
     prompt, undecodable text, a binary file); nothing is listed unless the import finished."""
 
     def work(session: Session) -> DatasetPublic:
-        with BOARD.track(body.progress_id) as report:
+        with ImportBoard(db.url).track(body.progress_id) as report:
             try:
                 row, _ = service.import_dataset(
                     session,
@@ -166,7 +166,7 @@ async def upload_dataset(
                 await run_in_threadpool(handle.write, chunk)
 
         def work(session: Session) -> DatasetPublic:
-            with BOARD.track(progress_id) as report:
+            with ImportBoard(db.url).track(progress_id) as report:
                 try:
                     row, _ = service.import_upload(
                         session,
@@ -197,15 +197,17 @@ async def upload_dataset(
     "/imports/{progress_id}",
     response_model=ImportProgressPublic,
     responses=problem_responses(401, 404),
-    summary="How far an import still running in this API process has got",
+    summary="How far a running import has got",
 )
-async def import_progress(progress_id: ProgressId, _reader: ReadKey) -> ImportProgressPublic:
-    """An import sent with `progress_id`, while its request runs: the phase (`reading` the
-    source, `storing` the version) and its bytes done of the total. A 404 once it ended, before
-    it started, or when another API process runs it (progress is this process's memory)."""
-    item = BOARD.get(progress_id)
+async def import_progress(
+    progress_id: ProgressId, db: DbDep, _reader: ReadKey
+) -> ImportProgressPublic:
+    """An import sent with `progress_id`, while its request runs (in this API process or any
+    other): the phase (`reading` the source, `storing` the version) and its bytes done of the
+    total. A 404 before it started and once it ended."""
+    item = await db.read(ImportBoard.get, progress_id)
     if item is None:
-        raise ProblemError(404, f"no import {progress_id!r} is running in this API process")
+        raise ProblemError(404, f"no import {progress_id!r} is running")
     return ImportProgressPublic(**item)
 
 
