@@ -1,4 +1,4 @@
-"""`treegrpo experiment create|list|show|cancel`: experiments through the REST API.
+"""`treegrpo experiment create|list|show|cancel|resume|delete`: experiments through the REST API.
 
     treegrpo experiment create --experiment-preset digits-methods
     treegrpo experiment create --preset digits-treegrpo --axis tree.k=2,3,4 --axis seed=0,1,2 \\
@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from treegrpo.statistics import summary_text
 
 EXIT_OK, EXIT_BAD_REQUEST, EXIT_UNREACHABLE = 0, 2, 3
 
@@ -66,16 +68,6 @@ def create_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _fmt(summary: dict[str, Any] | None, digits: int = 3) -> str:
-    if not summary or summary.get("median") is None:
-        return "not reached" if summary and summary.get("n") else "n/a"
-    text = f"{summary['median']:.{digits}f}"
-    if summary.get("n", 0) > 1 and summary.get("low") is not None:
-        high = "inf" if summary.get("high") is None else f"{summary['high']:.{digits}f}"
-        text += f" [{summary['low']:.{digits}f}-{high}]"
-    return text
-
-
 def show_text(experiment: dict[str, Any]) -> str:
     """What `experiment show` prints: the runs, then the statistics as tables."""
     lines = [f"experiment {experiment['id']}: {experiment['name']}  {experiment['status_counts']}"]
@@ -96,8 +88,8 @@ def show_text(experiment: dict[str, Any]) -> str:
     for group in stats["groups"]:
         half = group["time_to_target"].get("0.5", {}).get("cpu_clock")
         lines.append(
-            f"{group['group']} | {_fmt(group['final_reward'])} | "
-            f"{_fmt(group['cpu_seconds_per_iteration'], 2)} | {_fmt(half, 1)}"
+            f"{group['group']} | {summary_text(group['final_reward'])} | "
+            f"{summary_text(group['cpu_seconds_per_iteration'], 2)} | {summary_text(half, 1)}"
         )
     for ratio in stats.get("ratios", []):
         if ratio["clock"] != "cpu_clock" or ratio["ratio"] is None:
@@ -138,6 +130,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             elif args.action == "show":
                 one = client._json(client.http.get(f"/experiments/{args.id}"))
                 print(json.dumps(one, indent=1) if args.json else show_text(one))
+            elif args.action == "delete":
+                answer = client.http.delete(f"/experiments/{args.id}")
+                if answer.status_code != 204:
+                    client._json(answer)  # raises ApiError with the API's reason
+                print(f"experiment {args.id} and its runs deleted", file=sys.stderr)
             else:
                 done = client._json(client.http.post(f"/experiments/{args.id}/{args.action}"))
                 print(show_text(done))
@@ -153,7 +150,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def register_experiment(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "experiment",
-        help="grids of runs with statistics (create, list, show, cancel, resume)",
+        help="grids of runs with statistics (create, list, show, cancel, resume, delete)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -184,6 +181,7 @@ def register_experiment(subparsers: argparse._SubParsersAction[argparse.Argument
         ("show", "runs and statistics"),
         ("cancel", "stop every queued or running run"),
         ("resume", "queue every stopped run again"),
+        ("delete", "delete the experiment and its runs (cancel it first)"),
     ):
         one = actions.add_parser(name, help=text)
         one.add_argument("id", type=int)

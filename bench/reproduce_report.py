@@ -18,7 +18,7 @@ from typing import Any
 
 from plotting import PALETTE, HLine, Panel, Series, save_chart
 
-from treegrpo.statistics import HELDOUT, RunPoints, experiment_statistics
+from treegrpo.statistics import HELDOUT, RunPoints, experiment_statistics, summary_text
 
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
@@ -46,23 +46,6 @@ def run_points(record: dict[str, Any], base: float) -> RunPoints:
     return RunPoints(record["name"], record["group"], record["seed"], record["status"], points)
 
 
-def _fmt(summary: dict[str, Any], digits: int = 3) -> str:
-    if not summary.get("n"):
-        return "-"
-    if summary.get("median") is None:  # reached by fewer than half the seeds
-        reached, low = summary.get("reached") or 0, summary.get("low")
-        if not reached or low is None:
-            return f"not reached (0/{summary['n']})"
-        return f"median not reached ({reached}/{summary['n']} reached, fastest {low:.{digits}f})"
-    text = f"{summary['median']:.{digits}f}"
-    if summary["n"] > 1:
-        high = "never" if summary.get("high") is None else f"{summary['high']:.{digits}f}"
-        text += f" [{summary['low']:.{digits}f}-{high}]"
-    if summary.get("reached") is not None and summary["reached"] < summary["n"]:
-        text += f" ({summary['reached']}/{summary['n']})"
-    return text
-
-
 def report(name: str, entry: dict[str, Any], out: Path) -> list[str]:
     base_record = entry["base"]
     base = float(base_record["heldout"])
@@ -82,10 +65,10 @@ def report(name: str, entry: dict[str, Any], out: Path) -> list[str]:
     lines.append(f"| group | seeds | final held-out | CPU s/iter | wall s/iter | {head} |")
     lines.append("|" + "---|" * (5 + len(levels)))
     for g in stats["groups"]:
-        cells = " | ".join(_fmt(g["time_to_target"][k]["cpu_clock"], 1) for k in levels)
+        cells = " | ".join(summary_text(g["time_to_target"][k]["cpu_clock"], 1) for k in levels)
         lines.append(
-            f"| {g['group']} | {len(g['runs'])} | {_fmt(g['final_reward'])} | "
-            f"{_fmt(g['cpu_seconds_per_iteration'], 2)} | {_fmt(g['seconds_per_iteration'], 2)} "
+            f"| {g['group']} | {len(g['runs'])} | {summary_text(g['final_reward'])} | "
+            f"{summary_text(g['cpu_seconds_per_iteration'], 2)} | {summary_text(g['seconds_per_iteration'], 2)} "
             f"| {cells} |"
         )
     ratios = [r for r in stats["ratios"] if r["clock"] == "cpu_clock"]

@@ -26,6 +26,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 GAIN_LEVELS = (0.25, 0.5, 0.75, 0.9)
 BOOTSTRAP_SAMPLES = 2000
@@ -267,6 +268,26 @@ class RunPoints:
 
 def _finite(value: float) -> float | None:
     return None if math.isinf(value) or math.isnan(value) else value
+
+
+def summary_text(summary: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """A summary (`_summary`'s JSON) as text: "median [low-high]" over seeds ("never" for a
+    seed that did not reach a level), "(k/n)" when only k of n seeds reached it; a level fewer
+    than half the seeds reached says how many did and the fastest time."""
+    if not summary or not summary.get("n"):
+        return "-"
+    n, reached, low = summary["n"], summary.get("reached"), summary.get("low")
+    if summary.get("median") is None:
+        if not reached or low is None:
+            return f"not reached (0/{n})"
+        return f"median not reached ({reached}/{n} reached, fastest {low:.{digits}f})"
+    text = f"{summary['median']:.{digits}f}"
+    if n > 1 and low is not None:
+        high = "never" if summary.get("high") is None else f"{summary['high']:.{digits}f}"
+        text += f" [{low:.{digits}f}-{high}]"
+    if reached is not None and reached < n:
+        text += f" ({reached}/{n})"
+    return text
 
 
 def _summary(values: Sequence[float]) -> dict[str, float | int | None]:

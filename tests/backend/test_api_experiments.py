@@ -16,6 +16,7 @@ from backend.api import create_app
 from backend.db import session_scope
 from backend.experiment_cli import create_body, show_text
 from backend.settings import Settings
+from treegrpo.cli import main as treegrpo_main
 
 EXPERIMENTS = "/api/v1/experiments"
 BODY = {
@@ -216,3 +217,17 @@ def test_a_run_that_missed_a_level_counts_at_the_wall_clock_budget(
     # k=2 reached half the gain at 10 s; k=3 never did, within a 30 s budget: at least 3x
     # (by the run's own end, 20 s, it would have read 2x).
     assert at_50["ratio"] == pytest.approx(3.0) and at_50["censored"]
+
+
+def test_the_cli_cancels_and_deletes_an_experiment(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    made = client.post(EXPERIMENTS, json=BODY, headers=auth).json()["id"]
+    with at.live_server(create_app(settings)) as server:
+        base = ["experiment", "--api", server.url, "--api-key", auth["X-API-Key"]]
+        assert treegrpo_main([*base, "delete", str(made)]) == 2  # runs still queued: a 409
+        assert treegrpo_main([*base, "cancel", str(made)]) == 0
+        assert treegrpo_main([*base, "delete", str(made)]) == 0
+        assert treegrpo_main([*base, "delete", str(made)]) == 2  # gone: a 404
+    assert client.get(EXPERIMENTS).json()["count"] == 0
+    assert client.get("/api/v1/jobs").json()["count"] == 0

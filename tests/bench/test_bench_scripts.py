@@ -16,6 +16,8 @@ from types import ModuleType
 
 from PIL import Image
 
+from treegrpo.statistics import summary_text
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -96,8 +98,11 @@ def test_reproduce_runs_a_grid_resumes_and_analyses(tmp_path: Path) -> None:
     _valid_png(tmp_path / "reproduce-tiny-methods.png")
 
 
-def test_the_report_says_how_many_seeds_reached_a_level_the_median_missed() -> None:
-    report = _load("reproduce_report")
+def test_the_summary_text_says_how_many_seeds_reached_a_level_the_median_missed() -> None:
+    # bench/reproduce_report.py and `treegrpo experiment show` print summaries through it.
     summary = {"median": None, "low": 40.2, "high": None, "n": 3, "reached": 1}
-    assert report._fmt(summary, 1) == "median not reached (1/3 reached, fastest 40.2)"
-    assert report._fmt({**summary, "low": None, "reached": 0}) == "not reached (0/3)"
+    assert summary_text(summary, 1) == "median not reached (1/3 reached, fastest 40.2)"
+    assert summary_text({**summary, "low": None, "reached": 0}) == "not reached (0/3)"
+    two = {"median": 42.2, "low": 40.2, "high": None, "n": 3, "reached": 2}
+    assert summary_text(two, 1) == "42.2 [40.2-never] (2/3)"
+    assert summary_text(None) == "-"
