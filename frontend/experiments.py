@@ -20,6 +20,7 @@ from frontend.shared import QUIET, TAB_EXPERIMENTS, Shared, as_int
 REFRESH_SECONDS = 5.0
 ACTIVE = frozenset({"queued", "running", "cancelling"})
 EXPORT_DIR = Path(tempfile.gettempdir()) / "treegrpo-experiment-exports"
+OUTPUTS = 6  # grid, bands, Pareto plot, ratios, CSV file, PNG file
 
 
 def list_experiments(client: ApiClient) -> list[dict[str, Any]]:
@@ -62,6 +63,48 @@ def export_files(experiment: dict[str, Any], clock: str) -> tuple[str, str]:
     return str(csv_path), str(png_path)
 
 
+def load_choices(client: ApiClient, chosen: Any) -> Any:
+    """The picker's experiments, keeping the one picked while it still exists."""
+    try:
+        found = list_experiments(client)
+    except ApiError:
+        return gr.update()
+    ids = [e["id"] for e in found]
+    value = as_int(chosen) if as_int(chosen) in ids else (ids[0] if ids else None)
+    return gr.update(choices=choices(found), value=value)
+
+
+def show(client: ApiClient, chosen: Any, axis: Any) -> tuple[Any, ...]:
+    """The picked experiment drawn against `axis`, with its export files."""
+    experiment_id = as_int(chosen)
+    clock_name = str(axis or "cpu_clock")
+    if experiment_id is None:
+        return (*render(None, clock_name), gr.update(value=None), gr.update(value=None))
+    try:
+        experiment = get_experiment(client, experiment_id)
+    except ApiError as exc:
+        return notice(exc.message, "error"), "", "", "", gr.skip(), gr.skip()
+    csv_path, png_path = export_files(experiment, clock_name)
+    return (*render(experiment, clock_name), csv_path, png_path)
+
+
+def tick(client: ApiClient, chosen: Any, axis: Any) -> tuple[Any, ...]:
+    """The timer: draw again while any run of the picked experiment is queued or running;
+    once none is, nothing changes and nothing is drawn."""
+    skip = tuple(gr.skip() for _ in range(OUTPUTS))
+    experiment_id = as_int(chosen)
+    if experiment_id is None:
+        return skip
+    try:
+        found = get_experiment(client, experiment_id)
+    except ApiError:
+        return skip
+    if not any(run["status"] in ACTIVE for run in found.get("runs", [])):
+        return skip
+    clock_name = str(axis or "cpu_clock")
+    return (*render(found, clock_name), *export_files(found, clock_name))
+
+
 def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
     with gr.Row(equal_height=True):
         picked = gr.Dropdown([], label="Experiment", scale=4, elem_id="tg-exp-pick")
@@ -83,45 +126,11 @@ def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:
         png_file = gr.DownloadButton("Export PNG", size="sm", elem_id="tg-exp-png")
     timer = gr.Timer(REFRESH_SECONDS)
     outputs = [grid, bands, pareto, ratios, csv_file, png_file]
-
-    def load_choices(key: str | None, chosen: Any, request: gr.Request) -> Any:
-        try:
-            found = list_experiments(sh.ctx.client(request, key))
-        except ApiError:
-            return gr.update()
-        ids = [e["id"] for e in found]
-        value = as_int(chosen) if as_int(chosen) in ids else (ids[0] if ids else None)
-        return gr.update(choices=choices(found), value=value)
-
-    def show(chosen: Any, axis: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
-        experiment_id = as_int(chosen)
-        clock_name = str(axis or "cpu_clock")
-        if experiment_id is None:
-            return (*render(None, clock_name), gr.update(value=None), gr.update(value=None))
-        try:
-            experiment = get_experiment(sh.ctx.client(request, key), experiment_id)
-        except ApiError as exc:
-            return notice(exc.message, "error"), "", "", "", gr.skip(), gr.skip()
-        csv_path, png_path = export_files(experiment, clock_name)
-        return (*render(experiment, clock_name), csv_path, png_path)
-
-    def tick(chosen: Any, axis: Any, key: str | None, request: gr.Request) -> tuple[Any, ...]:
-        experiment_id = as_int(chosen)
-        if experiment_id is None:
-            return tuple(gr.skip() for _ in outputs)
-        try:
-            found = get_experiment(sh.ctx.client(request, key), experiment_id)
-        except ApiError:
-            return tuple(gr.skip() for _ in outputs)
-        if not any(run["status"] in ACTIVE for run in found.get("runs", [])):
-            return tuple(gr.skip() for _ in outputs)
-        return show(chosen, axis, key, request)
-
-    inputs = [picked, clock, sh.key]
-    listed = [refresh.click(load_choices, [sh.key, picked], picked)]
-    listed += sh.when_shown(TAB_EXPERIMENTS, load_choices, [sh.key, picked], [picked])
+    inputs = [sh.key, picked, clock]
+    listed = [refresh.click(sh.call(load_choices), [sh.key, picked], picked)]
+    listed += sh.when_shown(TAB_EXPERIMENTS, sh.call(load_choices), [sh.key, picked], [picked])
     for trigger in listed:
-        trigger.then(show, inputs, outputs)
-    picked.change(show, inputs, outputs, **QUIET)
-    clock.change(show, inputs, outputs, **QUIET)
-    timer.tick(tick, inputs, outputs, **QUIET)
+        trigger.then(sh.call(show), inputs, outputs)
+    picked.change(sh.call(show), inputs, outputs, **QUIET)
+    clock.change(sh.call(show), inputs, outputs, **QUIET)
+    timer.tick(sh.call(tick), inputs, outputs, **QUIET)

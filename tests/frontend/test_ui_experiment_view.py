@@ -3,12 +3,16 @@ a statistics answer written out here (escaping included)."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 
+import gradio as gr
+from fake_api import FakeApi
 from PIL import Image
 
 from frontend import experiment_view as view
+from frontend import experiments
 
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -105,3 +109,28 @@ def test_a_level_most_seeds_missed_says_how_many_reached_it() -> None:
     assert view._range(summary, 1, " s") == "median not reached (1/3 reached, fastest 40.2 s)"
     nobody = {**summary, "low": None, "reached": 0}
     assert view._range(nobody) == "not reached (0/3)"
+
+
+def test_the_tab_redraws_while_runs_go_and_stops_when_they_end() -> None:
+    """The Experiments tab's handlers on the mock API: its timer draws the experiment again
+    while a run is queued or running, and asks for nothing to be drawn once every run ended."""
+    answers = [copy.deepcopy(EXPERIMENT)]
+    api = FakeApi(
+        {
+            ("GET", "/api/v1/experiments"): {"data": [EXPERIMENT], "count": 1},
+            ("GET", "/api/v1/experiments/7"): lambda _request: answers[-1],
+        }
+    )
+    client = api.client()
+    picked = experiments.load_choices(client, None)
+    assert picked["value"] == 7 and picked["choices"][0][1] == 7
+    grid, *_, csv_path, png_path = experiments.tick(client, 7, "cpu_clock")  # one run running
+    assert "1 running, 1 succeeded" in grid and csv_path.endswith(".csv") and png_path
+    finished = copy.deepcopy(EXPERIMENT)
+    finished["runs"][1]["status"] = "succeeded"
+    answers.append(finished)
+    skipped = experiments.tick(client, 7, "cpu_clock")
+    assert len(skipped) == experiments.OUTPUTS
+    assert all(update == gr.skip() for update in skipped)
+    assert experiments.tick(client, None, "cpu_clock") == skipped  # nothing picked: no request
+    assert api.calls("GET").count("/api/v1/experiments/7") == 2
