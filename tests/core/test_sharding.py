@@ -47,16 +47,28 @@ def _launch_env() -> dict[str, str]:
     return env
 
 
-def _launch(argv: list[str], ranks: int = 2) -> str:
+def _run(command: list[str], **env: str) -> str:
+    """Run a launch command to its end (a hung rank fails at LAUNCH_TIMEOUT); its stdout."""
     result = subprocess.run(
-        launch_command(argv, ranks, cpu=True),
-        env=_launch_env(),
+        command,
+        env={**_launch_env(), **env},
         capture_output=True,
         text=True,
         timeout=LAUNCH_TIMEOUT,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
+
+
+def _launch(argv: list[str], ranks: int = 2) -> str:
+    return _run(launch_command(argv, ranks, cpu=True))
+
+
+def _launch_script(path: Path, text: str, ranks: int, **env: str) -> str:
+    """Run the Python script `text` (written to `path`) on `ranks` torchrun ranks; its stdout."""
+    path.write_text(text)
+    command = launch_command(["unused"], ranks, cpu=True)
+    return _run([*command[: command.index("-m", 3)], str(path)], **env)
 
 
 def _metrics(run: Path) -> list[dict[str, float]]:
@@ -310,21 +322,10 @@ def test_sharded_gradients_are_the_sum_over_ranks_flat_and_hybrid(
 ) -> None:
     """The gradient of every sharded unit is the sum of the ranks' gradients, on one mesh
     dimension and on HSDP's two (2 replica groups of 2 shards: two machines of 2 GPUs)."""
-    script = tmp_path / "reduction.py"
-    script.write_text(REDUCTION_SCRIPT)
-    command = launch_command(["unused"], world, cpu=True)
-    launcher = command[: command.index("-m", 3)]
-    result = subprocess.run(
-        [*launcher, str(script)],
-        env={**_launch_env(), "REPLICAS": str(replicas)},
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert sorted(
-        line.split()[1] for line in result.stdout.splitlines() if line.startswith("ok")
-    ) == [str(rank) for rank in range(world)]
+    out = _launch_script(tmp_path / "reduction.py", REDUCTION_SCRIPT, world, REPLICAS=str(replicas))
+    assert sorted(line.split()[1] for line in out.splitlines() if line.startswith("ok")) == [
+        str(rank) for rank in range(world)
+    ]
 
 
 MACHINES_SCRIPT = """
@@ -362,18 +363,7 @@ def test_a_sharded_checkpoint_of_two_machines_is_whole_on_the_first(tmp_path: Pa
     """HSDP across machines (nodes=2): only node 0's rank 0 uploads the checkpoint, from its own
     disk, so that disk must hold every piece. The replicas hold the same shards, and DCP put
     some of them on the other machine unless told to save each on the lowest rank."""
-    script = tmp_path / "machines.py"
-    script.write_text(MACHINES_SCRIPT)
-    command = launch_command(["unused"], 2, cpu=True)
-    launcher = command[: command.index("-m", 3)]
-    result = subprocess.run(
-        [*launcher, str(script)],
-        env={**_launch_env(), "MACHINES": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=LAUNCH_TIMEOUT,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    _launch_script(tmp_path / "machines.py", MACHINES_SCRIPT, 2, MACHINES=str(tmp_path))
     first = latest_checkpoint(tmp_path / "machine-0")
     assert first is not None
     whole = torch.load(tmp_path / "whole.pt")
