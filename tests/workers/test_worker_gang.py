@@ -10,12 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
+from moto_s3 import AWS_ENV, make_bucket, moto_server
 from worker_stack import FINAL, TINY, Stack, make_stack
 
 from backend import crud
 from backend.api import create_app
 from backend.db import session_scope
+from backend.s3_store import S3Store
+from treegrpo.checkpoint import checkpoint_weights
 
 # Real workers, torchrun agents and a training run each: tens of seconds on 2 cores.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -154,3 +158,37 @@ def test_a_cancel_reaches_every_node(tmp_path: Path) -> None:
         assert job["progress_step"] < 50 and job["checkpoint_path"]
         # Both machines' processes stopped: their rows ended, neither failed.
         assert [n["status"] for n in _nodes(stack, job_id)] == ["done", "done"]
+
+
+def test_a_sharded_two_node_job_on_separate_disks_leaves_whole_checkpoints_in_the_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train.sharding=fsdp across two machines that share only the database, the broker and a
+    bucket: each worker has its own disk, and node 0 alone uploads each checkpoint. Every
+    checkpoint in the bucket must restore on its own (DCP put replicated pieces on node 1's
+    disk, which no one uploaded, until each piece was saved by the lowest rank holding it)."""
+    for name, value in AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    with moto_server(tmp_path) as endpoint:
+        bucket_url = f"s3://{make_bucket(endpoint)}/studio"
+        s3 = {"artifact_url": bucket_url, "s3_endpoint_url": endpoint}
+        with make_stack("redis", tmp_path / "stack", **s3) as stack:
+            stack.env.update(AWS_ENV)
+            for name in ("a", "b"):
+                disk = {"TREEGRPO_ARTIFACT_DIR": str(tmp_path / f"disk-{name}")}
+                stack.start_worker(name, env={**NODE_ENV, **disk})
+            overrides = {**TWO_NODES, "epochs": 2, "train.sharding": "fsdp"}
+            job_id = stack.submit("train", preset="tiny-treegrpo", overrides=overrides)
+            job = stack.wait_status(job_id, FINAL, timeout=300)
+            assert job["status"] == "succeeded", stack.explain(job_id)()
+            bucket = S3Store(bucket_url, endpoint)
+            prefix = f"jobs/{job_id}/checkpoints"
+            keys = bucket.keys(prefix)
+            epochs = sorted({key.split("/")[3] for key in keys if "/dcp/" in key})
+            assert epochs == ["epoch-000001", "epoch-000002"], keys
+            for epoch in epochs:
+                folder = tmp_path / "from-bucket" / epoch
+                for key in (k for k in keys if k.split("/")[3] == epoch):
+                    bucket.download(key, folder / key.split(f"{epoch}/", 1)[1])
+                weights = checkpoint_weights(folder)  # the bucket's pieces alone
+                assert weights and all(torch.isfinite(w).all() for w in weights.values())
