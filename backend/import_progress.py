@@ -7,16 +7,16 @@ progress sends a `progress_id` with the request and asks GET /datasets/imports/{
 from another connection while it waits (the CLI and the dashboard do); behind several API
 processes that poll may reach any of them:
 
-    board = ImportBoard(database_url)
-    with board.track(progress_id) as report:     # the request's import
+    with ImportBoard(database_url).track(progress_id) as report:   # the request's import
         report("reading", bytes_read, total_bytes)
-    board.get(session, progress_id)              # {"phase", "done", "total"} or None
+    crud.import_progress(session, progress_id=...)  # {"phase", "done", "total"} or None
 
 Phases: `starting` (the request is in, nothing read yet: total 0), `reading` (bytes of the
 source read and checked, treegrpo/datasets/progress.py), then `storing` (bytes of the version's
 files put into the artifact store). A row lives while its request runs; writes are at most a
 few a second (a new phase and the last bytes always go through). A row whose import stopped
-writing for STALE_SECONDS (its process died) is not answered and may be taken over.
+writing for crud.dataset_imports.STALE_SECONDS (its process died) is not answered and may
+be taken over.
 """
 
 from __future__ import annotations
@@ -25,20 +25,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
+from backend import crud
 from backend.db import session_scope
-from backend.models import DatasetImport, utcnow
 
 Report = Callable[[str, int, int], None]  # (phase, done, total)
 WRITE_EVERY_SECONDS = 0.25
-# Longer than any quiet stretch of a live import (a report comes with every few MB read).
-STALE_SECONDS = 600
 
 
 def _ignore(_phase: str, _done: int, _total: int) -> None:
@@ -49,30 +41,16 @@ class ImportBoard:
     def __init__(self, database_url: str) -> None:
         self.url = database_url
 
-    def _claim(self, progress_id: str) -> bool:
-        """Insert the import's row; False when a live import (another request) has the id."""
-        fresh = {"phase": "starting", "done": 0, "total": 0, "updated_at": utcnow()}
-        with session_scope(self.url) as session:
-            row = session.get(DatasetImport, progress_id)
-            if row is not None:
-                if not _stale(row):
-                    return False
-                for name, value in fresh.items():  # its process died: take the id over
-                    setattr(row, name, value)
-                return True
-            session.add(DatasetImport(progress_id=progress_id, **fresh))
-            try:
-                session.flush()
-            except IntegrityError:  # another request claimed it at the same moment
-                session.rollback()
-                return False
-        return True
-
     @contextmanager
     def track(self, progress_id: str | None) -> Iterator[Report]:
         """A report function for one import, its row removed when the block ends. Without an id
         or with an id in use (another request's), reports go nowhere."""
-        if progress_id is None or not self._claim(progress_id):
+        if progress_id is None:
+            yield _ignore
+            return
+        with session_scope(self.url) as session:
+            claimed = crud.claim_import_progress(session, progress_id=progress_id)
+        if not claimed:
             yield _ignore
             return
         lock = threading.Lock()
@@ -86,26 +64,12 @@ class ImportBoard:
                     return
                 last_phase, last_at = phase, now
                 with session_scope(self.url) as session:
-                    row = session.get(DatasetImport, progress_id)
-                    if row is not None:
-                        row.phase, row.done, row.total = phase, done, total
-                        row.updated_at = utcnow()
+                    crud.set_import_progress(
+                        session, progress_id=progress_id, phase=phase, done=done, total=total
+                    )
 
         try:
             yield report
         finally:
             with lock, session_scope(self.url) as session:
-                session.execute(
-                    delete(DatasetImport).where(DatasetImport.progress_id == progress_id)
-                )
-
-    @staticmethod
-    def get(session: Session, progress_id: str) -> dict[str, Any] | None:
-        row = session.scalar(select(DatasetImport).where(DatasetImport.progress_id == progress_id))
-        if row is None or _stale(row):
-            return None
-        return {"phase": row.phase, "done": row.done, "total": row.total}
-
-
-def _stale(row: DatasetImport) -> bool:
-    return utcnow() - row.updated_at > timedelta(seconds=STALE_SECONDS)
+                crud.end_import_progress(session, progress_id=progress_id)

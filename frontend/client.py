@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
-from frontend.models import parse, parse_float, parse_time
+from frontend.models import parse, parse_float
 
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT_S = 10.0
@@ -172,19 +172,6 @@ def _error_from_response(response: httpx.Response) -> ApiError:
 # ------------------------------------------------------------------------------------------------
 
 
-def _time(value: Any) -> datetime | None:
-    return parse_time(value)
-
-
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _int(value: Any, default: int = 0) -> int:
     try:
         return int(value)
@@ -198,13 +185,6 @@ def _opt_int(value: Any) -> int | None:
 
 def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _float_dict(value: Any) -> dict[str, float] | None:
-    if not isinstance(value, Mapping):
-        return None
-    out = {str(k): v for k, v in ((k, _float(v)) for k, v in value.items()) if v is not None}
-    return out
 
 
 @dataclass(frozen=True)
@@ -697,7 +677,7 @@ class ApiClient:
         for item in self._data(payload):
             if not isinstance(item, Mapping):
                 continue
-            value = _float(item.get("value"))
+            value = parse_float(item.get("value"))
             if value is None:
                 continue
             points.append(

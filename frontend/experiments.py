@@ -84,8 +84,12 @@ def show(client: ApiClient, chosen: Any, axis: Any) -> tuple[Any, ...]:
         experiment = get_experiment(client, experiment_id)
     except ApiError as exc:
         return notice(exc.message, "error"), "", "", "", gr.skip(), gr.skip()
-    csv_path, png_path = export_files(experiment, clock_name)
-    return (*render(experiment, clock_name), csv_path, png_path)
+    return _drawn(experiment, clock_name)
+
+
+def _drawn(experiment: dict[str, Any], clock: str) -> tuple[Any, ...]:
+    """Every output: the four views and the two export files."""
+    return (*render(experiment, clock), *export_files(experiment, clock))
 
 
 def tick(client: ApiClient, chosen: Any, axis: Any) -> tuple[Any, ...]:
@@ -101,8 +105,7 @@ def tick(client: ApiClient, chosen: Any, axis: Any) -> tuple[Any, ...]:
         return skip
     if not any(run["status"] in ACTIVE for run in found.get("runs", [])):
         return skip
-    clock_name = str(axis or "cpu_clock")
-    return (*render(found, clock_name), *export_files(found, clock_name))
+    return _drawn(found, str(axis or "cpu_clock"))
 
 
 def build(sh: Shared, demo: gr.Blocks, tab: gr.Tab) -> None:

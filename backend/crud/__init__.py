@@ -19,6 +19,12 @@ from backend.crud.branches import (
     replace_branch_nodes,
     set_branch_policy,
 )
+from backend.crud.dataset_imports import (
+    claim_import_progress,
+    end_import_progress,
+    import_progress,
+    set_import_progress,
+)
 from backend.crud.datasets import (
     create_dataset,
     delete_dataset,
@@ -119,6 +125,7 @@ __all__ = [
     "atlas_rows",
     "beat_node",
     "branch_of_job",
+    "claim_import_progress",
     "claim_job",
     "claim_node",
     "count_active",
@@ -134,6 +141,7 @@ __all__ = [
     "deleted_job",
     "drop_old_tree_latents",
     "due_for_purge",
+    "end_import_progress",
     "end_node",
     "experiment_jobs",
     "experiment_status_counts",
@@ -148,6 +156,7 @@ __all__ = [
     "get_tree",
     "get_tree_rows",
     "heartbeat",
+    "import_progress",
     "job_page",
     "job_rows",
     "jobs_over_tree_latent_limit",
@@ -194,6 +203,7 @@ __all__ = [
     "sample_epochs_after",
     "set_branch_policy",
     "set_checkpoint",
+    "set_import_progress",
     "soft_delete_experiment",
     "soft_delete_job",
     "stale_cutoff",

@@ -20,6 +20,7 @@ from treegrpo.rewards import names
 
 DATASETS = "/api/v1/datasets"
 JOBS = "/api/v1/jobs"
+EXPERIMENTS = "/api/v1/experiments"
 ROWS = [{"prompt": f"the number {d}", "digit": d} for d in range(10)]
 
 
@@ -292,18 +293,21 @@ def test_a_million_row_parquet_imports_through_the_api(tmp_path: Path, sqlite_ur
         ]
 
 
+def _two_seed_grid(dataset: str) -> dict[str, Any]:
+    """An experiment of two digits runs (seeds 0 and 1) on `dataset`."""
+    return {
+        "preset": "digits-treegrpo",
+        "config": {"prompts": {"dataset": dataset}},
+        "axes": {"seed": [0, 1]},
+        "budget": {"epochs": 1},
+    }
+
+
 def test_an_experiment_pins_its_datasets_and_every_change_is_audited(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:
     dataset = _upload(client, auth, _jsonl(ROWS)).json()
-    body = {
-        "name": "on a dataset",
-        "preset": "digits-treegrpo",
-        "config": {"prompts": {"dataset": "digits-meta"}},
-        "axes": {"seed": [0, 1]},
-        "budget": {"epochs": 1},
-    }
-    experiment = client.post("/api/v1/experiments", json=body, headers=auth)
+    experiment = client.post(EXPERIMENTS, json=_two_seed_grid("digits-meta"), headers=auth)
     assert experiment.status_code == 201, experiment.text
     runs = [run["job_id"] for run in experiment.json()["runs"]]
     for job_id in runs:  # each run reads the version it was submitted against, as a job does
@@ -312,8 +316,8 @@ def test_an_experiment_pins_its_datasets_and_every_change_is_audited(
     assert client.get(f"{DATASETS}/{dataset['id']}").json()["used_by"] == runs
     assert client.delete(f"{DATASETS}/{dataset['id']}", headers=auth).status_code == 409
     experiment_id = experiment.json()["id"]
-    assert client.post(f"/api/v1/experiments/{experiment_id}/cancel", headers=auth).is_success
-    assert client.delete(f"/api/v1/experiments/{experiment_id}", headers=auth).status_code == 204
+    assert client.post(f"{EXPERIMENTS}/{experiment_id}/cancel", headers=auth).is_success
+    assert client.delete(f"{EXPERIMENTS}/{experiment_id}", headers=auth).status_code == 204
     assert client.delete(f"{DATASETS}/{dataset['id']}", headers=auth).status_code == 204
     entries = client.get("/api/v1/audit", headers=auth).json()["data"]
     assert [(e["action"], e["target_id"]) for e in reversed(entries)] == [
@@ -333,13 +337,7 @@ def test_an_experiment_run_is_refused_for_missing_metadata_and_nothing_is_made(
     monkeypatch.setitem(names.REQUIRED_METADATA, "digit_judge", ("digit",))
     bare = [{"prompt": r["prompt"]} for r in ROWS]
     assert _upload(client, auth, _jsonl(bare), name="bare").status_code == 201
-    body = {
-        "preset": "digits-treegrpo",
-        "config": {"prompts": {"dataset": "bare"}},
-        "axes": {"seed": [0, 1]},
-        "budget": {"epochs": 1},
-    }
-    answer = client.post("/api/v1/experiments", json=body, headers=auth)
+    answer = client.post(EXPERIMENTS, json=_two_seed_grid("bare"), headers=auth)
     assert answer.status_code == 422, answer.text
     (error,) = answer.json()["detail"]
     assert error["loc"][:3] == ["body", "runs", "digits-treegrpo seed=0"]

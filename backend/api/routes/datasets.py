@@ -205,7 +205,7 @@ async def import_progress(
     """An import sent with `progress_id`, while its request runs (in this API process or any
     other): the phase (`reading` the source, `storing` the version) and its bytes done of the
     total. A 404 before it started and once it ended."""
-    item = await db.read(ImportBoard.get, progress_id)
+    item = await db.read(lambda session: crud.import_progress(session, progress_id=progress_id))
     if item is None:
         raise ProblemError(404, f"no import {progress_id!r} is running")
     return ImportProgressPublic(**item)
